@@ -1,0 +1,188 @@
+"""The ``harness`` command line.
+
+Exit codes: 0 success; 1 failure (unusable submission, missing data, a run that failed);
+2 usage error; 3 the run diverged (its record is written); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from harness import __version__
+from harness.data import DATASET_ALIASES, DATASETS
+from harness.models import ARCHS
+from harness.train import PROTOCOL_RECIPE, EpochMetrics, Recipe
+
+EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guarded(verbose: bool, fn, *args, **kwargs):
+    """Run ``fn``; turn every error into one line (or a traceback with --verbose) and an exit code."""
+    from harness.runner import RunError
+    from harness.submission import SubmissionError
+
+    try:
+        return fn(*args, **kwargs)
+    except (SubmissionError, RunError) as exc:
+        if verbose:
+            traceback.print_exc()
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug in the harness still ends in one line
+        if verbose:
+            traceback.print_exc()
+        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)")
+
+
+def metrics_line(e: EpochMetrics) -> str:
+    """The reference's log line, kept so that scripts written for it keep working."""
+    return (f"TRAIN_METRICS: epoch={e.epoch} train_loss={e.train_loss:.4f} train_acc={e.train_acc:.2f} "
+            f"test_loss={e.test_loss:.4f} test_acc={e.test_acc:.2f} lr={e.lr:.6f}")
+
+
+class _Progress:
+    """A tqdm bar over training steps with an ETA; one plain line per epoch when not on a terminal."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int):
+        from tqdm.auto import tqdm
+
+        self.epochs = epochs
+        self.best = float("-inf")
+        self.bar = tqdm(total=epochs * steps_per_epoch, unit="step", dynamic_ncols=True,
+                        disable=None, leave=False, file=sys.stderr)
+
+    def step(self) -> None:
+        self.bar.update(1)
+
+    def epoch(self, e: EpochMetrics) -> None:
+        self.best = max(self.best, e.test_acc)
+        if self.bar.disable:
+            click.echo(f"epoch {e.epoch:>3}/{self.epochs}  lr {e.lr:.5f}  "
+                       f"train loss {e.train_loss:.4f} acc {e.train_acc:6.2f}  "
+                       f"test loss {e.test_loss:.4f} acc {e.test_acc:6.2f}  best {self.best:6.2f}  "
+                       f"({e.train_s + e.eval_s:.1f}s)")
+        else:
+            self.bar.set_postfix(epoch=e.epoch, test_acc=f"{e.test_acc:.2f}", best=f"{self.best:.2f}")
+        if e.epoch == 1 or e.epoch % 10 == 0:
+            (click.echo if self.bar.disable else self.bar.write)(metrics_line(e))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="harness")
+def main() -> None:
+    """Benchmark drop-in normalization layers (CustomNorm) under one fixed training protocol.
+
+    A submission is one Python file defining ``CustomNorm(num_features)``, a drop-in for
+    ``nn.BatchNorm2d``. See ``harness COMMAND --help``.
+    """
+
+
+_DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
+
+
+@main.command("eval")
+@click.argument("submission", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--arch", required=True, type=click.Choice(list(ARCHS)), help="Architecture.")
+@click.option("--dataset", required=True, type=click.Choice(_DATASET_CHOICES, case_sensitive=False),
+              help="Dataset (digits is bundled and needs no download).")
+@click.option("--seed", default=42, show_default=True, type=int,
+              help="Seeds python, numpy and torch; the data order and augmentation derive from it.")
+@click.option("--epochs", default=PROTOCOL_RECIPE.epochs, show_default=True,
+              type=click.IntRange(min=1), help="Training epochs (other than 200: not comparable).")
+@click.option("--batch-size", default=PROTOCOL_RECIPE.batch_size, show_default=True,
+              type=click.IntRange(min=2), help="Training batch size (other than 128: not comparable).")
+@click.option("--lr", default=PROTOCOL_RECIPE.lr, show_default=True, type=click.FloatRange(min=0),
+              help="SGD learning rate (changing it makes the run not comparable).")
+@click.option("--momentum", default=PROTOCOL_RECIPE.momentum, show_default=True,
+              type=click.FloatRange(0, 1), help="SGD momentum (changing it: not comparable).")
+@click.option("--weight-decay", default=PROTOCOL_RECIPE.weight_decay, show_default=True,
+              type=click.FloatRange(min=0), help="SGD weight decay (changing it: not comparable).")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Dataset folder. Default: $HARNESS_DATA, else ~/.cache/harness/data.")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="Download missing datasets when the network allows.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (a CUDA GPU when present), cpu, cuda or cuda:N.")
+@click.option("--out", "out_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=str),
+              help="Results folder; the record goes to OUT/runs/RUN_ID.json.")
+@click.option("--limit-train", type=click.IntRange(min=2), default=None,
+              help="Use only the first N training images (smoke runs; recorded as not comparable).")
+@click.option("--limit-test", type=click.IntRange(min=1), default=None,
+              help="Use only the first N test images (smoke runs; recorded as not comparable).")
+@click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
+             lr: float, momentum: float, weight_decay: float, data_root: str | None, download: bool,
+             device: str, out_dir: str, limit_train: int | None, limit_test: int | None,
+             verbose: bool) -> None:
+    """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
+
+    SUBMISSION is a .py file defining CustomNorm(num_features). Prints the reference's
+    TRAIN_METRICS lines and a final `TEST_METRICS: test_acc=BEST`, and writes one JSON run record.
+
+    \b
+    Example:
+      harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15
+    """
+    from harness.runner import RunConfig, run_eval
+
+    recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                    weight_decay=weight_decay)
+    config = RunConfig(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
+                       recipe=recipe, limit_train=limit_train, limit_test=limit_test,
+                       device=device, data_root=data_root, download=download)
+    progress: dict[str, Any] = {}
+
+    def on_start(record: dict[str, Any]) -> None:
+        sub, cfg = record["submission"], record["config"]
+        click.echo(f"harness {__version__}: {sub['name']} (sha256 {sub['sha256'][:12]}) in "
+                   f"{cfg['arch']} on {cfg['dataset']}, seed {cfg['seed']}, {cfg['epochs']} epochs, "
+                   f"{record['environment']['device']} ({record['environment']['device_name']}), "
+                   f"{record['model']['parameters']:,} parameters")
+        for d in record["deviations"]:
+            click.echo(f"note: not comparable with the reference: {d}", err=True)
+        n = record["data"]["train_size"]
+        progress["bar"] = _Progress(cfg["epochs"], -(-n // cfg["batch_size"]))
+
+    def run() -> tuple[dict[str, Any], Any]:
+        try:
+            return run_eval(config, out_dir, on_start=on_start,
+                            on_epoch=lambda e: progress["bar"].epoch(e),
+                            on_step=lambda: progress["bar"].step())
+        finally:
+            if "bar" in progress:
+                progress["bar"].close()
+
+    record, path = _guarded(verbose, run)
+    status = record["status"]
+    if record["best_acc"] is not None:
+        click.echo(f"best test accuracy {record['best_acc']:.2f}% at epoch {record['best_epoch']}, "
+                   f"final {record['final_acc']:.2f}%, {record['wall_s']:.0f}s, "
+                   f"{record['train_images_per_s']:.0f} train images/s")
+    click.echo(f"record: {path}")
+    if status == "failed":
+        if verbose and record["failure"].get("traceback"):
+            click.echo(record["failure"]["traceback"], err=True)
+        _fail(f"run failed: {record['failure']['message']} (record: {path})")
+    if record["best_acc"] is not None:
+        click.echo(f"TEST_METRICS: test_acc={record['best_acc']:.2f}")
+    if status == "diverged":
+        _fail(f"run diverged: {record['failure']['message']}; best accuracy before it is kept",
+              EXIT_DIVERGED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Datasets as resident uint8 tensors, and the protocol's augmentation done on whole batches.
+
+The reference pipeline is, per image, with PIL:
+    train: Resize(32) -> RandomCrop(32, padding=4) -> RandomHorizontalFlip -> ToTensor
+           -> (grey: repeat to 3 channels) -> Normalize
+    test:  Resize(32) -> ToTensor -> (repeat) -> Normalize
+
+Here the deterministic part (Resize) is done once when the dataset is loaded, the raw uint8 images
+are zero-padded once (the reference pads the raw image, so a padded pixel becomes (0-mean)/std after
+normalisation, not 0), and every batch is cropped, flipped, scaled and normalised as one tensor
+operation on the training device. For the same crop offsets and flips the tensors equal
+torchvision's (see tests/test_augment.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PAD = 4
+SIZE = 32
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset's files are missing or corrupt and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channels: int  # stored channels; grey images are repeated to 3 after normalisation
+    in_reference: bool
+    expected_files: tuple[str, ...] = ()  # relative to the data root, for the "missing" message
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "cifar10": DatasetSpec(
+        "cifar10", "CIFAR-10: 50k/10k 32x32 colour images, 10 classes", 10,
+        (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 3, True,
+        tuple(f"cifar-10-batches-py/{f}" for f in
+              ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+               "test_batch", "batches.meta"])),
+    "cifar100": DatasetSpec(
+        "cifar100", "CIFAR-100: 50k/10k 32x32 colour images, 100 classes", 100,
+        (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 3, True,
+        tuple(f"cifar-100-python/{f}" for f in ["train", "test", "meta"])),
+    "fmnist": DatasetSpec(
+        "fmnist", "FashionMNIST: 60k/10k 28x28 grey images resized to 32, 10 classes", 10,
+        (0.2860,) * 3, (0.3530,) * 3, 1, True,
+        tuple(f"FashionMNIST/raw/{f}" for f in
+              ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])),
+    # mean/std of digits are computed from its train split when it is loaded (see _load_digits).
+    "digits": DatasetSpec(
+        "digits", "scikit-learn's 8x8 digits scaled to 32x32 (offline; demos and tests), 10 classes",
+        10, (0.0,) * 3, (1.0,) * 3, 1, False),
+}
+DATASET_ALIASES = {"fashionmnist": "fmnist", "fashion-mnist": "fmnist"}
+
+_DIGITS_TEST_FRACTION = 0.2
+_DIGITS_SPLIT_SEED = 0
+
+
+def resolve_dataset_name(name: str) -> str:
+    key = name.lower()
+    key = DATASET_ALIASES.get(key, key)
+    if key not in DATASETS:
+        choices = ", ".join(list(DATASETS) + list(DATASET_ALIASES))
+        raise ValueError(f"unknown dataset {name!r}; choose from {choices}")
+    return key
+
+
+def default_data_root() -> Path:
+    """``$HARNESS_DATA``, else ``$XDG_CACHE_HOME/harness/data`` (``~/.cache/harness/data``)."""
+    if os.environ.get("HARNESS_DATA"):
+        return Path(os.environ["HARNESS_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "harness" / "data"
+
+
+@dataclass
+class ImageSplit:
+    """Images after Resize(32), as stored uint8 ``[N, C, 32, 32]``, with int64 labels ``[N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        h.update(self.images.contiguous().cpu().numpy().tobytes())
+        h.update(self.labels.cpu().numpy().astype("<i8").tobytes())
+        return h.hexdigest()
+
+    def head(self, n: int | None) -> "ImageSplit":
+        if n is None or n >= len(self):
+            return self
+        return ImageSplit(self.images[:n], self.labels[:n])
+
+    def to(self, device: torch.device | str) -> "ImageSplit":
+        return ImageSplit(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Dataset:
+    spec: DatasetSpec
+    train: ImageSplit
+    test: ImageSplit
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str  # where the files came from
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def resize_u8(images: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """Resize uint8 ``[N, C, H, W]`` so the shorter side is ``size``, like ``Resize(size)`` on PIL.
+
+    PIL resizes with an antialiased bilinear filter in fixed point and rounds to uint8; torch's
+    uint8 antialiased bilinear kernel follows it, agreeing to within one grey level (1/255)
+    where the two round differently. A no-op when the shorter side is already ``size``.
+    """
+    h, w = images.shape[-2:]
+    if min(h, w) == size:
+        return images
+    if h <= w:
+        new = (size, int(size * w / h))
+    else:
+        new = (int(size * h / w), size)
+    return F.interpolate(images, size=new, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _torchvision_class(name: str):
+    import torchvision.datasets as tvd
+
+    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "fmnist": tvd.FashionMNIST}[name]
+
+
+def _open_torchvision(name: str, root: Path, train: bool, download: bool):
+    cls = _torchvision_class(name)
+    try:
+        return cls(str(root), train=train, download=False)
+    except RuntimeError as missing:
+        if not download:
+            raise DatasetUnavailable(_missing_message(name, root, str(missing))) from None
+    # The files are absent or corrupt: try the network, briefly, then give one clear message.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        return cls(str(root), train=train, download=True)
+    except Exception as exc:  # noqa: BLE001 - any download failure becomes the same message
+        reason = f"download failed: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+        raise DatasetUnavailable(_missing_message(name, root, reason)) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _missing_message(name: str, root: Path, reason: str) -> str:
+    spec = DATASETS[name]
+    files = ", ".join(spec.expected_files)
+    return (f"{name} is not available under {root} ({reason}). Expected files: {files}. "
+            f"Put them there, or point --data-root / $HARNESS_DATA at a folder that has them.")
+
+
+def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
+    spec = DATASETS[name]
+    splits = []
+    for train in (True, False):
+        ds = _open_torchvision(name, root, train, download)
+        data = ds.data
+        images = torch.as_tensor(np.asarray(data))
+        if images.dim() == 3:  # [N, H, W] grey
+            images = images.unsqueeze(1)
+        else:  # [N, H, W, C] colour, as CIFAR stores it
+            images = images.permute(0, 3, 1, 2)
+        images = resize_u8(images.contiguous())
+        labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+        splits.append(ImageSplit(images.contiguous(), labels))
+    return Dataset(spec, splits[0], splits[1], spec.mean, spec.std, source=str(root))
+
+
+def _load_digits() -> Dataset:
+    """scikit-learn's bundled 1,797 8x8 digits (0..16), scaled to uint8 and resized to 32x32.
+
+    A fixed stratified 80/20 split (seed 0); mean and std are those of the train split's pixels.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    pixels = torch.as_tensor(bunch.images, dtype=torch.float32)  # [N, 8, 8] in 0..16
+    images = F.interpolate((pixels * (255.0 / 16.0)).unsqueeze(1), size=(SIZE, SIZE),
+                           mode="bilinear", align_corners=False)
+    images = images.round().clamp(0, 255).to(torch.uint8)
+    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
+    idx = np.arange(len(labels))
+    train_idx, test_idx = train_test_split(idx, test_size=_DIGITS_TEST_FRACTION,
+                                           stratify=bunch.target, random_state=_DIGITS_SPLIT_SEED)
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    train = ImageSplit(images[train_idx].contiguous(), labels[train_idx])
+    test = ImageSplit(images[test_idx].contiguous(), labels[test_idx])
+    scaled = train.images.double() / 255.0
+    mean, std = float(scaled.mean()), float(scaled.std(unbiased=False))
+    return Dataset(DATASETS["digits"], train, test, (mean,) * 3, (std,) * 3,
+                   source="sklearn.datasets.load_digits")
+
+
+def load_dataset(name: str, root: str | Path | None = None, download: bool = True) -> Dataset:
+    """Load a dataset by name (aliases allowed) as resident uint8 tensors on the CPU."""
+    name = resolve_dataset_name(name)
+    if name == "digits":
+        return _load_digits()
+    root = Path(root).expanduser() if root else default_data_root()
+    return _load_torchvision(name, root, download)
+
+
+# --------------------------------------------------------------------------------------------
+# The batched pipeline
+# --------------------------------------------------------------------------------------------
+
+
+class BatchPipeline:
+    """Crop, flip, scale and normalise whole batches on one device.
+
+    ``train_batch`` is RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize;
+    ``test_batch`` is ToTensor + Normalize. Grey images are repeated to 3 channels.
+    """
+
+    def __init__(self, mean, std, channels: int, device: torch.device | str):
+        self.device = torch.device(device)
+        self.channels = channels
+        c = channels
+        self.mean = torch.tensor(mean[:c], dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        self.std = torch.tensor(std[:c], dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        self._ramp = torch.arange(SIZE, device=self.device)
+
+    @staticmethod
+    def pad(images: torch.Tensor) -> torch.Tensor:
+        """Zero-pad raw uint8 images by 4 px once, so every crop is a plain index."""
+        return F.pad(images, (PAD, PAD, PAD, PAD), value=0)
+
+    def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
+        # Same operations, in the same order, as ToTensor (x / 255) and Normalize ((x - m) / s).
+        x = images_u8.to(torch.float32).div(255)
+        x = x.sub(self.mean).div(self.std)
+        if self.channels == 1:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        return x
+
+    def crop_flip(self, padded_u8: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                  flip: torch.Tensor) -> torch.Tensor:
+        """Take 32x32 windows at (top, left) of padded images, mirrored where ``flip``; one gather."""
+        b, c = padded_u8.shape[:2]
+        rows = top[:, None] + self._ramp  # [B, 32]
+        cols = torch.where(flip[:, None], left[:, None] + (SIZE - 1) - self._ramp,
+                           left[:, None] + self._ramp)  # [B, 32]
+        bi = torch.arange(b, device=padded_u8.device)[:, None, None, None]
+        ci = torch.arange(c, device=padded_u8.device)[None, :, None, None]
+        return padded_u8[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+    def train_batch(self, padded_u8, top, left, flip) -> torch.Tensor:
+        return self.normalize(self.crop_flip(padded_u8, top, left, flip))
+
+    def test_batch(self, images_u8: torch.Tensor) -> torch.Tensor:
+        return self.normalize(images_u8)
+
+
+@dataclass
+class EpochPlan:
+    """One epoch's randomness, drawn at once on the device: order, crop offsets and flips."""
+
+    order: torch.Tensor
+    top: torch.Tensor
+    left: torch.Tensor
+    flip: torch.Tensor
+
+
+def draw_epoch(n: int, generator: torch.Generator, device: torch.device) -> EpochPlan:
+    order = torch.randperm(n, generator=generator, device=device)
+    offsets = torch.randint(0, 2 * PAD + 1, (2, n), generator=generator, device=device)
+    flip = torch.rand(n, generator=generator, device=device) < 0.5
+    return EpochPlan(order, offsets[0], offsets[1], flip)

@@ -1,0 +1,133 @@
+"""The run record: one JSON file per run, written atomically. The schema is in docs/run-record.md."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# Keys whose values depend on the machine's speed or the moment, not on what was computed.
+# Two runs of the same config and seed on the same CPU agree on everything else.
+TIMING_KEYS = frozenset({"run_id", "started_at", "ended_at", "wall_s", "train_s", "eval_s",
+                         "epoch_s", "train_images_per_s", "peak_memory_bytes", "record_path"})
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(*parts: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return "-".join([*parts, stamp, secrets.token_hex(3)])
+
+
+def git_commit(path: Path | None = None) -> dict[str, Any] | None:
+    """Commit and dirtiness of the git work tree holding the harness, if it is one."""
+    here = path or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device) -> dict[str, Any]:
+    import numpy
+    import torch
+    import torchvision
+
+    from harness import __version__
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = cpu_model()
+    return {
+        "device": str(device),
+        "device_name": device_name,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "harness": __version__,
+        "git": git_commit(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "argv": sys.argv,
+    }
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: a diverged run's non-finite numbers are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """Write JSON to a temporary file in the same folder, fsync it, then rename over ``path``."""
+    path = Path(path)
+    payload = _finite(payload)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=False, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{path}: run record schema version {version!r}, this harness reads "
+                         f"{SCHEMA_VERSION}")
+    return record
+
+
+def strip_timings(value: Any) -> Any:
+    """The record without anything that depends on wall-clock time or the machine's speed."""
+    if isinstance(value, dict):
+        return {k: strip_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [strip_timings(v) for v in value]
+    return value

@@ -1,0 +1,199 @@
+"""One run, end to end: load the submission, seed, load data, build, train, write the record."""
+
+from __future__ import annotations
+
+import random
+import resource
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from harness import data as data_mod
+from harness.models import ARCHS, build_model, count_parameters
+from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
+from harness.submission import Submission, load
+from harness.train import PROTOCOL_RECIPE, EpochMetrics, Recipe, TrainResult, train
+
+# Bumped whenever anything that changes what a number means changes (recipe, data, models, init).
+PROTOCOL_VERSION = "dl-normalization-1"
+
+
+@dataclass
+class RunConfig:
+    submission: str
+    arch: str
+    dataset: str
+    seed: int = 42
+    recipe: Recipe = field(default_factory=Recipe)
+    limit_train: int | None = None
+    limit_test: int | None = None
+    device: str = "auto"
+    data_root: str | None = None
+    download: bool = True
+
+
+class RunError(Exception):
+    """A run cannot start (bad configuration, missing data, unusable device); one line for the user."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RunError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for, but torch sees no CUDA GPU on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise RunError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all CUDA devices too). The reference seeds only torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def peak_memory_bytes(device: torch.device) -> tuple[str, int]:
+    if device.type == "cuda":
+        return "cuda_max_allocated", int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss is in kilobytes on Linux.
+    return "process_max_rss", int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def deviations(config: RunConfig, spec: data_mod.DatasetSpec) -> list[str]:
+    """Everything that makes this run's numbers not comparable with the reference table."""
+    out = config.recipe.deviations()
+    if config.limit_train is not None:
+        out.append(f"limit_train={config.limit_train} (smoke run: not comparable)")
+    if config.limit_test is not None:
+        out.append(f"limit_test={config.limit_test} (smoke run: not comparable)")
+    if not spec.in_reference:
+        out.append(f"dataset {spec.name} is not in the reference benchmark")
+    if not ARCHS[config.arch].in_reference:
+        out.append(f"architecture {config.arch} is not in the reference benchmark")
+    return out
+
+
+def _epoch_dict(e: EpochMetrics) -> dict[str, Any]:
+    return {"epoch": e.epoch, "lr": e.lr, "train_loss": e.train_loss, "train_acc": e.train_acc,
+            "test_loss": e.test_loss, "test_acc": e.test_acc, "epoch_s": e.train_s + e.eval_s}
+
+
+def run_eval(config: RunConfig, out_dir: str | Path = "results",
+             on_epoch: Callable[[EpochMetrics], None] | None = None,
+             on_step: Callable[[], None] | None = None,
+             on_start: Callable[[dict[str, Any]], None] | None = None,
+             warn: Callable[[str], None] = lambda msg: print(f"warning: {msg}", file=sys.stderr),
+             ) -> tuple[dict[str, Any], Path]:
+    """Run one (submission, arch, dataset, seed) and write its record; return (record, path).
+
+    Raises :class:`harness.submission.SubmissionError` or :class:`RunError` before anything is
+    trained when the submission, data or device is unusable. A failure during training is
+    recorded (status ``failed``) and the record is still written; the caller decides the exit code.
+    """
+    if config.arch not in ARCHS:
+        raise RunError(f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHS)}")
+    try:
+        dataset_name = data_mod.resolve_dataset_name(config.dataset)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    submission: Submission = load(config.submission)
+    device = resolve_device(config.device)
+    started_at, t_start = utc_now(), time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    try:
+        dataset = data_mod.load_dataset(dataset_name, config.data_root, download=config.download)
+    except data_mod.DatasetUnavailable as exc:
+        raise RunError(str(exc)) from None
+    dataset.train = dataset.train.head(config.limit_train)
+    dataset.test = dataset.test.head(config.limit_test)
+
+    seed_everything(config.seed)
+    try:
+        model, init_report = build_model(config.arch, dataset.spec.num_classes,
+                                         submission.norm_class, return_init_report=True)
+    except Exception as exc:  # noqa: BLE001 - a constructor failure is the submission's
+        raise RunError(f"{submission.path}: building {config.arch} with {submission.norm_class.__name__} "
+                       f"failed: {type(exc).__name__}: {exc}") from None
+    if init_report.message():
+        warn(init_report.message())
+
+    run_id = new_run_id(submission.name, config.arch, dataset_name, f"s{config.seed}")
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "protocol_version": PROTOCOL_VERSION,
+        "run_id": run_id,
+        "status": "running",
+        "failure": None,
+        "comparable": True,
+        "deviations": [],
+        "config": {
+            "arch": config.arch, "dataset": dataset_name, "num_classes": dataset.spec.num_classes,
+            "seed": config.seed, **asdict(config.recipe), "limit_train": config.limit_train,
+            "limit_test": config.limit_test, "device": str(device),
+            "data_root": None if dataset_name == "digits" else str(dataset.source),
+        },
+        "submission": {"path": str(submission.path), "name": submission.name,
+                       "sha256": submission.sha256, "class": submission.norm_class.__qualname__},
+        "model": {"parameters": count_parameters(model), "init_overwritten": init_report.overwritten},
+        "data": {"train_size": len(dataset.train), "test_size": len(dataset.test),
+                 "mean": list(dataset.mean), "std": list(dataset.std),
+                 "train_sha256": dataset.train.sha256(), "test_sha256": dataset.test.sha256()},
+        "environment": environment(device),
+        "started_at": started_at,
+    }
+    record["deviations"] = deviations(config, dataset.spec)
+    record["comparable"] = not record["deviations"]
+    if on_start is not None:
+        on_start(record)
+
+    result: TrainResult | None = None
+    try:
+        result = train(model, dataset, config.recipe, device, config.seed,
+                       on_epoch=on_epoch, on_step=on_step)
+        record["status"] = result.status
+        if result.status == "diverged":
+            record["failure"] = {"category": "diverged",
+                                 "message": f"training loss not finite at epoch {result.diverged_at}"}
+    except Exception as exc:  # noqa: BLE001 - any failure of the layer is recorded, not lost
+        record["status"] = "failed"
+        record["failure"] = {"category": "exception",
+                             "message": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                             "traceback": traceback.format_exc()[-4000:]}
+
+    epochs = result.epochs if result else []
+    best = result.best if result else None
+    wall = time.perf_counter() - t_start
+    kind, peak = peak_memory_bytes(device)
+    record.update({
+        "epochs": [_epoch_dict(e) for e in epochs],
+        "epochs_completed": len(epochs),
+        "best_acc": best.test_acc if best else None,
+        "best_epoch": best.epoch if best else None,
+        "final_acc": epochs[-1].test_acc if epochs else None,
+        "wall_s": wall,
+        "train_s": result.train_s if result else None,
+        "eval_s": result.eval_s if result else None,
+        "train_images_per_s": (result.train_images / result.train_s
+                               if result and result.train_s > 0 else None),
+        "peak_memory": {"kind": kind, "peak_memory_bytes": peak},
+        "ended_at": utc_now(),
+    })
+    path = write_json_atomic(Path(out_dir) / "runs" / f"{run_id}.json", record)
+    return record, path
+
+
+__all__ = ["PROTOCOL_RECIPE", "PROTOCOL_VERSION", "RunConfig", "RunError", "run_eval"]

@@ -1,0 +1,100 @@
+"""Loading a submission: a Python file that defines ``CustomNorm(num_features)``.
+
+Only the file's top level runs (it is imported, never executed as ``__main__``), so a
+reference-format file that carries its own training script under ``if __name__ == "__main__"``
+contributes its CustomNorm and nothing else. Every way a file can be broken is reported as a
+:class:`SubmissionError` with one line that names the file and, where there is one, the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+CLASS_NAME = "CustomNorm"
+
+
+class SubmissionError(Exception):
+    """A submission cannot be used; ``str(err)`` is a one-line explanation for the user."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    path: Path
+    name: str  # the file's stem, e.g. "selective_norm"
+    sha256: str
+    norm_class: type[nn.Module]
+
+
+def sha256_file(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _line_in(exc: BaseException, path: Path) -> int | None:
+    """The last line of ``path`` on the traceback, i.e. where the submission itself failed."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == path:
+            line = frame.lineno
+    return line
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise SubmissionError(f"{path}: no such file")
+    if path.is_dir():
+        raise SubmissionError(f"{path}: is a directory, expected a .py file defining {CLASS_NAME}")
+    if path.suffix != ".py":
+        raise SubmissionError(f"{path}: not a .py file; a submission is one Python file "
+                              f"defining {CLASS_NAME}")
+
+
+def _import(path: Path, digest: str):
+    source = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        code = compile(source, str(path), "exec")
+    except SyntaxError as exc:
+        raise SubmissionError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    module_name = f"_harness_submission_{digest[:16]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    # Registered while it runs so that dataclasses, pickling and typing inside it work.
+    sys.modules[module_name] = module
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - importing the submission is the point
+    except ModuleNotFoundError as exc:
+        sys.modules.pop(module_name, None)
+        where = _line_in(exc, path)
+        raise SubmissionError(f"{path}:{where}: import error: no module named {exc.name!r}") from None
+    except Exception as exc:  # noqa: BLE001 - anything raised at import time is the file's fault
+        sys.modules.pop(module_name, None)
+        where = _line_in(exc, path)
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        raise SubmissionError(f"{path}:{where}: {type(exc).__name__} while importing: {message}") from None
+    return module
+
+
+def load(path: str | Path) -> Submission:
+    """Import a submission file and return it with its CustomNorm class and sha256."""
+    path = Path(path).expanduser().resolve()
+    _check_path(path)
+    digest = sha256_file(path)
+    module = _import(path, digest)
+    cls = getattr(module, CLASS_NAME, None)
+    if cls is None:
+        raise SubmissionError(f"{path}: defines no {CLASS_NAME} class")
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise SubmissionError(f"{path}: {CLASS_NAME} must be a class deriving from torch.nn.Module, "
+                              f"got {type(cls).__name__}")
+    return Submission(path=path, name=path.stem, sha256=digest, norm_class=cls)
+
+
+def load_submission(path: str | Path) -> type[nn.Module]:
+    """Public API: the ``CustomNorm`` class defined in a submission file."""
+    return load(path).norm_class

@@ -1,0 +1,173 @@
+"""The protocol's training loop, read top to bottom.
+
+SGD(lr 0.1, momentum 0.9, weight decay 5e-4, no Nesterov) over all parameters in one group;
+cross-entropy; CosineAnnealingLR(T_max=epochs) stepped once per epoch *after* evaluation; the full
+test set evaluated every epoch in dataset order, batches of 128, last partial batch kept. The score
+is the best test accuracy over all epochs (the protocol selects on the test set; we also keep the
+final epoch's accuracy).
+
+Loss and accuracy are accumulated on the device and read once per epoch, so the step never waits
+for the host.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.data import BatchPipeline, Dataset, draw_epoch
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe. The defaults are the reference protocol's and must not change."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    test_batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"  # CosineAnnealingLR(T_max=epochs), stepped per epoch after evaluation
+
+    def deviations(self) -> list[str]:
+        """How this recipe differs from the protocol's, one phrase per field."""
+        ref = PROTOCOL_RECIPE
+        return [f"{k}={v!r} (protocol: {getattr(ref, k)!r})"
+                for k, v in asdict(self).items() if v != getattr(ref, k)]
+
+
+PROTOCOL_RECIPE = Recipe()
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    train_s: float
+    eval_s: float
+
+
+@dataclass
+class TrainResult:
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    status: str = "ok"  # ok | diverged
+    diverged_at: int | None = None
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    train_images: int = 0
+
+    @property
+    def best(self) -> EpochMetrics | None:
+        finite = [e for e in self.epochs if math.isfinite(e.test_acc)]
+        return max(finite, key=lambda e: (e.test_acc, -e.epoch)) if finite else None
+
+
+def data_seed(seed: int) -> int:
+    """Seed of the data-order/augmentation stream, derived from the run seed but distinct from it."""
+    return int(np.random.SeedSequence([seed, 0xDA7A]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             pipeline: BatchPipeline, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss and number correct over the test set, in order, as device tensors."""
+    model.eval()
+    device = pipeline.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for start in range(0, labels.shape[0], batch_size):
+        x = pipeline.test_batch(images[start:start + batch_size])
+        y = labels[start:start + batch_size]
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    return loss_sum, correct
+
+
+def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
+          on_epoch: Callable[[EpochMetrics], None] | None = None,
+          on_step: Callable[[], None] | None = None) -> TrainResult:
+    """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
+
+    The run stops early, with status ``diverged``, after the first epoch whose training loss is
+    not finite; the epochs before it (and their best accuracy) are kept.
+    """
+    pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device)
+    train_padded = pipeline.pad(data.train.images).to(device)
+    train_labels = data.train.labels.to(device)
+    test_images = data.test.images.to(device)
+    test_labels = data.test.labels.to(device)
+    n_train, n_test = len(data.train), len(data.test)
+
+    model.to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(data_seed(seed))
+
+    result = TrainResult()
+    bs = recipe.batch_size
+    for epoch in range(1, recipe.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        synchronize(device)
+        t0 = time.perf_counter()
+        model.train()
+        plan = draw_epoch(n_train, generator, device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for start in range(0, n_train, bs):
+            sl = slice(start, start + bs)
+            idx = plan.order[sl]
+            x = pipeline.train_batch(train_padded[idx], plan.top[sl], plan.left[sl], plan.flip[sl])
+            y = train_labels[idx]
+            logits = model(x)
+            loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().double() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            if on_step is not None:
+                on_step()
+        synchronize(device)
+        t1 = time.perf_counter()
+        test_loss_sum, test_correct = evaluate(model, test_images, test_labels, pipeline,
+                                               recipe.test_batch_size)
+        # The one host synchronisation of the epoch.
+        tl, tc, vl, vc = torch.stack([loss_sum, correct.double(), test_loss_sum,
+                                      test_correct.double()]).tolist()
+        t2 = time.perf_counter()
+        metrics = EpochMetrics(epoch=epoch, lr=lr, train_loss=tl / n_train,
+                               train_acc=100.0 * tc / n_train, test_loss=vl / n_test,
+                               test_acc=100.0 * vc / n_test, train_s=t1 - t0, eval_s=t2 - t1)
+        result.epochs.append(metrics)
+        result.train_s += t1 - t0
+        result.eval_s += t2 - t1
+        result.train_images += n_train
+        if on_epoch is not None:
+            on_epoch(metrics)
+        if not math.isfinite(metrics.train_loss):
+            result.status, result.diverged_at = "diverged", epoch
+            break
+        scheduler.step()
+    return result
