@@ -160,22 +160,21 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results",
     if on_start is not None:
         on_start(record)
 
-    result: TrainResult | None = None
+    result = TrainResult()
     try:
-        result = train(model, dataset, config.recipe, device, config.seed,
-                       on_epoch=on_epoch, on_step=on_step)
+        train(model, dataset, config.recipe, device, config.seed,
+              on_epoch=on_epoch, on_step=on_step, result=result)
         record["status"] = result.status
         if result.status == "diverged":
             record["failure"] = {"category": "diverged",
                                  "message": f"training loss not finite at epoch {result.diverged_at}"}
     except Exception as exc:  # noqa: BLE001 - any failure of the layer is recorded, not lost
         record["status"] = "failed"
-        record["failure"] = {"category": "exception",
+        record["failure"] = {"category": "exception", "epoch": len(result.epochs) + 1,
                              "message": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                              "traceback": traceback.format_exc()[-4000:]}
 
-    epochs = result.epochs if result else []
-    best = result.best if result else None
+    epochs, best = result.epochs, result.best
     wall = time.perf_counter() - t_start
     kind, peak = peak_memory_bytes(device)
     record.update({
@@ -185,10 +184,9 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results",
         "best_epoch": best.epoch if best else None,
         "final_acc": epochs[-1].test_acc if epochs else None,
         "wall_s": wall,
-        "train_s": result.train_s if result else None,
-        "eval_s": result.eval_s if result else None,
-        "train_images_per_s": (result.train_images / result.train_s
-                               if result and result.train_s > 0 else None),
+        "train_s": result.train_s,
+        "eval_s": result.eval_s,
+        "train_images_per_s": result.train_images / result.train_s if result.train_s > 0 else None,
         "peak_memory": {"kind": kind, "peak_memory_bytes": peak},
         "ended_at": utc_now(),
     })

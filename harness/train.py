@@ -104,11 +104,13 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
           on_epoch: Callable[[EpochMetrics], None] | None = None,
-          on_step: Callable[[], None] | None = None) -> TrainResult:
+          on_step: Callable[[], None] | None = None,
+          result: TrainResult | None = None) -> TrainResult:
     """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
 
     The run stops early, with status ``diverged``, after the first epoch whose training loss is
-    not finite; the epochs before it (and their best accuracy) are kept.
+    not finite; the epochs before it (and their best accuracy) are kept. Pass ``result`` to keep
+    the completed epochs even when the layer raises part-way.
     """
     pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device)
     train_padded = pipeline.pad(data.train.images).to(device)
@@ -125,7 +127,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     generator = torch.Generator(device=device)
     generator.manual_seed(data_seed(seed))
 
-    result = TrainResult()
+    result = result if result is not None else TrainResult()
     bs = recipe.batch_size
     for epoch in range(1, recipe.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fakedata  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    """No test reads a real data cache or writes outside its own folder; CPU only; 2 threads."""
+    monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "no-data-here"))
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Make torchvision's downloads fail at once, as on a machine without network."""
+    import torchvision.datasets.utils as tvu
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable (test)")
+
+    monkeypatch.setattr(tvu.urllib.request, "urlopen", refuse)
+
+
+@pytest.fixture
+def cifar10_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    arrays = fakedata.write_cifar10(root)
+    fakedata.register_md5(monkeypatch, root)
+    return root, arrays
+
+
+@pytest.fixture
+def cifar100_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    arrays = fakedata.write_cifar100(root)
+    fakedata.register_md5(monkeypatch, root)
+    return root, arrays
+
+
+@pytest.fixture
+def fmnist_root(tmp_path):
+    root = tmp_path / "data"
+    return root, fakedata.write_fmnist(root)

@@ -1,0 +1,128 @@
+"""The command line: help, one-line errors for every broken submission, reference formats."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import FIXTURES, ROOT
+from harness.cli import main
+
+SMOKE = ["--arch", "resnet20", "--dataset", "digits", "--epochs", "1",
+         "--limit-train", "130", "--limit-test", "50"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_help():
+    result = invoke("--help")
+    assert result.exit_code == 0 and "eval" in result.output
+    result = invoke("eval", "--help")
+    assert result.exit_code == 0
+    for flag in ("--arch", "--dataset", "--seed", "--epochs", "--batch-size", "--data-root",
+                 "--device", "--out", "--limit-train", "--limit-test"):
+        assert flag in result.output
+
+
+@pytest.mark.parametrize("fixture, expected", [
+    ("missing.py", "no such file"),
+    ("syntax_error.py", "syntax_error.py:6: syntax error"),
+    ("import_error.py", "import_error.py:2: import error: no module named 'norm_layers_that_do_not_exist'"),
+    ("no_class.py", "defines no CustomNorm class"),
+    ("not_a_module.py", "CustomNorm must be a class deriving from torch.nn.Module"),
+    ("raises_at_import.py", "raises_at_import.py:3: ValueError while importing"),
+    ("bad_constructor.py", "missing 1 required positional argument: 'groups'"),
+])
+def test_broken_submission_gives_one_line(fixture, expected, tmp_path):
+    result = invoke("eval", FIXTURES / fixture, *SMOKE, "--out", tmp_path)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_not_a_python_file(tmp_path):
+    path = tmp_path / "norm.txt"
+    path.write_text("class CustomNorm: pass\n")
+    result = invoke("eval", path, *SMOKE)
+    assert result.exit_code == 1 and "not a .py file" in result.stderr
+
+
+def test_broken_submission_in_a_real_process_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "eval", str(FIXTURES / "syntax_error.py"),
+                           *SMOKE], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    verbose = subprocess.run([sys.executable, "-m", "harness.cli", "eval",
+                              str(FIXTURES / "syntax_error.py"), *SMOKE, "--verbose"],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_usage_errors_exit_2():
+    assert invoke("eval", FIXTURES / "reference_format.py", "--arch", "resnet18",
+                  "--dataset", "digits").exit_code == 2
+    assert invoke("eval", FIXTURES / "reference_format.py", "--arch", "resnet20").exit_code == 2
+    assert invoke("eval", FIXTURES / "reference_format.py", *SMOKE, "--epochs", "0").exit_code == 2
+
+
+def test_unavailable_device_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = invoke("eval", ROOT / "custom_norm.py", *SMOKE, "--device", "cuda")
+    assert result.exit_code == 1 and "no CUDA GPU" in result.stderr
+
+
+def test_missing_dataset_is_one_line(tmp_path, no_network):
+    result = invoke("eval", ROOT / "custom_norm.py", "--arch", "resnet20", "--dataset", "cifar10",
+                    "--data-root", tmp_path / "nothing")
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert "\n" not in line and "cifar-10-batches-py/data_batch_1" in line
+
+
+def test_reference_format_file_uses_only_its_customnorm(tmp_path):
+    result = invoke("eval", FIXTURES / "reference_format.py", *SMOKE, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "TEST_METRICS: test_acc=" in result.output
+    (record_path,) = (tmp_path / "runs").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["submission"]["name"] == "reference_format" and record["status"] == "ok"
+
+
+def test_eval_with_tiny_cifar10_through_the_real_loader(cifar10_root, tmp_path):
+    root, _ = cifar10_root
+    result = invoke("eval", ROOT / "custom_norm.py", "--arch", "resnet20", "--dataset", "cifar10",
+                    "--epochs", "1", "--data-root", root, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    (record_path,) = (tmp_path / "out" / "runs").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["data"]["train_size"] == 30 and record["data"]["test_size"] == 10
+    assert record["config"]["num_classes"] == 10
+    assert record["deviations"] == ["epochs=1 (protocol: 200)"]
+
+
+def test_template_runs_with_reference_flags(tmp_path):
+    env = dict(os.environ, HARNESS_DATA=str(tmp_path / "none"))
+    proc = subprocess.run([sys.executable, str(ROOT / "custom_norm.py"), "--arch", "resnet20",
+                           "--dataset", "digits", "--seed", "7", "--epochs", "1",
+                           "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "TRAIN_METRICS: epoch=1 train_loss=" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("TEST_METRICS: test_acc=")
+    (record_path,) = (tmp_path / "out" / "runs").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["config"]["seed"] == 7 and record["submission"]["name"] == "custom_norm"
+    bad = subprocess.run([sys.executable, str(ROOT / "custom_norm.py"), "--arch", "nope",
+                          "--dataset", "digits"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -1,0 +1,130 @@
+"""Training: it learns, it is deterministic on CPU, it records failures, it follows the recipe."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import FIXTURES, ROOT
+from harness.cli import EXIT_DIVERGED, main
+from harness.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
+from harness.runner import RunConfig, run_eval
+from harness.train import Recipe
+
+TEMPLATE = str(ROOT / "custom_norm.py")
+
+
+def small(seed=42, epochs=2, submission=TEMPLATE, **kw):
+    return RunConfig(submission=submission, arch="resnet20", dataset="digits", seed=seed,
+                     recipe=Recipe(epochs=epochs), limit_train=260, limit_test=120, **kw)
+
+
+@pytest.mark.slow
+def test_digits_learns_well_above_chance(tmp_path):
+    config = RunConfig(submission=TEMPLATE, arch="resnet20", dataset="digits", seed=0,
+                       recipe=Recipe(epochs=8))
+    record, _ = run_eval(config, tmp_path)
+    assert record["status"] == "ok"
+    assert record["best_acc"] >= 80.0  # chance is 10%
+    accs = [e["test_acc"] for e in record["epochs"]]
+    assert record["best_acc"] == max(accs) and record["final_acc"] == accs[-1]
+    assert record["epochs"][-1]["train_loss"] < record["epochs"][0]["train_loss"] / 3
+
+
+def test_same_seed_same_record_apart_from_timings(tmp_path):
+    a, pa = run_eval(small(seed=5), tmp_path / "a")
+    b, pb = run_eval(small(seed=5), tmp_path / "b")
+    assert pa != pb
+    assert strip_timings(a) == strip_timings(b)
+    assert a["epochs"][-1]["train_loss"] == b["epochs"][-1]["train_loss"]  # bit-identical
+    c, _ = run_eval(small(seed=6), tmp_path / "c")
+    assert c["epochs"][0]["train_loss"] != a["epochs"][0]["train_loss"]
+
+
+def test_record_schema(tmp_path):
+    record, path = run_eval(small(epochs=3), tmp_path)
+    assert read_record(path) == json.loads(Path(path).read_text())
+    assert record["schema_version"] == SCHEMA_VERSION and record["status"] == "ok"
+    assert record["comparable"] is False and any("limit_train" in d for d in record["deviations"])
+    cfg = record["config"]
+    assert (cfg["lr"], cfg["momentum"], cfg["weight_decay"], cfg["nesterov"]) == (0.1, 0.9, 5e-4, False)
+    assert cfg["batch_size"] == 128 and cfg["test_batch_size"] == 128
+    assert len(record["submission"]["sha256"]) == 64
+    env = record["environment"]
+    for key in ("device", "device_name", "torch", "torchvision", "python", "harness"):
+        assert env[key]
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+        assert all(math.isfinite(e[key]) for e in record["epochs"])
+    assert record["best_epoch"] in (1, 2, 3) and record["wall_s"] > 0
+    assert record["train_images_per_s"] > 0 and record["peak_memory"]["peak_memory_bytes"] > 0
+    assert record["started_at"] <= record["ended_at"]
+    # Cosine over T_max = epochs, stepped once per epoch after evaluation.
+    lrs = [e["lr"] for e in record["epochs"]]
+    expected = [0.05 * (1 + math.cos(math.pi * k / 3)) for k in range(3)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_one_host_read_per_epoch(monkeypatch, tmp_path):
+    """Loss and accuracy stay on the device during the epoch: no .item()/.tolist() per step."""
+    calls = {"n": 0}
+    for name in ("item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            calls["n"] += 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    from harness.data import load_dataset
+    from harness.models import build_model
+    from harness.train import train
+
+    data = load_dataset("digits")
+    data.train = data.train.head(640)  # 5 steps per epoch
+    data.test = data.test.head(256)
+    model = build_model("resnet20", 10, torch.nn.BatchNorm2d)
+    calls["n"] = 0
+    result = train(model, data, Recipe(epochs=2), torch.device("cpu"), seed=0)
+    assert len(result.epochs) == 2
+    assert calls["n"] == 2
+
+
+def test_divergence_stops_the_run_and_keeps_the_best(tmp_path):
+    config = small(epochs=5, submission=str(FIXTURES / "nan_after_steps.py"))
+    record, path = run_eval(config, tmp_path)
+    assert record["status"] == "diverged"
+    assert record["epochs_completed"] < 5
+    assert "not finite" in record["failure"]["message"]
+    assert json.loads(Path(path).read_text())["epochs"][-1]["train_loss"] is None  # NaN -> null
+    result = CliRunner().invoke(main, ["eval", str(FIXTURES / "nan_after_steps.py"), "--arch", "resnet20",
+                                       "--dataset", "digits", "--epochs", "5", "--limit-train", "260",
+                                       "--limit-test", "120", "--out", str(tmp_path)])
+    assert result.exit_code == EXIT_DIVERGED and "diverged" in result.stderr
+
+
+def test_exception_during_training_is_recorded(tmp_path):
+    result = CliRunner().invoke(main, ["eval", str(FIXTURES / "raises_in_forward.py"), "--arch",
+                                       "resnet20", "--dataset", "digits", "--epochs", "4",
+                                       "--limit-train", "260", "--limit-test", "60",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "run failed: ValueError: statistics buffer exhausted" in result.stderr
+    assert "Traceback" not in result.output
+    (path,) = (tmp_path / "runs").glob("*.json")
+    record = read_record(path)
+    assert record["status"] == "failed" and record["failure"]["category"] == "exception"
+    assert "raises_in_forward.py" in record["failure"]["traceback"]
+    assert record["epochs_completed"] >= 1  # the epochs before the failure are kept
+
+
+def test_atomic_write_never_leaves_a_partial_file(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
