@@ -94,7 +94,7 @@ _DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
 
 
 @main.command("eval")
-@click.argument("submission", type=click.Path(dir_okay=True, path_type=str))
+@click.argument("submission")
 @click.option("--arch", required=True, type=click.Choice(list(ARCHS)), help="Architecture.")
 @click.option("--dataset", required=True, type=click.Choice(_DATASET_CHOICES, case_sensitive=False),
               help="Dataset (digits is bundled and needs no download).")
@@ -123,22 +123,36 @@ _DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
               help="Use only the first N training images (smoke runs; recorded as not comparable).")
 @click.option("--limit-test", type=click.IntRange(min=1), default=None,
               help="Use only the first N test images (smoke runs; recorded as not comparable).")
+@click.option("--check-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds each pre-flight check may take (0: no limit).")
 @click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
              lr: float, momentum: float, weight_decay: float, data_root: str | None, download: bool,
              device: str, out_dir: str, limit_train: int | None, limit_test: int | None,
-             verbose: bool) -> None:
+             check_timeout: float, verbose: bool) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
 
-    SUBMISSION is a .py file defining CustomNorm(num_features). Prints the reference's
-    TRAIN_METRICS lines and a final `TEST_METRICS: test_acc=BEST`, and writes one JSON run record.
+    SUBMISSION is a .py file defining CustomNorm(num_features), or a baseline's name (see
+    `harness list`). The fatal checks of `harness check` run first; a layer that fails one is not
+    trained. Prints the reference's TRAIN_METRICS lines and a final `TEST_METRICS: test_acc=BEST`,
+    and writes one JSON run record.
 
     \b
     Example:
       harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15
     """
+    from harness.check import run_checks
     from harness.runner import RunConfig, run_eval
+    from harness.submission import load
 
+    loaded = _guarded(verbose, load, submission)
+    preflight = _guarded(verbose, run_checks, str(loaded.path), timeout=check_timeout,
+                         fatal_only=True, submission=loaded)
+    failed = preflight.fatal_failure
+    if failed is not None:
+        _fail(f"{loaded.path.name}: check '{failed.name}' failed: {failed.detail} "
+              f"(`harness check {submission}` for the full report)")
+    submission = str(loaded.path)
     recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                     weight_decay=weight_decay)
     config = RunConfig(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
@@ -182,6 +196,59 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     if status == "diverged":
         _fail(f"run diverged: {record['failure']['message']}; best accuracy before it is kept",
               EXIT_DIVERGED)
+
+
+_STATUS_COLOURS = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "bright_black"}
+
+
+@main.command("check")
+@click.argument("submission")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds each check may take before it counts as hung (0: no limit).")
+@click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on internal errors.")
+def check_cmd(submission: str, as_json: bool, timeout: float, verbose: bool) -> None:
+    """Vet SUBMISSION's CustomNorm in seconds: one row per check, pass / warn / fail.
+
+    SUBMISSION is a .py file or a baseline's name. Exit 0 when nothing fails, 1 otherwise.
+    Warnings (e.g. batch-dependent at evaluation) do not fail; they are what a reader of a
+    result needs to know.
+    """
+    import json as json_mod
+
+    from harness.check import run_checks
+
+    report = _guarded(verbose, run_checks, submission, timeout=timeout)
+    if as_json:
+        click.echo(json_mod.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(f"{report.submission}" + (f"  (sha256 {report.sha256[:12]})" if report.sha256 else ""))
+        width = max(len(r.name) for r in report.rows)
+        for r in report.rows:
+            status = click.style(f"{r.status.upper():<4}", fg=_STATUS_COLOURS[r.status], bold=True)
+            click.echo(f"  {status}  {r.name:<{width}}  {r.detail}")
+        counts = {s: sum(r.status == s for r in report.rows) for s in _STATUS_COLOURS}
+        click.echo(f"{counts['pass']} passed, {counts['warn']} warned, {counts['fail']} failed"
+                   + (f", {counts['skip']} skipped" if counts["skip"] else ""))
+    sys.exit(0 if report.ok else EXIT_FAILED)
+
+
+@main.command("list")
+def list_cmd() -> None:
+    """List architectures, datasets and baselines, with one-line descriptions."""
+    from harness.submission import baseline_names, baselines_dir, describe
+
+    click.echo("Architectures (--arch):")
+    for spec in ARCHS.values():
+        click.echo(f"  {spec.name:<24} {spec.description}")
+    click.echo("\nDatasets (--dataset):")
+    for spec in DATASETS.values():
+        aliases = [a for a, t in DATASET_ALIASES.items() if t == spec.name]
+        extra = f" (alias: {', '.join(aliases)})" if aliases else ""
+        click.echo(f"  {spec.name:<24} {spec.description}{extra}")
+    click.echo(f"\nBaselines (a name works wherever a submission path does; {baselines_dir()}):")
+    for name in baseline_names():
+        click.echo(f"  {name:<24} {describe(baselines_dir() / f'{name}.py')}")
 
 
 if __name__ == "__main__":

@@ -239,8 +239,8 @@ def init_weights(model: nn.Module) -> InitReport:
 
     Conv2d: Kaiming normal (fan_out, relu), bias untouched. Linear: Kaiming normal (fan_in, relu),
     bias 0. BatchNorm2d/GroupNorm/InstanceNorm2d/LayerNorm and *any other module with a 1-D
-    ``weight``*: weight 1, bias 0. Returns the parameters whose prior value this changed, for
-    modules the protocol does not list by type (i.e. a submission's own choices).
+    ``weight``*: weight 1, bias 0. Returns the weight/bias parameters whose value this changed,
+    i.e. where a layer's own initialisation was overwritten (torch's norms start at 1/0 already).
     """
     report = InitReport()
     for name, m in model.named_modules():
@@ -251,13 +251,11 @@ def init_weights(model: nn.Module) -> InitReport:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif _is_unit_init_target(m):
-            weight = getattr(m, "weight", None)
-            bias = getattr(m, "bias", None)
-            catch_all = not isinstance(m, _PROTOCOL_NORM_TYPES)
-            for pname, tensor, value in (("weight", weight, 1.0), ("bias", bias, 0.0)):
+            for pname, value in (("weight", 1.0), ("bias", 0.0)):
+                tensor = getattr(m, pname, None)
                 if not isinstance(tensor, torch.Tensor):
                     continue
-                if catch_all and not bool((tensor == value).all()):
+                if not bool((tensor == value).all()):
                     report.overwritten.append(f"{name}.{pname}" if name else pname)
                 tensor.fill_(value)
     return report

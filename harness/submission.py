@@ -8,8 +8,10 @@ contributes its CustomNorm and nothing else. Every way a file can be broken is r
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -30,6 +32,39 @@ class Submission:
     name: str  # the file's stem, e.g. "selective_norm"
     sha256: str
     norm_class: type[nn.Module]
+
+
+def baselines_dir() -> Path:
+    """``$HARNESS_BASELINES``, else the ``baselines/`` folder of the checkout holding this package."""
+    if os.environ.get("HARNESS_BASELINES"):
+        return Path(os.environ["HARNESS_BASELINES"]).expanduser()
+    return Path(__file__).resolve().parents[1] / "baselines"
+
+
+def baseline_names() -> list[str]:
+    folder = baselines_dir()
+    return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
+
+
+def describe(path: str | Path) -> str:
+    """The first line of a file's module docstring (its one-line description)."""
+    try:
+        doc = ast.get_docstring(ast.parse(Path(path).read_text(encoding="utf-8")))
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    return doc.strip().splitlines()[0] if doc else ""
+
+
+def resolve(spec: str | Path) -> Path:
+    """A submission path, or a baseline's name (``group_norm``) standing for ``baselines/NAME.py``."""
+    path = Path(spec).expanduser()
+    text = str(spec)
+    if not path.exists() and "/" not in text and os.sep not in text and not text.endswith(".py"):
+        if text in baseline_names():
+            return baselines_dir() / f"{text}.py"
+        known = ", ".join(baseline_names()) or "none found"
+        raise SubmissionError(f"{text}: no such file, and not a baseline name (baselines: {known})")
+    return path
 
 
 def sha256_file(path: str | Path) -> str:
@@ -80,9 +115,9 @@ def _import(path: Path, digest: str):
     return module
 
 
-def load(path: str | Path) -> Submission:
-    """Import a submission file and return it with its CustomNorm class and sha256."""
-    path = Path(path).expanduser().resolve()
+def load(spec: str | Path) -> Submission:
+    """Import a submission file (or a baseline by name) with its CustomNorm class and sha256."""
+    path = resolve(spec).resolve()
     _check_path(path)
     digest = sha256_file(path)
     module = _import(path, digest)

@@ -1,0 +1,13 @@
+"""Arm 2 of the selective-normalization comparison: dropout only, no normalisation.
+
+Training: y = m * x / (1 - p), m ~ Bernoulli(1 - p) per element; evaluation: y = x.
+p = 0.1, the drop rate of SelectiveNorm (submissions/selective_norm.py), so the arms differ only
+in what they normalise.
+"""
+
+from torch import nn
+
+
+class CustomNorm(nn.Dropout):
+    def __init__(self, num_features: int):
+        super().__init__(p=0.1)

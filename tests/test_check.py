@@ -1,0 +1,138 @@
+"""harness check: baselines pass with their expected warnings; broken layers fail with their reason."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import FIXTURES, ROOT
+from harness.check import FAIL, PASS, SKIP, WARN, model_channel_counts, run_checks
+from harness.cli import main
+from harness.submission import baseline_names
+
+# What each shipped layer is expected to warn about; everything else must pass.
+EXPECTED_WARNINGS = {
+    "batch_instance_norm": {"eval-batch-independent"},  # batch statistics at evaluation
+    "switchable_norm": {"eval-batch-independent"},
+    "group_norm": {"shape"},  # one channel per group: raises on 1x1 maps
+    "instance_norm": {"shape"},  # needs more than one spatial element
+}
+SUBMISSIONS = ["selective_norm", "no_norm", "dropout_only", "norm_only", "dropout_then_norm"]
+
+
+def test_all_required_baselines_exist():
+    required = {"batch_norm", "group_norm", "switchable_norm", "batch_instance_norm",
+                "switchable_norm_paper", "batch_instance_norm_paper", "layer_norm",
+                "instance_norm", "rms_norm"}
+    assert required <= set(baseline_names())
+
+
+@pytest.mark.parametrize("name", baseline_names())
+def test_baseline_passes_with_expected_warnings(name):
+    report = run_checks(name)
+    assert report.ok, [r for r in report.rows if r.status == FAIL]
+    assert {r.name for r in report.rows if r.status == WARN} == EXPECTED_WARNINGS.get(name, set())
+    assert all(r.status in (PASS, WARN) for r in report.rows)
+
+
+@pytest.mark.parametrize("name", SUBMISSIONS)
+def test_our_submissions_pass(name):
+    report = run_checks(str(ROOT / "submissions" / f"{name}.py"))
+    assert report.ok and not [r for r in report.rows if r.status == WARN]
+
+
+def test_channel_counts_cover_every_model():
+    counts = model_channel_counts()
+    for c in (16, 32, 64, 128, 256, 512, 96, 144, 960, 1280):
+        assert c in counts
+
+
+BROKEN = [
+    # fixture, the check that fails, a fragment of its reason
+    ("missing.py", "import", "no such file"),
+    ("syntax_error.py", "import", "syntax error"),
+    ("import_error.py", "import", "no module named 'norm_layers_that_do_not_exist'"),
+    ("no_class.py", "import", "defines no CustomNorm class"),
+    ("not_a_module.py", "import", "must be a class deriving from torch.nn.Module"),
+    ("bad_constructor.py", "construct", "missing 1 required positional argument: 'groups'"),
+    ("forward_raises.py", "shape", "forward raised RuntimeError: not implemented yet"),
+    ("wrong_shape.py", "shape", "output shape [2, 8, 8, 8] != input shape [2, 16, 8, 8]"),
+    ("wrong_dtype.py", "dtype", "float32 input gave float64 output"),
+    ("nan_output.py", "finite", "non-finite output on all-zero input"),
+    ("forward_hangs.py", "shape", "did not finish within 1 s"),
+    ("wrong_gradient.py", "gradcheck", "analytical gradient differs from finite differences"),
+    ("stochastic_eval.py", "eval-deterministic", "two evaluations of the same batch differ"),
+    ("eval_updates_buffers.py", "buffers", "evaluation changed buffer(s) running_mean"),
+    ("state_outside_state_dict.py", "state-dict", "evaluates differently"),
+]
+
+
+@pytest.mark.parametrize("fixture, check, reason", BROKEN)
+def test_broken_layer_fails_with_its_reason(fixture, check, reason):
+    report = run_checks(str(FIXTURES / fixture), timeout=1)
+    assert not report.ok
+    (row,) = [r for r in report.rows if r.name == check]
+    assert row.status == FAIL and reason in row.detail
+    assert "\n" not in row.detail
+
+
+def test_hang_skips_the_remaining_checks():
+    report = run_checks(str(FIXTURES / "forward_hangs.py"), timeout=1)
+    after = report.rows[[r.name for r in report.rows].index("shape") + 1:]
+    assert after and all(r.status == SKIP for r in after)
+
+
+def test_init_override_is_a_warning():
+    report = run_checks(str(FIXTURES / "own_init.py"))
+    (row,) = [r for r in report.rows if r.name == "init-override"]
+    assert report.ok and row.status == WARN and "weight" in row.detail
+
+
+def test_cli_table_json_and_exit_codes():
+    runner = CliRunner()
+    ok = runner.invoke(main, ["check", "switchable_norm"])
+    assert ok.exit_code == 0
+    assert "WARN" in ok.output and "batch-dependent at evaluation" in ok.output
+    assert "12 passed, 1 warned, 0 failed" in ok.output
+    bad = runner.invoke(main, ["check", str(FIXTURES / "wrong_dtype.py"), "--json"])
+    assert bad.exit_code == 1
+    payload = json.loads(bad.output)
+    assert payload["ok"] is False and len(payload["sha256"]) == 64
+    assert {"name": "dtype", "status": "fail"}.items() <= next(
+        c for c in payload["checks"] if c["name"] == "dtype").items()
+    missing = runner.invoke(main, ["check", "no_such_norm"])
+    assert missing.exit_code == 1 and "not a baseline name" in missing.output
+    assert "Traceback" not in missing.output
+
+
+FATAL = [f for f in BROKEN if f[1] in ("import", "construct", "shape", "dtype", "finite")]
+
+
+@pytest.mark.parametrize("fixture, check, reason", FATAL)
+def test_eval_refuses_a_layer_that_fails_a_fatal_check(fixture, check, reason, tmp_path):
+    result = CliRunner().invoke(main, ["eval", str(FIXTURES / fixture), "--arch", "resnet20",
+                                       "--dataset", "digits", "--epochs", "1", "--check-timeout", "1",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_accepts_a_baseline_name(tmp_path):
+    result = CliRunner().invoke(main, ["eval", "group_norm", "--arch", "resnet20", "--dataset", "digits",
+                                       "--epochs", "1", "--limit-train", "130", "--limit-test", "40",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["submission"]["name"] == "group_norm"
+    assert record["submission"]["path"].endswith("baselines/group_norm.py")
+
+
+def test_list_shows_archs_datasets_and_baselines():
+    result = CliRunner().invoke(main, ["list"])
+    assert result.exit_code == 0
+    for word in ("resnet56", "mobilenetv2", "cifar100", "fashionmnist", "digits", "switchable_norm_paper",
+                 "Switchable Norm as the reference benchmark defines it"):
+        assert word in result.output
