@@ -381,9 +381,17 @@ class Report:
                 "checks": [asdict(r) for r in self.rows]}
 
 
-def run_checks(path: str, timeout: float = 10.0, fatal_only: bool = False,
+# What ``harness eval`` runs before training: the fatal checks, plus the cheap one whose warning a
+# reader of the result needs (recorded in the run record).
+PREFLIGHT = frozenset({c.name for c in CHECKS if c.fatal} | {"eval-batch-independent"})
+
+
+def run_checks(path: str, timeout: float = 10.0, only: frozenset[str] | None = None,
                submission: Submission | None = None) -> Report:
-    """Load the submission (unless given) and run the checks; never raises for a bad layer."""
+    """Load the submission (unless given) and run the checks (or ``only`` those named).
+
+    Never raises for a bad layer: every problem is a failed row.
+    """
     rows: list[Row] = []
     if submission is None:
         try:
@@ -398,7 +406,7 @@ def run_checks(path: str, timeout: float = 10.0, fatal_only: bool = False,
     cls = submission.norm_class
     stop_reason = None
     for check in CHECKS:
-        if fatal_only and not check.fatal:
+        if only is not None and check.name not in only:
             continue
         if stop_reason:
             rows.append(Row(check.name, SKIP, stop_reason, check.fatal))

@@ -80,13 +80,91 @@ class _Progress:
         self.bar.close()
 
 
+def _execute(config, results_dir, *, submission=None, checks=None, extra=None, verbose=False):
+    """One run with a progress bar and the reference's log lines; returns (record, path)."""
+    from harness.runner import run_eval
+
+    progress: dict[str, Any] = {}
+
+    def on_start(record: dict[str, Any]) -> None:
+        sub, cfg = record["submission"], record["config"]
+        who = record.get("entry") or sub["name"]
+        click.echo(f"harness {__version__}: {who} (sha256 {sub['sha256'][:12]}) in "
+                   f"{cfg['arch']} on {cfg['dataset']}, seed {cfg['seed']}, {cfg['epochs']} epochs, "
+                   f"{record['environment']['device']} ({record['environment']['device_name']}), "
+                   f"{record['model']['parameters']:,} parameters")
+        for d in record["deviations"]:
+            click.echo(f"note: not comparable with the reference: {d}", err=True)
+        n = record["data"]["train_size"]
+        progress["bar"] = _Progress(cfg["epochs"], -(-n // cfg["batch_size"]))
+
+    def run():
+        try:
+            return run_eval(config, results_dir, submission=submission, checks=checks, extra=extra,
+                            on_start=on_start, on_epoch=lambda e: progress["bar"].epoch(e),
+                            on_step=lambda: progress["bar"].step())
+        finally:
+            if "bar" in progress:
+                progress["bar"].close()
+
+    record, path = _guarded(verbose, run)
+    if record["best_acc"] is not None:
+        click.echo(f"best test accuracy {record['best_acc']:.2f}% at epoch {record['best_epoch']}, "
+                   f"final {record['final_acc']:.2f}%, {record['wall_s']:.0f}s, "
+                   f"{record['train_images_per_s'] or 0:.0f} train images/s")
+    if record["status"] == "failed" and verbose and record["failure"].get("traceback"):
+        click.echo(record["failure"]["traceback"], err=True)
+    click.echo(f"record: {path}")
+    return record, path
+
+
+def _preflight(verbose: bool, submission: str, timeout: float):
+    """Load the file and run the pre-flight checks; exit with one line on a fatal failure."""
+    from harness.check import PREFLIGHT, WARN, run_checks
+    from harness.submission import load
+
+    loaded = _guarded(verbose, load, submission)
+    report = _guarded(verbose, run_checks, str(loaded.path), timeout=timeout, only=PREFLIGHT,
+                      submission=loaded)
+    failed = report.fatal_failure
+    if failed is not None:
+        _fail(f"{loaded.path.name}: check '{failed.name}' failed: {failed.detail} "
+              f"(`harness check {submission}` for the full report)")
+    for row in report.rows:
+        if row.status == WARN:
+            click.echo(f"warning: {row.detail}", err=True)
+    return loaded, report
+
+
+# Options shared by every command that runs training.
+def _run_options(fn):
+    options = [
+        click.option("--results", "--out", "results_dir", default="results", show_default=True,
+                     type=click.Path(file_okay=False, path_type=str),
+                     help="Results folder: records go to RESULTS/runs/ (see docs/run-record.md)."),
+        click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None,
+                     help="Dataset folder. Default: $HARNESS_DATA, else ~/.cache/harness/data."),
+        click.option("--download/--no-download", default=True, show_default=True,
+                     help="Download missing datasets when the network allows."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto (a CUDA GPU when present), cpu, cuda or cuda:N."),
+        click.option("--check-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
+                     help="Seconds each pre-flight check may take (0: no limit)."),
+        click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="harness")
 def main() -> None:
     """Benchmark drop-in normalization layers (CustomNorm) under one fixed training protocol.
 
     A submission is one Python file defining ``CustomNorm(num_features)``, a drop-in for
-    ``nn.BatchNorm2d``. See ``harness COMMAND --help``.
+    ``nn.BatchNorm2d``. Start with `harness check FILE`, then `harness eval` (one run) or
+    `harness submit` (a whole suite), then `harness leaderboard build`.
     """
 
 
@@ -110,26 +188,17 @@ _DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
               type=click.FloatRange(0, 1), help="SGD momentum (changing it: not comparable).")
 @click.option("--weight-decay", default=PROTOCOL_RECIPE.weight_decay, show_default=True,
               type=click.FloatRange(min=0), help="SGD weight decay (changing it: not comparable).")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None,
-              help="Dataset folder. Default: $HARNESS_DATA, else ~/.cache/harness/data.")
-@click.option("--download/--no-download", default=True, show_default=True,
-              help="Download missing datasets when the network allows.")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (a CUDA GPU when present), cpu, cuda or cuda:N.")
-@click.option("--out", "out_dir", default="results", show_default=True,
-              type=click.Path(file_okay=False, path_type=str),
-              help="Results folder; the record goes to OUT/runs/RUN_ID.json.")
 @click.option("--limit-train", type=click.IntRange(min=2), default=None,
               help="Use only the first N training images (smoke runs; recorded as not comparable).")
 @click.option("--limit-test", type=click.IntRange(min=1), default=None,
               help="Use only the first N test images (smoke runs; recorded as not comparable).")
-@click.option("--check-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds each pre-flight check may take (0: no limit).")
-@click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--allow-hidden", is_flag=True,
+              help="Allow a setting that is hidden in a suite (do not tune on it).")
+@_run_options
 def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
-             lr: float, momentum: float, weight_decay: float, data_root: str | None, download: bool,
-             device: str, out_dir: str, limit_train: int | None, limit_test: int | None,
-             check_timeout: float, verbose: bool) -> None:
+             lr: float, momentum: float, weight_decay: float, limit_train: int | None,
+             limit_test: int | None, allow_hidden: bool, results_dir: str, data_root: str | None,
+             download: bool, device: str, check_timeout: float, verbose: bool) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
 
     SUBMISSION is a .py file defining CustomNorm(num_features), or a baseline's name (see
@@ -141,61 +210,164 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     Example:
       harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15
     """
-    from harness.check import run_checks
-    from harness.runner import RunConfig, run_eval
-    from harness.submission import load
+    from harness.runner import RunConfig
+    from harness.store import ResultsStore
+    from harness.suites import hidden_in
 
-    loaded = _guarded(verbose, load, submission)
-    preflight = _guarded(verbose, run_checks, str(loaded.path), timeout=check_timeout,
-                         fatal_only=True, submission=loaded)
-    failed = preflight.fatal_failure
-    if failed is not None:
-        _fail(f"{loaded.path.name}: check '{failed.name}' failed: {failed.detail} "
-              f"(`harness check {submission}` for the full report)")
-    submission = str(loaded.path)
+    hidden = hidden_in(arch, dataset)
+    if hidden and not allow_hidden:
+        _fail(f"{arch} on {dataset} is a hidden setting of suite {', '.join(hidden)}: it is evaluated "
+              "only for final submissions, so that nobody tunes on it. Pass --allow-hidden if you "
+              "really mean to run it.")
+    loaded, preflight = _preflight(verbose, submission, check_timeout)
     recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                     weight_decay=weight_decay)
-    config = RunConfig(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
+    config = RunConfig(submission=str(loaded.path), arch=arch, dataset=dataset.lower(), seed=seed,
                        recipe=recipe, limit_train=limit_train, limit_test=limit_test,
                        device=device, data_root=data_root, download=download)
-    progress: dict[str, Any] = {}
-
-    def on_start(record: dict[str, Any]) -> None:
-        sub, cfg = record["submission"], record["config"]
-        click.echo(f"harness {__version__}: {sub['name']} (sha256 {sub['sha256'][:12]}) in "
-                   f"{cfg['arch']} on {cfg['dataset']}, seed {cfg['seed']}, {cfg['epochs']} epochs, "
-                   f"{record['environment']['device']} ({record['environment']['device_name']}), "
-                   f"{record['model']['parameters']:,} parameters")
-        for d in record["deviations"]:
-            click.echo(f"note: not comparable with the reference: {d}", err=True)
-        n = record["data"]["train_size"]
-        progress["bar"] = _Progress(cfg["epochs"], -(-n // cfg["batch_size"]))
-
-    def run() -> tuple[dict[str, Any], Any]:
-        try:
-            return run_eval(config, out_dir, on_start=on_start,
-                            on_epoch=lambda e: progress["bar"].epoch(e),
-                            on_step=lambda: progress["bar"].step())
-        finally:
-            if "bar" in progress:
-                progress["bar"].close()
-
-    record, path = _guarded(verbose, run)
-    status = record["status"]
-    if record["best_acc"] is not None:
-        click.echo(f"best test accuracy {record['best_acc']:.2f}% at epoch {record['best_epoch']}, "
-                   f"final {record['final_acc']:.2f}%, {record['wall_s']:.0f}s, "
-                   f"{record['train_images_per_s']:.0f} train images/s")
-    click.echo(f"record: {path}")
-    if status == "failed":
-        if verbose and record["failure"].get("traceback"):
-            click.echo(record["failure"]["traceback"], err=True)
+    record, path = _execute(config, results_dir, submission=loaded,
+                            checks=preflight.to_json()["checks"], verbose=verbose)
+    ResultsStore(results_dir).index(path)
+    if record["status"] == "failed":
         _fail(f"run failed: {record['failure']['message']} (record: {path})")
     if record["best_acc"] is not None:
         click.echo(f"TEST_METRICS: test_acc={record['best_acc']:.2f}")
-    if status == "diverged":
+    if record["status"] == "diverged":
         _fail(f"run diverged: {record['failure']['message']}; best accuracy before it is kept",
               EXIT_DIVERGED)
+
+
+def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bool, rerun: bool,
+                      device: str, data_root, download: bool, check_timeout: float,
+                      verbose: bool):
+    from functools import partial
+
+    from harness.sweep import sweep
+
+    def on_run(run, i, n):
+        click.echo(f"\n[{i}/{n}] {name}: {run.setting.key}{' (hidden)' if run.setting.hidden else ''}, "
+                   f"seed {run.seed}")
+
+    def on_skip(run, i, n):
+        click.echo(f"[{i}/{n}] {name}: {run.setting.key}, seed {run.seed}: already done, skipped")
+
+    result = _guarded(verbose, sweep, store, source, name, kind, suite, final, rerun=rerun,
+                      device=device, data_root=data_root, download=download,
+                      check_timeout=check_timeout, execute=partial(_execute, verbose=verbose),
+                      on_run=on_run, on_skip=on_skip)
+    diverged = [r for r in result.ran if r["status"] == "diverged"]
+    click.echo(f"{name}: {len(result.ran)} run(s), {len(result.skipped)} skipped (already done), "
+               f"{len(diverged)} diverged, {len(result.failed)} failed")
+    for r in result.failed + diverged:
+        click.echo(f"  {r['status']}: {r['suite']['setting']} seed {r['config']['seed']}: "
+                   f"{r['failure']['message']}", err=True)
+    return result
+
+
+def _suite_or_fail(verbose: bool, name: str):
+    from harness.suites import SuiteError, load_suite
+
+    try:
+        return load_suite(name)
+    except SuiteError as exc:
+        _fail(str(exc))
+
+
+@main.command("submit")
+@click.argument("submission")
+@click.option("--name", required=True, help="The entry's name on the leaderboard.")
+@click.option("--suite", "suite_name", default="default", show_default=True,
+              help="Suite to run (see `harness list`).")
+@click.option("--final", is_flag=True,
+              help="A final submission: also run the suite's hidden settings.")
+@click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
+@_run_options
+def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: bool,
+               results_dir: str, data_root: str | None, download: bool, device: str,
+               check_timeout: float, verbose: bool) -> None:
+    """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
+
+    The file is copied into RESULTS/submissions/ under its sha256 and trained from that copy.
+    Runs that already have a completed record (same file, setting, seed, recipe and protocol) are
+    skipped, so re-running an interrupted submit continues where it stopped. With --final the
+    hidden settings run too. Exit 1 when any run failed.
+    """
+    from harness.store import ResultsStore, validate_entry_name
+
+    try:
+        validate_entry_name(name)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    suite = _suite_or_fail(verbose, suite_name)
+    result = _sweep_and_report(ResultsStore(results_dir), submission, name, "submission", suite,
+                               final, rerun, device, data_root, download, check_timeout, verbose)
+    if result.failed:
+        sys.exit(EXIT_FAILED)
+
+
+@main.group("baselines")
+def baselines_group() -> None:
+    """Run the baselines, so the leaderboard always has them to compare with."""
+
+
+@baselines_group.command("run")
+@click.option("--suite", "suite_name", default="default", show_default=True, help="Suite to run.")
+@click.option("--only", default=None, help="Comma-separated baseline names (default: all).")
+@click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
+@_run_options
+def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_dir: str,
+                      data_root: str | None, download: bool, device: str, check_timeout: float,
+                      verbose: bool) -> None:
+    """Run every baseline on a suite as a final entry (public and hidden settings)."""
+    from harness.store import ResultsStore
+    from harness.submission import baseline_names
+
+    suite = _suite_or_fail(verbose, suite_name)
+    names = baseline_names()
+    if only:
+        wanted = [n.strip() for n in only.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            _fail(f"unknown baseline(s) {', '.join(unknown)}; baselines: {', '.join(names)}", EXIT_USAGE)
+        names = wanted
+    store = ResultsStore(results_dir)
+    failed = 0
+    for name in names:
+        result = _sweep_and_report(store, name, name, "baseline", suite, True, rerun, device,
+                                   data_root, download, check_timeout, verbose)
+        failed += len(result.failed)
+    if failed:
+        _fail(f"{failed} baseline run(s) failed")
+
+
+@main.group("leaderboard")
+def leaderboard_group() -> None:
+    """Build the HTML leaderboard from a results folder."""
+
+
+@leaderboard_group.command("build")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=str), help="Results folder to read.")
+@click.option("--out", "out_dir", default="leaderboard/site", show_default=True,
+              type=click.Path(file_okay=False, path_type=str), help="Folder to write the site to.")
+@click.option("--reveal-hidden", is_flag=True,
+              help="Show hidden settings' results (of final entries) and rank on all settings.")
+@click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def leaderboard_build_cmd(results_dir: str, out_dir: str, reveal_hidden: bool, verbose: bool) -> None:
+    """Write a static site: index.html, a page per entry, leaderboard.csv and leaderboard.json.
+
+    It needs no network and works from file://. Without --reveal-hidden, hidden settings read
+    "hidden" and the aggregates use public settings only.
+    """
+    from pathlib import Path
+
+    from harness.leaderboard import build_site
+
+    if not Path(results_dir, "runs").is_dir():
+        _fail(f"{results_dir}: no results folder here (expected {results_dir}/runs/); run "
+              "`harness submit` or `harness baselines run` first, or pass --results")
+    index = _guarded(verbose, build_site, results_dir, out_dir, reveal_hidden)
+    click.echo(f"leaderboard: {index}  (open file://{index.resolve()})")
 
 
 _STATUS_COLOURS = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "bright_black"}
@@ -235,8 +407,9 @@ def check_cmd(submission: str, as_json: bool, timeout: float, verbose: bool) -> 
 
 @main.command("list")
 def list_cmd() -> None:
-    """List architectures, datasets and baselines, with one-line descriptions."""
+    """List architectures, datasets, baselines and suites, with one-line descriptions."""
     from harness.submission import baseline_names, baselines_dir, describe
+    from harness.suites import all_suites
 
     click.echo("Architectures (--arch):")
     for spec in ARCHS.values():
@@ -249,6 +422,11 @@ def list_cmd() -> None:
     click.echo(f"\nBaselines (a name works wherever a submission path does; {baselines_dir()}):")
     for name in baseline_names():
         click.echo(f"  {name:<24} {describe(baselines_dir() / f'{name}.py')}")
+    click.echo("\nSuites (--suite):")
+    for suite in all_suites():
+        click.echo(f"  {suite.name:<24} v{suite.version}: {suite.description}")
+        for setting in suite.settings:
+            click.echo(f"  {'':<24}   {setting.key:<24} {'hidden' if setting.hidden else 'public'}")
 
 
 if __name__ == "__main__":

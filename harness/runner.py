@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import resource
 import sys
 import time
@@ -90,7 +91,10 @@ def _epoch_dict(e: EpochMetrics) -> dict[str, Any]:
             "test_loss": e.test_loss, "test_acc": e.test_acc, "epoch_s": e.train_s + e.eval_s}
 
 
-def run_eval(config: RunConfig, out_dir: str | Path = "results",
+def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
+             submission: Submission | None = None,
+             checks: list[dict[str, Any]] | None = None,
+             extra: dict[str, Any] | None = None,
              on_epoch: Callable[[EpochMetrics], None] | None = None,
              on_step: Callable[[], None] | None = None,
              on_start: Callable[[dict[str, Any]], None] | None = None,
@@ -98,7 +102,10 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results",
              ) -> tuple[dict[str, Any], Path]:
     """Run one (submission, arch, dataset, seed) and write its record; return (record, path).
 
-    Raises :class:`harness.submission.SubmissionError` or :class:`RunError` before anything is
+    ``submission``, when given, is the already loaded (and checked) file, so exactly that class is
+    trained; ``checks`` are the pre-flight check rows to keep in the record; ``extra`` is merged
+    into the record (a sweep adds ``entry`` and ``suite``). Raises
+    :class:`harness.submission.SubmissionError` or :class:`RunError` before anything is
     trained when the submission, data or device is unusable. A failure during training is
     recorded (status ``failed``) and the record is still written; the caller decides the exit code.
     """
@@ -108,7 +115,8 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results",
         dataset_name = data_mod.resolve_dataset_name(config.dataset)
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    submission: Submission = load(config.submission)
+    if submission is None:
+        submission = load(config.submission)
     device = resolve_device(config.device)
     started_at, t_start = utc_now(), time.perf_counter()
     if device.type == "cuda":
@@ -131,7 +139,8 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results",
     if init_report.message():
         warn(init_report.message())
 
-    run_id = new_run_id(submission.name, config.arch, dataset_name, f"s{config.seed}")
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", (extra or {}).get("entry") or submission.name)[:40]
+    run_id = new_run_id(label, config.arch, dataset_name, f"s{config.seed}")
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "protocol_version": PROTOCOL_VERSION,
@@ -149,12 +158,14 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results",
         "submission": {"path": str(submission.path), "name": submission.name,
                        "sha256": submission.sha256, "class": submission.norm_class.__qualname__},
         "model": {"parameters": count_parameters(model), "init_overwritten": init_report.overwritten},
+        "checks": checks or [],
         "data": {"train_size": len(dataset.train), "test_size": len(dataset.test),
                  "mean": list(dataset.mean), "std": list(dataset.std),
                  "train_sha256": dataset.train.sha256(), "test_sha256": dataset.test.sha256()},
         "environment": environment(device),
         "started_at": started_at,
     }
+    record.update(extra or {})
     record["deviations"] = deviations(config, dataset.spec)
     record["comparable"] = not record["deviations"]
     if on_start is not None:

@@ -32,20 +32,21 @@ def no_network(monkeypatch):
     monkeypatch.setattr(tvu.urllib.request, "urlopen", refuse)
 
 
-@pytest.fixture
-def cifar10_root(tmp_path, monkeypatch):
+def _cifar_root(tmp_path, monkeypatch, writer):
     root = tmp_path / "data"
-    arrays = fakedata.write_cifar10(root)
+    arrays = writer(root)
     fakedata.register_md5(monkeypatch, root)
     return root, arrays
+
+
+@pytest.fixture
+def cifar10_root(tmp_path, monkeypatch):
+    return _cifar_root(tmp_path, monkeypatch, fakedata.write_cifar10)
 
 
 @pytest.fixture
 def cifar100_root(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    arrays = fakedata.write_cifar100(root)
-    fakedata.register_md5(monkeypatch, root)
-    return root, arrays
+    return _cifar_root(tmp_path, monkeypatch, fakedata.write_cifar100)
 
 
 @pytest.fixture

@@ -119,15 +119,18 @@ def test_eval_refuses_a_layer_that_fails_a_fatal_check(fixture, check, reason, t
     assert not (tmp_path / "runs").exists()
 
 
-def test_eval_accepts_a_baseline_name(tmp_path):
-    result = CliRunner().invoke(main, ["eval", "group_norm", "--arch", "resnet20", "--dataset", "digits",
-                                       "--epochs", "1", "--limit-train", "130", "--limit-test", "40",
-                                       "--out", str(tmp_path)])
+def test_eval_accepts_a_baseline_name_and_records_its_warnings(tmp_path):
+    result = CliRunner().invoke(main, ["eval", "switchable_norm", "--arch", "resnet20", "--dataset",
+                                       "digits", "--epochs", "1", "--limit-train", "130",
+                                       "--limit-test", "40", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert "warning: batch-dependent at evaluation" in result.stderr
     (path,) = (tmp_path / "runs").glob("*.json")
     record = json.loads(path.read_text())
-    assert record["submission"]["name"] == "group_norm"
-    assert record["submission"]["path"].endswith("baselines/group_norm.py")
+    assert record["submission"]["name"] == "switchable_norm"
+    assert record["submission"]["path"].endswith("baselines/switchable_norm.py")
+    statuses = {c["name"]: c["status"] for c in record["checks"]}
+    assert statuses["eval-batch-independent"] == "warn" and statuses["shape"] == "pass"
 
 
 def test_list_shows_archs_datasets_and_baselines():
