@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -60,7 +61,9 @@ def welch_p(x: Iterable[float], y: Iterable[float]) -> float:
         return math.nan
     if np.std(x) == 0 and np.std(y) == 0:
         return 0.0 if x.mean() != y.mean() else 1.0
-    return float(st.ttest_ind(x, y, equal_var=False).pvalue)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one side with zero variance is fine here
+        return float(st.ttest_ind(x, y, equal_var=False).pvalue)
 
 
 def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -> pd.DataFrame:

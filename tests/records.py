@@ -1,0 +1,45 @@
+"""Fabricated, schema-complete run records for store, statistics and leaderboard tests."""
+
+from __future__ import annotations
+
+import secrets
+
+from harness.record import SCHEMA_VERSION
+from harness.runner import PROTOCOL_VERSION
+from harness.suites import load_suite
+
+
+def make_record(entry: str, sha256: str, setting: str, seed: int, best: float | None, *,
+                kind: str = "submission", status: str = "ok", suite: str = "smoke",
+                final: bool = False, batch_dependent: bool = False, epochs: int = 3) -> dict:
+    s = load_suite(suite)
+    arch, dataset = setting.split("-", 1)
+    hidden = s.find(arch, dataset).hidden
+    curve = [] if best is None else [
+        {"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": best - 5 + e, "test_loss": 1.2 / e,
+         "test_acc": best - (epochs - e), "epoch_s": 1.0} for e in range(1, epochs + 1)]
+    run_id = f"{entry[:10].replace('/', '_')}-{setting}-s{seed}-{secrets.token_hex(4)}"
+    return {
+        "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION, "run_id": run_id,
+        "status": status,
+        "failure": None if status == "ok" else {"category": status, "message": f"{status} (fabricated)"},
+        "comparable": False, "deviations": ["fabricated"],
+        "config": {"arch": arch, "dataset": dataset, "num_classes": 10, "seed": seed,
+                   "epochs": s.recipe.epochs, "batch_size": s.recipe.batch_size, "test_batch_size": 128,
+                   "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False,
+                   "schedule": "cosine", "limit_train": s.limit_train, "limit_test": s.limit_test,
+                   "device": "cpu", "data_root": None},
+        "submission": {"path": f"/x/{sha256}.py", "name": sha256, "sha256": sha256, "class": "CustomNorm"},
+        "model": {"parameters": 1, "init_overwritten": []},
+        "checks": [{"name": "eval-batch-independent", "status": "warn" if batch_dependent else "pass",
+                    "detail": "", "fatal": False}],
+        "data": {"train_size": 10, "test_size": 10, "mean": [0.5] * 3, "std": [0.2] * 3,
+                 "train_sha256": "a" * 64, "test_sha256": "b" * 64},
+        "environment": {"device": "cpu", "device_name": "test cpu", "torch": "x", "torchvision": "y",
+                        "python": "3", "harness": "0", "git": None},
+        "entry": entry, "entry_kind": kind,
+        "suite": {**s.describe(), "setting": setting, "hidden": hidden, "final": final},
+        "epochs": curve, "epochs_completed": len(curve), "best_acc": best,
+        "best_epoch": epochs if best is not None else None, "final_acc": best, "wall_s": 1.0,
+        "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:00:01+00:00",
+    }

@@ -1,0 +1,158 @@
+"""The leaderboard site: from fabricated records, hostile names stay inert, hidden stays hidden."""
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.leaderboard import build_site
+from harness.record import write_json_atomic
+from harness.store import ResultsStore
+from records import make_record
+
+XSS_NAME = "<script>alert(1)</script>"
+XSS_SOURCE = '"""A layer."""\n# </textarea><script>alert(2)</script>\nfrom torch import nn\nCustomNorm = nn.BatchNorm2d\n'
+HIDDEN_VALUE = 91.2345  # appears only in a hidden cell
+
+
+def populate(root: Path) -> ResultsStore:
+    store = ResultsStore(root)
+    entries = {  # name: (kind, final, public scores, hidden scores)
+        "batch_norm": ("baseline", True, [80.0, 82.0], [60.0, 62.0]),
+        "group_norm": ("baseline", True, [70.0, 71.0], [55.0, 57.0]),
+        XSS_NAME: ("submission", False, [75.0, 77.0], None),
+        "zeta": ("submission", True, [84.0, 86.0], [HIDDEN_VALUE, HIDDEN_VALUE]),
+    }
+    for i, (name, (kind, final, public, hidden)) in enumerate(entries.items()):
+        src = root.parent / f"src{i}.py"
+        src.write_text(XSS_SOURCE if name == XSS_NAME else f"# {name}\nfrom torch import nn\n")
+        _, sha = store.store_submission(src)
+        store.register_entry(name, kind, sha, "smoke", final, str(src))
+        for seed, acc in enumerate(public):
+            store.add(make_record(name, sha, "resnet20-digits", seed, acc, kind=kind, final=final,
+                                  batch_dependent=(name == "group_norm")))
+        for seed, acc in enumerate(hidden or []):
+            store.add(make_record(name, sha, "resnet56-digits", seed, acc, kind=kind, final=final))
+    return store
+
+
+@pytest.fixture
+def site(tmp_path):
+    populate(tmp_path / "results")
+    build_site(tmp_path / "results", tmp_path / "site")
+    return tmp_path / "site"
+
+
+def all_text(site: Path) -> str:
+    return "\n".join(p.read_text() for p in site.rglob("*") if p.is_file())
+
+
+def test_pages_and_exports_exist(site):
+    assert (site / "index.html").exists()
+    assert len(list((site / "entries").glob("*.html"))) == 4
+    rows = list(csv.DictReader(open(site / "leaderboard.csv")))
+    assert {r["entry"] for r in rows} == {"batch_norm", "group_norm", XSS_NAME, "zeta"}
+    data = json.loads((site / "leaderboard.json").read_text())
+    assert len(data["rows"]) == 4 and data["generated"]["reveal_hidden"] is False
+
+
+def test_hostile_name_and_source_render_inert(site):
+    index = (site / "index.html").read_text()
+    assert XSS_NAME not in index and "&lt;script&gt;alert(1)&lt;/script&gt;" in index
+    assert index.count("<script") == 1  # the sort script, ours
+    for page in (site / "entries").glob("*.html"):
+        html = page.read_text()
+        assert "<script" not in html and "</textarea><script>" not in html
+    pages = "\n".join(p.read_text() for p in (site / "entries").glob("*.html"))
+    assert "&lt;/textarea&gt;&lt;script&gt;alert(2)&lt;/script&gt;" in pages
+
+
+def test_no_network_assets(site):
+    for page in site.rglob("*.html"):
+        html = page.read_text()
+        assert 'src="http' not in html and 'href="http' not in html and "@import" not in html
+
+
+def test_hidden_results_are_masked_unless_revealed(tmp_path, site):
+    text = all_text(site)
+    assert f"{HIDDEN_VALUE:.2f}" not in text and str(HIDDEN_VALUE) not in text
+    index = (site / "index.html").read_text()
+    assert ">hidden</td>" in index  # final entries
+    assert "&mdash;" in index  # the non-final submission: not run
+    revealed = tmp_path / "revealed"
+    build_site(tmp_path / "results", revealed, reveal_hidden=True)
+    assert f"{HIDDEN_VALUE:.2f}" in (revealed / "index.html").read_text()
+    assert "aggregate (all settings)" in (revealed / "index.html").read_text()
+
+
+def test_best_is_highlighted_and_flags_shown(site):
+    index = (site / "index.html").read_text()
+    best_cell = index.split('class="best"')[1].split("</td>")[0]
+    assert "85.00" in best_cell  # zeta's public mean
+    assert "batch-dependent" in index
+
+
+def test_cli_build(tmp_path):
+    populate(tmp_path / "results")
+    result = CliRunner().invoke(main, ["leaderboard", "build", "--results", str(tmp_path / "results"),
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0 and (tmp_path / "out" / "index.html").exists()
+    missing = CliRunner().invoke(main, ["leaderboard", "build", "--results", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "no results folder" in missing.stderr
+
+
+def _chrome(tmp_path):
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    pytest.importorskip("selenium")
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium fetch a driver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1300,900", f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def test_in_a_real_browser(tmp_path, site):
+    from selenium.webdriver.common.by import By
+
+    driver = _chrome(tmp_path)
+    try:
+        driver.get((site / "index.html").resolve().as_uri())
+        names = lambda: [td.text.split("\n")[0].replace(" baseline", "").replace(" final", "").strip()  # noqa: E731
+                         for td in driver.find_elements(By.CSS_SELECTOR, "table.leaderboard tbody td.name:nth-child(2)")]
+        before = names()
+        assert len(before) == 4
+        header = next(th for th in driver.find_elements(By.CSS_SELECTOR, "table.leaderboard thead th")
+                      if th.text.strip().startswith("entry"))
+        header.click()
+        after = names()
+        assert after != before and after == sorted(after, key=str.lower)
+        column = next(th for th in driver.find_elements(By.CSS_SELECTOR, "table.leaderboard thead th")
+                      if th.text.strip().startswith("resnet20-digits"))
+        column.click()
+        assert names()[0] == "zeta"  # highest first
+        column.click()
+        assert names()[0] == "group_norm"  # then lowest first
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+        shot = tmp_path / "leaderboard.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        if os.environ.get("HARNESS_ARTIFACTS"):
+            Path(os.environ["HARNESS_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, Path(os.environ["HARNESS_ARTIFACTS"]) / "leaderboard.png")
+    finally:
+        driver.quit()

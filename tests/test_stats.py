@@ -1,0 +1,71 @@
+"""Statistics on inputs with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from harness import stats as S
+from records import make_record
+
+
+def test_t_interval_known_values():
+    low, high = S.t_interval([1.0, 2.0, 3.0])
+    half = 4.302653 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert low == pytest.approx(2 - half, abs=1e-5) and high == pytest.approx(2 + half, abs=1e-5)
+    assert all(math.isnan(v) for v in S.t_interval([5.0]))
+    assert S.t_interval([4.0, 4.0]) == (4.0, 4.0)
+
+
+def test_probability_of_improvement_counts_pairs_and_half_ties():
+    assert S.probability_of_improvement([3, 4, 5], [1, 2, 3]) == pytest.approx(8.5 / 9)
+    assert S.probability_of_improvement([1, 2], [3, 4]) == 0.0
+    assert S.probability_of_improvement([2, 2], [2, 2]) == 0.5
+
+
+def test_welch_p_known_value():
+    assert S.welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.021311, abs=1e-5)
+    assert math.isnan(S.welch_p([1], [2, 3]))
+
+
+def test_tied_ranks_share_a_rank_when_intervals_overlap():
+    means = {"a": 70.0, "b": 69.0, "c": 60.0}
+    intervals = {"a": (68.0, 72.0), "b": (67.0, 71.0), "c": (59.0, 61.0)}
+    assert S.tied_ranks(list(means), intervals, means) == {"a": 1, "b": 1, "c": 3}
+
+
+def test_mean_ranks_average_ties():
+    frame = S.runs_frame([make_record(e, s * 64, "resnet20-digits", seed, acc)
+                          for e, s, acc in (("a", "1", 80.0), ("b", "2", 80.0), ("c", "3", 70.0))
+                          for seed in (0, 1)], {"a": "1" * 64, "b": "2" * 64, "c": "3" * 64})
+    table = S.cells(frame, 2)
+    assert S.mean_ranks(["a", "b", "c"], ["resnet20-digits"], table) == {"a": 1.5, "b": 1.5, "c": 3.0}
+
+
+def test_cells_flags_and_only_current_versions():
+    records = [make_record("a", "1" * 64, "resnet20-digits", 0, 80.0),
+               make_record("a", "1" * 64, "resnet20-digits", 1, 20.0, status="diverged"),
+               make_record("a", "0" * 64, "resnet20-digits", 2, 99.0),  # an older file: ignored
+               make_record("b", "2" * 64, "resnet20-digits", 0, 50.0, batch_dependent=True),
+               make_record("b", "2" * 64, "resnet20-digits", 1, None, status="failed")]
+    frame = S.runs_frame(records, {"a": "1" * 64, "b": "2" * 64})
+    table = S.cells(frame, expected_seeds=2)
+    a, b = table[("a", "resnet20-digits")], table[("b", "resnet20-digits")]
+    assert a.n == 2 and a.mean == 50.0 and a.std == pytest.approx(np.std([80, 20], ddof=1))
+    assert a.flags == ["diverged"]
+    assert b.n == 1 and set(b.flags) == {"failed", "incomplete", "batch-dependent"}
+
+
+def test_versus_best_baseline():
+    recs = [make_record("base1", "1" * 64, "resnet20-digits", s, v, kind="baseline")
+            for s, v in enumerate([60.0, 61.0, 62.0])]
+    recs += [make_record("base2", "2" * 64, "resnet20-digits", s, v, kind="baseline")
+             for s, v in enumerate([70.0, 71.0, 72.0])]
+    recs += [make_record("sub", "3" * 64, "resnet20-digits", s, v) for s, v in enumerate([80.0, 81.0, 82.0])]
+    frame = S.runs_frame(recs, {"base1": "1" * 64, "base2": "2" * 64, "sub": "3" * 64})
+    out = S.versus_best_baseline({"base1": "baseline", "base2": "baseline", "sub": "submission"},
+                                 ["resnet20-digits"], S.cells(frame, 3))
+    v = out[("sub", "resnet20-digits")]
+    assert v["baseline"] == "base2" and v["poi"] == 1.0 and v["significant"]
+    assert v["difference"] == pytest.approx(10.0)
+    assert ("base1", "resnet20-digits") not in out

@@ -1,0 +1,95 @@
+"""The results store: atomic records, a locked index, nothing lost under concurrent writers."""
+
+import json
+import multiprocessing as mp
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.store import ResultsStore, entry_slug, run_key
+from records import make_record
+
+WRITERS, PER_WRITER = 8, 25
+
+
+def _writer(root: str, worker: int, start) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from records import make_record as mk
+
+    store = ResultsStore(root)
+    start.wait()  # every process writes at the same time
+    for i in range(PER_WRITER):
+        store.add(mk(f"w{worker}", f"{worker:064x}", "resnet20-digits", i, 50.0 + i))
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, start)) for w in range(WRITERS)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    files = list((tmp_path / "runs").glob("*.json"))
+    assert len(files) == WRITERS * PER_WRITER
+    for f in files:
+        json.loads(f.read_text())  # every record parses
+    lines = (tmp_path / "index.jsonl").read_text().splitlines()
+    assert len(lines) == WRITERS * PER_WRITER
+    assert {json.loads(line)["run_id"] for line in lines} == {f.stem for f in files}
+    assert not list(tmp_path.glob("runs/.*.tmp"))
+    store = ResultsStore(tmp_path)
+    assert len(list(store.records())) == WRITERS * PER_WRITER
+    assert len(store.completed_keys()) == WRITERS * PER_WRITER
+
+
+def test_completed_keys_and_failed_runs(tmp_path):
+    store = ResultsStore(tmp_path)
+    ok = make_record("a", "1" * 64, "resnet20-digits", 0, 80.0)
+    diverged = make_record("a", "1" * 64, "resnet20-digits", 1, 20.0, status="diverged")
+    failed = make_record("a", "1" * 64, "resnet56-digits", 0, None, status="failed")
+    for r in (ok, diverged, failed):
+        store.add(r)
+    assert store.completed_keys() == {run_key(ok), run_key(diverged)}
+
+
+def test_an_unindexed_record_is_found_and_a_torn_line_ignored(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.add(make_record("a", "1" * 64, "resnet20-digits", 0, 80.0))
+    orphan = make_record("a", "1" * 64, "resnet20-digits", 1, 81.0)
+    (tmp_path / "runs" / f"{orphan['run_id']}.json").write_text(json.dumps(orphan))  # writer died here
+    with open(tmp_path / "index.jsonl", "a") as fh:
+        fh.write('{"run_id": "half a li')  # and another one mid-append
+    assert run_key(orphan) in store.completed_keys()
+    assert len(list(store.records())) == 2
+    assert len(ResultsStore(tmp_path).index_lines()) == 2  # the orphan was indexed once
+
+
+def test_submissions_are_content_addressed(tmp_path):
+    store = ResultsStore(tmp_path)
+    src = tmp_path / "norm.py"
+    src.write_text("x = 1\n")
+    copy, digest = store.store_submission(src)
+    assert copy.name == f"{digest}.py" and copy.read_text() == "x = 1\n"
+    assert store.store_submission(src) == (copy, digest)
+    src.write_text("x = 2\n")
+    copy2, digest2 = store.store_submission(src)
+    assert digest2 != digest and copy.read_text() == "x = 1\n"
+
+
+def test_entries_keep_history_and_kinds_apart(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.register_entry("mine", "submission", "1" * 64, "smoke", False, "a.py")
+    store.register_entry("mine", "submission", "1" * 64, "smoke", True, "a.py")
+    store.register_entry("mine", "submission", "2" * 64, "smoke", False, "a.py")
+    (entry,) = store.entries()
+    assert entry.sha256 == "2" * 64 and entry.final is False  # a new file is not final by inheritance
+    data = json.loads((tmp_path / "entries" / f"{entry_slug('mine')}.json").read_text())
+    assert [h["sha256"] for h in data["history"]] == ["1" * 64, "2" * 64]
+    with pytest.raises(ValueError, match="already taken by a submission"):
+        store.register_entry("mine", "baseline", "3" * 64, "smoke", True, "b.py")
+    store.register_entry("<script>alert(1)</script>", "submission", "4" * 64, "smoke", False, "c.py")
+    assert {e.name for e in store.entries()} == {"mine", "<script>alert(1)</script>"}

@@ -1,0 +1,107 @@
+"""harness submit's loop, with a fake executor: skip what is done, continue after a crash."""
+
+import pytest
+
+from conftest import FIXTURES, ROOT
+from harness.record import write_json_atomic
+from harness.store import ResultsStore
+from harness.submission import SubmissionError
+from harness.suites import load_suite
+from harness.sweep import sweep
+from records import make_record
+
+SMOKE = load_suite("smoke")
+
+
+class FakeExecutor:
+    """Writes a fabricated record instead of training; can be told to crash at the n-th run."""
+
+    def __init__(self, crash_at: int | None = None, status: str = "ok"):
+        self.calls, self.crash_at, self.status = [], crash_at, status
+
+    def __call__(self, config, root, *, submission, checks, extra):
+        self.calls.append((config.arch, config.dataset, config.seed))
+        if self.crash_at is not None and len(self.calls) == self.crash_at:
+            raise KeyboardInterrupt
+        record = make_record(extra["entry"], submission.sha256, f"{config.arch}-{config.dataset}",
+                             config.seed, 70.0, kind=extra["entry_kind"], status=self.status)
+        record["checks"] = checks
+        path = write_json_atomic(root / "runs" / f"{record['run_id']}.json", record)
+        return record, path
+
+
+def norm_file(tmp_path, tail=""):
+    path = tmp_path / "mine.py"
+    path.write_text(f"from torch import nn\n\n\nclass CustomNorm(nn.BatchNorm2d):\n    pass\n{tail}")
+    return path
+
+
+def test_public_then_final_then_nothing_left(tmp_path):
+    store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
+    first = FakeExecutor()
+    result = sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=first)
+    assert first.calls == [("resnet20", "digits", 0), ("resnet20", "digits", 1)]
+    assert len(result.ran) == 2 and not result.skipped
+    final = FakeExecutor()
+    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True, execute=final)
+    assert final.calls == [("resnet56", "digits", 0), ("resnet56", "digits", 1)]  # hidden only now
+    assert len(result.skipped) == 2
+    again = FakeExecutor()
+    sweep(store, str(src), "mine", "submission", SMOKE, final=True, execute=again)
+    assert again.calls == []
+    rerun = FakeExecutor()
+    sweep(store, str(src), "mine", "submission", SMOKE, final=True, rerun=True, execute=rerun)
+    assert len(rerun.calls) == 4
+    (entry,) = store.entries()
+    assert entry.final and (tmp_path / "res" / "submissions" / f"{entry.sha256}.py").exists()
+
+
+def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
+    store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
+    crashing = FakeExecutor(crash_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(store, str(src), "mine", "submission", SMOKE, final=True, execute=crashing)
+    resumed = FakeExecutor()
+    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True, execute=resumed)
+    assert resumed.calls == [("resnet56", "digits", 0), ("resnet56", "digits", 1)]
+    assert len(result.skipped) == 2
+
+
+def test_a_changed_file_never_reuses_old_records(tmp_path):
+    store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=FakeExecutor())
+    norm_file(tmp_path, tail="# changed\n")
+    changed = FakeExecutor()
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=changed)
+    assert len(changed.calls) == 2
+
+
+def test_failed_runs_are_retried(tmp_path):
+    store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
+    result = sweep(store, str(src), "mine", "submission", SMOKE, final=False,
+                   execute=FakeExecutor(status="failed"))
+    assert len(result.failed) == 2
+    retry = FakeExecutor()
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=retry)
+    assert len(retry.calls) == 2
+
+
+def test_a_layer_failing_a_fatal_check_is_refused_before_any_run(tmp_path):
+    executor = FakeExecutor()
+    with pytest.raises(SubmissionError, match="check 'dtype' failed"):
+        sweep(ResultsStore(tmp_path), str(FIXTURES / "wrong_dtype.py"), "bad", "submission", SMOKE,
+              final=False, execute=executor)
+    assert executor.calls == []
+
+
+def test_runs_train_the_stored_copy(tmp_path):
+    store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
+    seen = []
+
+    def execute(config, root, *, submission, checks, extra):
+        seen.append((config.submission, submission.path, extra["submission_source"]))
+        return FakeExecutor()(config, root, submission=submission, checks=checks, extra=extra)
+
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=execute)
+    copy = str(next((tmp_path / "res" / "submissions").glob("*.py")))
+    assert all(c == copy and str(p) == copy and s == str(src) for c, p, s in seen)
