@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo demo-eval test bench clean
 
 setup: $(VENV)/.installed
 
@@ -16,9 +16,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# Offline: resnet20 with the template's CustomNorm (BatchNorm2d) on scikit-learn's digits.
+# Offline, on scikit-learn's digits: the smoke suite for the BatchNorm baseline and SelectiveNorm,
+# then the leaderboard (open demo/site/index.html).
 demo: setup
-	$(BIN)/harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15 --out results/demo
+	$(BIN)/harness baselines run --suite smoke --only batch_norm --results demo/results
+	$(BIN)/harness submit submissions/selective_norm.py --name SelectiveNorm --suite smoke --results demo/results
+	$(BIN)/harness leaderboard build --results demo/results --out demo/site
+
+# One longer run that visibly learns: resnet20 on digits, 15 epochs (about 97% test accuracy).
+demo-eval: setup
+	$(BIN)/harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15 --results demo/results
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -28,4 +35,4 @@ bench: setup
 		--json bench/results/cpu-resnet20-cifar10.json
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results demo .pytest_cache

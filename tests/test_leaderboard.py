@@ -109,6 +109,8 @@ def test_cli_build(tmp_path):
 def _chrome(tmp_path):
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver_path:
+        if os.environ.get("HARNESS_REQUIRE_BROWSER"):
+            pytest.fail("HARNESS_REQUIRE_BROWSER is set but chromium/chromedriver are not installed")
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
     pytest.importorskip("selenium")
     os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium fetch a driver
