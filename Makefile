@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python bench/train_throughput.py --arch resnet20 --dataset cifar10 \
+	$(BIN)/harness bench --arch resnet20 --dataset cifar10 --rounds 5 \
 		--json bench/results/cpu-resnet20-cifar10.json
 
 clean:

@@ -340,6 +340,68 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_di
         _fail(f"{failed} baseline run(s) failed")
 
 
+@main.command("bench")
+@click.option("--arch", default="resnet20", show_default=True, type=click.Choice(list(ARCHS)))
+@click.option("--dataset", default="cifar10", show_default=True,
+              type=click.Choice(_DATASET_CHOICES, case_sensitive=False),
+              help="Real files when present under --data-root, else random data of its shape and size.")
+@click.option("--norm", "norms", multiple=True,
+              help="Measure step time relative to BatchNorm for this norm (a file or baseline name; "
+                   "repeatable; 'all' for every baseline) instead of the pipeline comparison.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--steps", default=None, type=click.IntRange(min=1),
+              help="Training steps per measurement (default: 30 on CPU, 200 on a GPU).")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Interleaved rounds; medians are reported.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(min=0),
+              help="DataLoader workers of the reference-style pipeline (the reference uses 4).")
+@click.option("--compile", "compiled", is_flag=True, help="With --norm: also measure torch.compile'd models.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Also write the results, with a description of the machine, to this file.")
+@click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, steps: int | None,
+              rounds: int, workers: int, compiled: bool, data_root: str | None,
+              json_out: str | None, verbose: bool) -> None:
+    """Measure training images/s: the harness vs the reference-style pipeline vs the bare model.
+
+    In one process, alternating round by round: (a) the harness's epoch, data pipeline included;
+    (b) the reference's DataLoader with per-image PIL transforms, 4 workers and `.item()` every
+    step; (c) forward + backward + SGD on one resident batch (the upper bound). Prints the ratios
+    and a projected 200-epoch wall time. With --norm, the step time of each norm relative to
+    BatchNorm instead.
+    """
+    from harness.bench import run
+    from harness.record import write_json_atomic
+    from harness.runner import resolve_device
+
+    dev = _guarded(verbose, resolve_device, device)
+    steps = steps or (200 if dev.type == "cuda" else 30)
+    out = _guarded(verbose, run, arch, dataset.lower(), list(norms), dev, steps, rounds, data_root,
+                   compiled, workers, progress=lambda m: click.echo(m, err=True))
+    click.echo(f"{arch} on {out['dataset']} ({out['data']} data), {out['device']}: "
+               f"{out['machine']['description']}")
+    if "norm_costs" in out:
+        for name, row in out["norm_costs"].items():
+            cells = []
+            for mode in ("eager", "compiled"):
+                if f"{mode}_ratio" in row:
+                    r = row[f"{mode}_ratio"]
+                    cells.append(f"{mode} {r:.2f}x" if r is not None
+                                 else f"{mode}: {row.get(f'{mode}_error', 'n/a')}")
+            click.echo(f"  {name:<28} {'   '.join(cells)}")
+    else:
+        click.echo(f"  harness   {out['harness_median']:9.1f} img/s\n"
+                   f"  reference {out['reference_median']:9.1f} img/s\n"
+                   f"  bound     {out['bound_median']:9.1f} img/s\n"
+                   f"  harness/reference {out['ratio_harness_over_reference']:.2f}x, "
+                   f"harness/bound {out['ratio_harness_over_bound']:.2f}x; projected 200-epoch run "
+                   f"{out['projected_200_epoch_s'] / 60:.0f} min")
+    if json_out:
+        write_json_atomic(json_out, out)
+        click.echo(f"wrote {json_out}")
+
+
 @main.group("leaderboard")
 def leaderboard_group() -> None:
     """Build the HTML leaderboard from a results folder."""

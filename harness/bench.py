@@ -1,0 +1,251 @@
+"""``harness bench``: training throughput, measured side by side in one process.
+
+(a) harness: ``harness.train.train`` for one epoch, data pipeline included (epoch draw, uint8
+    gather, crop, flip, normalise, forward, backward, SGD, on-device metric accumulation);
+(b) reference: the reference benchmark's pipeline: a torchvision-style dataset handing out PIL
+    images, per-image transforms (Resize, RandomCrop(32, 4), RandomHorizontalFlip, ToTensor,
+    Normalize), DataLoader(batch 128, shuffle, 4 workers, pin_memory on a GPU), and ``.item()`` on
+    the loss and the accuracy every step; worker start-up is inside the timing, as it is in every
+    epoch of the reference;
+(c) bound: forward + backward + SGD on one resident, already-normalised batch.
+The three alternate round by round so that drift of the machine hits all of them; figures are
+medians over rounds, and the ratios are what matter. When the dataset's files are absent, random
+uint8 images of the real dataset's shape and size stand in.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.data import (DATASETS, BatchPipeline, Dataset, DatasetUnavailable, ImageSplit,
+                          load_dataset, resolve_dataset_name)
+from harness.models import build_model
+from harness.record import cpu_model, utc_now
+from harness.train import Recipe, evaluate, synchronize, train
+
+REAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "fmnist": (60_000, 10_000),
+              "digits": (1_437, 360)}
+BATCH = 128
+
+
+def dataset_or_random(name: str, data_root: str | None) -> tuple[Dataset, str]:
+    name = resolve_dataset_name(name)
+    try:
+        return load_dataset(name, data_root, download=False), "real"
+    except DatasetUnavailable:
+        pass
+    spec = DATASETS[name]
+    n_train, n_test = REAL_SIZES[name]
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        images = torch.randint(0, 256, (n, spec.channels, 32, 32), dtype=torch.uint8, generator=g)
+        return ImageSplit(images, torch.randint(0, spec.num_classes, (n,), generator=g))
+
+    return Dataset(spec, split(n_train), split(n_test), spec.mean, spec.std, "random"), "random"
+
+
+class _PILImages(torch.utils.data.Dataset):
+    """What torchvision's CIFAR10/FashionMNIST hand a DataLoader: a PIL image and a label."""
+
+    def __init__(self, split: ImageSplit, transform):
+        self.images = split.images.permute(0, 2, 3, 1).numpy()  # HWC, as CIFAR stores it
+        self.labels = split.labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = self.images[i]
+        img = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        return self.transform(img), self.labels[i]
+
+
+def reference_loader(data: Dataset, device: torch.device, workers: int = 4):
+    import torchvision.transforms as T
+
+    steps = [T.Resize(32), T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()]
+    if data.spec.channels == 1:
+        steps.append(T.Lambda(lambda x: x.repeat(3, 1, 1)))
+    steps.append(T.Normalize(data.mean, data.std))
+    return torch.utils.data.DataLoader(_PILImages(data.train, T.Compose(steps)), batch_size=BATCH,
+                                       shuffle=True, num_workers=workers,
+                                       pin_memory=device.type == "cuda")
+
+
+def reference_epoch(model: nn.Module, loader, device: torch.device) -> float:
+    """Images per second of one reference-style epoch, with its per-step host reads."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    synchronize(device)
+    t0 = time.perf_counter()
+    seen = total_loss = correct = 0
+    with warnings.catch_warnings():
+        # 4 workers on fewer cores is what the reference does; torch's advice is noted, not taken.
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
+        iterator = iter(loader)  # starts the workers, as every reference epoch does
+    for x, y in iterator:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        loss = criterion(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total_loss += loss.item() * y.size(0)
+        correct += (out.argmax(1) == y).sum().item()
+        seen += y.size(0)
+    synchronize(device)
+    return seen / (time.perf_counter() - t0)
+
+
+def bare_step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
+                   device: torch.device) -> float:
+    """Seconds per step of forward + backward + SGD on one resident batch."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = criterion(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    synchronize(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    return {
+        "description": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else f"{cpu_model()}, {os.cpu_count()} logical CPUs, "
+                             f"{torch.get_num_threads()} torch threads"),
+        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+@dataclass
+class ThroughputResult:
+    harness: list[float]
+    reference: list[float]
+    bound: list[float]
+    eval_images_per_s: float
+
+    def medians(self) -> tuple[float, float, float]:
+        return (statistics.median(self.harness), statistics.median(self.reference),
+                statistics.median(self.bound))
+
+
+def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int, rounds: int,
+               workers: int = 4, progress=print) -> ThroughputResult:
+    small = Dataset(data.spec, data.train.head(steps * BATCH), data.test.head(2 * BATCH),
+                    data.mean, data.std, data.source)
+    torch.manual_seed(0)
+    models = [build_model(arch, data.spec.num_classes, norm).to(device) for _ in range(3)]
+    pipe = BatchPipeline(data.mean, data.std, data.spec.channels, device)
+    x = pipe.test_batch(small.train.images[:BATCH].to(device))
+    y = small.train.labels[:BATCH].to(device)
+    loader = reference_loader(small, device, workers)
+
+    # Warm-up: allocator, kernels, thread pools, worker start-up paths.
+    train(models[0], small, Recipe(epochs=1), device, seed=0)
+    bare_step_time(models[2], x, y, 2, device)
+    result = ThroughputResult([], [], [], 0.0)
+    for r in range(rounds):
+        res = train(models[0], small, Recipe(epochs=1), device, seed=r + 1)
+        result.harness.append(len(small.train) / res.train_s)
+        result.reference.append(reference_epoch(models[1], loader, device))
+        result.bound.append(BATCH / bare_step_time(models[2], x, y, steps, device))
+        progress(f"round {r + 1}/{rounds}: harness {result.harness[-1]:8.1f} img/s   "
+                 f"reference {result.reference[-1]:8.1f} img/s   bound {result.bound[-1]:8.1f} img/s")
+    test_images, test_labels = small.test.images.to(device), small.test.labels.to(device)
+    synchronize(device)
+    t0 = time.perf_counter()
+    evaluate(models[0], test_images, test_labels, pipe, BATCH)
+    synchronize(device)
+    result.eval_images_per_s = len(small.test) / (time.perf_counter() - t0)
+    return result
+
+
+def norm_costs(arch: str, norms: dict[str, Any], device: torch.device, steps: int, rounds: int,
+               compiled: bool, progress=print) -> dict[str, dict[str, float | str | None]]:
+    """Step time of the bare model with each norm relative to BatchNorm, eager (and compiled)."""
+    x = torch.randn(BATCH, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (BATCH,), device=device)
+    modes = ["eager"] + (["compiled"] if compiled else [])
+    times: dict[tuple[str, str], list[float]] = {}
+    models: dict[tuple[str, str], nn.Module] = {}
+    errors: dict[tuple[str, str], str] = {}
+    for name, cls in norms.items():
+        for mode in modes:
+            torch.manual_seed(0)
+            model = build_model(arch, 10, cls).to(device)
+            try:
+                if mode == "compiled":
+                    model = torch.compile(model)
+                bare_step_time(model, x, y, 2, device)  # warm-up (and compilation)
+                models[(name, mode)] = model
+            except Exception as exc:  # noqa: BLE001 - a norm that does not compile is reported
+                errors[(name, mode)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    for r in range(rounds):
+        for key, model in models.items():
+            times.setdefault(key, []).append(bare_step_time(model, x, y, steps, device))
+        progress(f"norm cost round {r + 1}/{rounds} done")
+    out = {}
+    for name in norms:
+        row: dict[str, float | str | None] = {}
+        for mode in modes:
+            key, base = (name, mode), ("batch_norm", mode)
+            if key in errors:
+                row[f"{mode}_ratio"], row[f"{mode}_error"] = None, errors[key]
+            elif base not in times:
+                row[f"{mode}_ratio"] = None
+            else:
+                t, tb = statistics.median(times[key]), statistics.median(times[base])
+                row[f"{mode}_step_ms"], row[f"{mode}_ratio"] = 1000 * t, t / tb
+        out[name] = row
+    return out
+
+
+def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, steps: int,
+        rounds: int, data_root: str | None, compiled: bool, workers: int = 4,
+        progress=print) -> dict[str, Any]:
+    from harness.submission import baseline_names, load
+
+    data, source = dataset_or_random(dataset, data_root)
+    n_train, n_test = REAL_SIZES[data.spec.name]
+    out: dict[str, Any] = {"benchmark": "harness bench", "date": utc_now(), "arch": arch,
+                           "dataset": data.spec.name, "data": source, "device": str(device),
+                           "machine": machine(device), "batch_size": BATCH, "steps_per_round": steps,
+                           "rounds": rounds, "reference_workers": workers}
+    if not norm_specs:
+        tp = throughput(arch, data, nn.BatchNorm2d, device, steps, rounds, workers, progress)
+        h, ref, b = tp.medians()
+        out.update({"harness_images_per_s": tp.harness, "reference_images_per_s": tp.reference,
+                    "bound_images_per_s": tp.bound, "harness_median": h, "reference_median": ref,
+                    "bound_median": b, "ratio_harness_over_reference": h / ref,
+                    "ratio_harness_over_bound": h / b, "eval_images_per_s": tp.eval_images_per_s,
+                    "projected_200_epoch_s": 200 * (n_train / h + n_test / tp.eval_images_per_s)})
+        return out
+    names = baseline_names() if norm_specs == ["all"] else norm_specs
+    norms = {"batch_norm": nn.BatchNorm2d}
+    for spec in names:
+        sub = load(spec)
+        norms[sub.name] = sub.norm_class
+    out["norm_costs"] = norm_costs(arch, norms, device, steps, rounds, compiled, progress)
+    return out

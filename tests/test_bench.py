@@ -1,0 +1,54 @@
+"""harness bench: structure and sanity of its measurements (figures come from bench/results/)."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from harness.bench import dataset_or_random, norm_costs, reference_loader, run
+from harness.cli import main
+from harness.submission import load
+
+
+def test_absent_dataset_is_replaced_by_random_data_of_its_shape(tmp_path):
+    data, source = dataset_or_random("cifar100", str(tmp_path))
+    assert source == "random" and len(data.train) == 50_000 and len(data.test) == 10_000
+    assert data.train.images.shape[1:] == (3, 32, 32) and int(data.train.labels.max()) < 100
+    grey, _ = dataset_or_random("fmnist", str(tmp_path))
+    assert grey.train.images.shape[1:] == (1, 32, 32) and len(grey.train) == 60_000
+
+
+def test_reference_loader_yields_normalised_3_channel_batches():
+    data, _ = dataset_or_random("digits", None)
+    x, y = next(iter(reference_loader(data, torch.device("cpu"), workers=0)))
+    assert x.shape == (128, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (128,)
+    assert abs(x.mean().item()) < 0.5  # normalised with the dataset's own mean/std
+
+
+def test_pipeline_comparison_reports_all_three_and_ratios():
+    out = run("resnet20", "digits", [], torch.device("cpu"), steps=2, rounds=1, data_root=None,
+              compiled=False, workers=0, progress=lambda m: None)
+    for key in ("harness_median", "reference_median", "bound_median", "eval_images_per_s"):
+        assert out[key] > 0
+    assert out["ratio_harness_over_bound"] == pytest.approx(out["harness_median"] / out["bound_median"])
+    assert out["projected_200_epoch_s"] > 0 and out["machine"]["description"]
+
+
+def test_norm_costs_are_relative_to_batchnorm():
+    norms = {"batch_norm": torch.nn.BatchNorm2d, "group_norm": load("group_norm").norm_class}
+    costs = norm_costs("resnet20", norms, torch.device("cpu"), steps=1, rounds=1, compiled=False,
+                       progress=lambda m: None)
+    assert costs["batch_norm"]["eager_ratio"] == 1.0
+    assert costs["group_norm"]["eager_ratio"] > 0 and costs["group_norm"]["eager_step_ms"] > 0
+
+
+def test_cli_writes_json(tmp_path):
+    out = tmp_path / "b.json"
+    result = CliRunner().invoke(main, ["bench", "--dataset", "digits", "--steps", "2", "--rounds", "1",
+                                       "--workers", "0", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "harness/reference" in result.output
+    assert json.loads(out.read_text())["dataset"] == "digits"
+    bad = CliRunner().invoke(main, ["bench", "--norm", "no_such_norm", "--steps", "1"])
+    assert bad.exit_code == 1 and "not a baseline name" in bad.stderr
