@@ -80,9 +80,11 @@ def reference_loader(data: Dataset, device: torch.device, workers: int = 4):
     if data.spec.channels == 1:
         steps.append(T.Lambda(lambda x: x.repeat(3, 1, 1)))
     steps.append(T.Normalize(data.mean, data.std))
-    return torch.utils.data.DataLoader(_PILImages(data.train, T.Compose(steps)), batch_size=BATCH,
-                                       shuffle=True, num_workers=workers,
-                                       pin_memory=device.type == "cuda")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
+        return torch.utils.data.DataLoader(_PILImages(data.train, T.Compose(steps)), batch_size=BATCH,
+                                           shuffle=True, num_workers=workers,
+                                           pin_memory=device.type == "cuda")
 
 
 def reference_epoch(model: nn.Module, loader, device: torch.device) -> float:
