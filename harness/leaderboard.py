@@ -106,7 +106,7 @@ def build_table(suite: Suite, entries: list[Entry], frame, reveal: bool) -> dict
             if state == "shown" and (name, s.key) in versus:
                 row.versus[s.key] = versus[(name, s.key)]
         # Aggregates over the shown group; an entry missing a hidden result has none when revealed.
-        mean, ci = S._aggregate(name, group, table)
+        mean, ci = S.aggregate(name, group, table)
         row.aggregate, row.aggregate_ci = _finite(mean), (_finite(ci[0]), _finite(ci[1]))
         row.mean_rank = _finite(ranks_in_group.get(name, math.nan))
         rows.append(row)

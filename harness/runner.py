@@ -153,6 +153,8 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
             "arch": config.arch, "dataset": dataset_name, "num_classes": dataset.spec.num_classes,
             "seed": config.seed, **asdict(config.recipe), "limit_train": config.limit_train,
             "limit_test": config.limit_test, "device": str(device),
+            # The protocol's fp32 and eager execution; faster modes are opt-in and recorded here.
+            "precision": "fp32", "compile": "eager",
             "data_root": None if dataset_name == "digits" else str(dataset.source),
         },
         "submission": {"path": str(submission.path), "name": submission.name,

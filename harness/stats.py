@@ -133,7 +133,7 @@ def cells(frame: pd.DataFrame, expected_seeds: int) -> dict[tuple[str, str], Cel
     return out
 
 
-def _aggregate(entry: str, settings: list[str], table: dict[tuple[str, str], Cell]):
+def aggregate(entry: str, settings: list[str], table: dict[tuple[str, str], Cell]):
     have = [table.get((entry, s)) for s in settings]
     if not settings or any(c is None or c.n == 0 for c in have):
         return math.nan, (math.nan, math.nan)
