@@ -150,6 +150,9 @@ def _run_options(fn):
                      help="auto (a CUDA GPU when present), cpu, cuda or cuda:N."),
         click.option("--check-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
                      help="Seconds each pre-flight check may take (0: no limit)."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+                     help="fp32 is the protocol's; bf16 autocasts the forward pass (recorded, not "
+                          "comparable, never mixed with fp32 on the leaderboard)."),
         click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors."),
     ]
     for option in reversed(options):
@@ -198,7 +201,7 @@ _DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
 def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
              lr: float, momentum: float, weight_decay: float, limit_train: int | None,
              limit_test: int | None, allow_hidden: bool, results_dir: str, data_root: str | None,
-             download: bool, device: str, check_timeout: float, verbose: bool) -> None:
+             download: bool, device: str, check_timeout: float, precision: str, verbose: bool) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
 
     SUBMISSION is a .py file defining CustomNorm(num_features), or a baseline's name (see
@@ -224,7 +227,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
                     weight_decay=weight_decay)
     config = RunConfig(submission=str(loaded.path), arch=arch, dataset=dataset.lower(), seed=seed,
                        recipe=recipe, limit_train=limit_train, limit_test=limit_test,
-                       device=device, data_root=data_root, download=download)
+                       device=device, data_root=data_root, download=download, precision=precision)
     record, path = _execute(config, results_dir, submission=loaded,
                             checks=preflight.to_json()["checks"], verbose=verbose)
     ResultsStore(results_dir).index(path)
@@ -239,7 +242,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
 
 def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bool, rerun: bool,
                       device: str, data_root, download: bool, check_timeout: float,
-                      verbose: bool):
+                      precision: str, verbose: bool):
     from functools import partial
 
     from harness.sweep import sweep
@@ -253,7 +256,8 @@ def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bo
 
     result = _guarded(verbose, sweep, store, source, name, kind, suite, final, rerun=rerun,
                       device=device, data_root=data_root, download=download,
-                      check_timeout=check_timeout, execute=partial(_execute, verbose=verbose),
+                      check_timeout=check_timeout, precision=precision,
+                      execute=partial(_execute, verbose=verbose),
                       on_run=on_run, on_skip=on_skip)
     diverged = [r for r in result.ran if r["status"] == "diverged"]
     click.echo(f"{name}: {len(result.ran)} run(s), {len(result.skipped)} skipped (already done), "
@@ -284,7 +288,7 @@ def _suite_or_fail(verbose: bool, name: str):
 @_run_options
 def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: bool,
                results_dir: str, data_root: str | None, download: bool, device: str,
-               check_timeout: float, verbose: bool) -> None:
+               check_timeout: float, precision: str, verbose: bool) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
 
     The file is copied into RESULTS/submissions/ under its sha256 and trained from that copy.
@@ -300,7 +304,8 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
         _fail(str(exc), EXIT_USAGE)
     suite = _suite_or_fail(verbose, suite_name)
     result = _sweep_and_report(ResultsStore(results_dir), submission, name, "submission", suite,
-                               final, rerun, device, data_root, download, check_timeout, verbose)
+                               final, rerun, device, data_root, download, check_timeout, precision,
+                               verbose)
     if result.failed:
         sys.exit(EXIT_FAILED)
 
@@ -317,7 +322,7 @@ def baselines_group() -> None:
 @_run_options
 def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
-                      verbose: bool) -> None:
+                      precision: str, verbose: bool) -> None:
     """Run every baseline on a suite as a final entry (public and hidden settings)."""
     from harness.store import ResultsStore
     from harness.submission import baseline_names
@@ -334,7 +339,7 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_di
     failed = 0
     for name in names:
         result = _sweep_and_report(store, name, name, "baseline", suite, True, rerun, device,
-                                   data_root, download, check_timeout, verbose)
+                                   data_root, download, check_timeout, precision, verbose)
         failed += len(result.failed)
     if failed:
         _fail(f"{failed} baseline run(s) failed")

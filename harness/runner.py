@@ -37,6 +37,7 @@ class RunConfig:
     device: str = "auto"
     data_root: str | None = None
     download: bool = True
+    precision: str = "fp32"  # the protocol's; "bf16" autocasts and is recorded as not comparable
 
 
 class RunError(Exception):
@@ -75,6 +76,8 @@ def peak_memory_bytes(device: torch.device) -> tuple[str, int]:
 def deviations(config: RunConfig, spec: data_mod.DatasetSpec) -> list[str]:
     """Everything that makes this run's numbers not comparable with the reference table."""
     out = config.recipe.deviations()
+    if config.precision != "fp32":
+        out.append(f"precision={config.precision} (protocol: fp32)")
     if config.limit_train is not None:
         out.append(f"limit_train={config.limit_train} (smoke run: not comparable)")
     if config.limit_test is not None:
@@ -154,7 +157,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
             "seed": config.seed, **asdict(config.recipe), "limit_train": config.limit_train,
             "limit_test": config.limit_test, "device": str(device),
             # The protocol's fp32 and eager execution; faster modes are opt-in and recorded here.
-            "precision": "fp32", "compile": "eager",
+            "precision": config.precision, "compile": "eager",
             "data_root": None if dataset_name == "digits" else str(dataset.source),
         },
         "submission": {"path": str(submission.path), "name": submission.name,
@@ -176,7 +179,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     result = TrainResult()
     try:
         train(model, dataset, config.recipe, device, config.seed,
-              on_epoch=on_epoch, on_step=on_step, result=result)
+              on_epoch=on_epoch, on_step=on_step, result=result, precision=config.precision)
         record["status"] = result.status
         if result.status == "diverged":
             record["failure"] = {"category": "diverged",

@@ -17,6 +17,8 @@
   *probability of improvement* P(X > Y) + P(X = Y)/2 over all pairs of a submission's runs X and
   the baseline's runs Y (the Mann-Whitney U statistic divided by n*m), and **Welch's t-test**
   (unequal variances); "significant" means p < 0.05, two-sided. Both need at least 2 runs a side.
+- **Precision**: a cell never mixes precisions. Where an entry has fp32 runs of a setting (the
+  protocol's), only those count; a cell made of bf16 runs alone carries a "bf16" flag.
 """
 
 from __future__ import annotations
@@ -89,6 +91,12 @@ def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -
                "seed", "status", "best_acc", "final_acc", "best_epoch", "epochs_completed", "wall_s",
                "batch_dependent", "precision"]
     frame = pd.DataFrame(rows, columns=columns)
+    # Precisions are never mixed in a cell: where an entry has fp32 runs of a setting, only those
+    # count; a cell of bf16 runs alone is flagged as such.
+    has_fp32 = frame[frame["precision"] == "fp32"].groupby(["entry", "setting"]).size()
+    keep = [(p == "fp32") or (e, s) not in has_fp32.index
+            for e, s, p in zip(frame["entry"], frame["setting"], frame["precision"])]
+    frame = frame[pd.Series(keep, index=frame.index, dtype=bool)] if len(frame) else frame
     # One record per (entry, setting, seed): the latest completed one, else the latest.
     frame["completed"] = frame["status"].isin(COMPLETED)
     frame = frame.sort_values(["completed", "run_id"]).drop_duplicates(
@@ -123,6 +131,7 @@ def cells(frame: pd.DataFrame, expected_seeds: int) -> dict[tuple[str, str], Cel
             flags.append("incomplete")
         if group["batch_dependent"].any():
             flags.append("batch-dependent")
+        flags += sorted(p for p in set(group["precision"]) if p != "fp32")
         low, high = t_interval(values)
         out[(entry, setting)] = Cell(
             n=len(values), mean=float(np.mean(values)) if values else math.nan,

@@ -45,15 +45,16 @@ def validate_entry_name(name: str) -> str:
 
 
 def run_key(record: dict[str, Any]) -> str:
-    """What makes two runs the same run: code, setting, seed, recipe and protocol."""
+    """What makes two runs the same run: code, setting, seed, recipe, protocol and precision."""
     cfg = record["config"]
     recipe_id = record.get("suite", {}).get("recipe_id") or "adhoc"
-    return "|".join([record["submission"]["sha256"], cfg["arch"], cfg["dataset"], str(cfg["seed"]),
-                     recipe_id, record["protocol_version"]])
+    return make_key(record["submission"]["sha256"], cfg["arch"], cfg["dataset"], cfg["seed"],
+                    recipe_id, record["protocol_version"], cfg.get("precision", "fp32"))
 
 
-def make_key(sha256: str, arch: str, dataset: str, seed: int, recipe_id: str, protocol: str) -> str:
-    return "|".join([sha256, arch, dataset, str(seed), recipe_id, protocol])
+def make_key(sha256: str, arch: str, dataset: str, seed: int, recipe_id: str, protocol: str,
+             precision: str = "fp32") -> str:
+    return "|".join([sha256, arch, dataset, str(seed), recipe_id, protocol, precision])
 
 
 @dataclass(frozen=True)

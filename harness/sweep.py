@@ -36,12 +36,14 @@ class SweepResult:
         return [r for r in self.ran if r["status"] == "failed"]
 
 
-def plan(store: ResultsStore, sha256: str, suite: Suite, final: bool, rerun: bool = False) -> list[PlannedRun]:
+def plan(store: ResultsStore, sha256: str, suite: Suite, final: bool, rerun: bool = False,
+         precision: str = "fp32") -> list[PlannedRun]:
     done = set() if rerun else store.completed_keys()
     runs = []
     for setting in suite.settings_for(final):
         for seed in suite.seeds:
-            key = make_key(sha256, setting.arch, setting.dataset, seed, suite.recipe_id(), PROTOCOL_VERSION)
+            key = make_key(sha256, setting.arch, setting.dataset, seed, suite.recipe_id(),
+                           PROTOCOL_VERSION, precision)
             runs.append(PlannedRun(setting, seed, key, key in done))
     return runs
 
@@ -51,7 +53,7 @@ RunHook = Callable[[PlannedRun, int, int], None]
 
 def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
           rerun: bool = False, device: str = "auto", data_root: str | None = None,
-          download: bool = True, check_timeout: float = 10.0,
+          download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
           execute: Callable[..., tuple[dict[str, Any], Any]] = run_eval,
           on_run: RunHook | None = None, on_skip: RunHook | None = None) -> SweepResult:
     """Store the file, register the entry, vet the layer, then run every missing (setting, seed).
@@ -69,7 +71,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
     store.register_entry(name, kind, digest, suite.name, final, str(original.path))
     checks = report.to_json()["checks"]
     result = SweepResult(entry=name)
-    planned = plan(store, digest, suite, final, rerun)
+    planned = plan(store, digest, suite, final, rerun, precision)
     for i, run in enumerate(planned, 1):
         if run.done:
             result.skipped.append(run)
@@ -81,7 +83,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
         config = RunConfig(submission=str(copy), arch=run.setting.arch, dataset=run.setting.dataset,
                            seed=run.seed, recipe=suite.recipe, limit_train=suite.limit_train,
                            limit_test=suite.limit_test, device=device, data_root=data_root,
-                           download=download)
+                           download=download, precision=precision)
         extra = {"entry": name, "entry_kind": kind,
                  "submission_source": str(original.path),
                  "suite": {**suite.describe(), "setting": run.setting.key,

@@ -80,6 +80,17 @@ def data_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 0xDA7A]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """fp32: the protocol (with PyTorch's default TF32 convolutions on GPUs that have them);
+    bf16: autocast of the forward pass and loss. Parameters and optimiser stay fp32 either way."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -87,7 +98,8 @@ def synchronize(device: torch.device) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             pipeline: BatchPipeline, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+             pipeline: BatchPipeline, batch_size: int,
+             precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Summed loss and number correct over the test set, in order, as device tensors."""
     model.eval()
     device = pipeline.device
@@ -96,8 +108,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     for start in range(0, labels.shape[0], batch_size):
         x = pipeline.test_batch(images[start:start + batch_size])
         y = labels[start:start + batch_size]
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        with autocast(device, precision):
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
     return loss_sum, correct
 
@@ -105,7 +118,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
           on_epoch: Callable[[EpochMetrics], None] | None = None,
           on_step: Callable[[], None] | None = None,
-          result: TrainResult | None = None) -> TrainResult:
+          result: TrainResult | None = None, precision: str = "fp32") -> TrainResult:
     """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
 
     The run stops early, with status ``diverged``, after the first epoch whose training loss is
@@ -142,8 +155,9 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
             idx = plan.order[sl]
             x = pipeline.train_batch(train_padded[idx], plan.top[sl], plan.left[sl], plan.flip[sl])
             y = train_labels[idx]
-            logits = model(x)
-            loss = criterion(logits, y)
+            with autocast(device, precision):
+                logits = model(x)
+                loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -154,7 +168,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         synchronize(device)
         t1 = time.perf_counter()
         test_loss_sum, test_correct = evaluate(model, test_images, test_labels, pipeline,
-                                               recipe.test_batch_size)
+                                               recipe.test_batch_size, precision)
         # The one host synchronisation of the epoch.
         tl, tc, vl, vc = torch.stack([loss_sum, correct.double(), test_loss_sum,
                                       test_correct.double()]).tolist()

@@ -69,3 +69,15 @@ def test_versus_best_baseline():
     assert v["baseline"] == "base2" and v["poi"] == 1.0 and v["significant"]
     assert v["difference"] == pytest.approx(10.0)
     assert ("base1", "resnet20-digits") not in out
+
+
+def test_precisions_are_never_mixed_in_a_cell():
+    fp32 = [make_record("a", "1" * 64, "resnet20-digits", s, 80.0) for s in (0, 1)]
+    bf16 = [make_record("a", "1" * 64, "resnet20-digits", s, 10.0) for s in (0, 1)]
+    only_bf16 = [make_record("b", "2" * 64, "resnet20-digits", s, 70.0) for s in (0, 1)]
+    for r in bf16 + only_bf16:
+        r["config"]["precision"] = "bf16"
+    frame = S.runs_frame(fp32 + bf16 + only_bf16, {"a": "1" * 64, "b": "2" * 64})
+    table = S.cells(frame, 2)
+    assert table[("a", "resnet20-digits")].mean == 80.0 and "bf16" not in table[("a", "resnet20-digits")].flags
+    assert table[("b", "resnet20-digits")].flags == ["bf16"]

@@ -93,3 +93,10 @@ def test_entries_keep_history_and_kinds_apart(tmp_path):
         store.register_entry("mine", "baseline", "3" * 64, "smoke", True, "b.py")
     store.register_entry("<script>alert(1)</script>", "submission", "4" * 64, "smoke", False, "c.py")
     assert {e.name for e in store.entries()} == {"mine", "<script>alert(1)</script>"}
+
+
+def test_precision_is_part_of_the_run_key():
+    a = make_record("a", "1" * 64, "resnet20-digits", 0, 80.0)
+    b = make_record("a", "1" * 64, "resnet20-digits", 0, 80.0)
+    b["config"]["precision"] = "bf16"
+    assert run_key(a) != run_key(b) and run_key(a).endswith("|fp32")

@@ -128,3 +128,15 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
         write_json_atomic(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_bf16_is_recorded_not_comparable_and_still_trains(tmp_path):
+    fp32, _ = run_eval(small(seed=3), tmp_path / "a")
+    config = small(seed=3)
+    config.precision = "bf16"
+    bf16, _ = run_eval(config, tmp_path / "b")
+    assert bf16["status"] == "ok" and bf16["config"]["precision"] == "bf16"
+    assert fp32["config"]["precision"] == "fp32" and fp32["config"]["compile"] == "eager"
+    assert "precision=bf16 (protocol: fp32)" in bf16["deviations"]
+    assert all(math.isfinite(e["train_loss"]) for e in bf16["epochs"])
+    assert bf16["epochs"][0]["train_loss"] != fp32["epochs"][0]["train_loss"]  # autocast took effect
