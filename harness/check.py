@@ -386,6 +386,17 @@ class Report:
 PREFLIGHT = frozenset({c.name for c in CHECKS if c.fatal} | {"eval-batch-independent"})
 
 
+def preflight(submission: Submission, timeout: float, source: str) -> Report:
+    """The pre-flight checks of ``harness eval`` and ``harness submit``; raises SubmissionError, naming
+    ``source`` (the file or name as the user gave it), on the first fatal failure."""
+    report = run_checks(str(submission.path), timeout=timeout, only=PREFLIGHT, submission=submission)
+    failed = report.fatal_failure
+    if failed is not None:
+        raise SubmissionError(f"{source}: check '{failed.name}' failed: {failed.detail} "
+                              f"(`harness check {source}` for the full report)")
+    return report
+
+
 def run_checks(path: str, timeout: float = 10.0, only: frozenset[str] | None = None,
                submission: Submission | None = None) -> Report:
     """Load the submission (unless given) and run the checks (or ``only`` those named).

@@ -120,16 +120,11 @@ def _execute(config, results_dir, *, submission=None, checks=None, extra=None, v
 
 def _preflight(verbose: bool, submission: str, timeout: float):
     """Load the file and run the pre-flight checks; exit with one line on a fatal failure."""
-    from harness.check import PREFLIGHT, WARN, run_checks
+    from harness.check import WARN, preflight
     from harness.submission import load
 
     loaded = _guarded(verbose, load, submission)
-    report = _guarded(verbose, run_checks, str(loaded.path), timeout=timeout, only=PREFLIGHT,
-                      submission=loaded)
-    failed = report.fatal_failure
-    if failed is not None:
-        _fail(f"{loaded.path.name}: check '{failed.name}' failed: {failed.detail} "
-              f"(`harness check {submission}` for the full report)")
+    report = _guarded(verbose, preflight, loaded, timeout, submission)
     for row in report.rows:
         if row.status == WARN:
             click.echo(f"warning: {row.detail}", err=True)
@@ -230,7 +225,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
                        device=device, data_root=data_root, download=download, precision=precision)
     record, path = _execute(config, results_dir, submission=loaded,
                             checks=preflight.to_json()["checks"], verbose=verbose)
-    ResultsStore(results_dir).index(path)
+    ResultsStore(results_dir).index(record)
     if record["status"] == "failed":
         _fail(f"run failed: {record['failure']['message']} (record: {path})")
     if record["best_acc"] is not None:
@@ -268,7 +263,7 @@ def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bo
     return result
 
 
-def _suite_or_fail(verbose: bool, name: str):
+def _suite_or_fail(name: str):
     from harness.suites import SuiteError, load_suite
 
     try:
@@ -302,7 +297,7 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
         validate_entry_name(name)
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
-    suite = _suite_or_fail(verbose, suite_name)
+    suite = _suite_or_fail(suite_name)
     result = _sweep_and_report(ResultsStore(results_dir), submission, name, "submission", suite,
                                final, rerun, device, data_root, download, check_timeout, precision,
                                verbose)
@@ -327,7 +322,7 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_di
     from harness.store import ResultsStore
     from harness.submission import baseline_names
 
-    suite = _suite_or_fail(verbose, suite_name)
+    suite = _suite_or_fail(suite_name)
     names = baseline_names()
     if only:
         wanted = [n.strip() for n in only.split(",") if n.strip()]

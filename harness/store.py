@@ -102,9 +102,9 @@ class ResultsStore:
         self._append_index([self._index_line(record)])
         return path
 
-    def index(self, path: str | Path) -> None:
+    def index(self, record: dict[str, Any]) -> None:
         """Index a record already written into runs/ (e.g. by ``run_eval``)."""
-        self._append_index([self._index_line(read_record(path))])
+        self._append_index([self._index_line(record)])
 
     def _read_index(self) -> dict[str, dict[str, Any]]:
         lines: dict[str, dict[str, Any]] = {}

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness.check import PREFLIGHT, run_checks
+from harness.check import preflight
 from harness.runner import PROTOCOL_VERSION, RunConfig, run_eval
 from harness.store import ResultsStore, make_key
-from harness.submission import SubmissionError, load
+from harness.submission import load
 from harness.suites import Setting, Suite
 
 
@@ -64,10 +64,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
     original = load(source)
     copy, digest = store.store_submission(original.path)
     submission = load(copy)  # train exactly the stored bytes
-    report = run_checks(str(copy), timeout=check_timeout, only=PREFLIGHT, submission=submission)
-    failed = report.fatal_failure
-    if failed is not None:
-        raise SubmissionError(f"{original.path.name}: check '{failed.name}' failed: {failed.detail}")
+    report = preflight(submission, check_timeout, source)
     store.register_entry(name, kind, digest, suite.name, final, str(original.path))
     checks = report.to_json()["checks"]
     result = SweepResult(entry=name)
@@ -89,6 +86,6 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
                  "suite": {**suite.describe(), "setting": run.setting.key,
                            "hidden": run.setting.hidden, "final": final}}
         record, path = execute(config, store.root, submission=submission, checks=checks, extra=extra)
-        store.index(path)
+        store.index(record)
         result.ran.append(record)
     return result
