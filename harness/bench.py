@@ -28,6 +28,7 @@ from torch import nn
 
 from harness.data import (DATASETS, BatchPipeline, Dataset, DatasetUnavailable, ImageSplit,
                           load_dataset, resolve_dataset_name)
+from harness.fast import SpeedOptions, prepare
 from harness.models import build_model
 from harness.record import cpu_model, utc_now
 from harness.train import Recipe, evaluate, synchronize, train
@@ -147,6 +148,7 @@ class ThroughputResult:
     reference: list[float]
     bound: list[float]
     eval_images_per_s: float
+    speed: dict[str, Any]  # what harness.fast put in effect for the harness's runs
 
     def medians(self) -> tuple[float, float, float]:
         return (statistics.median(self.harness), statistics.median(self.reference),
@@ -154,7 +156,11 @@ class ThroughputResult:
 
 
 def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int, rounds: int,
-               workers: int = 4, progress=print) -> ThroughputResult:
+               workers: int = 4, progress=print, speed: SpeedOptions | None = None
+               ) -> ThroughputResult:
+    """The harness (with ``speed``, default: the device's defaults) vs the reference-style pipeline
+    vs the bound (the same model, same speed options, one resident batch)."""
+    speed = speed or SpeedOptions()
     small = Dataset(data.spec, data.train.head(steps * BATCH), data.test.head(2 * BATCH),
                     data.mean, data.std, data.source)
     torch.manual_seed(0)
@@ -163,16 +169,18 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
     x = pipe.test_batch(small.train.images[:BATCH].to(device))
     y = small.train.labels[:BATCH].to(device)
     loader = reference_loader(small, device, workers)
+    bound = prepare(models[2], x, y, device, speed)
+    x_bound = x.contiguous(memory_format=bound.memory_format)
 
-    # Warm-up: allocator, kernels, thread pools, worker start-up paths.
-    train(models[0], small, Recipe(epochs=1), device, seed=0)
-    bare_step_time(models[2], x, y, 2, device)
-    result = ThroughputResult([], [], [], 0.0)
+    # Warm-up: allocator, kernels, thread pools, worker start-up paths, compilation.
+    warm = train(models[0], small, Recipe(epochs=1), device, seed=0, speed=speed)
+    bare_step_time(bound.model, x_bound, y, 2, device)
+    result = ThroughputResult([], [], [], 0.0, warm.speed)
     for r in range(rounds):
-        res = train(models[0], small, Recipe(epochs=1), device, seed=r + 1)
+        res = train(models[0], small, Recipe(epochs=1), device, seed=r + 1, speed=speed)
         result.harness.append(len(small.train) / res.train_s)
         result.reference.append(reference_epoch(models[1], loader, device))
-        result.bound.append(BATCH / bare_step_time(models[2], x, y, steps, device))
+        result.bound.append(BATCH / bare_step_time(bound.model, x_bound, y, steps, device))
         progress(f"round {r + 1}/{rounds}: harness {result.harness[-1]:8.1f} img/s   "
                  f"reference {result.reference[-1]:8.1f} img/s   bound {result.bound[-1]:8.1f} img/s")
     test_images, test_labels = small.test.images.to(device), small.test.labels.to(device)
@@ -236,9 +244,10 @@ def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, st
                            "machine": machine(device), "batch_size": BATCH, "steps_per_round": steps,
                            "rounds": rounds, "reference_workers": workers}
     if not norm_specs:
-        tp = throughput(arch, data, nn.BatchNorm2d, device, steps, rounds, workers, progress)
+        tp = throughput(arch, data, nn.BatchNorm2d, device, steps, rounds, workers, progress,
+                        SpeedOptions(compile=compiled))
         h, ref, b = tp.medians()
-        out.update({"harness_images_per_s": tp.harness, "reference_images_per_s": tp.reference,
+        out.update({"speed": tp.speed, "harness_images_per_s": tp.harness, "reference_images_per_s": tp.reference,
                     "bound_images_per_s": tp.bound, "harness_median": h, "reference_median": ref,
                     "bound_median": b, "ratio_harness_over_reference": h / ref,
                     "ratio_harness_over_bound": h / b, "eval_images_per_s": tp.eval_images_per_s,

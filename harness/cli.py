@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 failure (unusable submission, missing data, a run that 
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 from typing import Any
@@ -148,11 +149,35 @@ def _run_options(fn):
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                      help="fp32 is the protocol's; bf16 autocasts the forward pass (recorded, not "
                           "comparable, never mixed with fp32 on the leaderboard)."),
+        click.option("--channels-last/--no-channels-last", default=None,
+                     help="NHWC tensors. Default: on for CUDA, off for CPU. Like every speed option, "
+                          "checked against the plain model on one batch first (see harness/fast.py)."),
+        click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None,
+                     help="Let cuDNN time its convolution algorithms. Default: on for CUDA."),
+        click.option("--compile", "compile_", is_flag=True,
+                     help="torch.compile the model; falls back to eager (with a warning) when the "
+                          "compiled step does not match the eager one."),
+        click.option("--compile-backend", default="inductor", show_default=True,
+                     help="torch.compile backend (aot_eager: no speed-up, for debugging)."),
+        click.option("--cuda-graphs", is_flag=True,
+                     help="Capture the step in CUDA graphs (torch.compile mode reduce-overhead; CUDA "
+                          "only; implies --compile)."),
         click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors."),
     ]
+
+    @functools.wraps(fn)
+    def with_speed(*args, channels_last, cudnn_benchmark, compile_, compile_backend, cuda_graphs,
+                   **kwargs):
+        from harness.fast import SpeedOptions
+
+        speed = SpeedOptions(channels_last=channels_last, cudnn_benchmark=cudnn_benchmark,
+                             compile=compile_, compile_backend=compile_backend,
+                             cuda_graphs=cuda_graphs)
+        return fn(*args, speed=speed, **kwargs)
+
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        with_speed = option(with_speed)
+    return with_speed
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -196,7 +221,8 @@ _DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
 def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
              lr: float, momentum: float, weight_decay: float, limit_train: int | None,
              limit_test: int | None, allow_hidden: bool, results_dir: str, data_root: str | None,
-             download: bool, device: str, check_timeout: float, precision: str, verbose: bool) -> None:
+             download: bool, device: str, check_timeout: float, precision: str, speed, verbose: bool
+             ) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
 
     SUBMISSION is a .py file defining CustomNorm(num_features), or a baseline's name (see
@@ -222,7 +248,8 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
                     weight_decay=weight_decay)
     config = RunConfig(submission=str(loaded.path), arch=arch, dataset=dataset.lower(), seed=seed,
                        recipe=recipe, limit_train=limit_train, limit_test=limit_test,
-                       device=device, data_root=data_root, download=download, precision=precision)
+                       device=device, data_root=data_root, download=download, precision=precision,
+                       speed=speed)
     record, path = _execute(config, results_dir, submission=loaded,
                             checks=preflight.to_json()["checks"], verbose=verbose)
     ResultsStore(results_dir).index(record)
@@ -237,7 +264,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
 
 def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bool, rerun: bool,
                       device: str, data_root, download: bool, check_timeout: float,
-                      precision: str, verbose: bool):
+                      precision: str, speed, verbose: bool):
     from functools import partial
 
     from harness.sweep import sweep
@@ -251,7 +278,7 @@ def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bo
 
     result = _guarded(verbose, sweep, store, source, name, kind, suite, final, rerun=rerun,
                       device=device, data_root=data_root, download=download,
-                      check_timeout=check_timeout, precision=precision,
+                      check_timeout=check_timeout, precision=precision, speed=speed,
                       execute=partial(_execute, verbose=verbose),
                       on_run=on_run, on_skip=on_skip)
     diverged = [r for r in result.ran if r["status"] == "diverged"]
@@ -283,7 +310,7 @@ def _suite_or_fail(name: str):
 @_run_options
 def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: bool,
                results_dir: str, data_root: str | None, download: bool, device: str,
-               check_timeout: float, precision: str, verbose: bool) -> None:
+               check_timeout: float, precision: str, speed, verbose: bool) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
 
     The file is copied into RESULTS/submissions/ under its sha256 and trained from that copy.
@@ -300,7 +327,7 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
     suite = _suite_or_fail(suite_name)
     result = _sweep_and_report(ResultsStore(results_dir), submission, name, "submission", suite,
                                final, rerun, device, data_root, download, check_timeout, precision,
-                               verbose)
+                               speed, verbose)
     if result.failed:
         sys.exit(EXIT_FAILED)
 
@@ -317,7 +344,7 @@ def baselines_group() -> None:
 @_run_options
 def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
-                      precision: str, verbose: bool) -> None:
+                      precision: str, speed, verbose: bool) -> None:
     """Run every baseline on a suite as a final entry (public and hidden settings)."""
     from harness.store import ResultsStore
     from harness.submission import baseline_names
@@ -334,7 +361,7 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_di
     failed = 0
     for name in names:
         result = _sweep_and_report(store, name, name, "baseline", suite, True, rerun, device,
-                                   data_root, download, check_timeout, precision, verbose)
+                                   data_root, download, check_timeout, precision, speed, verbose)
         failed += len(result.failed)
     if failed:
         _fail(f"{failed} baseline run(s) failed")
@@ -355,7 +382,9 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_di
               help="Interleaved rounds; medians are reported.")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(min=0),
               help="DataLoader workers of the reference-style pipeline (the reference uses 4).")
-@click.option("--compile", "compiled", is_flag=True, help="With --norm: also measure torch.compile'd models.")
+@click.option("--compile", "compiled", is_flag=True,
+              help="torch.compile the harness's model and the bound (checked first, as in training); "
+                   "with --norm: measure compiled models too.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the results, with a description of the machine, to this file.")
@@ -396,7 +425,10 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
                    f"  bound     {out['bound_median']:9.1f} img/s\n"
                    f"  harness/reference {out['ratio_harness_over_reference']:.2f}x, "
                    f"harness/bound {out['ratio_harness_over_bound']:.2f}x; projected 200-epoch run "
-                   f"{out['projected_200_epoch_s'] / 60:.0f} min")
+                   f"{out['projected_200_epoch_s'] / 60:.0f} min\n"
+                   f"  harness speed options in effect: channels_last "
+                   f"{out['speed']['channels_last']}, cudnn.benchmark {out['speed']['cudnn_benchmark']}, "
+                   f"compile {out['speed']['compile']}")
     if json_out:
         write_json_atomic(json_out, out)
         click.echo(f"wrote {json_out}")

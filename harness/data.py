@@ -242,8 +242,10 @@ class BatchPipeline:
     ``test_batch`` is ToTensor + Normalize. Grey images are repeated to 3 channels.
     """
 
-    def __init__(self, mean, std, channels: int, device: torch.device | str):
+    def __init__(self, mean, std, channels: int, device: torch.device | str,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         self.device = torch.device(device)
+        self.memory_format = memory_format
         self.channels = channels
         c = channels
         self.mean = torch.tensor(mean[:c], dtype=torch.float32, device=self.device).view(1, c, 1, 1)
@@ -260,8 +262,8 @@ class BatchPipeline:
         x = images_u8.to(torch.float32).div(255)
         x = x.sub(self.mean).div(self.std)
         if self.channels == 1:
-            x = x.expand(-1, 3, -1, -1).contiguous()
-        return x
+            x = x.expand(-1, 3, -1, -1)
+        return x.contiguous(memory_format=self.memory_format)
 
     def crop_flip(self, padded_u8: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
                   flip: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from harness import data as data_mod
+from harness.fast import PLAIN, SpeedOptions, check_backend, compile_mode_name
 from harness.models import ARCHS, build_model, count_parameters
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
 from harness.submission import Submission, load
@@ -38,6 +39,8 @@ class RunConfig:
     data_root: str | None = None
     download: bool = True
     precision: str = "fp32"  # the protocol's; "bf16" autocasts and is recorded as not comparable
+    # Same numbers, faster (harness.fast): not part of what makes a run comparable or its key.
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
 
 
 class RunError(Exception):
@@ -118,6 +121,11 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         dataset_name = data_mod.resolve_dataset_name(config.dataset)
     except ValueError as exc:
         raise RunError(str(exc)) from None
+    if config.speed.compile or config.speed.cuda_graphs:
+        try:
+            check_backend(config.speed.compile_backend)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
     if submission is None:
         submission = load(config.submission)
     device = resolve_device(config.device)
@@ -156,8 +164,9 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
             "arch": config.arch, "dataset": dataset_name, "num_classes": dataset.spec.num_classes,
             "seed": config.seed, **asdict(config.recipe), "limit_train": config.limit_train,
             "limit_test": config.limit_test, "device": str(device),
-            # The protocol's fp32 and eager execution; faster modes are opt-in and recorded here.
-            "precision": config.precision, "compile": "eager",
+            # fp32 is the protocol's; "compile" and "speed" say what harness.fast put in effect
+            # (filled in once its checks have run).
+            "precision": config.precision, "compile": compile_mode_name(PLAIN), "speed": None,
             "data_root": None if dataset_name == "digits" else str(dataset.source),
         },
         "submission": {"path": str(submission.path), "name": submission.name,
@@ -179,7 +188,8 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     result = TrainResult()
     try:
         train(model, dataset, config.recipe, device, config.seed,
-              on_epoch=on_epoch, on_step=on_step, result=result, precision=config.precision)
+              on_epoch=on_epoch, on_step=on_step, result=result, precision=config.precision,
+              speed=config.speed, warn=warn)
         record["status"] = result.status
         if result.status == "diverged":
             record["failure"] = {"category": "diverged",
@@ -190,6 +200,9 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
                              "message": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                              "traceback": traceback.format_exc()[-4000:]}
 
+    if result.speed:
+        record["config"]["compile"] = result.speed["compile"]
+        record["config"]["speed"] = result.speed
     epochs, best = result.epochs, result.best
     wall = time.perf_counter() - t_start
     kind, peak = peak_memory_bytes(device)

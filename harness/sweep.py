@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness.check import preflight
+from harness.fast import SpeedOptions
 from harness.runner import PROTOCOL_VERSION, RunConfig, run_eval
 from harness.store import ResultsStore, make_key
 from harness.submission import load
@@ -54,6 +55,7 @@ RunHook = Callable[[PlannedRun, int, int], None]
 def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
           rerun: bool = False, device: str = "auto", data_root: str | None = None,
           download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
+          speed: SpeedOptions | None = None,
           execute: Callable[..., tuple[dict[str, Any], Any]] = run_eval,
           on_run: RunHook | None = None, on_skip: RunHook | None = None) -> SweepResult:
     """Store the file, register the entry, vet the layer, then run every missing (setting, seed).
@@ -80,7 +82,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
         config = RunConfig(submission=str(copy), arch=run.setting.arch, dataset=run.setting.dataset,
                            seed=run.seed, recipe=suite.recipe, limit_train=suite.limit_train,
                            limit_test=suite.limit_test, device=device, data_root=data_root,
-                           download=download, precision=precision)
+                           download=download, precision=precision, speed=speed or SpeedOptions())
         extra = {"entry": name, "entry_kind": kind,
                  "submission_source": str(original.path),
                  "suite": {**suite.describe(), "setting": run.setting.key,

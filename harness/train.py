@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data import BatchPipeline, Dataset, draw_epoch
+from harness.fast import SpeedOptions, prepare
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class TrainResult:
     train_s: float = 0.0
     eval_s: float = 0.0
     train_images: int = 0
+    speed: dict = field(default_factory=dict)  # what harness.fast put in effect, and its checks
 
     @property
     def best(self) -> EpochMetrics | None:
@@ -98,8 +100,8 @@ def synchronize(device: torch.device) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             pipeline: BatchPipeline, batch_size: int,
-             precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+             pipeline: BatchPipeline, batch_size: int, precision: str = "fp32",
+             mark_step: Callable[[], None] = lambda: None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed loss and number correct over the test set, in order, as device tensors."""
     model.eval()
     device = pipeline.device
@@ -108,6 +110,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     for start in range(0, labels.shape[0], batch_size):
         x = pipeline.test_batch(images[start:start + batch_size])
         y = labels[start:start + batch_size]
+        mark_step()
         with autocast(device, precision):
             logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
@@ -118,21 +121,33 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
           on_epoch: Callable[[EpochMetrics], None] | None = None,
           on_step: Callable[[], None] | None = None,
-          result: TrainResult | None = None, precision: str = "fp32") -> TrainResult:
+          result: TrainResult | None = None, precision: str = "fp32",
+          speed: SpeedOptions | None = None,
+          warn: Callable[[str], None] = lambda msg: None) -> TrainResult:
     """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
 
     The run stops early, with status ``diverged``, after the first epoch whose training loss is
     not finite; the epochs before it (and their best accuracy) are kept. Pass ``result`` to keep
-    the completed epochs even when the layer raises part-way.
+    the completed epochs even when the layer raises part-way. ``speed`` (channels_last,
+    cudnn.benchmark, torch.compile, CUDA graphs) is applied only where :func:`harness.fast.prepare`
+    proves it gives this layer the plain model's results; by default a CPU run is plain eager.
     """
-    pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device)
+    model.to(device)
+    result = result if result is not None else TrainResult()
+    probe_x = BatchPipeline(data.mean, data.std, data.spec.channels, device).test_batch(
+        data.train.images[:recipe.batch_size].to(device))
+    fast = prepare(model, probe_x, data.train.labels[:recipe.batch_size].to(device), device,
+                   speed or SpeedOptions(), precision, warn)
+    result.speed = fast.report
+    net = fast.model  # the module the step calls; parameters and buffers are ``model``'s
+
+    pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device, fast.memory_format)
     train_padded = pipeline.pad(data.train.images).to(device)
     train_labels = data.train.labels.to(device)
     test_images = data.test.images.to(device)
     test_labels = data.test.labels.to(device)
     n_train, n_test = len(data.train), len(data.test)
 
-    model.to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
@@ -140,7 +155,6 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     generator = torch.Generator(device=device)
     generator.manual_seed(data_seed(seed))
 
-    result = result if result is not None else TrainResult()
     bs = recipe.batch_size
     for epoch in range(1, recipe.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
@@ -155,8 +169,9 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
             idx = plan.order[sl]
             x = pipeline.train_batch(train_padded[idx], plan.top[sl], plan.left[sl], plan.flip[sl])
             y = train_labels[idx]
+            fast.mark_step()
             with autocast(device, precision):
-                logits = model(x)
+                logits = net(x)
                 loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -167,8 +182,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
                 on_step()
         synchronize(device)
         t1 = time.perf_counter()
-        test_loss_sum, test_correct = evaluate(model, test_images, test_labels, pipeline,
-                                               recipe.test_batch_size, precision)
+        test_loss_sum, test_correct = evaluate(net, test_images, test_labels, pipeline,
+                                               recipe.test_batch_size, precision, fast.mark_step)
         # The one host synchronisation of the epoch.
         tl, tc, vl, vc = torch.stack([loss_sum, correct.double(), test_loss_sum,
                                       test_correct.double()]).tolist()

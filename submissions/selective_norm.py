@@ -59,7 +59,9 @@ class CustomNorm(nn.Module):
             var = self.running_var.view(1, -1, 1, 1)
             return (x - mean) * torch.rsqrt(var + self.eps) * w + b
         if mask is None:
-            mask = (torch.rand_like(x) >= self.drop_rate).to(x.dtype)
+            # torch.rand, not rand_like: the mask depends on the element's position, not on how x
+            # is laid out in memory, so a channels_last run draws the same mask as a plain one.
+            mask = (torch.rand(x.shape, dtype=x.dtype, device=x.device) >= self.drop_rate).to(x.dtype)
         dims = (0, 2, 3)
         n = mask.sum(dims, keepdim=True).clamp_min(1)
         mean = (x * mask).sum(dims, keepdim=True) / n
