@@ -34,7 +34,7 @@ from harness.record import cpu_model, utc_now
 from harness.train import Recipe, evaluate, synchronize, train
 
 REAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "fmnist": (60_000, 10_000),
-              "digits": (1_437, 360)}
+              "digits": (1_437, 360), "noise": (50_000, 10_000)}
 BATCH = 128
 
 
@@ -260,3 +260,54 @@ def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, st
         norms[sub.name] = sub.norm_class
     out["norm_costs"] = norm_costs(arch, norms, device, steps, rounds, compiled, progress)
     return out
+
+
+def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_train: int,
+            progress=print) -> dict[str, Any]:
+    """Suite throughput (runs per hour) of ``--jobs 1`` against ``--jobs N``, side by side.
+
+    The same ``runs`` one-epoch runs (seeds 0..runs-1, ``limit_train`` images) go through the
+    executor once sequentially in worker processes and once with ``jobs`` workers per GPU, so
+    both pay the same process start-up and data loading, as a real suite does.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from harness.executors import LocalExecutor, Task
+    from harness.runner import RunConfig
+    from harness.store import ResultsStore
+    from harness.submission import load
+
+    sub = load("batch_norm")
+    out: dict[str, Any] = {}
+    for n in (1, jobs):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = ResultsStore(Path(tmp))
+            tasks = [Task(RunConfig(str(sub.path), arch, dataset, seed=s, recipe=Recipe(epochs=1),
+                                    limit_train=limit_train, device=device),
+                          f"pack{n}-seed{s}", sub.sha256) for s in range(runs)]
+            t0 = time.perf_counter()
+            if n == 1:
+                records = _sequential_workers(tasks, store, device)
+            else:
+                records = LocalExecutor(n, device)._run_workers(tasks, store, None, None)
+            elapsed = time.perf_counter() - t0
+        failed = [r for r in records if r["status"] != "ok"]
+        if failed:
+            raise RuntimeError(f"packing benchmark: {len(failed)} run(s) failed: "
+                               f"{failed[0]['failure']['message']}")
+        out[f"jobs_{n}_s"] = elapsed
+        progress(f"--jobs {n}: {runs} runs in {elapsed:.1f}s")
+    out["ratio"] = out["jobs_1_s"] / out[f"jobs_{jobs}_s"]
+    return out
+
+
+def _sequential_workers(tasks, store, device: str) -> list[dict[str, Any]]:
+    """--jobs 1 through worker processes (not in-process), so both sides pay process start-up."""
+    import os
+
+    from harness.executors import run_in_worker, visible_gpus, worker_slots
+
+    env = worker_slots(1, device, visible_gpus()[:1], os.cpu_count() or 1)[0]
+    (store.root / "logs").mkdir(parents=True, exist_ok=True)
+    return [run_in_worker(t, store, env, store.root / "logs", i) for i, t in enumerate(tasks)]

@@ -264,23 +264,33 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
 
 def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bool, rerun: bool,
                       device: str, data_root, download: bool, check_timeout: float,
-                      precision: str, speed, verbose: bool):
+                      precision: str, speed, jobs: int, verbose: bool):
     from functools import partial
 
     from harness.sweep import sweep
 
     def on_run(run, i, n):
-        click.echo(f"\n[{i}/{n}] {name}: {run.setting.key}{' (hidden)' if run.setting.hidden else ''}, "
-                   f"seed {run.seed}")
+        hidden = " (hidden)" if run.setting.hidden else ""
+        if jobs == 1:
+            click.echo(f"\n[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}")
+        else:
+            click.echo(f"[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}: started")
+
+    def on_done(run, record):
+        if jobs > 1:
+            best = record.get("best_acc")
+            click.echo(f"  {name}: {run.setting.key}, seed {run.seed}: {record['status']}"
+                       + (f", best {best:.2f}%" if best is not None else "")
+                       + (f" ({record['failure']['message']})" if record.get("failure") else ""))
 
     def on_skip(run, i, n):
         click.echo(f"[{i}/{n}] {name}: {run.setting.key}, seed {run.seed}: already done, skipped")
 
     result = _guarded(verbose, sweep, store, source, name, kind, suite, final, rerun=rerun,
                       device=device, data_root=data_root, download=download,
-                      check_timeout=check_timeout, precision=precision, speed=speed,
+                      check_timeout=check_timeout, precision=precision, speed=speed, jobs=jobs,
                       execute=partial(_execute, verbose=verbose),
-                      on_run=on_run, on_skip=on_skip)
+                      on_run=on_run, on_skip=on_skip, on_done=on_done)
     diverged = [r for r in result.ran if r["status"] == "diverged"]
     click.echo(f"{name}: {len(result.ran)} run(s), {len(result.skipped)} skipped (already done), "
                f"{len(diverged)} diverged, {len(result.failed)} failed")
@@ -307,8 +317,11 @@ def _suite_or_fail(name: str):
 @click.option("--final", is_flag=True,
               help="A final submission: also run the suite's hidden settings.")
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs at once per GPU (or in all on a CPU), each in its own worker process, "
+                   "spread over every visible GPU; logs go to RESULTS/logs/.")
 @_run_options
-def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: bool,
+def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: bool, jobs: int,
                results_dir: str, data_root: str | None, download: bool, device: str,
                check_timeout: float, precision: str, speed, verbose: bool) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
@@ -327,7 +340,7 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
     suite = _suite_or_fail(suite_name)
     result = _sweep_and_report(ResultsStore(results_dir), submission, name, "submission", suite,
                                final, rerun, device, data_root, download, check_timeout, precision,
-                               speed, verbose)
+                               speed, jobs, verbose)
     if result.failed:
         sys.exit(EXIT_FAILED)
 
@@ -341,8 +354,11 @@ def baselines_group() -> None:
 @click.option("--suite", "suite_name", default="default", show_default=True, help="Suite to run.")
 @click.option("--only", default=None, help="Comma-separated baseline names (default: all).")
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs at once per GPU (or in all on a CPU), each in its own worker process, "
+                   "spread over every visible GPU; logs go to RESULTS/logs/.")
 @_run_options
-def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_dir: str,
+def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int, results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
                       precision: str, speed, verbose: bool) -> None:
     """Run every baseline on a suite as a final entry (public and hidden settings)."""
@@ -361,7 +377,7 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_di
     failed = 0
     for name in names:
         result = _sweep_and_report(store, name, name, "baseline", suite, True, rerun, device,
-                                   data_root, download, check_timeout, precision, speed, verbose)
+                                   data_root, download, check_timeout, precision, speed, jobs, verbose)
         failed += len(result.failed)
     if failed:
         _fail(f"{failed} baseline run(s) failed")
@@ -385,13 +401,18 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, results_di
 @click.option("--compile", "compiled", is_flag=True,
               help="torch.compile the harness's model and the bound (checked first, as in training); "
                    "with --norm: measure compiled models too.")
+@click.option("--packing", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Instead: suite throughput of --jobs N against --jobs 1 (2N one-epoch runs of "
+                   "--limit-train images each way, BatchNorm, worker processes both ways).")
+@click.option("--limit-train", type=click.IntRange(min=128), default=10_240, show_default=True,
+              help="With --packing: training images per run.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the results, with a description of the machine, to this file.")
 @click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, steps: int | None,
-              rounds: int, workers: int, compiled: bool, data_root: str | None,
-              json_out: str | None, verbose: bool) -> None:
+              rounds: int, workers: int, compiled: bool, packing: int | None, limit_train: int,
+              data_root: str | None, json_out: str | None, verbose: bool) -> None:
     """Measure training images/s: the harness vs the reference-style pipeline vs the bare model.
 
     In one process, alternating round by round: (a) the harness's epoch, data pipeline included;
@@ -405,6 +426,21 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
     from harness.runner import resolve_device
 
     dev = _guarded(verbose, resolve_device, device)
+    if packing:
+        from harness.bench import machine, packing as run_packing
+        from harness.record import utc_now
+
+        out = _guarded(verbose, run_packing, arch, dataset.lower(), device, packing, 2 * packing,
+                       limit_train, progress=lambda m: click.echo(m, err=True))
+        out.update({"benchmark": "harness bench --packing", "date": utc_now(), "arch": arch,
+                    "dataset": dataset.lower(), "jobs": packing, "runs": 2 * packing,
+                    "limit_train": limit_train, "machine": machine(dev)})
+        click.echo(f"{arch} on {dataset}, {out['machine']['description']}: --jobs {packing} finishes "
+                   f"the runs {out['ratio']:.2f}x as fast as --jobs 1")
+        if json_out:
+            write_json_atomic(json_out, out)
+            click.echo(f"wrote {json_out}")
+        return
     steps = steps or (200 if dev.type == "cuda" else 30)
     out = _guarded(verbose, run, arch, dataset.lower(), list(norms), dev, steps, rounds, data_root,
                    compiled, workers, progress=lambda m: click.echo(m, err=True))

@@ -65,6 +65,10 @@ DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
         "digits", "scikit-learn's 8x8 digits scaled to 32x32 (offline; demos and tests), 10 classes",
         10, (0.0,) * 3, (1.0,) * 3, 1, False),
+    # Learning nothing, costing exactly what CIFAR-10 costs: speed measurements where CIFAR is absent.
+    "noise": DatasetSpec(
+        "noise", "random 32x32 colour images and labels of CIFAR-10's size (50k/10k, 10 classes; "
+        "speed measurements only)", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 3, False),
 }
 DATASET_ALIASES = {"fashionmnist": "fmnist", "fashion-mnist": "fmnist"}
 
@@ -221,11 +225,24 @@ def _load_digits() -> Dataset:
                    source="sklearn.datasets.load_digits")
 
 
+def _noise(n_train: int = 50_000, n_test: int = 10_000) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> ImageSplit:
+        return ImageSplit(torch.randint(0, 256, (n, 3, SIZE, SIZE), dtype=torch.uint8, generator=g),
+                          torch.randint(0, 10, (n,), generator=g))
+
+    spec = DATASETS["noise"]
+    return Dataset(spec, split(n_train), split(n_test), spec.mean, spec.std, source="noise (seed 0)")
+
+
 def load_dataset(name: str, root: str | Path | None = None, download: bool = True) -> Dataset:
     """Load a dataset by name (aliases allowed) as resident uint8 tensors on the CPU."""
     name = resolve_dataset_name(name)
     if name == "digits":
         return _load_digits()
+    if name == "noise":
+        return _noise()
     root = Path(root).expanduser() if root else default_data_root()
     return _load_torchvision(name, root, download)
 

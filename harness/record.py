@@ -61,13 +61,14 @@ def environment(device) -> dict[str, Any]:
 
     from harness import __version__
 
-    device = torch.device(device)
+    # None: the environment of a parent process that writes a record for a run that died.
+    device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
     else:
         device_name = cpu_model()
     return {
-        "device": str(device),
+        "device": str(device) if device is not None else None,
         "device_name": device_name,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -167,7 +167,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
             # fp32 is the protocol's; "compile" and "speed" say what harness.fast put in effect
             # (filled in once its checks have run).
             "precision": config.precision, "compile": compile_mode_name(PLAIN), "speed": None,
-            "data_root": None if dataset_name == "digits" else str(dataset.source),
+            "data_root": None if dataset_name in ("digits", "noise") else str(dataset.source),
         },
         "submission": {"path": str(submission.path), "name": submission.name,
                        "sha256": submission.sha256, "class": submission.norm_class.__qualname__},

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness.check import preflight
+from harness.executors import LocalExecutor, Task
 from harness.fast import SpeedOptions
 from harness.runner import PROTOCOL_VERSION, RunConfig, run_eval
 from harness.store import ResultsStore, make_key
@@ -55,13 +56,15 @@ RunHook = Callable[[PlannedRun, int, int], None]
 def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
           rerun: bool = False, device: str = "auto", data_root: str | None = None,
           download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
-          speed: SpeedOptions | None = None,
+          speed: SpeedOptions | None = None, jobs: int = 1,
           execute: Callable[..., tuple[dict[str, Any], Any]] = run_eval,
-          on_run: RunHook | None = None, on_skip: RunHook | None = None) -> SweepResult:
+          on_run: RunHook | None = None, on_skip: RunHook | None = None,
+          on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None) -> SweepResult:
     """Store the file, register the entry, vet the layer, then run every missing (setting, seed).
 
-    ``execute`` runs one configuration and returns (record, path); the CLI passes one that draws a
-    progress bar. Raises SubmissionError when the file is unusable or fails a fatal check.
+    ``jobs`` > 1 runs them in worker processes (see :mod:`harness.executors`); otherwise
+    ``execute`` runs each in this process (the CLI passes one that draws a progress bar). Raises
+    SubmissionError when the file is unusable or fails a fatal check.
     """
     original = load(source)
     copy, digest = store.store_submission(original.path)
@@ -71,14 +74,13 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
     checks = report.to_json()["checks"]
     result = SweepResult(entry=name)
     planned = plan(store, digest, suite, final, rerun, precision)
+    tasks, by_task = [], {}
     for i, run in enumerate(planned, 1):
         if run.done:
             result.skipped.append(run)
             if on_skip:
                 on_skip(run, i, len(planned))
             continue
-        if on_run:
-            on_run(run, i, len(planned))
         config = RunConfig(submission=str(copy), arch=run.setting.arch, dataset=run.setting.dataset,
                            seed=run.seed, recipe=suite.recipe, limit_train=suite.limit_train,
                            limit_test=suite.limit_test, device=device, data_root=data_root,
@@ -87,7 +89,19 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
                  "submission_source": str(original.path),
                  "suite": {**suite.describe(), "setting": run.setting.key,
                            "hidden": run.setting.hidden, "final": final}}
-        record, path = execute(config, store.root, submission=submission, checks=checks, extra=extra)
-        store.index(record)
-        result.ran.append(record)
+        task = Task(config, f"{name} {run.setting.key} seed {run.seed}", digest, extra, checks)
+        tasks.append(task)
+        by_task[id(task)] = (run, i)
+
+    def started(task: Task) -> None:
+        if on_run:
+            run, i = by_task[id(task)]
+            on_run(run, i, len(planned))
+
+    def done(task: Task, record: dict[str, Any]) -> None:
+        if on_done:
+            on_done(by_task[id(task)][0], record)
+
+    result.ran = LocalExecutor(jobs, device).run(tasks, store, execute=execute, submission=submission,
+                                                 on_start=started, on_done=done)
     return result

@@ -52,3 +52,22 @@ def test_cli_writes_json(tmp_path):
     assert json.loads(out.read_text())["dataset"] == "digits"
     bad = CliRunner().invoke(main, ["bench", "--norm", "no_such_norm", "--steps", "1"])
     assert bad.exit_code == 1 and "not a baseline name" in bad.stderr
+
+
+@pytest.mark.slow
+def test_packing_benchmark_runs_both_ways_and_reports_the_ratio():
+    from harness.bench import packing
+
+    out = packing("resnet20", "digits", "cpu", jobs=2, runs=2, limit_train=128, progress=lambda m: None)
+    assert out["jobs_1_s"] > 0 and out["jobs_2_s"] > 0
+    assert out["ratio"] == pytest.approx(out["jobs_1_s"] / out["jobs_2_s"])
+
+
+def test_noise_dataset_has_cifar10_shape_and_size():
+    from harness.data import load_dataset
+
+    data = load_dataset("noise")
+    assert data.train.images.shape == (50_000, 3, 32, 32) and len(data.test) == 10_000
+    assert data.train.images.dtype == torch.uint8 and not data.spec.in_reference
+    again = load_dataset("noise")
+    assert torch.equal(again.train.images[:10], data.train.images[:10])

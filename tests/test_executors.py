@@ -1,0 +1,116 @@
+"""Executors: --jobs N worker processes, spread over GPUs, records kept whatever a worker does."""
+
+import dataclasses
+
+import pytest
+
+from conftest import FIXTURES, ROOT
+from harness.executors import (Task, config_from_json, config_to_json, crash_record, visible_gpus,
+                               worker_slots)
+from harness.fast import SpeedOptions
+from harness.record import strip_timings
+from harness.runner import RunConfig
+from harness.store import ResultsStore, run_key
+from harness.suites import load_suite
+from harness.sweep import plan, sweep
+from harness.train import Recipe
+
+SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")
+
+
+def test_slots_per_gpu_and_threads_shared_out():
+    slots = worker_slots(2, "auto", ["0", "3"], cpus=16)
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "3", "3"]
+    assert {s["OMP_NUM_THREADS"] for s in slots} == {"4"}
+    pinned = worker_slots(3, "cuda:1", ["0", "1"], cpus=16)
+    assert len(pinned) == 3 and all("CUDA_VISIBLE_DEVICES" not in s for s in pinned)
+    cpu = worker_slots(2, "cpu", ["0"], cpus=2)
+    assert len(cpu) == 2 and all(s["OMP_NUM_THREADS"] == "1" for s in cpu)
+    no_gpu = worker_slots(4, "auto", [], cpus=2)
+    assert len(no_gpu) == 4 and all(s["OMP_NUM_THREADS"] == "1" for s in no_gpu)
+
+
+@pytest.mark.parametrize("env, expected", [("", []), ("-1", []), ("2,3", ["2", "3"]),
+                                           ("GPU-abc", ["GPU-abc"])])
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch, env, expected):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", env)
+    assert visible_gpus() == expected
+
+
+def test_config_survives_the_trip_to_a_worker():
+    config = RunConfig("x.py", "resnet20", "digits", seed=3, recipe=Recipe(epochs=2),
+                       limit_train=10, precision="bf16",
+                       speed=SpeedOptions(compile=True, compile_backend="aot_eager"))
+    assert config_from_json(config_to_json(config)) == config
+
+
+def test_crash_record_is_a_failed_record_with_its_key():
+    config = RunConfig("sub/abc.py", "resnet20", "digits", seed=1)
+    extra = {"entry": "e", "suite": {"recipe_id": "r1", "setting": "resnet20-digits"}}
+    record = crash_record(Task(config, "e", "abc", extra), "crashed", "exit 9", "tail")
+    assert record["status"] == "failed" and record["failure"]["category"] == "crashed"
+    assert run_key(record).startswith("abc|resnet20|digits|1|r1|")
+
+
+def tiny_suite():
+    return dataclasses.replace(load_suite("smoke"), settings=load_suite("smoke").settings[:1],
+                               recipe=Recipe(epochs=1, batch_size=32), limit_train=96,
+                               limit_test=64)
+
+
+@pytest.mark.slow
+def test_jobs_give_the_records_of_a_sequential_sweep(tmp_path, monkeypatch):
+    """Two workers (1 thread each, as they get on 2 cores) write the records that a sequential
+    sweep with 1 thread writes: the same numbers, bit for bit."""
+    import torch
+
+    suite = tiny_suite()
+    parallel = sweep(ResultsStore(tmp_path / "par"), SELECTIVE, "sel", "submission", suite, False,
+                     device="cpu", jobs=2)
+    torch.set_num_threads(1)
+    sequential = sweep(ResultsStore(tmp_path / "seq"), SELECTIVE, "sel", "submission", suite,
+                       False, device="cpu")
+    assert [r["status"] for r in parallel.ran] == ["ok", "ok"]
+
+    def comparable(r):
+        r = strip_timings(r)
+        for k in ("run_id", "started_at", "ended_at", "environment", "peak_memory"):
+            r.pop(k, None)
+        r["submission"].pop("path")
+        r["config"].pop("data_root", None)
+        return r
+
+    assert [comparable(r) for r in parallel.ran] == [comparable(r) for r in sequential.ran]
+    assert len(list((tmp_path / "par" / "logs").glob("*.log"))) == 2
+    again = sweep(ResultsStore(tmp_path / "par"), SELECTIVE, "sel", "submission", suite, False,
+                  device="cpu", jobs=2)
+    assert not again.ran and len(again.skipped) == 2
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_recorded_and_the_others_kept(tmp_path):
+    store = ResultsStore(tmp_path / "res")
+    result = sweep(store, str(FIXTURES / "dies_in_worker.py"), "dies", "submission", tiny_suite(),
+                   False, device="cpu", jobs=2)
+    by_seed = {r["config"]["seed"]: r for r in result.ran}
+    assert by_seed[0]["status"] == "ok" and by_seed[0]["best_acc"] is not None
+    assert by_seed[1]["status"] == "failed"
+    assert by_seed[1]["failure"]["category"] == "crashed"
+    assert "exited with code 9" in by_seed[1]["failure"]["message"]
+    lines = store.index_lines()
+    assert sorted(line["status"] for line in lines.values()) == ["failed", "ok"]
+    # The failed run is retried by the next submit; the finished one is not.
+    left = plan(store, by_seed[0]["submission"]["sha256"], tiny_suite(), False)
+    assert [r.seed for r in left if not r.done] == [1]
+
+
+def test_jobs_option_on_the_cli():
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    runner = CliRunner()
+    for cmd in (["submit"], ["baselines", "run"]):
+        assert "--jobs" in runner.invoke(main, cmd + ["--help"]).output
+    bad = runner.invoke(main, ["submit", SELECTIVE, "--name", "x", "--jobs", "0"])
+    assert bad.exit_code == 2 and "--jobs" in bad.output
