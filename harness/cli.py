@@ -162,6 +162,9 @@ def _run_options(fn):
         click.option("--cuda-graphs", is_flag=True,
                      help="Capture the step in CUDA graphs (torch.compile mode reduce-overhead; CUDA "
                           "only; implies --compile)."),
+        click.option("--resume/--no-resume", default=True, show_default=True,
+                     help="Continue a run from its last end-of-epoch checkpoint when an earlier "
+                          "attempt was killed (RESULTS/checkpoints/); --no-resume starts over."),
         click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors."),
     ]
 
@@ -221,8 +224,8 @@ _DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
 def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
              lr: float, momentum: float, weight_decay: float, limit_train: int | None,
              limit_test: int | None, allow_hidden: bool, results_dir: str, data_root: str | None,
-             download: bool, device: str, check_timeout: float, precision: str, speed, verbose: bool
-             ) -> None:
+             download: bool, device: str, check_timeout: float, precision: str, speed, resume: bool,
+             verbose: bool) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
 
     SUBMISSION is a .py file defining CustomNorm(num_features), or a baseline's name (see
@@ -249,7 +252,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     config = RunConfig(submission=str(loaded.path), arch=arch, dataset=dataset.lower(), seed=seed,
                        recipe=recipe, limit_train=limit_train, limit_test=limit_test,
                        device=device, data_root=data_root, download=download, precision=precision,
-                       speed=speed)
+                       speed=speed, resume=resume)
     record, path = _execute(config, results_dir, submission=loaded,
                             checks=preflight.to_json()["checks"], verbose=verbose)
     ResultsStore(results_dir).index(record)
@@ -264,7 +267,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
 
 def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bool, rerun: bool,
                       device: str, data_root, download: bool, check_timeout: float,
-                      precision: str, speed, jobs: int, verbose: bool):
+                      precision: str, speed, jobs: int, resume: bool, verbose: bool):
     from functools import partial
 
     from harness.sweep import sweep
@@ -288,7 +291,7 @@ def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bo
 
     result = _guarded(verbose, sweep, store, source, name, kind, suite, final, rerun=rerun,
                       device=device, data_root=data_root, download=download,
-                      check_timeout=check_timeout, precision=precision, speed=speed, jobs=jobs,
+                      check_timeout=check_timeout, precision=precision, speed=speed, jobs=jobs, resume=resume,
                       execute=partial(_execute, verbose=verbose),
                       on_run=on_run, on_skip=on_skip, on_done=on_done)
     diverged = [r for r in result.ran if r["status"] == "diverged"]
@@ -323,7 +326,7 @@ def _suite_or_fail(name: str):
 @_run_options
 def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: bool, jobs: int,
                results_dir: str, data_root: str | None, download: bool, device: str,
-               check_timeout: float, precision: str, speed, verbose: bool) -> None:
+               check_timeout: float, precision: str, speed, resume: bool, verbose: bool) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
 
     The file is copied into RESULTS/submissions/ under its sha256 and trained from that copy.
@@ -340,7 +343,7 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
     suite = _suite_or_fail(suite_name)
     result = _sweep_and_report(ResultsStore(results_dir), submission, name, "submission", suite,
                                final, rerun, device, data_root, download, check_timeout, precision,
-                               speed, jobs, verbose)
+                               speed, jobs, resume, verbose)
     if result.failed:
         sys.exit(EXIT_FAILED)
 
@@ -360,7 +363,7 @@ def baselines_group() -> None:
 @_run_options
 def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int, results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
-                      precision: str, speed, verbose: bool) -> None:
+                      precision: str, speed, resume: bool, verbose: bool) -> None:
     """Run every baseline on a suite as a final entry (public and hidden settings)."""
     from harness.store import ResultsStore
     from harness.submission import baseline_names
@@ -377,7 +380,8 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
     failed = 0
     for name in names:
         result = _sweep_and_report(store, name, name, "baseline", suite, True, rerun, device,
-                                   data_root, download, check_timeout, precision, speed, jobs, verbose)
+                                   data_root, download, check_timeout, precision, speed, jobs, resume,
+                                   verbose)
         failed += len(result.failed)
     if failed:
         _fail(f"{failed} baseline run(s) failed")

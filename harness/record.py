@@ -18,8 +18,11 @@ SCHEMA_VERSION = 1
 
 # Keys whose values depend on the machine's speed or the moment, not on what was computed.
 # Two runs of the same config and seed on the same CPU agree on everything else.
+# "resumes" (when a killed run was continued) and "seconds" (how long a speed check took) depend
+# on the moment too.
 TIMING_KEYS = frozenset({"run_id", "started_at", "ended_at", "wall_s", "train_s", "eval_s",
-                         "epoch_s", "train_images_per_s", "peak_memory_bytes", "record_path"})
+                         "epoch_s", "train_images_per_s", "peak_memory_bytes", "record_path",
+                         "resumes", "seconds"})
 
 
 def utc_now() -> str:

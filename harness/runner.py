@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from harness import data as data_mod
+from harness.checkpoint import Checkpoint, run_identity
 from harness.fast import PLAIN, SpeedOptions, check_backend, compile_mode_name
 from harness.models import ARCHS, build_model, count_parameters
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
@@ -41,6 +42,7 @@ class RunConfig:
     precision: str = "fp32"  # the protocol's; "bf16" autocasts and is recorded as not comparable
     # Same numbers, faster (harness.fast): not part of what makes a run comparable or its key.
     speed: SpeedOptions = field(default_factory=SpeedOptions)
+    resume: bool = True  # continue from this run's checkpoint when a killed attempt left one
 
 
 class RunError(Exception):
@@ -150,8 +152,18 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     if init_report.message():
         warn(init_report.message())
 
+    checkpoint = Checkpoint.for_run(out_dir, run_identity(submission.sha256, config, dataset_name,
+                                                          PROTOCOL_VERSION))
+    resume_state = checkpoint.load() if config.resume else None
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", (extra or {}).get("entry") or submission.name)[:40]
     run_id = new_run_id(label, config.arch, dataset_name, f"s{config.seed}")
+    resumes: list[dict[str, Any]] = []
+    if resume_state is not None:  # the same run, continued: it keeps its id and start time
+        run_id, started_at = resume_state["run_id"], resume_state["started_at"]
+        resumes = resume_state["resumes"] + [{"from_epoch": len(resume_state["epochs"]),
+                                              "at": utc_now()}]
+        warn(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])} "
+             f"({checkpoint.path}); --no-resume starts over")
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "protocol_version": PROTOCOL_VERSION,
@@ -178,6 +190,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
                  "train_sha256": dataset.train.sha256(), "test_sha256": dataset.test.sha256()},
         "environment": environment(device),
         "started_at": started_at,
+        "resumes": resumes,
     }
     record.update(extra or {})
     record["deviations"] = deviations(config, dataset.spec)
@@ -189,7 +202,8 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     try:
         train(model, dataset, config.recipe, device, config.seed,
               on_epoch=on_epoch, on_step=on_step, result=result, precision=config.precision,
-              speed=config.speed, warn=warn)
+              speed=config.speed, warn=warn, checkpoint=checkpoint, resume_state=resume_state,
+              checkpoint_extra={"run_id": run_id, "started_at": started_at, "resumes": resumes})
         record["status"] = result.status
         if result.status == "diverged":
             record["failure"] = {"category": "diverged",
@@ -220,6 +234,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         "ended_at": utc_now(),
     })
     path = write_json_atomic(Path(out_dir) / "runs" / f"{run_id}.json", record)
+    checkpoint.remove()  # the record is the run's result now
     return record, path
 
 

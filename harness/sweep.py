@@ -56,7 +56,7 @@ RunHook = Callable[[PlannedRun, int, int], None]
 def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
           rerun: bool = False, device: str = "auto", data_root: str | None = None,
           download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
-          speed: SpeedOptions | None = None, jobs: int = 1,
+          speed: SpeedOptions | None = None, jobs: int = 1, resume: bool = True,
           execute: Callable[..., tuple[dict[str, Any], Any]] = run_eval,
           on_run: RunHook | None = None, on_skip: RunHook | None = None,
           on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None) -> SweepResult:
@@ -84,7 +84,8 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
         config = RunConfig(submission=str(copy), arch=run.setting.arch, dataset=run.setting.dataset,
                            seed=run.seed, recipe=suite.recipe, limit_train=suite.limit_train,
                            limit_test=suite.limit_test, device=device, data_root=data_root,
-                           download=download, precision=precision, speed=speed or SpeedOptions())
+                           download=download, precision=precision, speed=speed or SpeedOptions(),
+                           resume=resume)
         extra = {"entry": name, "entry_kind": kind,
                  "submission_source": str(original.path),
                  "suite": {**suite.describe(), "setting": run.setting.key,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.checkpoint import Checkpoint, global_rng_state, set_global_rng_state
 from harness.data import BatchPipeline, Dataset, draw_epoch
 from harness.fast import SpeedOptions, prepare
 
@@ -70,6 +71,7 @@ class TrainResult:
     eval_s: float = 0.0
     train_images: int = 0
     speed: dict = field(default_factory=dict)  # what harness.fast put in effect, and its checks
+    resumed_from: int | None = None  # the last epoch of the checkpoint this run resumed from
 
     @property
     def best(self) -> EpochMetrics | None:
@@ -123,7 +125,9 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
           on_step: Callable[[], None] | None = None,
           result: TrainResult | None = None, precision: str = "fp32",
           speed: SpeedOptions | None = None,
-          warn: Callable[[str], None] = lambda msg: None) -> TrainResult:
+          warn: Callable[[str], None] = lambda msg: None,
+          checkpoint: Checkpoint | None = None, resume_state: dict | None = None,
+          checkpoint_extra: dict | None = None) -> TrainResult:
     """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
 
     The run stops early, with status ``diverged``, after the first epoch whose training loss is
@@ -131,6 +135,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     the completed epochs even when the layer raises part-way. ``speed`` (channels_last,
     cudnn.benchmark, torch.compile, CUDA graphs) is applied only where :func:`harness.fast.prepare`
     proves it gives this layer the plain model's results; by default a CPU run is plain eager.
+    With ``checkpoint``, the state is saved at the end of every epoch (with ``checkpoint_extra``);
+    ``resume_state`` (a loaded checkpoint) continues a run from its last completed epoch.
     """
     model.to(device)
     result = result if result is not None else TrainResult()
@@ -201,4 +207,11 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
             result.status, result.diverged_at = "diverged", epoch
             break
         scheduler.step()
+        if checkpoint is not None and epoch < recipe.epochs:
+            checkpoint.save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "data_rng": generator.get_state(),
+                "rng": global_rng_state(device), "epochs": [asdict(e) for e in result.epochs],
+                "train_s": result.train_s, "eval_s": result.eval_s,
+                "train_images": result.train_images, **(checkpoint_extra or {})})
     return result
