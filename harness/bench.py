@@ -270,15 +270,19 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     executor once sequentially in worker processes and once with ``jobs`` workers per GPU, so
     both pay the same process start-up and data loading, as a real suite does.
     """
+    import os
     import tempfile
     from pathlib import Path
 
-    from harness.executors import LocalExecutor, Task
+    from harness.executors import LocalExecutor, Task, visible_gpus, worker_slots
     from harness.runner import RunConfig
     from harness.store import ResultsStore
     from harness.submission import load
 
     sub = load("batch_norm")
+    # --jobs 1 as the CLI runs it: one run at a time on one device (here in a worker too, so that
+    # both sides pay process start-up).
+    one_device = worker_slots(1, device, visible_gpus()[:1], os.cpu_count() or 1)
     out: dict[str, Any] = {}
     for n in (1, jobs):
         with tempfile.TemporaryDirectory() as tmp:
@@ -287,10 +291,8 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
                                     limit_train=limit_train, device=device),
                           f"pack{n}-seed{s}", sub.sha256) for s in range(runs)]
             t0 = time.perf_counter()
-            if n == 1:
-                records = _sequential_workers(tasks, store, device)
-            else:
-                records = LocalExecutor(n, device)._run_workers(tasks, store, None, None)
+            records = LocalExecutor(n, device).run_in_workers(
+                tasks, store, slots=one_device if n == 1 else None)
             elapsed = time.perf_counter() - t0
         failed = [r for r in records if r["status"] != "ok"]
         if failed:
@@ -301,13 +303,3 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     out["ratio"] = out["jobs_1_s"] / out[f"jobs_{jobs}_s"]
     return out
 
-
-def _sequential_workers(tasks, store, device: str) -> list[dict[str, Any]]:
-    """--jobs 1 through worker processes (not in-process), so both sides pay process start-up."""
-    import os
-
-    from harness.executors import run_in_worker, visible_gpus, worker_slots
-
-    env = worker_slots(1, device, visible_gpus()[:1], os.cpu_count() or 1)[0]
-    (store.root / "logs").mkdir(parents=True, exist_ok=True)
-    return [run_in_worker(t, store, env, store.root / "logs", i) for i, t in enumerate(tasks)]

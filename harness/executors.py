@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from harness.fast import SpeedOptions
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
-from harness.runner import PROTOCOL_VERSION, RunConfig
+from harness.runner import PROTOCOL_VERSION, RunConfig, config_fields
 from harness.train import Recipe
 
 
@@ -87,9 +87,8 @@ def crash_record(task: Task, category: str, message: str, log_tail: str = "") ->
         "status": "failed",
         "failure": {"category": category, "message": message[:500], "log_tail": log_tail[-4000:]},
         "comparable": False, "deviations": [],
-        "config": {"arch": c.arch, "dataset": c.dataset, "seed": c.seed, **asdict(c.recipe),
-                   "limit_train": c.limit_train, "limit_test": c.limit_test, "device": c.device,
-                   "precision": c.precision, "compile": None, "speed": None},
+        "config": {**config_fields(c, c.dataset), "device": c.device, "compile": None,
+                   "speed": None},
         "submission": {"path": c.submission, "name": name, "sha256": task.sha256, "class": None},
         "checks": task.checks, "environment": environment(None),
         **task.extra,
@@ -125,10 +124,14 @@ class LocalExecutor:
                 if on_done:
                     on_done(task, record)
             return records
-        return self._run_workers(tasks, store, on_start, on_done)
+        return self.run_in_workers(tasks, store, on_start=on_start, on_done=on_done)
 
-    def _run_workers(self, tasks, store, on_start, on_done) -> list[dict[str, Any]]:
-        slots = worker_slots(self.jobs, self.device, visible_gpus(), os.cpu_count() or 1)
+    def run_in_workers(self, tasks: list[Task], store, *, slots: list[dict[str, str]] | None = None,
+                       on_start: OnStart | None = None,
+                       on_done: OnDone | None = None) -> list[dict[str, Any]]:
+        """Run every task in a worker process, as many at once as there are ``slots`` (default:
+        ``jobs`` per visible GPU); return their records in task order."""
+        slots = slots or worker_slots(self.jobs, self.device, visible_gpus(), os.cpu_count() or 1)
         free = list(range(len(slots)))
         lock = threading.Lock()
         work_dir = store.root / "logs"

@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.checkpoint import global_rng_state, set_global_rng_state
+
 
 @dataclass(frozen=True)
 class SpeedOptions:
@@ -116,16 +118,6 @@ class Prepared:
 
 # -- the check --------------------------------------------------------------------------------
 
-def _rng_state(device: torch.device):
-    return (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-
-
-def _set_rng_state(device: torch.device, state) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 @dataclass
 class Probe:
     """One step of a model, as named tensors: outputs, parameter gradients, buffer updates."""
@@ -143,7 +135,7 @@ def probe(model: nn.Module, forward: Callable, x: torch.Tensor, y: torch.Tensor,
     from harness.train import autocast
 
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    rng, was_training = _rng_state(device), model.training
+    rng, was_training = global_rng_state(device), model.training
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     try:
         model.train()
@@ -156,7 +148,7 @@ def probe(model: nn.Module, forward: Callable, x: torch.Tensor, y: torch.Tensor,
         for name, b in model.named_buffers():
             if name in saved:
                 tensors[f"update {name}"] = b.detach().double() - saved[name].double()
-        _set_rng_state(device, rng)
+        set_global_rng_state(rng, device)
         model.eval()
         with torch.no_grad(), autocast(device, precision):
             tensors["eval output"] = forward(x).float().clone()
@@ -164,7 +156,7 @@ def probe(model: nn.Module, forward: Callable, x: torch.Tensor, y: torch.Tensor,
     finally:
         model.load_state_dict(saved)
         model.train(was_training)
-        _set_rng_state(device, rng)
+        set_global_rng_state(rng, device)
 
 
 def relative_error(candidate: torch.Tensor, reference: torch.Tensor) -> float:
@@ -187,11 +179,10 @@ def compare(candidate: Probe, plain: Probe, tol: dict[str, float]) -> dict[str, 
     divided by its tolerance (<= 1 passes)."""
     if candidate.tensors.keys() != plain.tensors.keys():
         return {"worst": float("inf"), "tensor": "the set of parameters and buffers differs"}
-    ratios = {k: relative_error(candidate.tensors[k], v) / tol[k] for k, v in plain.tensors.items()}
-    worst = max(ratios, key=ratios.get)
-    return {"worst": ratios[worst], "tensor": worst,
-            "relative_error": relative_error(candidate.tensors[worst], plain.tensors[worst]),
-            "tolerance": tol[worst]}
+    errors = {k: relative_error(candidate.tensors[k], v) for k, v in plain.tensors.items()}
+    worst = max(errors, key=lambda k: errors[k] / tol[k])
+    return {"worst": errors[worst] / tol[worst], "tensor": worst,
+            "relative_error": errors[worst], "tolerance": tol[worst]}
 
 
 def _check(name: str, attempt: Callable[[], Probe], plain: Probe, tol: dict[str, float],
@@ -249,17 +240,18 @@ def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.de
                 model.to(memory_format=torch.contiguous_format)
         if requested.compile:
             x_in = x.contiguous(memory_format=fmt)
-            candidate: list[nn.Module] = []
+            compiled: nn.Module | None = None
 
             def attempt() -> Probe:
-                candidate.append(_compile(model, requested))
-                return probe(model, candidate[0], x_in, y, device, precision)
+                nonlocal compiled
+                compiled = _compile(model, requested)  # inside the check: it may raise
+                return probe(model, compiled, x_in, y, device, precision)
 
             name = "compile" + (" with CUDA graphs" if requested.cuda_graphs else "")
             row = _check(name, attempt, reference, tol, warn)
             report["checks"].append(row)
             if row["ok"]:
-                forward = candidate[0]
+                forward = compiled
                 effective = replace(effective, compile=True, cuda_graphs=requested.cuda_graphs)
     report.update({"channels_last": effective.channels_last,
                    "cudnn_benchmark": bool(effective.cudnn_benchmark),

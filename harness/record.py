@@ -65,18 +65,15 @@ def environment(device) -> dict[str, Any]:
     from harness import __version__
 
     # None: the environment of a parent process that writes a record for a run that died.
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = cpu_model()
+    device = torch.device(device) if device is not None else None
+    cuda = device is not None and device.type == "cuda"
     return {
         "device": str(device) if device is not None else None,
-        "device_name": device_name,
+        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cuda": torch.version.cuda if device.type == "cuda" else None,
-        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "cuda": torch.version.cuda if cuda else None,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,

@@ -94,6 +94,13 @@ def deviations(config: RunConfig, spec: data_mod.DatasetSpec) -> list[str]:
     return out
 
 
+def config_fields(config: RunConfig, dataset: str) -> dict[str, Any]:
+    """The part of a record's ``config`` known before anything is loaded."""
+    return {"arch": config.arch, "dataset": dataset, "seed": config.seed, **asdict(config.recipe),
+            "limit_train": config.limit_train, "limit_test": config.limit_test,
+            "precision": config.precision}
+
+
 def _epoch_dict(e: EpochMetrics) -> dict[str, Any]:
     return {"epoch": e.epoch, "lr": e.lr, "train_loss": e.train_loss, "train_acc": e.train_acc,
             "test_loss": e.test_loss, "test_acc": e.test_acc, "epoch_s": e.train_s + e.eval_s}
@@ -173,12 +180,11 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         "comparable": True,
         "deviations": [],
         "config": {
-            "arch": config.arch, "dataset": dataset_name, "num_classes": dataset.spec.num_classes,
-            "seed": config.seed, **asdict(config.recipe), "limit_train": config.limit_train,
-            "limit_test": config.limit_test, "device": str(device),
+            **config_fields(config, dataset_name), "num_classes": dataset.spec.num_classes,
+            "device": str(device),
             # fp32 is the protocol's; "compile" and "speed" say what harness.fast put in effect
             # (filled in once its checks have run).
-            "precision": config.precision, "compile": compile_mode_name(PLAIN), "speed": None,
+            "compile": compile_mode_name(PLAIN), "speed": None,
             "data_root": None if dataset_name in ("digits", "noise") else str(dataset.source),
         },
         "submission": {"path": str(submission.path), "name": submission.name,

@@ -140,14 +140,13 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     """
     model.to(device)
     result = result if result is not None else TrainResult()
-    probe_x = BatchPipeline(data.mean, data.std, data.spec.channels, device).test_batch(
-        data.train.images[:recipe.batch_size].to(device))
-    fast = prepare(model, probe_x, data.train.labels[:recipe.batch_size].to(device), device,
+    pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device)
+    fast = prepare(model, pipeline.test_batch(data.train.images[:recipe.batch_size].to(device)),
+                   data.train.labels[:recipe.batch_size].to(device), device,
                    speed or SpeedOptions(), precision, warn)
     result.speed = fast.report
     net = fast.model  # the module the step calls; parameters and buffers are ``model``'s
-
-    pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device, fast.memory_format)
+    pipeline.memory_format = fast.memory_format  # batches from here on in the layout that passed
     train_padded = pipeline.pad(data.train.images).to(device)
     train_labels = data.train.labels.to(device)
     test_images = data.test.images.to(device)
