@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import resource
@@ -99,6 +100,37 @@ def config_fields(config: RunConfig, dataset: str) -> dict[str, Any]:
     return {"arch": config.arch, "dataset": dataset, "seed": config.seed, **asdict(config.recipe),
             "limit_train": config.limit_train, "limit_test": config.limit_test,
             "precision": config.precision}
+
+
+def failure_category(exc: BaseException) -> str:
+    """``out-of-memory`` for every way an allocation fails (host or GPU), else ``exception``."""
+    text = str(exc).lower()
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+            isinstance(exc, RuntimeError) and ("out of memory" in text
+                                               or "can't allocate memory" in text)):
+        return "out-of-memory"
+    return "exception"
+
+
+def at_chance(acc: float | None, chance: float, n_test: int) -> bool:
+    """True when a test accuracy is within 3 binomial standard errors of chance (or below it):
+    the model has learnt nothing that the test set can show."""
+    if acc is None or n_test <= 0:
+        return False
+    p = chance / 100.0
+    return acc <= 100.0 * (p + 3.0 * math.sqrt(p * (1.0 - p) / n_test))
+
+
+def run_flags(record: dict[str, Any]) -> list[str]:
+    """What a reader of the run's numbers must know: ``diverged`` (its best accuracy is the best
+    before it diverged) and ``chance`` (it ended at chance accuracy)."""
+    flags = []
+    if record["status"] == "diverged":
+        flags.append("diverged")
+    if record.get("final_acc") is not None and at_chance(
+            record["final_acc"], record["chance_acc"], record["data"]["test_size"]):
+        flags.append("chance")
+    return flags
 
 
 def _epoch_dict(e: EpochMetrics) -> dict[str, Any]:
@@ -212,11 +244,12 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
               checkpoint_extra={"run_id": run_id, "started_at": started_at, "resumes": resumes})
         record["status"] = result.status
         if result.status == "diverged":
-            record["failure"] = {"category": "diverged",
-                                 "message": f"training loss not finite at epoch {result.diverged_at}"}
+            d = result.divergence
+            record["failure"] = {"category": "diverged", "epoch": d["epoch"], "step": d["step"],
+                                 "message": d["message"]}
     except Exception as exc:  # noqa: BLE001 - any failure of the layer is recorded, not lost
         record["status"] = "failed"
-        record["failure"] = {"category": "exception", "epoch": len(result.epochs) + 1,
+        record["failure"] = {"category": failure_category(exc), "epoch": len(result.epochs) + 1,
                              "message": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                              "traceback": traceback.format_exc()[-4000:]}
 
@@ -232,6 +265,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         "best_acc": best.test_acc if best else None,
         "best_epoch": best.epoch if best else None,
         "final_acc": epochs[-1].test_acc if epochs else None,
+        "chance_acc": 100.0 / dataset.spec.num_classes,
         "wall_s": wall,
         "train_s": result.train_s,
         "eval_s": result.eval_s,
@@ -239,6 +273,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         "peak_memory": {"kind": kind, "peak_memory_bytes": peak},
         "ended_at": utc_now(),
     })
+    record["flags"] = run_flags(record)
     path = write_json_atomic(Path(out_dir) / "runs" / f"{run_id}.json", record)
     checkpoint.remove()  # the record is the run's result now
     return record, path

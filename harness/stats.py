@@ -4,7 +4,8 @@
   is its best accuracy before it diverged, and the cell is flagged): n, mean and sample std
   (ddof=1) of the best test accuracy, and a two-sided 95% **Student-t interval**
   mean +- t(0.975, n-1) * std / sqrt(n) (none for n < 2). With 3 seeds it is wide: read it so.
-  The mean final-epoch accuracy is kept beside it.
+  The mean final-epoch accuracy is kept beside it. A cell is flagged "chance" when a completed run
+  ended within 3 binomial standard errors of chance accuracy (it learnt nothing the test set shows).
 - **Aggregate** over a group of settings (public; or all, when hidden results are revealed):
   *mean accuracy*, the mean over settings of the cell means, defined only when the entry has every
   setting of the group; its interval comes from the per-seed aggregates (the mean over settings of
@@ -68,6 +69,18 @@ def welch_p(x: Iterable[float], y: Iterable[float]) -> float:
         return float(st.ttest_ind(x, y, equal_var=False).pvalue)
 
 
+def run_flags_of(record: dict[str, Any]) -> list[str]:
+    """A record's flags; computed for records written before runs carried them."""
+    if "flags" in record:
+        return record["flags"]
+    from harness.runner import run_flags
+
+    classes = record.get("config", {}).get("num_classes")
+    if not classes or "data" not in record:
+        return ["diverged"] if record.get("status") == "diverged" else []
+    return run_flags({**record, "chance_acc": 100.0 / classes})
+
+
 def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -> pd.DataFrame:
     """One row per run of an entry's current file."""
     rows = []
@@ -86,10 +99,11 @@ def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -
             "best_epoch": r.get("best_epoch"), "epochs_completed": r.get("epochs_completed"),
             "wall_s": r.get("wall_s"), "batch_dependent": batch_dependent,
             "precision": r.get("config", {}).get("precision", "fp32"),
+            "at_chance": "chance" in run_flags_of(r),
         })
     columns = ["entry", "kind", "run_id", "suite", "suite_version", "recipe_id", "setting", "hidden",
                "seed", "status", "best_acc", "final_acc", "best_epoch", "epochs_completed", "wall_s",
-               "batch_dependent", "precision"]
+               "batch_dependent", "precision", "at_chance"]
     frame = pd.DataFrame(rows, columns=columns)
     # Precisions are never mixed in a cell: where an entry has fp32 runs of a setting, only those
     # count; a cell of bf16 runs alone is flagged as such.
@@ -127,6 +141,8 @@ def cells(frame: pd.DataFrame, expected_seeds: int) -> dict[tuple[str, str], Cel
             flags.append("diverged")
         if (group["status"] == "failed").any():
             flags.append("failed")
+        if (done["at_chance"]).any():
+            flags.append("chance")
         if len(done) < expected_seeds:
             flags.append("incomplete")
         if group["batch_dependent"].any():

@@ -72,11 +72,55 @@ class TrainResult:
     train_images: int = 0
     speed: dict = field(default_factory=dict)  # what harness.fast put in effect, and its checks
     resumed_from: int | None = None  # the last epoch of the checkpoint this run resumed from
+    divergence: dict | None = None  # where and what turned non-finite (DivergenceWatch.read)
+
+    def diverge(self, divergence: dict) -> "TrainResult":
+        self.status, self.diverged_at, self.divergence = "diverged", divergence["epoch"], divergence
+        return self
 
     @property
     def best(self) -> EpochMetrics | None:
         finite = [e for e in self.epochs if math.isfinite(e.test_acc)]
         return max(finite, key=lambda e: (e.test_acc, -e.epoch)) if finite else None
+
+
+class DivergenceWatch:
+    """Stops a run at the first non-finite loss or parameter, checked after every optimiser step.
+
+    The check is queued on the device every step and read every ``CPU_EVERY`` (1) or
+    ``CUDA_EVERY`` (16) steps and with the epoch's metrics, so that a GPU step does not wait for
+    the host; the first bad step is known exactly, and on a GPU at most 15 more steps run.
+    """
+
+    CPU_EVERY, CUDA_EVERY = 1, 16
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        self.named = list(model.named_parameters())
+        self.params = [p for _, p in self.named]
+        self.every = self.CPU_EVERY if device.type == "cpu" else self.CUDA_EVERY
+        self.pending = 0
+        # The first bad (epoch, step), kept on the device: (-1, -1) while all is finite.
+        self.first = torch.full((2,), -1, dtype=torch.int64, device=device)
+
+    def step(self, loss: torch.Tensor, epoch: int, step: int) -> dict | None:
+        finite = torch.isfinite(loss.float())
+        if self.params:  # one multi-tensor kernel on a GPU; not finite when any element is not
+            finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(self.params))
+        here = torch.tensor([epoch, step], device=self.first.device)
+        self.first.copy_(torch.where((self.first[0] < 0) & ~finite, here, self.first))
+        self.pending += 1
+        return self.read() if self.pending >= self.every else None
+
+    def read(self, first: tuple[int, int] | None = None) -> dict | None:
+        """The divergence, if any; ``first`` is ``self.first`` when the caller already read it."""
+        self.pending = 0
+        epoch, step = [int(v) for v in (first if first is not None else self.first.tolist())]
+        if epoch < 0:
+            return None
+        bad = next((n for n, p in self.named if not torch.isfinite(p).all()), None)
+        what = f"parameter {bad}" if bad else "training loss"
+        return {"epoch": epoch, "step": step, "what": what,
+                "message": f"{what} not finite after step {step} of epoch {epoch}"}
 
 
 def data_seed(seed: int) -> int:
@@ -130,8 +174,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
           checkpoint_extra: dict | None = None) -> TrainResult:
     """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
 
-    The run stops early, with status ``diverged``, after the first epoch whose training loss is
-    not finite; the epochs before it (and their best accuracy) are kept. Pass ``result`` to keep
+    The run stops, with status ``diverged``, at the first non-finite loss or parameter
+    (:class:`DivergenceWatch`); the completed epochs before it (and their best accuracy) are kept. Pass ``result`` to keep
     the completed epochs even when the layer raises part-way. ``speed`` (channels_last,
     cudnn.benchmark, torch.compile, CUDA graphs) is applied only where :func:`harness.fast.prepare`
     proves it gives this layer the plain model's results; by default a CPU run is plain eager.
@@ -160,8 +204,22 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     generator = torch.Generator(device=device)
     generator.manual_seed(data_seed(seed))
 
+    first = 1
+    if resume_state is not None:  # after the speed probe, which restores what it draws
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        generator.set_state(resume_state["data_rng"])
+        set_global_rng_state(resume_state["rng"], device)
+        result.epochs = [EpochMetrics(**e) for e in resume_state["epochs"]]
+        result.train_s, result.eval_s = resume_state["train_s"], resume_state["eval_s"]
+        result.train_images = resume_state["train_images"]
+        result.resumed_from = len(result.epochs)
+        first = len(result.epochs) + 1
+
+    watch = DivergenceWatch(model, device)
     bs = recipe.batch_size
-    for epoch in range(1, recipe.epochs + 1):
+    for epoch in range(first, recipe.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         synchronize(device)
         t0 = time.perf_counter()
@@ -185,14 +243,24 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
             correct += (logits.detach().argmax(1) == y).sum()
             if on_step is not None:
                 on_step()
+            if start + bs < n_train:  # the epoch's last step is read with its metrics
+                bad = watch.step(loss.detach(), epoch, start // bs + 1)
+                if bad is not None:
+                    return result.diverge(bad)
+            else:
+                watch.step(loss.detach(), epoch, start // bs + 1)
         synchronize(device)
         t1 = time.perf_counter()
         test_loss_sum, test_correct = evaluate(net, test_images, test_labels, pipeline,
                                                recipe.test_batch_size, precision, fast.mark_step)
         # The one host synchronisation of the epoch.
-        tl, tc, vl, vc = torch.stack([loss_sum, correct.double(), test_loss_sum,
-                                      test_correct.double()]).tolist()
+        tl, tc, vl, vc, bad_epoch, bad_step = torch.stack([
+            loss_sum, correct.double(), test_loss_sum, test_correct.double(),
+            *watch.first.double()]).tolist()
         t2 = time.perf_counter()
+        bad = watch.read((bad_epoch, bad_step))
+        if bad is not None:
+            return result.diverge(bad)
         metrics = EpochMetrics(epoch=epoch, lr=lr, train_loss=tl / n_train,
                                train_acc=100.0 * tc / n_train, test_loss=vl / n_test,
                                test_acc=100.0 * vc / n_test, train_s=t1 - t0, eval_s=t2 - t1)
@@ -202,9 +270,6 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         result.train_images += n_train
         if on_epoch is not None:
             on_epoch(metrics)
-        if not math.isfinite(metrics.train_loss):
-            result.status, result.diverged_at = "diverged", epoch
-            break
         scheduler.step()
         if checkpoint is not None and epoch < recipe.epochs:
             checkpoint.save({

@@ -158,3 +158,26 @@ def test_in_a_real_browser(tmp_path, site):
             shutil.copy(shot, Path(os.environ["HARNESS_ARTIFACTS"]) / "leaderboard.png")
     finally:
         driver.quit()
+
+
+def test_diverged_and_chance_runs_are_flagged_on_both_pages(tmp_path):
+    store = ResultsStore(tmp_path / "results")
+    src = tmp_path / "s.py"
+    src.write_text("from torch import nn\nCustomNorm = nn.BatchNorm2d\n")
+    _, sha = store.store_submission(src)
+    store.register_entry("wobbly", "submission", sha, "smoke", False, str(src))
+    store.add(make_record("wobbly", sha, "resnet20-digits", 0, 81.0))
+    diverged = make_record("wobbly", sha, "resnet20-digits", 1, 79.0, status="diverged")
+    diverged["flags"] = ["diverged"]
+    store.add(diverged)
+    chance = make_record("wobbly", sha, "resnet20-digits", 2, 12.0)
+    chance["flags"] = ["chance"]
+    store.add(chance)
+    build_site(tmp_path / "results", tmp_path / "site")
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert '<span class="chip diverged">diverged</span>' in index
+    assert '<span class="chip chance">chance</span>' in index
+    (page,) = (tmp_path / "site" / "entries").glob("*.html")
+    text = page.read_text()
+    assert text.count('<span class="chip chance">chance</span>') == 1  # on seed 2's row only
+    assert "&dagger;" in text and "the best accuracy before the loss or a parameter" in text

@@ -66,6 +66,9 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_record(tmp_path):
     assert "resuming from the checkpoint of epoch" in resumed.stderr
     record = only_record(killed)
     assert len(record["resumes"]) == 1 and 1 <= record["resumes"][0]["from_epoch"] < 4
+    # It went on from the checkpoint: only the remaining epochs were trained.
+    trained = [ln.split()[1] for ln in resumed.stdout.splitlines() if ln.startswith("epoch ")]
+    assert trained == [f"{k}/4" for k in range(record["resumes"][0]["from_epoch"] + 1, 5)]
     assert not ckpt.exists()
     assert same_run(record) == same_run(expected)
 

@@ -52,7 +52,8 @@ def test_cells_flags_and_only_current_versions():
     table = S.cells(frame, expected_seeds=2)
     a, b = table[("a", "resnet20-digits")], table[("b", "resnet20-digits")]
     assert a.n == 2 and a.mean == 50.0 and a.std == pytest.approx(np.std([80, 20], ddof=1))
-    assert a.flags == ["diverged"]
+    # The diverged run ended at 20% on 10 test images: within 3 standard errors of chance (10%).
+    assert a.flags == ["diverged", "chance"]
     assert b.n == 1 and set(b.flags) == {"failed", "incomplete", "batch-dependent"}
 
 
@@ -81,3 +82,15 @@ def test_precisions_are_never_mixed_in_a_cell():
     table = S.cells(frame, 2)
     assert table[("a", "resnet20-digits")].mean == 80.0 and "bf16" not in table[("a", "resnet20-digits")].flags
     assert table[("b", "resnet20-digits")].flags == ["bf16"]
+
+
+def test_chance_flag_from_the_record_or_computed_for_old_records():
+    learnt = make_record("a", "1" * 64, "resnet20-digits", 0, 80.0)
+    nothing = make_record("b", "2" * 64, "resnet20-digits", 0, 30.0)
+    flagged = make_record("c", "3" * 64, "resnet20-digits", 0, 90.0)
+    flagged["flags"] = ["chance"]  # what the run said about itself wins
+    frame = S.runs_frame([learnt, nothing, flagged], {"a": "1" * 64, "b": "2" * 64, "c": "3" * 64})
+    assert frame.set_index("entry")["at_chance"].to_dict() == {"a": False, "b": True, "c": True}
+    table = S.cells(frame, expected_seeds=1)
+    assert "chance" not in table[("a", "resnet20-digits")].flags
+    assert "chance" in table[("b", "resnet20-digits")].flags

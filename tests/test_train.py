@@ -69,7 +69,11 @@ def test_record_schema(tmp_path):
 
 
 def test_one_host_read_per_epoch(monkeypatch, tmp_path):
-    """Loss and accuracy stay on the device during the epoch: no .item()/.tolist() per step."""
+    """Loss, accuracy and the divergence check stay on the device during the epoch: no
+    .item()/.tolist() per step (as on a GPU, where the check is read only every 16 steps)."""
+    from harness.train import DivergenceWatch
+
+    monkeypatch.setattr(DivergenceWatch, "CPU_EVERY", 10**6)
     calls = {"n": 0}
     for name in ("item", "tolist"):
         original = getattr(torch.Tensor, name)
@@ -93,17 +97,62 @@ def test_one_host_read_per_epoch(monkeypatch, tmp_path):
     assert calls["n"] == 2
 
 
-def test_divergence_stops_the_run_and_keeps_the_best(tmp_path):
+def test_divergence_stops_the_run_at_once_and_keeps_the_best(tmp_path):
+    # 260 images in batches of 128: 3 steps an epoch. The layer turns NaN at the 5th step.
     config = small(epochs=5, submission=str(FIXTURES / "nan_after_steps.py"))
-    record, path = run_eval(config, tmp_path)
-    assert record["status"] == "diverged"
-    assert record["epochs_completed"] < 5
-    assert "not finite" in record["failure"]["message"]
-    assert json.loads(Path(path).read_text())["epochs"][-1]["train_loss"] is None  # NaN -> null
+    seen = []
+    record, path = run_eval(config, tmp_path, on_step=lambda: seen.append(1))
+    assert record["status"] == "diverged" and record["flags"][0] == "diverged"
+    assert record["failure"]["category"] == "diverged"
+    assert (record["failure"]["epoch"], record["failure"]["step"]) == (2, 2)
+    assert len(seen) == 5  # stopped at the bad step, not at the end of the epoch
+    assert "not finite after step 2 of epoch 2" in record["failure"]["message"]
+    # Only epoch 1 completed; its accuracy is the run's best, and it is finite.
+    assert record["epochs_completed"] == 1 and record["best_epoch"] == 1
+    assert record["best_acc"] == json.loads(Path(path).read_text())["epochs"][0]["test_acc"]
     result = CliRunner().invoke(main, ["eval", str(FIXTURES / "nan_after_steps.py"), "--arch", "resnet20",
                                        "--dataset", "digits", "--epochs", "5", "--limit-train", "260",
                                        "--limit-test", "120", "--out", str(tmp_path)])
     assert result.exit_code == EXIT_DIVERGED and "diverged" in result.stderr
+
+
+def test_a_non_finite_parameter_is_divergence_too():
+    from harness.train import DivergenceWatch
+
+    model = torch.nn.Linear(3, 2)
+    watch = DivergenceWatch(model, torch.device("cpu"))
+    assert watch.step(torch.tensor(1.0), 1, 1) is None
+    with torch.no_grad():
+        model.bias[1] = float("inf")
+    bad = watch.step(torch.tensor(0.5), 1, 2)  # the loss is still finite
+    assert bad["what"] == "parameter bias" and (bad["epoch"], bad["step"]) == (1, 2)
+
+
+def test_deferred_reads_still_name_the_first_bad_step():
+    # On a GPU the check is read every CUDA_EVERY steps; emulate that on CPU.
+    from harness.train import DivergenceWatch
+
+    watch = DivergenceWatch(torch.nn.Linear(3, 2), torch.device("cpu"))
+    watch.every = 4
+    losses = [1.0, float("nan"), 1.0]
+    assert [watch.step(torch.tensor(v), 3, i + 1) for i, v in enumerate(losses)] == [None] * 3
+    bad = watch.step(torch.tensor(1.0), 3, 4)
+    assert (bad["epoch"], bad["step"]) == (3, 2)
+
+
+@pytest.mark.parametrize("acc,classes,n,flag", [(10.5, 10, 10_000, True), (11.0, 10, 10_000, False),
+                                                (14.0, 10, 360, True), (1.2, 100, 10_000, True),
+                                                (5.0, 10, 10_000, True), (None, 10, 100, False)])
+def test_chance_accuracy(acc, classes, n, flag):
+    from harness.runner import at_chance
+
+    assert at_chance(acc, 100.0 / classes, n) is flag
+
+
+def test_a_run_that_learns_nothing_is_flagged_at_chance(tmp_path):
+    record, _ = run_eval(small(epochs=1, submission=str(FIXTURES / "zero_output.py")), tmp_path)
+    assert record["status"] == "ok" and record["flags"] == ["chance"]
+    assert record["chance_acc"] == 10.0
 
 
 def test_exception_during_training_is_recorded(tmp_path):
