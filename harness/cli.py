@@ -183,6 +183,50 @@ def _run_options(fn):
     return with_speed
 
 
+def _isolation_options(untrusted_default: bool):
+    """Options of the commands that run suites: limits of each run's worker process, the sandbox."""
+    def decorate(fn):
+        options = [
+            click.option("--run-timeout", default=24 * 3600.0, show_default=True,
+                         type=click.FloatRange(min=0),
+                         help="Wall-clock seconds a run may take before it is killed and recorded as "
+                              "a timeout (0: no limit)."),
+            click.option("--memory-limit", default=None, type=click.FloatRange(min=0.1),
+                         metavar="GIB",
+                         help="Resident memory (GiB) a run's processes may use before they are killed "
+                              "and recorded as out-of-memory. Default: 80% of this machine's memory "
+                              "shared out over the parallel runs."),
+            click.option("--untrusted/--trusted", default=untrusted_default, show_default=True,
+                         help="Untrusted: statically scan the file, then vet and run it only in a "
+                              "sandbox (no network, results store hidden, read-only file system, "
+                              "resource limits, no new processes); this process never imports it. "
+                              "See README, 'Running untrusted submissions'."),
+            click.option("--trust-code", is_flag=True,
+                         help="Run a file the static scan refuses (its findings are recorded as a "
+                              "warning); only for code you have read and trust."),
+            click.option("--unsafe-no-namespaces", is_flag=True,
+                         help="Run untrusted code even where Linux namespaces are unavailable: "
+                              "without network and file-system isolation."),
+        ]
+
+        @functools.wraps(fn)
+        def with_isolation(*args, run_timeout, memory_limit, untrusted, trust_code,
+                           unsafe_no_namespaces, check_timeout, **kwargs):
+            from harness.executors import Isolation
+
+            isolation = Isolation(timeout_s=run_timeout or None,
+                                  memory_bytes=int(memory_limit * 2**30) if memory_limit else None,
+                                  untrusted=untrusted, namespaces=not unsafe_no_namespaces,
+                                  check_timeout=check_timeout)
+            return fn(*args, isolation=isolation, trust_code=trust_code, check_timeout=check_timeout,
+                      **kwargs)
+
+        for option in reversed(options):
+            with_isolation = option(with_isolation)
+        return with_isolation
+    return decorate
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="harness")
 def main() -> None:
@@ -221,17 +265,21 @@ _DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
 @click.option("--allow-hidden", is_flag=True,
               help="Allow a setting that is hidden in a suite (do not tune on it).")
 @_run_options
+@_isolation_options(untrusted_default=False)
 def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
              lr: float, momentum: float, weight_decay: float, limit_train: int | None,
              limit_test: int | None, allow_hidden: bool, results_dir: str, data_root: str | None,
              download: bool, device: str, check_timeout: float, precision: str, speed, resume: bool,
-             verbose: bool) -> None:
+             isolation, trust_code: bool, verbose: bool) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
 
     SUBMISSION is a .py file defining CustomNorm(num_features), or a baseline's name (see
     `harness list`). The fatal checks of `harness check` run first; a layer that fails one is not
     trained. Prints the reference's TRAIN_METRICS lines and a final `TEST_METRICS: test_acc=BEST`,
     and writes one JSON run record.
+
+    Trusted by default: the run executes in this process (--run-timeout and --memory-limit do not
+    apply). With --untrusted it executes sandboxed in a worker process, as `harness submit` does.
 
     \b
     Example:
@@ -246,16 +294,20 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
         _fail(f"{arch} on {dataset} is a hidden setting of suite {', '.join(hidden)}: it is evaluated "
               "only for final submissions, so that nobody tunes on it. Pass --allow-hidden if you "
               "really mean to run it.")
-    loaded, preflight = _preflight(verbose, submission, check_timeout)
     recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                     weight_decay=weight_decay)
-    config = RunConfig(submission=str(loaded.path), arch=arch, dataset=dataset.lower(), seed=seed,
+    config = RunConfig(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
                        recipe=recipe, limit_train=limit_train, limit_test=limit_test,
                        device=device, data_root=data_root, download=download, precision=precision,
                        speed=speed, resume=resume)
-    record, path = _execute(config, results_dir, submission=loaded,
-                            checks=preflight.to_json()["checks"], verbose=verbose)
-    ResultsStore(results_dir).index(record)
+    if isolation.untrusted:
+        record, path = _guarded(verbose, _eval_untrusted, config, results_dir, isolation, trust_code)
+    else:
+        loaded, preflight = _preflight(verbose, submission, check_timeout)
+        config.submission = str(loaded.path)
+        record, path = _execute(config, results_dir, submission=loaded,
+                                checks=preflight.to_json()["checks"], verbose=verbose)
+        ResultsStore(results_dir).index(record)
     if record["status"] == "failed":
         _fail(f"run failed: {record['failure']['message']} (record: {path})")
     if record["best_acc"] is not None:
@@ -265,11 +317,37 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
               EXIT_DIVERGED)
 
 
+def _eval_untrusted(config, results_dir: str, isolation, trust_code: bool):
+    """One run of an untrusted file: scanned, vetted and trained in sandboxed workers; the record
+    is written here, from what the worker reports."""
+    from harness.executors import Task, run_in_worker
+    from harness.store import ResultsStore
+    from harness.submission import check_path, resolve
+    from harness.sweep import vet_untrusted
+
+    store = ResultsStore(results_dir)
+    source = config.submission
+    path = resolve(source).resolve()
+    check_path(path)
+    copy, digest = store.store_submission(path)
+    checks = vet_untrusted(copy, digest, store, isolation, source, trust_code)
+    config.submission, config.resume = str(copy), False
+    task = Task(config, f"{path.stem} {config.arch}-{config.dataset} seed {config.seed}", digest,
+                {"submission_source": str(path)}, checks)
+    record = run_in_worker(task, store, {}, store.root / "logs", 0, isolation,
+                           echo=lambda line: click.echo(line))
+    path = store.runs_dir / f"{record['run_id']}.json"
+    if record["best_acc"] is not None:
+        click.echo(f"best test accuracy {record['best_acc']:.2f}% at epoch {record['best_epoch']}, "
+                   f"final {record['final_acc']:.2f}%")
+    click.echo(f"record: {path}")
+    return record, path
+
+
 def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bool, rerun: bool,
                       device: str, data_root, download: bool, check_timeout: float,
-                      precision: str, speed, jobs: int, resume: bool, verbose: bool):
-    from functools import partial
-
+                      precision: str, speed, jobs: int, resume: bool, isolation, trust_code: bool,
+                      verbose: bool):
     from harness.sweep import sweep
 
     def on_run(run, i, n):
@@ -280,26 +358,35 @@ def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bo
             click.echo(f"[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}: started")
 
     def on_done(run, record):
-        if jobs > 1:
-            best = record.get("best_acc")
-            click.echo(f"  {name}: {run.setting.key}, seed {run.seed}: {record['status']}"
-                       + (f", best {best:.2f}%" if best is not None else "")
-                       + (f" ({record['failure']['message']})" if record.get("failure") else ""))
+        best = record.get("best_acc")
+        failure = record.get("failure")
+        click.echo(f"  {name}: {run.setting.key}, seed {run.seed}: {record['status']}"
+                   + (f", best {best:.2f}%" if best is not None else "")
+                   + (f" [{failure['category']}] {failure['message']}" if failure else ""))
 
     def on_skip(run, i, n):
         click.echo(f"[{i}/{n}] {name}: {run.setting.key}, seed {run.seed}: already done, skipped")
 
     result = _guarded(verbose, sweep, store, source, name, kind, suite, final, rerun=rerun,
                       device=device, data_root=data_root, download=download,
-                      check_timeout=check_timeout, precision=precision, speed=speed, jobs=jobs, resume=resume,
-                      execute=partial(_execute, verbose=verbose),
-                      on_run=on_run, on_skip=on_skip, on_done=on_done)
+                      check_timeout=check_timeout, precision=precision, speed=speed, jobs=jobs,
+                      resume=resume, isolation=isolation, trust_code=trust_code,
+                      on_run=on_run, on_skip=on_skip, on_done=on_done,
+                      echo=lambda line: click.echo(f"    {line}"))
     diverged = [r for r in result.ran if r["status"] == "diverged"]
-    click.echo(f"{name}: {len(result.ran)} run(s), {len(result.skipped)} skipped (already done), "
-               f"{len(diverged)} diverged, {len(result.failed)} failed")
-    for r in result.failed + diverged:
-        click.echo(f"  {r['status']}: {r['suite']['setting']} seed {r['config']['seed']}: "
-                   f"{r['failure']['message']}", err=True)
+    click.echo(f"\n{name}: {len(result.ran)} run(s), {len(result.skipped)} skipped (already done), "
+               f"{len(result.ran) - len(diverged) - len(result.failed)} ok, {len(diverged)} diverged, "
+               f"{len(result.failed)} failed")
+    if result.failed or diverged:
+        by_category: dict[str, int] = {}
+        for r in result.failed + diverged:
+            by_category[r["failure"]["category"]] = by_category.get(r["failure"]["category"], 0) + 1
+        click.echo("failures by category: " + ", ".join(f"{k} {v}" for k, v in sorted(by_category.items())),
+                   err=True)
+        for r in result.failed + diverged:
+            click.echo(f"  {r['failure']['category']}: {r['suite']['setting']} seed "
+                       f"{r['config']['seed']}: {r['failure']['message']}", err=True)
+        click.echo(f"logs: {store.root / 'logs'}", err=True)
     return result
 
 
@@ -324,15 +411,22 @@ def _suite_or_fail(name: str):
               help="Runs at once per GPU (or in all on a CPU), each in its own worker process, "
                    "spread over every visible GPU; logs go to RESULTS/logs/.")
 @_run_options
+@_isolation_options(untrusted_default=True)
 def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: bool, jobs: int,
                results_dir: str, data_root: str | None, download: bool, device: str,
-               check_timeout: float, precision: str, speed, resume: bool, verbose: bool) -> None:
+               check_timeout: float, precision: str, speed, resume: bool, isolation,
+               trust_code: bool, verbose: bool) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
 
     The file is copied into RESULTS/submissions/ under its sha256 and trained from that copy.
     Runs that already have a completed record (same file, setting, seed, recipe and protocol) are
     skipped, so re-running an interrupted submit continues where it stopped. With --final the
-    hidden settings run too. Exit 1 when any run failed.
+    hidden settings run too.
+
+    Each run executes in its own process, with a wall-clock timeout and a memory limit; a run that
+    fails is recorded with its category (interface, exception, timeout, out-of-memory, diverged,
+    tampered, crashed) and never stops the others. A submission is untrusted by default (see
+    --untrusted). Ends with a summary; exit 1 when any run failed, else 3 when any diverged.
     """
     from harness.store import ResultsStore, validate_entry_name
 
@@ -343,9 +437,11 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
     suite = _suite_or_fail(suite_name)
     result = _sweep_and_report(ResultsStore(results_dir), submission, name, "submission", suite,
                                final, rerun, device, data_root, download, check_timeout, precision,
-                               speed, jobs, resume, verbose)
+                               speed, jobs, resume, isolation, trust_code, verbose)
     if result.failed:
         sys.exit(EXIT_FAILED)
+    if any(r["status"] == "diverged" for r in result.ran):
+        sys.exit(EXIT_DIVERGED)
 
 
 @main.group("baselines")
@@ -361,10 +457,16 @@ def baselines_group() -> None:
               help="Runs at once per GPU (or in all on a CPU), each in its own worker process, "
                    "spread over every visible GPU; logs go to RESULTS/logs/.")
 @_run_options
+@_isolation_options(untrusted_default=False)
 def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int, results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
-                      precision: str, speed, resume: bool, verbose: bool) -> None:
-    """Run every baseline on a suite as a final entry (public and hidden settings)."""
+                      precision: str, speed, resume: bool, isolation, trust_code: bool,
+                      verbose: bool) -> None:
+    """Run every baseline on a suite as a final entry (public and hidden settings).
+
+    Each run executes in its own process with a wall-clock timeout and a memory limit. The
+    baselines ship with the harness, so they are trusted by default.
+    """
     from harness.store import ResultsStore
     from harness.submission import baseline_names
 
@@ -381,7 +483,7 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
     for name in names:
         result = _sweep_and_report(store, name, name, "baseline", suite, True, rerun, device,
                                    data_root, download, check_timeout, precision, speed, jobs, resume,
-                                   verbose)
+                                   isolation, trust_code, verbose)
         failed += len(result.failed)
     if failed:
         _fail(f"{failed} baseline run(s) failed")

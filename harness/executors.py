@@ -1,32 +1,45 @@
-"""Where the runs of a sweep execute.
+"""Where the runs of a sweep execute: each in its own worker process, watched by the parent.
 
-``LocalExecutor(jobs=1)`` runs them in this process, one after another, with a progress bar.
-``LocalExecutor(jobs=N)`` keeps N worker processes busy per visible GPU (N in all on a CPU-only
-machine), each running one run at a time through ``python -m harness.worker``. Small CIFAR models
-leave most of a big GPU idle, so several runs side by side on one GPU finish a suite sooner.
+``LocalExecutor(jobs=N)`` keeps N worker processes (``python -m harness.worker``) busy per visible
+GPU (N in all on a CPU-only machine), one run each at a time. Small CIFAR models leave most of a
+big GPU idle, so several runs side by side on one GPU finish a suite sooner. With one job the
+worker's output is shown live; with more it goes to ``RESULTS/logs/`` only.
 
-Every worker writes its own record into the shared results store (atomically, index under a
-lock), so what one run finished is kept whatever happens to another. A worker that dies without
-writing a record (killed, out of memory, a crash in native code) gets a ``failed`` record written
-by the parent, with category ``crashed``, its exit code and the tail of its log, which is kept in
-``RESULTS/logs/``.
+The parent holds each worker to a wall-clock timeout and a memory limit (resident memory of the
+worker's whole process tree, polled), and writes every record itself, after checking what the
+worker reported: a crash, hang, out-of-memory or exception of one run is recorded with its
+category and never stops or loses another run. Categories (``failure.category``): ``interface``
+(the layer does not fit the model), ``exception``, ``timeout``, ``out-of-memory``, ``diverged``,
+``tampered`` (the layer changed the harness or torch), ``crashed`` (the worker died without a
+word: a segfault, or killed from outside), ``setup`` (missing data, unusable device).
+With ``untrusted``, each worker is also sandboxed (:mod:`harness.sandbox`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.fast import SpeedOptions
+from harness.checkpoint import Checkpoint, run_identity
+from harness.data import resolve_dataset_name
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
-from harness.runner import PROTOCOL_VERSION, RunConfig, config_fields
+from harness.runner import PROTOCOL_VERSION, RunConfig, config_fields, run_flags
+from harness.sandbox import Policy, command
+from harness.worker import RESULT_MARKER
 from harness.train import Recipe
 
 
@@ -78,7 +91,7 @@ def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int) -> list[dic
 
 
 def crash_record(task: Task, category: str, message: str, log_tail: str = "") -> dict[str, Any]:
-    """The record of a run whose process died before it could write its own."""
+    """The record of a run whose worker ended without a record of its own."""
     c = task.config
     name = Path(c.submission).stem
     return {
@@ -93,42 +106,69 @@ def crash_record(task: Task, category: str, message: str, log_tail: str = "") ->
         "checks": task.checks, "environment": environment(None),
         **task.extra,
         "epochs": [], "epochs_completed": 0, "best_acc": None, "best_epoch": None,
-        "final_acc": None, "started_at": utc_now(), "ended_at": utc_now(),
+        "final_acc": None, "flags": [], "started_at": utc_now(), "ended_at": utc_now(),
     }
+
+
+DEFAULT_TIMEOUT_S = 24 * 3600.0
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass
+class Isolation:
+    """How each worker is held: wall-clock ``timeout_s`` (None: none), ``memory_bytes`` of resident
+    memory for its process tree (None: 80% of this machine's memory shared out over the workers),
+    and, when ``untrusted``, the sandbox (``namespaces=False`` only when explicitly overridden)."""
+
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    memory_bytes: int | None = None
+    untrusted: bool = False
+    namespaces: bool = True
+    check_timeout: float = 10.0
+
+    def memory_for(self, slots: int) -> int:
+        return self.memory_bytes or int(0.8 * physical_memory() / max(1, slots))
 
 
 OnStart = Callable[[Task], None]
 OnDone = Callable[[Task, dict[str, Any]], None]
+Echo = Callable[[str], None]
 
 
 class LocalExecutor:
-    def __init__(self, jobs: int = 1, device: str = "auto"):
+    def __init__(self, jobs: int = 1, device: str = "auto", isolation: Isolation | None = None):
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
         self.jobs, self.device = jobs, device
+        self.isolation = isolation or Isolation()
 
-    def run(self, tasks: list[Task], store, *, execute: Callable[..., tuple[dict[str, Any], Any]],
-            submission=None, on_start: OnStart | None = None,
-            on_done: OnDone | None = None) -> list[dict[str, Any]]:
-        """Run every task; return their records in task order. ``execute`` runs one in-process
-        (jobs=1); with more jobs each runs in a worker process."""
-        if self.jobs == 1:
-            records = []
-            for task in tasks:
-                if on_start:
-                    on_start(task)
-                record, _ = execute(task.config, store.root, submission=submission,
-                                    checks=task.checks, extra=task.extra)
-                store.index(record)
-                records.append(record)
-                if on_done:
-                    on_done(task, record)
-            return records
-        return self.run_in_workers(tasks, store, on_start=on_start, on_done=on_done)
+    def run(self, tasks: list[Task], store, *,
+            execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
+            submission=None, on_start: OnStart | None = None, on_done: OnDone | None = None,
+            echo: Echo | None = None) -> list[dict[str, Any]]:
+        """Run every task; return their records in task order. Each runs in a worker process,
+        unless ``execute`` is given: then it runs in this process, one after another (tests)."""
+        if execute is None:
+            return self.run_in_workers(tasks, store, on_start=on_start, on_done=on_done,
+                                       echo=echo if self.jobs == 1 else None)
+        records = []
+        for task in tasks:
+            if on_start:
+                on_start(task)
+            record, _ = execute(task.config, store.root, submission=submission,
+                                checks=task.checks, extra=task.extra)
+            store.index(record)
+            records.append(record)
+            if on_done:
+                on_done(task, record)
+        return records
 
     def run_in_workers(self, tasks: list[Task], store, *, slots: list[dict[str, str]] | None = None,
-                       on_start: OnStart | None = None,
-                       on_done: OnDone | None = None) -> list[dict[str, Any]]:
+                       on_start: OnStart | None = None, on_done: OnDone | None = None,
+                       echo: Echo | None = None) -> list[dict[str, Any]]:
         """Run every task in a worker process, as many at once as there are ``slots`` (default:
         ``jobs`` per visible GPU); return their records in task order."""
         slots = slots or worker_slots(self.jobs, self.device, visible_gpus(), os.cpu_count() or 1)
@@ -136,6 +176,7 @@ class LocalExecutor:
         lock = threading.Lock()
         work_dir = store.root / "logs"
         work_dir.mkdir(parents=True, exist_ok=True)
+        memory = self.isolation.memory_for(len(slots))
 
         def one(i: int, task: Task) -> dict[str, Any]:
             with lock:
@@ -143,7 +184,8 @@ class LocalExecutor:
                 if on_start:
                     on_start(task)
             try:
-                record = run_in_worker(task, store, slots[slot], work_dir, i)
+                record = run_in_worker(task, store, slots[slot], work_dir, i, self.isolation,
+                                       memory, echo)
             finally:
                 with lock:
                     free.append(slot)
@@ -157,27 +199,227 @@ class LocalExecutor:
             return [f.result() for f in futures]
 
 
-def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index: int) -> dict[str, Any]:
-    """Run one task in a fresh ``python -m harness.worker`` process; return its record."""
-    stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in task.label)[:80]
-    stem = f"{utc_now().replace(':', '')}-{index:03d}-{stem}"
-    spec_path, result_path, log_path = (work_dir / f"{stem}.spec.json",
-                                        work_dir / f"{stem}.result.json", work_dir / f"{stem}.log")
-    write_json_atomic(spec_path, {"config": config_to_json(task.config), "results": str(store.root.resolve()),
-                                  "extra": task.extra, "checks": task.checks, "sha256": task.sha256,
-                                  "result_path": str(result_path)})
+# -- one worker process -------------------------------------------------------------------------
+
+@dataclass
+class WorkerOutcome:
+    result: dict[str, Any] | None  # what the worker reported (the marker line), if it did
+    returncode: int
+    killed_for: str | None  # "timeout" or "out-of-memory" when the parent killed it
+    log_path: Path
+    peak_rss: int = 0
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+
+def _session_rss(session: int) -> int:
+    """Resident bytes of every process in ``session`` (the worker and anything it started)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+            if int(stat[stat.rindex(b")") + 2:].split()[3]) != session:
+                continue
+            with open(f"/proc/{entry.name}/statm", "rb") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue  # it ended meanwhile
+    return total
+
+
+def run_worker_process(argv: list[str], env: dict[str, str], log_path: Path,
+                       timeout_s: float | None, memory_bytes: int | None,
+                       echo: Echo | None = None, poll_s: float = 0.2) -> WorkerOutcome:
+    """Start ``argv`` in a new session, copy its output to ``log_path`` (and ``echo``), and kill
+    its whole session when it runs past ``timeout_s`` or its resident memory passes
+    ``memory_bytes``."""
+    result: dict[str, Any] = {}
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run([sys.executable, "-m", "harness.worker", str(spec_path)],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
-    if result_path.exists():
-        record = json.loads(result_path.read_text(encoding="utf-8"))["record"]
-        spec_path.unlink(missing_ok=True)
-        result_path.unlink(missing_ok=True)
-        return record
-    tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
-    last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "no output")
-    record = crash_record(task, "crashed",
-                          f"worker process exited with code {proc.returncode} before writing its "
-                          f"record; last line of {log_path.name}: {last}", tail)
-    store.add(record)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", env={**os.environ, **env}, start_new_session=True)
+
+        def pump() -> None:
+            for line in proc.stdout:
+                if line.startswith(RESULT_MARKER):
+                    try:
+                        result["value"] = json.loads(line[len(RESULT_MARKER):])
+                    except json.JSONDecodeError:
+                        result.pop("value", None)
+                    continue
+                log.write(line)
+                log.flush()
+                if echo:
+                    echo(line.rstrip("\n"))
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        start, killed_for, peak = time.monotonic(), None, 0
+        while proc.poll() is None:
+            if timeout_s and time.monotonic() - start > timeout_s:
+                killed_for = "timeout"
+            elif memory_bytes:
+                peak = max(peak, _session_rss(proc.pid))
+                if peak > memory_bytes:
+                    killed_for = "out-of-memory"
+            if killed_for:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+                break
+            time.sleep(poll_s)
+        reader.join(timeout=10)
+    return WorkerOutcome(result.get("value"), proc.returncode, killed_for, log_path, peak)
+
+
+def _stem(label: str, index: int) -> str:
+    stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in label)[:80]
+    return f"{utc_now().replace(':', '')}-{index:03d}-{stem}"
+
+
+def _sandbox_policy(isolation: Isolation, store, memory: int, threads: int) -> Policy:
+    private = tempfile.mkdtemp(prefix="harness-sandbox-")
+    cpu = None
+    if isolation.timeout_s:  # every thread may burn CPU for the whole wall-clock limit, no more
+        cpu = int(isolation.timeout_s * max(1, threads)) + 60
+    return Policy(private_dir=private, hide=[str(store.root.resolve())],
+                  namespaces=isolation.namespaces, memory_bytes=memory, cpu_seconds=cpu)
+
+
+def _worker_argv(spec_path: Path, policy: Policy | None) -> list[str]:
+    argv = [sys.executable, "-m", "harness.worker", str(spec_path)]
+    return command(policy, argv) if policy else argv
+
+
+def _failure_of(outcome: WorkerOutcome, isolation: Isolation, memory: int) -> tuple[str, str]:
+    """Category and message for a worker that ended without reporting a result."""
+    last = next((ln for ln in reversed(outcome.log_tail().splitlines()) if ln.strip()), "no output")
+    where = f"last line of {outcome.log_path.name}: {last}"
+    if outcome.killed_for == "timeout":
+        return "timeout", f"killed after the wall-clock limit of {isolation.timeout_s:g} s; {where}"
+    if outcome.killed_for == "out-of-memory":
+        return "out-of-memory", (f"killed when its resident memory passed the limit of "
+                                 f"{memory / 2**30:.1f} GiB; {where}")
+    code = outcome.returncode
+    if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return "timeout", f"stopped at its CPU-time limit; {where}"
+    if code in (-signal.SIGKILL, 128 + signal.SIGKILL):
+        return "crashed", (f"worker killed (SIGKILL) from outside the harness (the kernel's OOM "
+                           f"killer?) before it reported; {where}")
+    return "crashed", f"worker process exited with code {code} before writing its record; {where}"
+
+
+RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
+    """The record the parent writes from what a worker reported: the fields the parent knows are
+    its own, the scores are recomputed from the per-epoch metrics, and anything malformed makes it
+    a failed record rather than a result."""
+    record = dict(reported)
+    c = task.config
+    try:
+        if record.get("status") not in ("ok", "diverged", "failed"):
+            raise ValueError(f"status {record.get('status')!r}")
+        if not RUN_ID.match(str(record.get("run_id", ""))):
+            raise ValueError("run id")
+        epochs = record.get("epochs") or []
+        for i, e in enumerate(epochs, 1):
+            acc = e["test_acc"]
+            if e["epoch"] != i or not (isinstance(acc, (int, float)) and 0.0 <= acc <= 100.0):
+                raise ValueError(f"epoch {i}")
+        finite = [e for e in epochs if math.isfinite(e["test_acc"])]
+        best = max(finite, key=lambda e: (e["test_acc"], -e["epoch"])) if finite else None
+        record.update({
+            "epochs_completed": len(epochs),
+            "best_acc": best["test_acc"] if best else None,
+            "best_epoch": best["epoch"] if best else None,
+            "final_acc": epochs[-1]["test_acc"] if epochs else None,
+        })
+        record["config"] = {**record["config"], **config_fields(c, record["config"]["dataset"])}
+        record["submission"] = {**record["submission"], "path": c.submission, "sha256": task.sha256,
+                                "name": Path(c.submission).stem}
+        record["checks"] = task.checks
+        record.update(task.extra)
+        record["flags"] = run_flags(record)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return crash_record(task, "crashed", f"the worker reported a malformed record ({exc}); "
+                                             "not kept as a result")
     return record
+
+
+def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index: int,
+                  isolation: Isolation | None = None, memory: int | None = None,
+                  echo: Echo | None = None) -> dict[str, Any]:
+    """Run one task in a fresh worker process; write its record (the worker's, checked, or one
+    saying why there is none) and return it."""
+    isolation = isolation or Isolation()
+    memory = memory or isolation.memory_for(1)
+    stem = _stem(task.label, index)
+    spec_path, log_path = work_dir / f"{stem}.spec.json", work_dir / f"{stem}.log"
+    policy = None
+    if isolation.untrusted:
+        policy = _sandbox_policy(isolation, store, memory, int(env.get("OMP_NUM_THREADS", "1")))
+    write_json_atomic(spec_path, {
+        "mode": "run", "config": config_to_json(task.config), "extra": task.extra,
+        "checks": task.checks, "sha256": task.sha256,
+        "results": None if policy else str(store.root.resolve()),
+        "sandbox": policy.to_json() if policy else None})
+    if policy:  # joblib (scikit-learn's digits) would warn that it cannot use /dev/shm
+        env = {**env, "JOBLIB_MULTIPROCESSING": "0"}
+    try:
+        outcome = run_worker_process(_worker_argv(spec_path, policy), env, log_path,
+                                     isolation.timeout_s, memory, echo)
+    finally:
+        if policy:
+            shutil.rmtree(policy.private_dir, ignore_errors=True)
+    reported = outcome.result or {}
+    if "record" in reported:
+        record = accept_record(task, reported["record"])
+    elif "error" in reported:
+        record = crash_record(task, reported.get("category", "exception"), reported["error"],
+                              outcome.log_tail())
+    else:
+        category, message = _failure_of(outcome, isolation, memory)
+        record = crash_record(task, category, message, outcome.log_tail())
+    store.add(record)
+    if "record" in reported:
+        dataset = resolve_dataset_name(task.config.dataset)
+        Checkpoint.for_run(store.root, run_identity(task.sha256, task.config, dataset,
+                                                    PROTOCOL_VERSION)).remove()
+    spec_path.unlink(missing_ok=True)
+    return record
+
+
+def vet_in_worker(path: Path, sha256: str, store, isolation: Isolation,
+                  device: str = "cpu") -> dict[str, Any]:
+    """The pre-flight checks of a submission, run in a (sandboxed, when untrusted) worker so that
+    this process never imports it. Returns ``{"report": ...}`` or ``{"error", "category"}``."""
+    work_dir = store.root / "logs"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stem = _stem(f"check-{path.stem}", 0)
+    spec_path, log_path = work_dir / f"{stem}.spec.json", work_dir / f"{stem}.log"
+    memory = isolation.memory_for(1)
+    policy = _sandbox_policy(isolation, store, memory, 1) if isolation.untrusted else None
+    config = RunConfig(submission=str(path), arch="resnet20", dataset="digits", device=device)
+    write_json_atomic(spec_path, {"mode": "check", "config": config_to_json(config),
+                                  "check_timeout": isolation.check_timeout,
+                                  "sandbox": policy.to_json() if policy else None})
+    # Each check has its own limit inside; this one stops a worker that hangs outside them.
+    limit = 120 + 20 * isolation.check_timeout if isolation.check_timeout else isolation.timeout_s
+    try:
+        outcome = run_worker_process(_worker_argv(spec_path, policy), {"OMP_NUM_THREADS": "1"},
+                                     log_path, limit, memory)
+    finally:
+        if policy:
+            shutil.rmtree(policy.private_dir, ignore_errors=True)
+    spec_path.unlink(missing_ok=True)
+    if outcome.result:
+        return outcome.result
+    category, message = _failure_of(outcome, Isolation(timeout_s=limit), memory)
+    return {"error": f"{path}: the checks did not complete: {message}", "category": category}

@@ -8,6 +8,7 @@ import os
 import platform
 import secrets
 import subprocess
+from functools import lru_cache
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -34,6 +35,7 @@ def new_run_id(*parts: str) -> str:
     return "-".join([*parts, stamp, secrets.token_hex(3)])
 
 
+@lru_cache(maxsize=None)
 def git_commit(path: Path | None = None) -> dict[str, Any] | None:
     """Commit and dirtiness of the git work tree holding the harness, if it is one."""
     here = path or Path(__file__).resolve().parent

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from harness import data as data_mod
+from harness import tamper
 from harness.checkpoint import Checkpoint, run_identity
 from harness.fast import PLAIN, SpeedOptions, check_backend, compile_mode_name
 from harness.models import ARCHS, build_model, count_parameters
@@ -47,7 +48,12 @@ class RunConfig:
 
 
 class RunError(Exception):
-    """A run cannot start (bad configuration, missing data, unusable device); one line for the user."""
+    """A run cannot start (bad configuration, missing data, unusable device); one line for the user.
+    ``category``: ``setup`` (not the layer's fault) or ``interface`` (the layer does not fit)."""
+
+    def __init__(self, message: str, category: str = "setup"):
+        super().__init__(message)
+        self.category = category
 
 
 def resolve_device(name: str) -> torch.device:
@@ -146,7 +152,8 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
              on_step: Callable[[], None] | None = None,
              on_start: Callable[[dict[str, Any]], None] | None = None,
              warn: Callable[[str], None] = lambda msg: print(f"warning: {msg}", file=sys.stderr),
-             ) -> tuple[dict[str, Any], Path]:
+             write: bool = True, checkpoints: bool = True,
+             ) -> tuple[dict[str, Any], Path | None]:
     """Run one (submission, arch, dataset, seed) and write its record; return (record, path).
 
     ``submission``, when given, is the already loaded (and checked) file, so exactly that class is
@@ -155,6 +162,9 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     :class:`harness.submission.SubmissionError` or :class:`RunError` before anything is
     trained when the submission, data or device is unusable. A failure during training is
     recorded (status ``failed``) and the record is still written; the caller decides the exit code.
+    With ``write=False`` the record is only returned (a worker process hands it to its parent, which
+    writes it) and the checkpoint is left for the parent to remove; ``checkpoints=False`` neither
+    saves nor resumes one (untrusted runs: their checkpoint could be forged).
     """
     if config.arch not in ARCHS:
         raise RunError(f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHS)}")
@@ -187,13 +197,13 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
                                          submission.norm_class, return_init_report=True)
     except Exception as exc:  # noqa: BLE001 - a constructor failure is the submission's
         raise RunError(f"{submission.path}: building {config.arch} with {submission.norm_class.__name__} "
-                       f"failed: {type(exc).__name__}: {exc}") from None
+                       f"failed: {type(exc).__name__}: {exc}", "interface") from None
     if init_report.message():
         warn(init_report.message())
 
     checkpoint = Checkpoint.for_run(out_dir, run_identity(submission.sha256, config, dataset_name,
-                                                          PROTOCOL_VERSION))
-    resume_state = checkpoint.load() if config.resume else None
+                                                          PROTOCOL_VERSION)) if checkpoints else None
+    resume_state = checkpoint.load() if checkpoint is not None and config.resume else None
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", (extra or {}).get("entry") or submission.name)[:40]
     run_id = new_run_id(label, config.arch, dataset_name, f"s{config.seed}")
     resumes: list[dict[str, Any]] = []
@@ -253,6 +263,13 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
                              "message": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                              "traceback": traceback.format_exc()[-4000:]}
 
+    tampered = tamper.changes()
+    if tampered:  # whatever it reported was produced by code that is not the harness's
+        record["status"] = "failed"
+        record["failure"] = {"category": "tampered", "epoch": len(result.epochs),
+                             "message": "the layer changed the harness or torch during the run: "
+                                        + "; ".join(tampered[:3])}
+        result.epochs = []
     if result.speed:
         record["config"]["compile"] = result.speed["compile"]
         record["config"]["speed"] = result.speed
@@ -274,8 +291,11 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         "ended_at": utc_now(),
     })
     record["flags"] = run_flags(record)
+    if not write:
+        return record, None
     path = write_json_atomic(Path(out_dir) / "runs" / f"{run_id}.json", record)
-    checkpoint.remove()  # the record is the run's result now
+    if checkpoint is not None:
+        checkpoint.remove()  # the record is the run's result now
     return record, path
 
 

@@ -19,11 +19,19 @@ from pathlib import Path
 
 from torch import nn
 
+from harness import tamper
+
 CLASS_NAME = "CustomNorm"
 
 
 class SubmissionError(Exception):
-    """A submission cannot be used; ``str(err)`` is a one-line explanation for the user."""
+    """A submission cannot be used; ``str(err)`` is a one-line explanation for the user.
+    ``category`` is what a run record calls it: ``interface``, ``refused`` (static scan) or
+    ``tampered``."""
+
+    def __init__(self, message: str, category: str = "interface"):
+        super().__init__(message)
+        self.category = category
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ def _line_in(exc: BaseException, path: Path) -> int | None:
     return line
 
 
-def _check_path(path: Path) -> None:
+def check_path(path: Path) -> None:
     if not path.exists():
         raise SubmissionError(f"{path}: no such file")
     if path.is_dir():
@@ -99,6 +107,7 @@ def _import(path: Path, digest: str):
     module_name = f"_harness_submission_{digest[:16]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    tamper.baseline()  # what the scoring functions are before any submission has run
     # Registered while it runs so that dataclasses, pickling and typing inside it work.
     sys.modules[module_name] = module
     try:
@@ -112,13 +121,17 @@ def _import(path: Path, digest: str):
         where = _line_in(exc, path)
         message = str(exc).splitlines()[0] if str(exc) else ""
         raise SubmissionError(f"{path}:{where}: {type(exc).__name__} while importing: {message}") from None
+    changed = tamper.changes()
+    if changed:
+        raise SubmissionError(f"{path}: importing it changed the harness or torch: "
+                              f"{'; '.join(changed[:3])}", "tampered")
     return module
 
 
 def load(spec: str | Path) -> Submission:
     """Import a submission file (or a baseline by name) with its CustomNorm class and sha256."""
     path = resolve(spec).resolve()
-    _check_path(path)
+    check_path(path)
     digest = sha256_file(path)
     module = _import(path, digest)
     cls = getattr(module, CLASS_NAME, None)

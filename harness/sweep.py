@@ -8,14 +8,17 @@ interrupted sweep continues where it stopped and a changed file never reuses old
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from harness.check import preflight
-from harness.executors import LocalExecutor, Task
+from harness.executors import Isolation, LocalExecutor, Task, vet_in_worker
 from harness.fast import SpeedOptions
-from harness.runner import PROTOCOL_VERSION, RunConfig, run_eval
+from harness.runner import PROTOCOL_VERSION, RunConfig, RunError
+from harness.sandbox import namespaces_unavailable
+from harness.scan import scan_file
 from harness.store import ResultsStore, make_key
-from harness.submission import load
+from harness.submission import SubmissionError, check_path, load, resolve
 from harness.suites import Setting, Suite
 
 
@@ -53,25 +56,74 @@ def plan(store: ResultsStore, sha256: str, suite: Suite, final: bool, rerun: boo
 RunHook = Callable[[PlannedRun, int, int], None]
 
 
+def scan_row(path: Path, trust_code: bool) -> dict[str, Any]:
+    """The static scan (harness.scan) as a check row; raises SubmissionError (category
+    ``refused``) on a finding unless ``trust_code``."""
+    findings = scan_file(path)
+    if findings and not trust_code:
+        listed = "; ".join(f"line {f.line}: {f.what}" for f in findings[:8])
+        more = f" (and {len(findings) - 8} more)" if len(findings) > 8 else ""
+        raise SubmissionError(
+            f"{path}: refused by the static scan: {listed}{more}. A norm layer needs tensors and "
+            "arithmetic only; if you trust this file, pass --trust-code", "refused")
+    detail = ("; ".join(f"line {f.line}: {f.what}" for f in findings) + " (allowed by --trust-code)"
+              if findings else "no imports or names outside tensor arithmetic")
+    return {"name": "static-scan", "status": "warn" if findings else "pass", "detail": detail,
+            "fatal": False}
+
+
+def vet_untrusted(path: Path, sha256: str, store: ResultsStore, isolation: Isolation,
+                  source: str, trust_code: bool) -> list[dict[str, Any]]:
+    """Static scan, then the pre-flight checks in a sandboxed worker; this process never imports
+    the file. Returns the check rows; raises SubmissionError when the file is refused."""
+    reason = namespaces_unavailable() if isolation.namespaces else None
+    if reason:
+        raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
+                       "--unsafe-no-namespaces to run it without network and file-system "
+                       "isolation (resource limits and the process filter still apply)")
+    row = scan_row(path, trust_code)
+    outcome = vet_in_worker(path, sha256, store, isolation)
+    if "error" in outcome:
+        raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
+    checks = outcome["report"]["checks"]
+    failed = next((c for c in checks if c["status"] == "fail" and c["fatal"]), None)
+    if failed is not None:
+        raise SubmissionError(f"{source}: check '{failed['name']}' failed: {failed['detail']} "
+                              f"(`harness check {source}` for the full report)")
+    return [row, *checks]
+
+
 def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
           rerun: bool = False, device: str = "auto", data_root: str | None = None,
           download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
           speed: SpeedOptions | None = None, jobs: int = 1, resume: bool = True,
-          execute: Callable[..., tuple[dict[str, Any], Any]] = run_eval,
+          isolation: Isolation | None = None, trust_code: bool = False,
+          execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
           on_run: RunHook | None = None, on_skip: RunHook | None = None,
-          on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None) -> SweepResult:
+          on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
+          echo: Callable[[str], None] | None = None) -> SweepResult:
     """Store the file, register the entry, vet the layer, then run every missing (setting, seed).
 
-    ``jobs`` > 1 runs them in worker processes (see :mod:`harness.executors`); otherwise
-    ``execute`` runs each in this process (the CLI passes one that draws a progress bar). Raises
-    SubmissionError when the file is unusable or fails a fatal check.
+    Each run executes in its own worker process under ``isolation`` (timeout, memory limit, and
+    the sandbox when untrusted: then this process never imports the file, and the static scan
+    refuses it unless ``trust_code``). ``execute`` instead runs each in this process (tests).
+    Raises SubmissionError when the file is unusable or fails a fatal check.
     """
-    original = load(source)
-    copy, digest = store.store_submission(original.path)
-    submission = load(copy)  # train exactly the stored bytes
-    report = preflight(submission, check_timeout, source)
-    store.register_entry(name, kind, digest, suite.name, final, str(original.path))
-    checks = report.to_json()["checks"]
+    isolation = isolation or Isolation(check_timeout=check_timeout)
+    if isolation.untrusted:
+        path = resolve(source).resolve()
+        check_path(path)
+        copy, digest = store.store_submission(path)
+        checks = vet_untrusted(copy, digest, store, isolation, source, trust_code)
+        submission = None
+    else:
+        original = load(source)
+        path = original.path
+        copy, digest = store.store_submission(original.path)
+        submission = load(copy)  # train exactly the stored bytes
+        report = preflight(submission, check_timeout, source)
+        checks = [scan_row(copy, trust_code=True), *report.to_json()["checks"]]
+    store.register_entry(name, kind, digest, suite.name, final, str(path))
     result = SweepResult(entry=name)
     planned = plan(store, digest, suite, final, rerun, precision)
     tasks, by_task = [], {}
@@ -85,9 +137,9 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
                            seed=run.seed, recipe=suite.recipe, limit_train=suite.limit_train,
                            limit_test=suite.limit_test, device=device, data_root=data_root,
                            download=download, precision=precision, speed=speed or SpeedOptions(),
-                           resume=resume)
+                           resume=resume and not isolation.untrusted)
         extra = {"entry": name, "entry_kind": kind,
-                 "submission_source": str(original.path),
+                 "submission_source": str(path),
                  "suite": {**suite.describe(), "setting": run.setting.key,
                            "hidden": run.setting.hidden, "final": final}}
         task = Task(config, f"{name} {run.setting.key} seed {run.seed}", digest, extra, checks)
@@ -103,6 +155,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
         if on_done:
             on_done(by_task[id(task)][0], record)
 
-    result.ran = LocalExecutor(jobs, device).run(tasks, store, execute=execute, submission=submission,
-                                                 on_start=started, on_done=done)
+    executor = LocalExecutor(jobs, device, isolation)
+    result.ran = executor.run(tasks, store, execute=execute, submission=submission,
+                              on_start=started, on_done=done, echo=echo)
     return result

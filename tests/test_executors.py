@@ -9,7 +9,7 @@ from harness.executors import (Task, config_from_json, config_to_json, crash_rec
                                worker_slots)
 from harness.fast import SpeedOptions
 from harness.record import strip_timings
-from harness.runner import RunConfig
+from harness.runner import RunConfig, run_eval
 from harness.store import ResultsStore, run_key
 from harness.suites import load_suite
 from harness.sweep import plan, sweep
@@ -60,8 +60,8 @@ def tiny_suite():
 
 @pytest.mark.slow
 def test_jobs_give_the_records_of_a_sequential_sweep(tmp_path, monkeypatch):
-    """Two workers (1 thread each, as they get on 2 cores) write the records that a sequential
-    sweep with 1 thread writes: the same numbers, bit for bit."""
+    """Two workers (1 thread each, as they get on 2 cores) write the records that the same runs,
+    one after another in this process with 1 thread, write: the same numbers, bit for bit."""
     import torch
 
     suite = tiny_suite()
@@ -69,7 +69,7 @@ def test_jobs_give_the_records_of_a_sequential_sweep(tmp_path, monkeypatch):
                      device="cpu", jobs=2)
     torch.set_num_threads(1)
     sequential = sweep(ResultsStore(tmp_path / "seq"), SELECTIVE, "sel", "submission", suite,
-                       False, device="cpu")
+                       False, device="cpu", execute=run_eval)  # in this process
     assert [r["status"] for r in parallel.ran] == ["ok", "ok"]
 
     def comparable(r):
