@@ -133,8 +133,9 @@ def run_flags(record: dict[str, Any]) -> list[str]:
     flags = []
     if record["status"] == "diverged":
         flags.append("diverged")
+    chance = record.get("chance_acc") or 100.0 / record["config"]["num_classes"]
     if record.get("final_acc") is not None and at_chance(
-            record["final_acc"], record["chance_acc"], record["data"]["test_size"]):
+            record["final_acc"], chance, record["data"]["test_size"]):
         flags.append("chance")
     return flags
 

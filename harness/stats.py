@@ -78,7 +78,7 @@ def run_flags_of(record: dict[str, Any]) -> list[str]:
     classes = record.get("config", {}).get("num_classes")
     if not classes or "data" not in record:
         return ["diverged"] if record.get("status") == "diverged" else []
-    return run_flags({**record, "chance_acc": 100.0 / classes})
+    return run_flags(record)
 
 
 def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -> pd.DataFrame:
