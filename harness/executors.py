@@ -364,7 +364,8 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
     spec_path, log_path = work_dir / f"{stem}.spec.json", work_dir / f"{stem}.log"
     policy = None
     if isolation.untrusted:
-        policy = _sandbox_policy(isolation, store, memory, int(env.get("OMP_NUM_THREADS", "1")))
+        threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)  # torch's default: all
+        policy = _sandbox_policy(isolation, store, memory, threads)
     write_json_atomic(spec_path, {
         "mode": "run", "config": config_to_json(task.config), "extra": task.extra,
         "checks": task.checks, "sha256": task.sha256,

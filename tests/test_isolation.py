@@ -231,3 +231,46 @@ def test_eval_untrusted_runs_sandboxed_and_the_parent_writes_the_record(tmp_path
     assert record["status"] == "ok" and record["checks"][0]["name"] == "static-scan"
     assert record["submission"]["path"].startswith(str(tmp_path / "submissions"))
     assert not list(tmp_path.glob("checkpoints/*"))  # untrusted runs keep none
+
+
+def test_untrusted_is_refused_where_namespaces_are_unavailable(tmp_path, monkeypatch):
+    from harness.runner import RunError
+    from harness.store import ResultsStore
+    from harness.sweep import sweep
+
+    monkeypatch.setattr("harness.sweep.namespaces_unavailable", lambda: "no unshare here")
+    with pytest.raises(RunError, match="no unshare here.*--unsafe-no-namespaces"):
+        sweep(ResultsStore(tmp_path), str(ROOT / "custom_norm.py"), "x", "submission",
+              load_suite("smoke"), False, isolation=Isolation(untrusted=True))
+    assert not list(tmp_path.glob("runs/*.json"))
+
+
+def test_without_namespaces_the_limits_and_the_filter_still_apply(tmp_path):
+    """--unsafe-no-namespaces: no unshare, but still no sockets, no processes, limited files."""
+    import json
+    import subprocess
+
+    from harness.sandbox import OPEN_FILES, Policy
+
+    policy = Policy(private_dir=str(tmp_path), namespaces=False, cpu_seconds=100)
+    probe = f"""
+import json, resource, socket, subprocess
+from harness.sandbox import Policy, enter
+notes = enter(Policy(**{policy.to_json()!r}), "cpu")
+out = {{"notes": notes, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "cpu": resource.getrlimit(resource.RLIMIT_CPU)[0]}}
+for name, fn in (("socket", socket.socket), ("exec", lambda: subprocess.run(["true"]))):
+    try:
+        fn()
+        out[name] = "allowed"
+    except OSError as exc:
+        out[name] = exc.strerror
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["socket"] == out["exec"] == "Operation not permitted"
+    assert out["nofile"] == OPEN_FILES and out["cpu"] == 100
+    assert "no namespaces" in out["notes"][0]
