@@ -79,8 +79,9 @@ class Checkpoint:
         """The saved state, or None when there is none (or it belongs to another run)."""
         if not self.path.is_file():
             return None
-        # weights_only=False: the state holds python/numpy RNG states. The file is ours, written
-        # by this harness under the results folder, never taken from a submission.
+        # weights_only=False: the state holds python/numpy RNG states. The file was written by
+        # this run's own process; a sandboxed run's checkpoint is loaded only inside its sandbox
+        # (its own folder, bound in), never by the parent.
         # Everything to the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
         state = torch.load(self.path, map_location="cpu", weights_only=False)
         return state if state.get("identity") == self.identity else None

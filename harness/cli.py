@@ -331,7 +331,7 @@ def _eval_untrusted(config, results_dir: str, isolation, trust_code: bool):
     check_path(path)
     copy, digest = store.store_submission(path)
     checks = vet_untrusted(copy, digest, store, isolation, source, trust_code)
-    config.submission, config.resume = str(copy), False
+    config.submission = str(copy)
     task = Task(config, f"{path.stem} {config.arch}-{config.dataset} seed {config.seed}", digest,
                 {"submission_source": str(path)}, checks)
     record = run_in_worker(task, store, {}, store.root / "logs", 0, isolation,

@@ -282,13 +282,22 @@ def _stem(label: str, index: int) -> str:
     return f"{utc_now().replace(':', '')}-{index:03d}-{stem}"
 
 
-def _sandbox_policy(isolation: Isolation, store, memory: int, threads: int) -> Policy:
+def _sandbox_policy(isolation: Isolation, store, memory: int, threads: int,
+                    checkpoint_dir: Path | None = None) -> Policy:
     private = tempfile.mkdtemp(prefix="harness-sandbox-")
     cpu = None
     if isolation.timeout_s:  # every thread may burn CPU for the whole wall-clock limit, no more
         cpu = int(isolation.timeout_s * max(1, threads)) + 60
     return Policy(private_dir=private, hide=[str(store.root.resolve())],
+                  checkpoint_dir=str(checkpoint_dir.resolve()) if checkpoint_dir else None,
                   namespaces=isolation.namespaces, memory_bytes=memory, cpu_seconds=cpu)
+
+
+def sandbox_checkpoint_dir(store, task: Task) -> Path:
+    """A sandboxed run's own checkpoint folder: it can reach no other run's checkpoint."""
+    identity = run_identity(task.sha256, task.config, resolve_dataset_name(task.config.dataset),
+                            PROTOCOL_VERSION)
+    return store.root / "checkpoints" / "sandboxed" / identity
 
 
 def _worker_argv(spec_path: Path, policy: Policy | None) -> list[str]:
@@ -362,10 +371,12 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
     memory = memory or isolation.memory_for(1)
     stem = _stem(task.label, index)
     spec_path, log_path = work_dir / f"{stem}.spec.json", work_dir / f"{stem}.log"
-    policy = None
+    policy, checkpoints = None, None
     if isolation.untrusted:
         threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)  # torch's default: all
-        policy = _sandbox_policy(isolation, store, memory, threads)
+        checkpoints = sandbox_checkpoint_dir(store, task)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        policy = _sandbox_policy(isolation, store, memory, threads, checkpoints)
     write_json_atomic(spec_path, {
         "mode": "run", "config": config_to_json(task.config), "extra": task.extra,
         "checks": task.checks, "sha256": task.sha256,
@@ -389,10 +400,13 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
         category, message = _failure_of(outcome, isolation, memory)
         record = crash_record(task, category, message, outcome.log_tail())
     store.add(record)
-    if "record" in reported:
-        dataset = resolve_dataset_name(task.config.dataset)
-        Checkpoint.for_run(store.root, run_identity(task.sha256, task.config, dataset,
-                                                    PROTOCOL_VERSION)).remove()
+    if "record" in reported:  # the record is the run's result now
+        if checkpoints is not None:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        else:
+            dataset = resolve_dataset_name(task.config.dataset)
+            Checkpoint.for_run(store.root, run_identity(task.sha256, task.config, dataset,
+                                                        PROTOCOL_VERSION)).remove()
     spec_path.unlink(missing_ok=True)
     return record
 

@@ -165,7 +165,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     recorded (status ``failed``) and the record is still written; the caller decides the exit code.
     With ``write=False`` the record is only returned (a worker process hands it to its parent, which
     writes it) and the checkpoint is left for the parent to remove; ``checkpoints=False`` neither
-    saves nor resumes one (untrusted runs: their checkpoint could be forged).
+    saves nor resumes one.
     """
     if config.arch not in ARCHS:
         raise RunError(f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHS)}")

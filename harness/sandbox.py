@@ -62,6 +62,9 @@ class Policy:
 
     private_dir: str  # an empty directory made by the parent; a private tmpfs inside the sandbox
     hide: list[str] = field(default_factory=list)  # covered with an empty read-only tmpfs
+    # This run's own checkpoint folder (under the hidden store), the one writable place outside the
+    # private tmpfs; seen inside at PRIVATE/checkpoints.
+    checkpoint_dir: str | None = None
     namespaces: bool = True  # False only when explicitly overridden (no network or mount isolation)
     memory_bytes: int | None = None
     cpu_seconds: int | None = None
@@ -108,13 +111,18 @@ def _mounts() -> list[tuple[str, int]]:
 def _isolate_files(policy: Policy) -> list[str]:
     notes = []
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    _mount("tmpfs", policy.private_dir, "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={PRIVATE_TMP_SIZE},mode=0700")
+    keep = {os.path.realpath(policy.private_dir), *map(os.path.realpath, policy.hide)}
+    if policy.checkpoint_dir:  # bound before the store is hidden, which it lies in
+        inside = os.path.join(policy.private_dir, "checkpoints")
+        os.mkdir(inside)
+        _mount(policy.checkpoint_dir, inside, None, MS_BIND, None)
+        keep.add(os.path.realpath(inside))
     for path in policy.hide:
         if os.path.isdir(path):
             _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                    "size=4k,mode=0555")
-    _mount("tmpfs", policy.private_dir, "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={PRIVATE_TMP_SIZE},mode=0700")
-    keep = {os.path.realpath(policy.private_dir), *map(os.path.realpath, policy.hide)}
     for point, flags in _mounts():
         if point in keep or flags & MS_RDONLY:
             continue
@@ -222,9 +230,13 @@ def set_limits(policy: Policy, device_type: str) -> list[str]:
 def enter(policy: Policy, device_type: str) -> list[str]:
     """Apply the policy to this process (the worker, before it imports the submission); return
     notes on what could not be applied. Irreversible."""
-    notes = _isolate_files(policy) if policy.namespaces else [
-        "no namespaces (overridden): the network, the results store and the file system are "
-        "reachable"]
+    if policy.namespaces:
+        notes = _isolate_files(policy)
+    else:
+        notes = ["no namespaces (overridden): the network, the results store and the file system "
+                 "are reachable"]
+        if policy.checkpoint_dir:
+            os.symlink(policy.checkpoint_dir, os.path.join(policy.private_dir, "checkpoints"))
     os.chdir(policy.private_dir)
     for var in ("TMPDIR", "TMP", "TEMP", "HOME"):
         os.environ[var] = policy.private_dir

@@ -137,7 +137,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
                            seed=run.seed, recipe=suite.recipe, limit_train=suite.limit_train,
                            limit_test=suite.limit_test, device=device, data_root=data_root,
                            download=download, precision=precision, speed=speed or SpeedOptions(),
-                           resume=resume and not isolation.untrusted)
+                           resume=resume)
         extra = {"entry": name, "entry_kind": kind,
                  "submission_source": str(path),
                  "suite": {**suite.describe(), "setting": run.setting.key,

@@ -78,11 +78,14 @@ def main(argv: list[str]) -> int:
         progress["bar"] = _Progress(record["config"]["epochs"], -(-n // bs))
 
     try:
-        record, _ = run_eval(config, spec["results"] or ".", checks=spec["checks"],
+        # Sandboxed, RESULTS/checkpoints is this run's own folder, bound at PRIVATE/checkpoints.
+        root = spec["results"] or (spec["sandbox"]["private_dir"]
+                                   if spec["sandbox"] and spec["sandbox"]["checkpoint_dir"] else None)
+        record, _ = run_eval(config, root or ".", checks=spec["checks"],
                              extra=spec["extra"], on_start=on_start,
                              on_epoch=lambda e: progress["bar"].epoch(e),
                              warn=lambda m: print(f"warning: {m}", flush=True),
-                             write=False, checkpoints=spec["results"] is not None)
+                             write=False, checkpoints=root is not None)
     except (RunError, SubmissionError) as exc:  # could not start: the parent records it
         print(f"error: {exc}", flush=True)
         emit({"error": str(exc), "category": exc.category})

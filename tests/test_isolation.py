@@ -274,3 +274,38 @@ print(json.dumps(out))
     assert out["socket"] == out["exec"] == "Operation not permitted"
     assert out["nofile"] == OPEN_FILES and out["cpu"] == 100
     assert "no namespaces" in out["notes"][0]
+
+
+@pytest.mark.skipif(namespaces_unavailable() is not None, reason="no Linux namespaces here")
+def test_a_sandboxed_run_resumes_from_its_own_checkpoint_folder(tmp_path):
+    from harness.checkpoint import Checkpoint
+    from harness.executors import run_in_worker, sandbox_checkpoint_dir
+    from harness.runner import run_eval
+    from harness.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results")
+    copy, digest = store.store_submission(ROOT / "custom_norm.py")
+    config = RunConfig(str(copy), "resnet20", "digits", seed=3, recipe=Recipe(epochs=2, batch_size=32),
+                       limit_train=64, limit_test=32, device="cpu")
+
+    def stop_at_epoch_2(e):
+        if e.epoch == 2:
+            raise KeyboardInterrupt  # as a kill after epoch 1's checkpoint leaves it
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(config, tmp_path / "elsewhere", on_epoch=stop_at_epoch_2)
+    (left,) = (tmp_path / "elsewhere" / "checkpoints").glob("*.pt")
+    task = Task(config, "resume-me", digest, {}, [])
+    folder = sandbox_checkpoint_dir(store, task)
+    folder.mkdir(parents=True)
+    left.rename(folder / left.name)
+
+    record = run_in_worker(task, store, {"OMP_NUM_THREADS": "1"}, tmp_path, 0,
+                           Isolation(untrusted=True))
+    assert record["status"] == "ok" and record["epochs_completed"] == 2, record.get("failure")
+    assert [r["from_epoch"] for r in record["resumes"]] == [1]
+    (log,) = tmp_path.glob("*.log")
+    assert "resuming from the checkpoint of epoch 1" in log.read_text()
+    assert "epoch   1/2" not in log.read_text() and "epoch   2/2" in log.read_text()
+    assert not folder.exists()  # removed with the record written
+    assert Checkpoint.for_run(store.root, left.stem).load() is None
