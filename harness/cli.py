@@ -330,7 +330,7 @@ def _eval_untrusted(config, results_dir: str, isolation, trust_code: bool):
     path = resolve(source).resolve()
     check_path(path)
     copy, digest = store.store_submission(path)
-    checks = vet_untrusted(copy, digest, store, isolation, source, trust_code)
+    checks = vet_untrusted(copy, store, isolation, source, trust_code)
     config.submission = str(copy)
     task = Task(config, f"{path.stem} {config.arch}-{config.dataset} seed {config.seed}", digest,
                 {"submission_source": str(path)}, checks)

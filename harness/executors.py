@@ -33,14 +33,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.fast import SpeedOptions
 from harness.checkpoint import Checkpoint, run_identity
 from harness.data import resolve_dataset_name
+from harness.fast import SpeedOptions
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
 from harness.runner import PROTOCOL_VERSION, RunConfig, config_fields, run_flags
 from harness.sandbox import Policy, command
-from harness.worker import RESULT_MARKER
 from harness.train import Recipe
+from harness.worker import RESULT_MARKER
 
 
 @dataclass
@@ -300,9 +300,24 @@ def sandbox_checkpoint_dir(store, task: Task) -> Path:
     return store.root / "checkpoints" / "sandboxed" / identity
 
 
-def _worker_argv(spec_path: Path, policy: Policy | None) -> list[str]:
+def _launch(spec: dict[str, Any], stem: str, work_dir: Path, env: dict[str, str],
+            policy: Policy | None, timeout_s: float | None, memory: int,
+            echo: Echo | None = None) -> WorkerOutcome:
+    """Write the spec, run ``python -m harness.worker`` on it (inside the sandbox when ``policy``),
+    and clean up its spec and private folder; the log stays in ``work_dir``."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec_path, log_path = work_dir / f"{stem}.spec.json", work_dir / f"{stem}.log"
+    write_json_atomic(spec_path, {**spec, "sandbox": policy.to_json() if policy else None})
     argv = [sys.executable, "-m", "harness.worker", str(spec_path)]
-    return command(policy, argv) if policy else argv
+    if policy:
+        argv = command(policy, argv)
+        env = {**env, "JOBLIB_MULTIPROCESSING": "0"}  # scikit-learn's joblib: no /dev/shm to use
+    try:
+        return run_worker_process(argv, env, log_path, timeout_s, memory, echo)
+    finally:
+        if policy:
+            shutil.rmtree(policy.private_dir, ignore_errors=True)
+        spec_path.unlink(missing_ok=True)
 
 
 def _failure_of(outcome: WorkerOutcome, isolation: Isolation, memory: int) -> tuple[str, str]:
@@ -369,27 +384,17 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
     saying why there is none) and return it."""
     isolation = isolation or Isolation()
     memory = memory or isolation.memory_for(1)
-    stem = _stem(task.label, index)
-    spec_path, log_path = work_dir / f"{stem}.spec.json", work_dir / f"{stem}.log"
     policy, checkpoints = None, None
     if isolation.untrusted:
         threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)  # torch's default: all
         checkpoints = sandbox_checkpoint_dir(store, task)
         checkpoints.mkdir(parents=True, exist_ok=True)
         policy = _sandbox_policy(isolation, store, memory, threads, checkpoints)
-    write_json_atomic(spec_path, {
-        "mode": "run", "config": config_to_json(task.config), "extra": task.extra,
-        "checks": task.checks, "sha256": task.sha256,
-        "results": None if policy else str(store.root.resolve()),
-        "sandbox": policy.to_json() if policy else None})
-    if policy:  # joblib (scikit-learn's digits) would warn that it cannot use /dev/shm
-        env = {**env, "JOBLIB_MULTIPROCESSING": "0"}
-    try:
-        outcome = run_worker_process(_worker_argv(spec_path, policy), env, log_path,
-                                     isolation.timeout_s, memory, echo)
-    finally:
-        if policy:
-            shutil.rmtree(policy.private_dir, ignore_errors=True)
+    spec = {"mode": "run", "config": config_to_json(task.config), "extra": task.extra,
+            "checks": task.checks, "sha256": task.sha256,
+            "results": None if policy else str(store.root.resolve())}
+    outcome = _launch(spec, _stem(task.label, index), work_dir, env, policy, isolation.timeout_s,
+                      memory, echo)
     reported = outcome.result or {}
     if "record" in reported:
         record = accept_record(task, reported["record"])
@@ -407,33 +412,22 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
             dataset = resolve_dataset_name(task.config.dataset)
             Checkpoint.for_run(store.root, run_identity(task.sha256, task.config, dataset,
                                                         PROTOCOL_VERSION)).remove()
-    spec_path.unlink(missing_ok=True)
     return record
 
 
-def vet_in_worker(path: Path, sha256: str, store, isolation: Isolation,
+def vet_in_worker(path: Path, store, isolation: Isolation,
                   device: str = "cpu") -> dict[str, Any]:
     """The pre-flight checks of a submission, run in a (sandboxed, when untrusted) worker so that
     this process never imports it. Returns ``{"report": ...}`` or ``{"error", "category"}``."""
-    work_dir = store.root / "logs"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    stem = _stem(f"check-{path.stem}", 0)
-    spec_path, log_path = work_dir / f"{stem}.spec.json", work_dir / f"{stem}.log"
     memory = isolation.memory_for(1)
     policy = _sandbox_policy(isolation, store, memory, 1) if isolation.untrusted else None
     config = RunConfig(submission=str(path), arch="resnet20", dataset="digits", device=device)
-    write_json_atomic(spec_path, {"mode": "check", "config": config_to_json(config),
-                                  "check_timeout": isolation.check_timeout,
-                                  "sandbox": policy.to_json() if policy else None})
+    spec = {"mode": "check", "config": config_to_json(config),
+            "check_timeout": isolation.check_timeout}
     # Each check has its own limit inside; this one stops a worker that hangs outside them.
     limit = 120 + 20 * isolation.check_timeout if isolation.check_timeout else isolation.timeout_s
-    try:
-        outcome = run_worker_process(_worker_argv(spec_path, policy), {"OMP_NUM_THREADS": "1"},
-                                     log_path, limit, memory)
-    finally:
-        if policy:
-            shutil.rmtree(policy.private_dir, ignore_errors=True)
-    spec_path.unlink(missing_ok=True)
+    outcome = _launch(spec, _stem(f"check-{path.stem}", 0), store.root / "logs",
+                      {"OMP_NUM_THREADS": "1"}, policy, limit, memory)
     if outcome.result:
         return outcome.result
     category, message = _failure_of(outcome, Isolation(timeout_s=limit), memory)

@@ -72,17 +72,17 @@ def scan_row(path: Path, trust_code: bool) -> dict[str, Any]:
             "fatal": False}
 
 
-def vet_untrusted(path: Path, sha256: str, store: ResultsStore, isolation: Isolation,
+def vet_untrusted(path: Path, store: ResultsStore, isolation: Isolation,
                   source: str, trust_code: bool) -> list[dict[str, Any]]:
     """Static scan, then the pre-flight checks in a sandboxed worker; this process never imports
     the file. Returns the check rows; raises SubmissionError when the file is refused."""
+    row = scan_row(path, trust_code)
     reason = namespaces_unavailable() if isolation.namespaces else None
     if reason:
         raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
                        "--unsafe-no-namespaces to run it without network and file-system "
                        "isolation (resource limits and the process filter still apply)")
-    row = scan_row(path, trust_code)
-    outcome = vet_in_worker(path, sha256, store, isolation)
+    outcome = vet_in_worker(path, store, isolation)
     if "error" in outcome:
         raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
     checks = outcome["report"]["checks"]
@@ -114,7 +114,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
         path = resolve(source).resolve()
         check_path(path)
         copy, digest = store.store_submission(path)
-        checks = vet_untrusted(copy, digest, store, isolation, source, trust_code)
+        checks = vet_untrusted(copy, store, isolation, source, trust_code)
         submission = None
     else:
         original = load(source)

@@ -230,7 +230,7 @@ def test_eval_untrusted_runs_sandboxed_and_the_parent_writes_the_record(tmp_path
     record = json.loads(path.read_text())
     assert record["status"] == "ok" and record["checks"][0]["name"] == "static-scan"
     assert record["submission"]["path"].startswith(str(tmp_path / "submissions"))
-    assert not list(tmp_path.glob("checkpoints/*"))  # untrusted runs keep none
+    assert not list(tmp_path.glob("checkpoints/sandboxed/*"))  # its folder went with the record
 
 
 def test_untrusted_is_refused_where_namespaces_are_unavailable(tmp_path, monkeypatch):
