@@ -1,0 +1,80 @@
+"""How a run trained, from its per-epoch curves: convergence speed, stability, generalisation gap.
+
+Every function takes the per-epoch lists of a record (epoch 1 first) and states its definition;
+the values are what a study report and the leaderboard's entry pages show. Non-finite values (a
+diverged epoch) never count as reached accuracy or as a loss rise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+REACH_FRACTIONS = (0.90, 0.95, 0.99)
+LOSS_RISE = 0.05  # a test-loss rise counts when loss[e] > (1 + LOSS_RISE) * loss[e - 1]
+LATE_FRACTION = 0.10  # "late" epochs: the last 10% (at least 2)
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def epochs_to_reach(test_acc: Sequence[float | None],
+                    fractions: Sequence[float] = REACH_FRACTIONS) -> dict[str, int | None]:
+    """For each fraction f, the first epoch (1-based) whose test accuracy is at least f x the best
+    test accuracy of the run; None when the run has no finite accuracy."""
+    finite = _finite(test_acc)
+    best = max(finite) if finite else None
+    out: dict[str, int | None] = {}
+    for f in fractions:
+        key = f"{round(f * 100)}%"
+        out[key] = None if best is None else next(
+            i for i, a in enumerate(test_acc, 1)
+            if a is not None and math.isfinite(a) and a >= f * best)
+    return out
+
+
+def loss_rises(test_loss: Sequence[float | None], threshold: float = LOSS_RISE) -> int:
+    """Number of epochs whose test loss is more than ``threshold`` (relative) above the previous
+    epoch's; pairs with a non-finite value do not count."""
+    count = 0
+    for prev, cur in zip(test_loss, test_loss[1:]):
+        if (prev is not None and cur is not None and math.isfinite(prev) and math.isfinite(cur)
+                and cur > (1.0 + threshold) * prev):
+            count += 1
+    return count
+
+
+def late_std(test_acc: Sequence[float | None], fraction: float = LATE_FRACTION) -> float | None:
+    """Sample standard deviation (ddof=1) of the test accuracy over the last ``fraction`` of the
+    epochs, at least 2 of them; None with fewer than 2 finite values there."""
+    n = max(2, math.ceil(fraction * len(test_acc)))
+    tail = _finite(test_acc[-n:])
+    if len(tail) < 2:
+        return None
+    mean = sum(tail) / len(tail)
+    return math.sqrt(sum((v - mean) ** 2 for v in tail) / (len(tail) - 1))
+
+
+def generalisation_gap(train_acc: Sequence[float | None],
+                       test_acc: Sequence[float | None]) -> float | None:
+    """Final epoch's training accuracy minus its test accuracy (percentage points)."""
+    if not train_acc or not test_acc:
+        return None
+    a, b = train_acc[-1], test_acc[-1]
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    return a - b
+
+
+def curve_metrics(epochs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """All of the above from a record's ``epochs`` list, with the thresholds they used."""
+    test_acc = [e.get("test_acc") for e in epochs]
+    return {
+        "epochs_to_reach": epochs_to_reach(test_acc),
+        "loss_rises": loss_rises([e.get("test_loss") for e in epochs]),
+        "loss_rise_threshold": LOSS_RISE,
+        "late_test_acc_std": late_std(test_acc),
+        "late_fraction": LATE_FRACTION,
+        "generalisation_gap": generalisation_gap([e.get("train_acc") for e in epochs], test_acc),
+    }
