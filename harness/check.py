@@ -386,14 +386,20 @@ class Report:
 PREFLIGHT = frozenset({c.name for c in CHECKS if c.fatal} | {"eval-batch-independent"})
 
 
-def preflight(submission: Submission, timeout: float, source: str) -> Report:
-    """The pre-flight checks of ``harness eval`` and ``harness submit``; raises SubmissionError, naming
-    ``source`` (the file or name as the user gave it), on the first fatal failure."""
-    report = run_checks(str(submission.path), timeout=timeout, only=PREFLIGHT, submission=submission)
-    failed = report.fatal_failure
+def refuse_on_fatal(checks: list[dict], source: str) -> None:
+    """Raise SubmissionError, naming ``source`` (the file or name as the user gave it), on the
+    first fatal failure among ``checks`` (rows as in ``Report.to_json()``)."""
+    failed = next((c for c in checks if c["status"] == FAIL and c["fatal"]), None)
     if failed is not None:
-        raise SubmissionError(f"{source}: check '{failed.name}' failed: {failed.detail} "
+        raise SubmissionError(f"{source}: check '{failed['name']}' failed: {failed['detail']} "
                               f"(`harness check {source}` for the full report)")
+
+
+def preflight(submission: Submission, timeout: float, source: str) -> Report:
+    """The pre-flight checks of ``harness eval`` and ``harness submit``; raises SubmissionError on
+    the first fatal failure (:func:`refuse_on_fatal`)."""
+    report = run_checks(str(submission.path), timeout=timeout, only=PREFLIGHT, submission=submission)
+    refuse_on_fatal(report.to_json()["checks"], source)
     return report
 
 

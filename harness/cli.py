@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 import traceback
+from collections import Counter
 from typing import Any
 
 import click
@@ -322,15 +323,10 @@ def _eval_untrusted(config, results_dir: str, isolation, trust_code: bool):
     is written here, from what the worker reports."""
     from harness.executors import Task, run_in_worker
     from harness.store import ResultsStore
-    from harness.submission import check_path, resolve
-    from harness.sweep import vet_untrusted
+    from harness.sweep import admit_untrusted
 
     store = ResultsStore(results_dir)
-    source = config.submission
-    path = resolve(source).resolve()
-    check_path(path)
-    copy, digest = store.store_submission(path)
-    checks = vet_untrusted(copy, store, isolation, source, trust_code)
+    path, copy, digest, checks = admit_untrusted(store, config.submission, isolation, trust_code)
     config.submission = str(copy)
     task = Task(config, f"{path.stem} {config.arch}-{config.dataset} seed {config.seed}", digest,
                 {"submission_source": str(path)}, checks)
@@ -378,9 +374,7 @@ def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bo
                f"{len(result.ran) - len(diverged) - len(result.failed)} ok, {len(diverged)} diverged, "
                f"{len(result.failed)} failed")
     if result.failed or diverged:
-        by_category: dict[str, int] = {}
-        for r in result.failed + diverged:
-            by_category[r["failure"]["category"]] = by_category.get(r["failure"]["category"], 0) + 1
+        by_category = Counter(r["failure"]["category"] for r in result.failed + diverged)
         click.echo("failures by category: " + ", ".join(f"{k} {v}" for k, v in sorted(by_category.items())),
                    err=True)
         for r in result.failed + diverged:

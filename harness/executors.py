@@ -18,7 +18,6 @@ With ``untrusted``, each worker is also sandboxed (:mod:`harness.sandbox`).
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -39,7 +38,7 @@ from harness.fast import SpeedOptions
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
 from harness.runner import PROTOCOL_VERSION, RunConfig, config_fields, run_flags
 from harness.sandbox import Policy, command
-from harness.train import Recipe
+from harness.train import Recipe, best_index
 from harness.worker import RESULT_MARKER
 
 
@@ -357,8 +356,8 @@ def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
             acc = e["test_acc"]
             if e["epoch"] != i or not (isinstance(acc, (int, float)) and 0.0 <= acc <= 100.0):
                 raise ValueError(f"epoch {i}")
-        finite = [e for e in epochs if math.isfinite(e["test_acc"])]
-        best = max(finite, key=lambda e: (e["test_acc"], -e["epoch"])) if finite else None
+        i = best_index([e["test_acc"] for e in epochs])
+        best = epochs[i] if i is not None else None
         record.update({
             "epochs_completed": len(epochs),
             "best_acc": best["test_acc"] if best else None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.check import preflight
+from harness.check import preflight, refuse_on_fatal
 from harness.executors import Isolation, LocalExecutor, Task, vet_in_worker
 from harness.fast import SpeedOptions
 from harness.runner import PROTOCOL_VERSION, RunConfig, RunError
@@ -86,11 +86,18 @@ def vet_untrusted(path: Path, store: ResultsStore, isolation: Isolation,
     if "error" in outcome:
         raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
     checks = outcome["report"]["checks"]
-    failed = next((c for c in checks if c["status"] == "fail" and c["fatal"]), None)
-    if failed is not None:
-        raise SubmissionError(f"{source}: check '{failed['name']}' failed: {failed['detail']} "
-                              f"(`harness check {source}` for the full report)")
+    refuse_on_fatal(checks, source)
     return [row, *checks]
+
+
+def admit_untrusted(store: ResultsStore, source: str, isolation: Isolation,
+                    trust_code: bool) -> tuple[Path, Path, str, list[dict[str, Any]]]:
+    """Store an untrusted file (never importing it) and vet it; return (original path, stored
+    copy, sha256, check rows)."""
+    path = resolve(source).resolve()
+    check_path(path)
+    copy, digest = store.store_submission(path)
+    return path, copy, digest, vet_untrusted(copy, store, isolation, source, trust_code)
 
 
 def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
@@ -111,10 +118,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
     """
     isolation = isolation or Isolation(check_timeout=check_timeout)
     if isolation.untrusted:
-        path = resolve(source).resolve()
-        check_path(path)
-        copy, digest = store.store_submission(path)
-        checks = vet_untrusted(copy, store, isolation, source, trust_code)
+        path, copy, digest, checks = admit_untrusted(store, source, isolation, trust_code)
         submission = None
     else:
         original = load(source)

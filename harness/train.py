@@ -66,7 +66,6 @@ class EpochMetrics:
 class TrainResult:
     epochs: list[EpochMetrics] = field(default_factory=list)
     status: str = "ok"  # ok | diverged
-    diverged_at: int | None = None
     train_s: float = 0.0
     eval_s: float = 0.0
     train_images: int = 0
@@ -75,13 +74,20 @@ class TrainResult:
     divergence: dict | None = None  # where and what turned non-finite (DivergenceWatch.read)
 
     def diverge(self, divergence: dict) -> "TrainResult":
-        self.status, self.diverged_at, self.divergence = "diverged", divergence["epoch"], divergence
+        self.status, self.divergence = "diverged", divergence
         return self
 
     @property
     def best(self) -> EpochMetrics | None:
-        finite = [e for e in self.epochs if math.isfinite(e.test_acc)]
-        return max(finite, key=lambda e: (e.test_acc, -e.epoch)) if finite else None
+        i = best_index([e.test_acc for e in self.epochs])
+        return self.epochs[i] if i is not None else None
+
+
+def best_index(test_acc: list[float]) -> int | None:
+    """The protocol's score: the index of the best finite test accuracy (the first epoch that
+    reached it), or None when there is none."""
+    finite = [i for i, a in enumerate(test_acc) if math.isfinite(a)]
+    return max(finite, key=lambda i: (test_acc[i], -i)) if finite else None
 
 
 class DivergenceWatch:

@@ -109,23 +109,17 @@ def test_no_network_even_to_this_machine(tmp_path):
     the_other_run_completed(store, runs)
 
 
-def test_no_new_processes(tmp_path):
-    marker = tmp_path / "spawned"
-    store, runs = submit(materialise("spawns_process", tmp_path, marker=str(marker)),
-                         tmp_path / "results", trust_code=True)
+@pytest.mark.parametrize("name, marker, error", [
+    ("spawns_process", "spawned", "PermissionError"),  # no new processes
+    ("writes_outside", "escaped.txt", "Read-only file system"),  # no writes outside its tmpfs
+])
+def test_no_new_processes_and_no_writes_outside(tmp_path, name, marker, error):
+    marker = tmp_path / marker
+    store, runs = submit(materialise(name, tmp_path, marker=str(marker)), tmp_path / "results",
+                         trust_code=True)
     assert not marker.exists()
     assert runs[2]["failure"]["category"] == "exception"
-    assert "PermissionError" in runs[2]["failure"]["message"]
-    the_other_run_completed(store, runs)
-
-
-def test_no_writes_outside_its_private_directory(tmp_path):
-    marker = tmp_path / "escaped.txt"
-    store, runs = submit(materialise("writes_outside", tmp_path, marker=str(marker)),
-                         tmp_path / "results", trust_code=True)
-    assert not marker.exists()
-    assert runs[2]["failure"]["category"] == "exception"
-    assert "Read-only file system" in runs[2]["failure"]["message"]
+    assert error in runs[2]["failure"]["message"]
     the_other_run_completed(store, runs)
 
 
