@@ -18,7 +18,6 @@ import json
 import os
 import random
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 def run_identity(sha256: str, config, dataset: str, protocol_version: str) -> str:
     """A stable hash of what makes a run this run (speed options and device excluded)."""
     ident = {"sha256": sha256, "arch": config.arch, "dataset": dataset, "seed": config.seed,
-             "recipe": asdict(config.recipe), "limit_train": config.limit_train,
+             "recipe": config.recipe.identity(), "limit_train": config.limit_train,
              "limit_test": config.limit_test, "precision": config.precision,
              "protocol": protocol_version}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]

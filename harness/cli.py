@@ -31,9 +31,12 @@ def _guarded(verbose: bool, fn, *args, **kwargs):
     """Run ``fn``; turn every error into one line (or a traceback with --verbose) and an exit code."""
     from harness.runner import RunError
     from harness.submission import SubmissionError
+    from harness.suites import SuiteError
 
     try:
         return fn(*args, **kwargs)
+    except SuiteError as exc:
+        _fail(str(exc), EXIT_USAGE)
     except (SubmissionError, RunError) as exc:
         if verbose:
             traceback.print_exc()
@@ -343,7 +346,7 @@ def _eval_untrusted(config, results_dir: str, isolation, trust_code: bool):
 def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bool, rerun: bool,
                       device: str, data_root, download: bool, check_timeout: float,
                       precision: str, speed, jobs: int, resume: bool, isolation, trust_code: bool,
-                      verbose: bool):
+                      verbose: bool, **sweep_extra):
     from harness.sweep import sweep
 
     def on_run(run, i, n):
@@ -368,7 +371,7 @@ def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bo
                       check_timeout=check_timeout, precision=precision, speed=speed, jobs=jobs,
                       resume=resume, isolation=isolation, trust_code=trust_code,
                       on_run=on_run, on_skip=on_skip, on_done=on_done,
-                      echo=lambda line: click.echo(f"    {line}"))
+                      echo=lambda line: click.echo(f"    {line}"), **sweep_extra)
     diverged = [r for r in result.ran if r["status"] == "diverged"]
     click.echo(f"\n{name}: {len(result.ran)} run(s), {len(result.skipped)} skipped (already done), "
                f"{len(result.ran) - len(diverged) - len(result.failed)} ok, {len(diverged)} diverged, "
@@ -598,6 +601,129 @@ def leaderboard_build_cmd(results_dir: str, out_dir: str, reveal_hidden: bool, v
               "`harness submit` or `harness baselines run` first, or pass --results")
     index = _guarded(verbose, build_site, results_dir, out_dir, reveal_hidden)
     click.echo(f"leaderboard: {index}  (open file://{index.resolve()})")
+
+
+@main.group("study")
+def study_group() -> None:
+    """Studies: compare layers under one recipe (which, unlike a suite's, may differ from the
+    protocol) and report how they train. The file format is in harness/studies.py; examples in
+    studies/."""
+
+
+def _study_or_fail(path: str):
+    from harness.studies import load_study
+    from harness.suites import SuiteError
+
+    try:
+        return load_study(path)
+    except SuiteError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+@study_group.command("run")
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--only", default=None, help="Comma-separated entry names to run (default: all).")
+@click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs at once per GPU (or in all on a CPU), each in its own worker process.")
+@click.option("--dry-run", is_flag=True, help="List the runs and whether each is done; run nothing.")
+@click.option("--allow-hidden", is_flag=True,
+              help="Allow settings that a leaderboard suite keeps hidden (do not tune on them).")
+@_run_options
+@_isolation_options(untrusted_default=False)
+def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry_run: bool,
+                  allow_hidden: bool, results_dir: str, data_root: str | None, download: bool,
+                  device: str, check_timeout: float, precision: str, speed, resume: bool,
+                  isolation, trust_code: bool, verbose: bool) -> None:
+    """Run every entry x setting x seed of STUDY_FILE that the results folder does not have yet.
+
+    Runs go through the same store, worker processes, limits and checkpoints as `harness submit`,
+    so an interrupted study continues where it stopped, and a run that any study or suite already
+    made with the same file, setting, seed and recipe is reused. Study runs never appear on the
+    leaderboard. The entries are your own files, so they are trusted by default (--untrusted
+    sandboxes them). Exit 1 when any run failed, else 3 when any diverged.
+
+    \b
+    Example:
+      harness study run studies/smoke.toml --results results
+      harness study report studies/smoke.toml --results results --out study-report
+    """
+    from harness.store import ResultsStore
+    from harness.studies import hidden_settings, plan_study, select_entries, sweep_arguments
+
+    study = _study_or_fail(study_file)
+    hidden = hidden_settings(study)
+    if hidden and not allow_hidden:
+        _fail(f"{study_file}: hidden setting(s) {'; '.join(hidden)}: they are evaluated only for "
+              "final submissions, so that nobody tunes on them. Pass --allow-hidden if you really "
+              "mean to run them.", EXIT_USAGE)
+    store = ResultsStore(results_dir)
+    wanted = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    if dry_run:
+        planned = _guarded(verbose, plan_study, study, store, precision)
+        for run in planned:
+            if wanted is None or run.entry.name in wanted:
+                state = "done" if run.done and not rerun else "to run"
+                click.echo(f"{run.entry.name:<28} {run.setting.key:<24} seed {run.seed:<6} {state}")
+        todo = sum(1 for r in planned if (not r.done or rerun)
+                   and (wanted is None or r.entry.name in wanted))
+        click.echo(f"{todo} run(s) to do of {len(planned)}")
+        return
+    click.echo(f"study {study.name}: {len(study.entries)} entries x {len(study.settings)} settings x "
+               f"{len(study.seeds)} seeds; recipe: "
+               + ("; ".join(study.recipe.deviations()) or "the protocol's"))
+    entries = _guarded(verbose, select_entries, study, wanted)
+    results = []
+    for entry in entries:
+        click.echo(f"\n== {entry.name} ({entry.path})")
+        args = sweep_arguments(study, entry)
+        results.append(_sweep_and_report(
+            store, args["source"], args["name"], args["kind"], args["suite"], args["final"], rerun,
+            device, data_root, download, check_timeout, precision, speed, jobs, resume, isolation,
+            trust_code, verbose, register=args["register"], record_extra=args["record_extra"]))
+    ran = [r for res in results for r in res.ran]
+    failed = [r for r in ran if r["status"] == "failed"]
+    diverged = [r for r in ran if r["status"] == "diverged"]
+    click.echo(f"\nstudy {study.name}: {len(ran)} run(s), "
+               f"{sum(len(res.skipped) for res in results)} already done, {len(failed)} failed, "
+               f"{len(diverged)} diverged. Report: harness study report {study_file} "
+               f"--results {results_dir} --out DIR")
+    if failed:
+        sys.exit(EXIT_FAILED)
+    if diverged:
+        sys.exit(EXIT_DIVERGED)
+
+
+@study_group.command("report")
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder to write index.html and study.json to.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=str), help="Results folder to read.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="Which runs to report (never mixed).")
+@click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def study_report_cmd(study_file: str, out_dir: str, results_dir: str, precision: str,
+                     verbose: bool) -> None:
+    """Render STUDY_FILE's report from the results folder: learning curves, best accuracy with
+    confidence intervals, convergence, stability, cost, gradient flow, activation statistics and
+    a summary of the significant differences (HTML, no JavaScript; plus study.json).
+
+    Runs are found by their key (entry file as it is now, setting, seed, recipe); a missing or
+    failed run shows as such, and the report says which cells are incomplete.
+    """
+    from harness.study_report import build_report
+
+    study = _study_or_fail(study_file)
+
+    def build():
+        try:
+            return build_report(study, results_dir, out_dir, precision)
+        except FileNotFoundError as exc:
+            _fail(str(exc))
+
+    index = _guarded(verbose, build)
+    click.echo(f"study report: {index}  (open file://{index.resolve()})")
 
 
 _STATUS_COLOURS = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "bright_black"}

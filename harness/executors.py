@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from harness.checkpoint import Checkpoint, run_identity
 from harness.data import resolve_dataset_name
+from harness.dynamics import curve_metrics
 from harness.fast import SpeedOptions
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
 from harness.runner import PROTOCOL_VERSION, RunConfig, config_fields, run_flags
@@ -106,6 +107,8 @@ def crash_record(task: Task, category: str, message: str, log_tail: str = "") ->
         **task.extra,
         "epochs": [], "epochs_completed": 0, "best_acc": None, "best_epoch": None,
         "final_acc": None, "flags": [], "started_at": utc_now(), "ended_at": utc_now(),
+        "dynamics": curve_metrics([]), "probes": [], "inference": None, "norm_layers": None,
+        "stopped_early": None,
     }
 
 
@@ -368,6 +371,7 @@ def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
         record["submission"] = {**record["submission"], "path": c.submission, "sha256": task.sha256,
                                 "name": Path(c.submission).stem}
         record["checks"] = task.checks
+        record["dynamics"] = curve_metrics(epochs)
         record.update(task.extra)
         record["flags"] = run_flags(record)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

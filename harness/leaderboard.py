@@ -12,9 +12,7 @@ only, so nothing about hidden results leaks through them.
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import Any
 import jinja2
 
 from harness import __version__
+from harness import plots
 from harness import stats as S
 from harness.record import utc_now, write_json_atomic
 from harness.runner import PROTOCOL_VERSION
@@ -133,32 +132,28 @@ def build_table(suite: Suite, entries: list[Entry], frame, reveal: bool) -> dict
             "group_label": "all settings" if reveal else "public settings", "frame": frame}
 
 
-def curves_svg(records: list[dict[str, Any]], title: str) -> str:
-    """Test accuracy and test loss per epoch, one line per seed; an SVG data URI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.2))
+def dynamics_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run: convergence, stability and cost (harness.dynamics, harness.instruments)."""
+    rows = []
     for r in sorted(records, key=lambda r: r["config"]["seed"]):
-        epochs = [e["epoch"] for e in r["epochs"]]
-        label = f"seed {r['config']['seed']}"
-        ax_acc.plot(epochs, [e["test_acc"] for e in r["epochs"]], label=label)
-        ax_loss.plot(epochs, [e["test_loss"] for e in r["epochs"]], label=label)
-    from matplotlib.ticker import MaxNLocator
+        d = r.get("dynamics") or {}
+        peak = (r.get("peak_memory") or {}).get("peak_memory_bytes")
+        rows.append({"seed": r["config"]["seed"], "reach": d.get("epochs_to_reach") or {},
+                     "loss_rises": d.get("loss_rises"), "late_std": d.get("late_test_acc_std"),
+                     "gap": d.get("generalisation_gap"),
+                     "latency_ms": (r.get("inference") or {}).get("median_ms"),
+                     "peak_mib": peak / 2**20 if peak else None,
+                     "norm_parameters": (r.get("norm_layers") or {}).get("parameters")})
+    return rows
 
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{title}: test accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="test loss (log scale)", title=f"{title}: test loss", yscale="log")
-    for ax in (ax_acc, ax_loss):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    plt.close(fig)
-    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue().encode()).decode()
+
+def figures(records: list[dict[str, Any]], title: str) -> dict[str, str | None]:
+    """The training-dynamics figures of an entry's runs of one setting, one line per seed."""
+    groups = {f"seed {r['config']['seed']}": [r]
+              for r in sorted(records, key=lambda r: r["config"]["seed"])}
+    return {"curves": plots.learning_curves(groups, title),
+            "gradients": plots.gradient_flow(groups, title),
+            "activations": plots.activation_stats(groups, title)}
 
 
 def _export_rows(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -212,8 +207,8 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
                 recs = [by_id[i] for i in runs["run_id"]] if state == "shown" else []
                 sections.append({"setting": s, "state": state, "cell": row.cells[s.key]["cell"],
                                  "runs": runs.sort_values("seed").to_dict("records") if recs else [],
-                                 "curves": curves_svg([r for r in recs if r["epochs"]], s.key)
-                                 if any(r["epochs"] for r in recs) else None,
+                                 "dynamics": dynamics_rows(recs),
+                                 "figures": figures(recs, s.key),
                                  "versus": row.versus.get(s.key)})
             shown = [by_id[i] for i in t["frame"][t["frame"]["entry"] == row.entry.name]["run_id"]]
             provenance = _provenance(shown)

@@ -15,7 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+# 2 added the training-dynamics fields (dynamics, probes, inference, norm_layers, instruments,
+# stopped_early) and the study-only recipe fields; version-1 records are read and upgraded.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # Keys whose values depend on the machine's speed or the moment, not on what was computed.
 # Two runs of the same config and seed on the same CPU agree on everything else.
@@ -23,7 +26,7 @@ SCHEMA_VERSION = 1
 # on the moment too.
 TIMING_KEYS = frozenset({"run_id", "started_at", "ended_at", "wall_s", "train_s", "eval_s",
                          "epoch_s", "train_images_per_s", "peak_memory_bytes", "record_path",
-                         "resumes", "seconds"})
+                         "resumes", "seconds", "inference", "probe_s", "probe_fraction"})
 
 
 def utc_now() -> str:
@@ -99,6 +102,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # once, at import: os.umask can only be read by setting it, racing threads
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON to a temporary file in the same folder, fsync it, then rename over ``path``."""
     path = Path(path)
@@ -111,6 +123,7 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's 0600 would hide results from other readers
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -119,11 +132,30 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
+    """A record of any readable schema version, upgraded to the current one in memory."""
     record = json.loads(Path(path).read_text(encoding="utf-8"))
     version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ValueError(f"{path}: run record schema version {version!r}, this harness reads "
-                         f"{SCHEMA_VERSION}")
+                         f"{', '.join(map(str, READABLE_VERSIONS))}")
+    return upgrade_record(record)
+
+
+def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Fill in what a version-1 record lacks: the curve metrics are derived from its epochs; what
+    was never measured (probes, inference latency, the norm layers) is empty. The file is not
+    rewritten; ``upgraded_from`` says the record was."""
+    if record.get("schema_version") == SCHEMA_VERSION:
+        return record
+    from harness.dynamics import curve_metrics
+
+    record = dict(record)
+    record.update({
+        "upgraded_from": record.get("schema_version"), "schema_version": SCHEMA_VERSION,
+        "dynamics": curve_metrics(record.get("epochs") or []),
+        "probes": [], "inference": None, "norm_layers": None, "stopped_early": None,
+        "instruments": {"enabled": False, "probe_s": 0.0, "probe_fraction": None},
+    })
     return record
 
 

@@ -19,6 +19,8 @@ import torch
 from harness import data as data_mod
 from harness import tamper
 from harness.checkpoint import Checkpoint, run_identity
+from harness.dynamics import curve_metrics
+from harness.instruments import norm_summary
 from harness.fast import PLAIN, SpeedOptions, check_backend, compile_mode_name
 from harness.models import ARCHS, build_model, count_parameters
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
@@ -45,6 +47,8 @@ class RunConfig:
     # Same numbers, faster (harness.fast): not part of what makes a run comparable or its key.
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     resume: bool = True  # continue from this run's checkpoint when a killed attempt left one
+    # The layer probes and evaluation timing of harness.instruments (off only to measure their cost).
+    instruments: bool = True
 
 
 class RunError(Exception):
@@ -233,6 +237,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         "submission": {"path": str(submission.path), "name": submission.name,
                        "sha256": submission.sha256, "class": submission.norm_class.__qualname__},
         "model": {"parameters": count_parameters(model), "init_overwritten": init_report.overwritten},
+        "norm_layers": norm_summary(model, submission.norm_class),
         "checks": checks or [],
         "data": {"train_size": len(dataset.train), "test_size": len(dataset.test),
                  "mean": list(dataset.mean), "std": list(dataset.std),
@@ -252,7 +257,8 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         train(model, dataset, config.recipe, device, config.seed,
               on_epoch=on_epoch, on_step=on_step, result=result, precision=config.precision,
               speed=config.speed, warn=warn, checkpoint=checkpoint, resume_state=resume_state,
-              checkpoint_extra={"run_id": run_id, "started_at": started_at, "resumes": resumes})
+              checkpoint_extra={"run_id": run_id, "started_at": started_at, "resumes": resumes},
+              norm_class=submission.norm_class if config.instruments else None)
         record["status"] = result.status
         if result.status == "diverged":
             d = result.divergence
@@ -277,8 +283,9 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     epochs, best = result.epochs, result.best
     wall = time.perf_counter() - t_start
     kind, peak = peak_memory_bytes(device)
+    epoch_rows = [_epoch_dict(e) for e in epochs]
     record.update({
-        "epochs": [_epoch_dict(e) for e in epochs],
+        "epochs": epoch_rows,
         "epochs_completed": len(epochs),
         "best_acc": best.test_acc if best else None,
         "best_epoch": best.epoch if best else None,
@@ -289,6 +296,12 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         "eval_s": result.eval_s,
         "train_images_per_s": result.train_images / result.train_s if result.train_s > 0 else None,
         "peak_memory": {"kind": kind, "peak_memory_bytes": peak},
+        "stopped_early": result.stopped_early,
+        "dynamics": curve_metrics(epoch_rows),
+        "probes": result.probes if not tampered else [],
+        "inference": result.inference if not tampered else None,
+        "instruments": {"enabled": config.instruments, "probe_s": result.probe_s,
+                        "probe_fraction": result.probe_s / wall if wall > 0 else None},
         "ended_at": utc_now(),
     })
     record["flags"] = run_flags(record)

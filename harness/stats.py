@@ -69,6 +69,18 @@ def welch_p(x: Iterable[float], y: Iterable[float]) -> float:
         return float(st.ttest_ind(x, y, equal_var=False).pvalue)
 
 
+def holm(p_values: Iterable[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN and is not counted): the i-th smallest of
+    m p-values becomes max over j <= i of min(1, (m - j + 1) * p_(j))."""
+    p = list(p_values)
+    order = sorted((i for i, v in enumerate(p) if not math.isnan(v)), key=lambda i: p[i])
+    m, out, running = len(order), [math.nan] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
 def run_flags_of(record: dict[str, Any]) -> list[str]:
     """A record's flags; computed for records written before runs carried them."""
     if "flags" in record:
@@ -86,8 +98,8 @@ def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -
     rows = []
     for r in records:
         entry = r.get("entry")
-        if entry is None or current_sha.get(entry) != r["submission"]["sha256"]:
-            continue  # an ad-hoc eval, or an older version of the entry's file
+        if entry is None or "study" in r or current_sha.get(entry) != r["submission"]["sha256"]:
+            continue  # an ad-hoc eval, a study's run, or an older version of the entry's file
         batch_dependent = any(c["name"] == "eval-batch-independent" and c["status"] == "warn"
                               for c in r.get("checks", []))
         rows.append({

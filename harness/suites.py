@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from harness.data import resolve_dataset_name
 from harness.models import ARCHS
-from harness.train import Recipe
+from harness.train import PROTOCOL_RECIPE, STUDY_ONLY_FIELDS, Recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,7 +60,7 @@ class Suite:
 
     def recipe_id(self) -> str:
         """A short hash of everything that changes what a number means: recipe and data limits."""
-        payload = {**asdict(self.recipe), "limit_train": self.limit_train, "limit_test": self.limit_test}
+        payload = {**self.recipe.identity(), "limit_train": self.limit_train, "limit_test": self.limit_test}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
@@ -71,26 +71,56 @@ def suite_names() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
 
 
+def parse_recipe(table: dict, origin: str, study: bool = False) -> Recipe:
+    """A ``[recipe]`` table over the protocol's defaults. Only a study may change the fields in
+    STUDY_ONLY_FIELDS (optimizer, schedule, early stopping, augmentation)."""
+    unknown = set(table) - {f.name for f in fields(Recipe)}
+    if unknown:
+        raise SuiteError(f"{origin}: unknown recipe field(s) {sorted(unknown)}")
+    try:
+        recipe = Recipe(**table)
+    except (TypeError, ValueError) as exc:
+        raise SuiteError(f"{origin}: recipe: {exc}") from None
+    changed = [k for k in STUDY_ONLY_FIELDS if getattr(recipe, k) != getattr(PROTOCOL_RECIPE, k)]
+    if changed and not study:
+        raise SuiteError(f"{origin}: a leaderboard suite trains with the protocol's "
+                         f"{', '.join(changed)}; change them in a study (harness study), not a suite")
+    return recipe
+
+
+def parse_settings(rows: list, origin: str, visibility: bool = True) -> tuple[Setting, ...]:
+    settings = []
+    for s in rows:
+        if s["arch"] not in ARCHS:
+            raise SuiteError(f"{origin}: unknown architecture {s['arch']!r}")
+        if not visibility and "visibility" in s:
+            raise SuiteError(f"{origin}: a study has no hidden settings; drop 'visibility'")
+        if s.get("visibility", "public") not in VISIBILITIES:
+            raise SuiteError(f"{origin}: visibility must be public or hidden, got {s['visibility']!r}")
+        settings.append(Setting(s["arch"], resolve_dataset_name(s["dataset"]),
+                                s.get("visibility", "public") == "hidden"))
+    if not settings:
+        raise SuiteError(f"{origin}: no settings")
+    if len({s.key for s in settings}) != len(settings):
+        raise SuiteError(f"{origin}: a setting is listed twice")
+    return tuple(settings)
+
+
+def parse_seeds(values: list, origin: str) -> tuple[int, ...]:
+    if not isinstance(values, list) or not all(isinstance(x, int) and not isinstance(x, bool)
+                                               for x in values):
+        raise SuiteError(f"{origin}: seeds must be a list of integers")
+    seeds = tuple(values)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SuiteError(f"{origin}: seeds must be a non-empty list of distinct integers")
+    return seeds
+
+
 def _parse(data: dict, origin: str) -> Suite:
     try:
-        recipe_fields = {f.name for f in fields(Recipe)}
-        unknown = set(data.get("recipe", {})) - recipe_fields
-        if unknown:
-            raise SuiteError(f"{origin}: unknown recipe field(s) {sorted(unknown)}")
-        recipe = Recipe(**data.get("recipe", {}))
-        settings = []
-        for s in data["settings"]:
-            if s["arch"] not in ARCHS:
-                raise SuiteError(f"{origin}: unknown architecture {s['arch']!r}")
-            if s.get("visibility", "public") not in VISIBILITIES:
-                raise SuiteError(f"{origin}: visibility must be public or hidden, got {s['visibility']!r}")
-            settings.append(Setting(s["arch"], resolve_dataset_name(s["dataset"]),
-                                    s.get("visibility", "public") == "hidden"))
-        if len({s.key for s in settings}) != len(settings):
-            raise SuiteError(f"{origin}: a setting is listed twice")
-        seeds = tuple(int(x) for x in data["seeds"])
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise SuiteError(f"{origin}: seeds must be a non-empty list of distinct integers")
+        recipe = parse_recipe(data.get("recipe", {}), origin)
+        settings = parse_settings(data["settings"], origin)
+        seeds = parse_seeds(data["seeds"], origin)
         return Suite(name=str(data["name"]), version=int(data["version"]),
                      description=str(data.get("description", "")), settings=tuple(settings),
                      seeds=seeds, recipe=recipe, limit_train=data.get("limit_train"),

@@ -105,6 +105,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
           download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
           speed: SpeedOptions | None = None, jobs: int = 1, resume: bool = True,
           isolation: Isolation | None = None, trust_code: bool = False,
+          register: bool = True, record_extra: dict[str, Any] | None = None,
           execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
           on_run: RunHook | None = None, on_skip: RunHook | None = None,
           on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
@@ -114,6 +115,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
     Each run executes in its own worker process under ``isolation`` (timeout, memory limit, and
     the sandbox when untrusted: then this process never imports the file, and the static scan
     refuses it unless ``trust_code``). ``execute`` instead runs each in this process (tests).
+    A study's sweep passes ``register=False`` (no leaderboard entry) and its ``record_extra``.
     Raises SubmissionError when the file is unusable or fails a fatal check.
     """
     isolation = isolation or Isolation(check_timeout=check_timeout)
@@ -127,7 +129,8 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
         submission = load(copy)  # train exactly the stored bytes
         report = preflight(submission, check_timeout, source)
         checks = [scan_row(copy, trust_code=True), *report.to_json()["checks"]]
-    store.register_entry(name, kind, digest, suite.name, final, str(path))
+    if register:
+        store.register_entry(name, kind, digest, suite.name, final, str(path))
     result = SweepResult(entry=name)
     planned = plan(store, digest, suite, final, rerun, precision)
     tasks, by_task = [], {}
@@ -145,7 +148,8 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
         extra = {"entry": name, "entry_kind": kind,
                  "submission_source": str(path),
                  "suite": {**suite.describe(), "setting": run.setting.key,
-                           "hidden": run.setting.hidden, "final": final}}
+                           "hidden": run.setting.hidden, "final": final},
+                 **(record_extra or {})}
         task = Task(config, f"{name} {run.setting.key} seed {run.seed}", digest, extra, checks)
         tasks.append(task)
         by_task[id(task)] = (run, i)

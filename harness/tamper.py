@@ -29,6 +29,11 @@ WATCHED = (
     "torch.nn.modules.loss:CrossEntropyLoss.forward", "torch.nn.modules.loss:CrossEntropyLoss.__init__",
     "torch.nn:CrossEntropyLoss",
     "torch.optim:SGD", "torch.optim.sgd:SGD.step", "torch.optim.sgd:SGD.__init__", "torch.optim.sgd:sgd",
+    "torch.optim:Adam", "torch.optim.adam:Adam.step", "torch.optim.adam:Adam.__init__",
+    "torch.optim.lr_scheduler:LambdaLR", "torch.optim.lr_scheduler:LambdaLR.get_lr",
+    "harness.train:make_optimizer", "harness.train:make_scheduler", "harness.train:should_stop",
+    "harness.instruments:layer_probe", "harness.instruments:BatchTimer.summary",
+    "harness.dynamics:curve_metrics",
     "torch.optim.optimizer:Optimizer.zero_grad", "torch.optim.optimizer:Optimizer.load_state_dict",
     "torch.optim.lr_scheduler:CosineAnnealingLR", "torch.optim.lr_scheduler:CosineAnnealingLR.get_lr",
     "torch.optim.lr_scheduler:LRScheduler.step",
@@ -70,7 +75,8 @@ def _settle() -> None:
     ``step`` in a profiling hook."""
     import torch
 
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    for optimizer in (torch.optim.SGD, torch.optim.Adam):
+        optimizer([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
 def snapshot() -> dict[str, Any]:

@@ -25,11 +25,30 @@ from torch import nn
 from harness.checkpoint import Checkpoint, global_rng_state, set_global_rng_state
 from harness.data import BatchPipeline, Dataset, draw_epoch
 from harness.fast import SpeedOptions, prepare
+from harness.instruments import BatchTimer, layer_probe, probe_epochs
+
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+# Fields a study may change but a leaderboard suite may not (harness.suites refuses them): they
+# change what training *is*, not only its size.
+STUDY_ONLY_FIELDS = ("optimizer", "schedule", "early_stopping_patience", "augment")
+# Fields added after the first records were written: they enter a recipe's identity only when
+# they differ from the protocol, so the keys and recipe ids of older records stay valid.
+ADDED_FIELDS = ("optimizer", "early_stopping_patience", "augment")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """The training recipe. The defaults are the reference protocol's and must not change."""
+    """The training recipe. The defaults are the reference protocol's and must not change.
+
+    ``optimizer`` "sgd" is SGD(lr, momentum, weight_decay, nesterov); "adam" is Adam(lr,
+    betas=(0.9, 0.999), eps=1e-8, weight_decay) and ignores momentum and nesterov. ``schedule``
+    "cosine" is CosineAnnealingLR(T_max=epochs) stepped per epoch after evaluation; "constant"
+    keeps lr. ``early_stopping_patience`` N stops after N epochs in a row without a new best test
+    accuracy (the protocol has no validation split, so this monitors the test set, as the score
+    does). ``augment`` False trains on the un-cropped, un-flipped images.
+    """
 
     epochs: int = 200
     batch_size: int = 128
@@ -38,13 +57,31 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    schedule: str = "cosine"  # CosineAnnealingLR(T_max=epochs), stepped per epoch after evaluation
+    schedule: str = "cosine"
+    optimizer: str = "sgd"
+    early_stopping_patience: int | None = None
+    augment: bool = True
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.test_batch_size < 1:
+            raise ValueError("epochs and batch sizes must be at least 1")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("early_stopping_patience must be at least 1 (or absent)")
 
     def deviations(self) -> list[str]:
         """How this recipe differs from the protocol's, one phrase per field."""
         ref = PROTOCOL_RECIPE
         return [f"{k}={v!r} (protocol: {getattr(ref, k)!r})"
                 for k, v in asdict(self).items() if v != getattr(ref, k)]
+
+    def identity(self) -> dict:
+        """The fields that name this recipe in run keys and checkpoint hashes."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ADDED_FIELDS or v != getattr(PROTOCOL_RECIPE, k)}
 
 
 PROTOCOL_RECIPE = Recipe()
@@ -72,6 +109,10 @@ class TrainResult:
     speed: dict = field(default_factory=dict)  # what harness.fast put in effect, and its checks
     resumed_from: int | None = None  # the last epoch of the checkpoint this run resumed from
     divergence: dict | None = None  # where and what turned non-finite (DivergenceWatch.read)
+    stopped_early: int | None = None  # the epoch after which early stopping ended the run
+    probes: list[dict] = field(default_factory=list)  # harness.instruments.layer_probe, per epoch
+    probe_s: float = 0.0  # time spent in the probes
+    inference: dict | None = None  # the last evaluation's per-batch forward times (BatchTimer)
 
     def diverge(self, divergence: dict) -> "TrainResult":
         self.status, self.divergence = "diverged", divergence
@@ -153,8 +194,10 @@ def synchronize(device: torch.device) -> None:
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              pipeline: BatchPipeline, batch_size: int, precision: str = "fp32",
-             mark_step: Callable[[], None] = lambda: None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed loss and number correct over the test set, in order, as device tensors."""
+             mark_step: Callable[[], None] = lambda: None,
+             timer: BatchTimer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss and number correct over the test set, in order, as device tensors; ``timer``
+    times each batch's forward pass."""
     model.eval()
     device = pipeline.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -164,7 +207,11 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         y = labels[start:start + batch_size]
         mark_step()
         with autocast(device, precision):
+            if timer is not None:
+                timer.start()
             logits = model(x)
+            if timer is not None:
+                timer.stop(y.shape[0])
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
     return loss_sum, correct
@@ -177,7 +224,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
           speed: SpeedOptions | None = None,
           warn: Callable[[str], None] = lambda msg: None,
           checkpoint: Checkpoint | None = None, resume_state: dict | None = None,
-          checkpoint_extra: dict | None = None) -> TrainResult:
+          checkpoint_extra: dict | None = None, norm_class: type | None = None) -> TrainResult:
     """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
 
     The run stops, with status ``diverged``, at the first non-finite loss or parameter
@@ -187,6 +234,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     proves it gives this layer the plain model's results; by default a CPU run is plain eager.
     With ``checkpoint``, the state is saved at the end of every epoch (with ``checkpoint_extra``);
     ``resume_state`` (a loaded checkpoint) continues a run from its last completed epoch.
+    With ``norm_class`` (the submitted layer), the instruments of :mod:`harness.instruments` run:
+    the layer probe after the first, middle and last epochs, and per-batch evaluation timing.
     """
     model.to(device)
     result = result if result is not None else TrainResult()
@@ -199,14 +248,18 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     pipeline.memory_format = fast.memory_format  # batches from here on in the layout that passed
     train_padded = pipeline.pad(data.train.images).to(device)
     train_labels = data.train.labels.to(device)
+    train_images = None if recipe.augment else data.train.images.to(device)
     test_images = data.test.images.to(device)
     test_labels = data.test.labels.to(device)
     n_train, n_test = len(data.train), len(data.test)
 
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe)
+    # The probe batch: the first training images, un-augmented, the same after every epoch.
+    probe_x = pipeline.test_batch(data.train.images[:recipe.batch_size].to(device))
+    probe_y = data.train.labels[:recipe.batch_size].to(device)
+    probe_at = probe_epochs(recipe.epochs)
     generator = torch.Generator(device=device)
     generator.manual_seed(data_seed(seed))
 
@@ -221,6 +274,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         result.train_s, result.eval_s = resume_state["train_s"], resume_state["eval_s"]
         result.train_images = resume_state["train_images"]
         result.resumed_from = len(result.epochs)
+        result.probes = resume_state.get("probes", [])
+        result.probe_s = resume_state.get("probe_s", 0.0)
         first = len(result.epochs) + 1
 
     watch = DivergenceWatch(model, device)
@@ -236,7 +291,10 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         for start in range(0, n_train, bs):
             sl = slice(start, start + bs)
             idx = plan.order[sl]
-            x = pipeline.train_batch(train_padded[idx], plan.top[sl], plan.left[sl], plan.flip[sl])
+            if recipe.augment:
+                x = pipeline.train_batch(train_padded[idx], plan.top[sl], plan.left[sl], plan.flip[sl])
+            else:
+                x = pipeline.test_batch(train_images[idx])
             y = train_labels[idx]
             fast.mark_step()
             with autocast(device, precision):
@@ -257,8 +315,10 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
                 watch.step(loss.detach(), epoch, start // bs + 1)
         synchronize(device)
         t1 = time.perf_counter()
+        timer = BatchTimer(device) if norm_class is not None else None
         test_loss_sum, test_correct = evaluate(net, test_images, test_labels, pipeline,
-                                               recipe.test_batch_size, precision, fast.mark_step)
+                                               recipe.test_batch_size, precision, fast.mark_step,
+                                               timer)
         # The one host synchronisation of the epoch.
         tl, tc, vl, vc, bad_epoch, bad_step = torch.stack([
             loss_sum, correct.double(), test_loss_sum, test_correct.double(),
@@ -274,14 +334,50 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         result.train_s += t1 - t0
         result.eval_s += t2 - t1
         result.train_images += n_train
+        if timer is not None:
+            result.inference = timer.summary(device)
+        stop = should_stop(result.epochs, recipe.early_stopping_patience)
+        if norm_class is not None and (epoch in probe_at or stop):
+            synchronize(device)
+            t3 = time.perf_counter()
+            result.probes.append({"epoch": epoch, **layer_probe(model, probe_x, probe_y, norm_class,
+                                                                device, precision)})
+            synchronize(device)
+            result.probe_s += time.perf_counter() - t3
         if on_epoch is not None:
             on_epoch(metrics)
         scheduler.step()
+        if stop:
+            result.stopped_early = epoch
+            break
         if checkpoint is not None and epoch < recipe.epochs:
             checkpoint.save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "data_rng": generator.get_state(),
                 "rng": global_rng_state(device), "epochs": [asdict(e) for e in result.epochs],
                 "train_s": result.train_s, "eval_s": result.eval_s,
-                "train_images": result.train_images, **(checkpoint_extra or {})})
+                "train_images": result.train_images, "probes": result.probes,
+                "probe_s": result.probe_s, **(checkpoint_extra or {})})
     return result
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
+    if recipe.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _epoch: 1.0)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+
+
+def should_stop(epochs: list[EpochMetrics], patience: int | None) -> bool:
+    """Early stopping: the last ``patience`` epochs brought no test accuracy above the best of the
+    epochs before them (as Keras' EarlyStopping with min_delta 0)."""
+    if patience is None or len(epochs) <= patience:
+        return False
+    before = max(e.test_acc for e in epochs[:-patience])
+    return all(not e.test_acc > before for e in epochs[-patience:])

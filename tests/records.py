@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+from harness.dynamics import curve_metrics
 from harness.record import SCHEMA_VERSION
 from harness.runner import PROTOCOL_VERSION
 from harness.suites import load_suite
@@ -11,7 +12,9 @@ from harness.suites import load_suite
 
 def make_record(entry: str, sha256: str, setting: str, seed: int, best: float | None, *,
                 kind: str = "submission", status: str = "ok", suite: str = "smoke",
-                final: bool = False, batch_dependent: bool = False, epochs: int = 3) -> dict:
+                final: bool = False, batch_dependent: bool = False, epochs: int = 3,
+                version: int = SCHEMA_VERSION) -> dict:
+    """A record of schema ``version`` (1: without the training-dynamics fields)."""
     s = load_suite(suite)
     arch, dataset = setting.split("-", 1)
     hidden = s.find(arch, dataset).hidden
@@ -19,8 +22,8 @@ def make_record(entry: str, sha256: str, setting: str, seed: int, best: float | 
         {"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": best - 5 + e, "test_loss": 1.2 / e,
          "test_acc": best - (epochs - e), "epoch_s": 1.0} for e in range(1, epochs + 1)]
     run_id = f"{entry[:10].replace('/', '_')}-{setting}-s{seed}-{secrets.token_hex(4)}"
-    return {
-        "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION, "run_id": run_id,
+    record = {
+        "schema_version": version, "protocol_version": PROTOCOL_VERSION, "run_id": run_id,
         "status": status,
         "failure": None if status == "ok" else {"category": status, "message": f"{status} (fabricated)"},
         "comparable": False, "deviations": ["fabricated"],
@@ -43,3 +46,24 @@ def make_record(entry: str, sha256: str, setting: str, seed: int, best: float | 
         "best_epoch": epochs if best is not None else None, "final_acc": best, "wall_s": 1.0,
         "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:00:01+00:00",
     }
+    if version >= 2:
+        record.update(dynamics_fields(curve, seed))
+    return record
+
+
+def dynamics_fields(curve: list[dict], seed: int) -> dict:
+    """Version-2 fields: probes with gradient norms that shrink with depth and norm outputs that are
+    near-standardised, both a little different per seed."""
+    layers = ["conv1", "bn1", "layer1.0.conv1", "layer1.0.bn1", "fc"]
+    probes = [{"epoch": e, "loss": 1.0 / e, "batch_images": 32,
+               "grad_norms": {n: (1 + seed) * 0.1 / (i + 1) / e for i, n in enumerate(layers)},
+               "activations": {n: {"mean": 0.01 * seed, "std": 1.0 - 0.01 * e}
+                               for n in layers if "bn" in n}}
+              for e in sorted({1, (len(curve) + 1) // 2, len(curve)}) if curve]
+    return {"dynamics": curve_metrics(curve), "probes": probes, "stopped_early": None,
+            "inference": {"mode": "eval", "batch_size": 128, "batches": 3,
+                          "median_ms": 10.0 + seed, "throughput_images_per_s": 1000.0,
+                          "timer": "perf_counter", "device": "cpu"},
+            "norm_layers": {"class": "CustomNorm", "count": 2, "parameters": 64},
+            "instruments": {"enabled": True, "probe_s": 0.01, "probe_fraction": 0.01},
+            "peak_memory": {"kind": "process_max_rss", "peak_memory_bytes": (100 + seed) * 2**20}}

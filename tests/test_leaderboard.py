@@ -41,11 +41,13 @@ def populate(root: Path) -> ResultsStore:
     return store
 
 
-@pytest.fixture
-def site(tmp_path):
-    populate(tmp_path / "results")
-    build_site(tmp_path / "results", tmp_path / "site")
-    return tmp_path / "site"
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Built once: the tests below only read it."""
+    root = tmp_path_factory.mktemp("leaderboard")
+    populate(root / "results")
+    build_site(root / "results", root / "site")
+    return root / "site"
 
 
 def all_text(site: Path) -> str:
@@ -59,6 +61,20 @@ def test_pages_and_exports_exist(site):
     assert {r["entry"] for r in rows} == {"batch_norm", "group_norm", XSS_NAME, "zeta"}
     data = json.loads((site / "leaderboard.json").read_text())
     assert len(data["rows"]) == 4 and data["generated"]["reveal_hidden"] is False
+
+
+def test_entry_pages_show_the_training_dynamics(site):
+    from harness.store import entry_slug
+
+    page = (site / "entries" / f"{entry_slug('zeta')}.html").read_text()
+    public = page.split("<h2>resnet20-digits")[1].split("<h2>")[0]
+    for alt in ("test accuracy and losses per epoch", "gradient L2 norm per layer",
+                "mean and std of each norm layer's output"):
+        assert f'alt="{alt} for resnet20-digits" src="data:image/svg+xml;base64,' in public
+    assert "epochs to 90%" in public and "inference (ms / batch)" in public
+    assert "<td>10.00</td>" in public and "<td>11.00</td>" in public  # seeds 0 and 1's latency
+    hidden = page.split("<h2>resnet56-digits")[1]
+    assert "data:image/svg" not in hidden  # a hidden setting shows no figures either
 
 
 def test_hostile_name_and_source_render_inert(site):
@@ -85,7 +101,7 @@ def test_hidden_results_are_masked_unless_revealed(tmp_path, site):
     assert ">hidden</td>" in index  # final entries
     assert "&mdash;" in index  # the non-final submission: not run
     revealed = tmp_path / "revealed"
-    build_site(tmp_path / "results", revealed, reveal_hidden=True)
+    build_site(site.parent / "results", revealed, reveal_hidden=True)
     assert f"{HIDDEN_VALUE:.2f}" in (revealed / "index.html").read_text()
     assert "aggregate (all settings)" in (revealed / "index.html").read_text()
 

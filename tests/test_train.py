@@ -180,8 +180,8 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
 
 
 def test_bf16_is_recorded_not_comparable_and_still_trains(tmp_path):
-    fp32, _ = run_eval(small(seed=3), tmp_path / "a")
-    config = small(seed=3)
+    fp32, _ = run_eval(small(seed=3, epochs=1), tmp_path / "a")
+    config = small(seed=3, epochs=1)
     config.precision = "bf16"
     bf16, _ = run_eval(config, tmp_path / "b")
     assert bf16["status"] == "ok" and bf16["config"]["precision"] == "bf16"
