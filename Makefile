@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo demo-eval test bench clean
+.PHONY: setup demo demo-eval study test bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ demo: setup
 # One longer run that visibly learns: resnet20 on digits, 15 epochs (about 97% test accuracy).
 demo-eval: setup
 	$(BIN)/harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15 --results demo/results
+
+# The CPU smoke study (seed 000's five arms on digits) and its report (open demo/study/index.html).
+# Exit 3 (runs diverged) is expected: the arms without normalisation diverge at the protocol's lr.
+study: setup
+	$(BIN)/harness study run studies/smoke.toml --results demo/results --jobs 2 || [ $$? -eq 3 ]
+	$(BIN)/harness study report studies/smoke.toml --results demo/results --out demo/study
 
 test: setup
 	$(BIN)/python -m pytest -q

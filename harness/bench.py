@@ -303,3 +303,43 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     out["ratio"] = out["jobs_1_s"] / out[f"jobs_{jobs}_s"]
     return out
 
+
+
+def instrument_overhead(arch: str, dataset: str, norm: str, device: torch.device, epochs: int,
+                        rounds: int, limit_train: int | None, data_root: str | None,
+                        progress=print) -> dict[str, Any]:
+    """The cost of harness.instruments in whole runs: the same run (same seed, so the same
+    computation) with the instruments on and off, alternating order round by round after one
+    uncounted warm-up round; the ratio of the median wall times is their overhead."""
+    import tempfile
+
+    from harness.runner import RunConfig, run_eval
+    from harness.submission import load
+
+    sub = load(norm)
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    fractions: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds + 1):
+            for enabled in ((True, False) if r % 2 == 0 else (False, True)):
+                config = RunConfig(str(sub.path), arch, dataset, seed=0, recipe=Recipe(epochs=epochs),
+                                   limit_train=limit_train, device=str(device), data_root=data_root,
+                                   download=False, instruments=enabled)
+                record, _ = run_eval(config, tmp, submission=sub, write=False, checkpoints=False,
+                                     warn=lambda msg: None)
+                if record["status"] != "ok":
+                    raise RuntimeError(f"instrument benchmark: the run {record['status']}: "
+                                       f"{(record['failure'] or {}).get('message')}")
+                if r:
+                    walls[enabled].append(record["wall_s"])
+                    if enabled:
+                        fractions.append(record["instruments"]["probe_fraction"])
+            if r:
+                progress(f"round {r}/{rounds}: instruments on {walls[True][-1]:.1f}s, "
+                         f"off {walls[False][-1]:.1f}s")
+    on, off = statistics.median(walls[True]), statistics.median(walls[False])
+    return {"on_wall_s": walls[True], "off_wall_s": walls[False], "on_median_s": on,
+            "off_median_s": off, "overhead": on / off - 1.0,
+            "probe_fraction_median": statistics.median(fractions), "epochs": epochs,
+            "train_size": record["data"]["train_size"], "steps": epochs * -(-record["data"]["train_size"] // BATCH),
+            "norm": sub.name}

@@ -117,6 +117,14 @@ def _execute(config, results_dir, *, submission=None, checks=None, extra=None, v
         click.echo(f"best test accuracy {record['best_acc']:.2f}% at epoch {record['best_epoch']}, "
                    f"final {record['final_acc']:.2f}%, {record['wall_s']:.0f}s, "
                    f"{record['train_images_per_s'] or 0:.0f} train images/s")
+    dyn, inference = record.get("dynamics") or {}, record.get("inference")
+    if (dyn.get("epochs_to_reach") or {}).get("95%") is not None:
+        gap = dyn.get("generalisation_gap")
+        click.echo(f"dynamics: 95% of the best by epoch {dyn['epochs_to_reach']['95%']}, "
+                   f"{dyn['loss_rises']} test-loss rise(s) over 5%"
+                   + (f", generalisation gap {gap:.2f}" if gap is not None else "")
+                   + (f"; inference {inference['median_ms']:.1f} ms per batch of "
+                      f"{inference['batch_size']}" if inference else ""))
     if record["status"] == "failed" and verbose and record["failure"].get("traceback"):
         click.echo(record["failure"]["traceback"], err=True)
     click.echo(f"record: {path}")
@@ -507,15 +515,23 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
 @click.option("--packing", type=click.IntRange(min=2), default=None, metavar="N",
               help="Instead: suite throughput of --jobs N against --jobs 1 (2N one-epoch runs of "
                    "--limit-train images each way, BatchNorm, worker processes both ways).")
-@click.option("--limit-train", type=click.IntRange(min=128), default=10_240, show_default=True,
-              help="With --packing: training images per run.")
+@click.option("--instruments", "instruments", is_flag=True,
+              help="Instead: the cost of the run's instruments (layer probes, eval timing): whole runs "
+                   "of --norm (default batch_norm) with them on and off, alternating; needs real "
+                   "data (digits, or noise for CIFAR-sized random images).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="With --instruments: epochs per run.")
+@click.option("--limit-train", type=click.IntRange(min=128), default=None,
+              help="With --packing: training images per run (default 10240); with --instruments: "
+                   "the first N training images (default: all).")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the results, with a description of the machine, to this file.")
 @click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, steps: int | None,
-              rounds: int, workers: int, compiled: bool, packing: int | None, limit_train: int,
-              data_root: str | None, json_out: str | None, verbose: bool) -> None:
+              rounds: int, workers: int, compiled: bool, packing: int | None, instruments: bool,
+              epochs: int, limit_train: int | None, data_root: str | None, json_out: str | None,
+              verbose: bool) -> None:
     """Measure training images/s: the harness vs the reference-style pipeline vs the bare model.
 
     In one process, alternating round by round: (a) the harness's epoch, data pipeline included;
@@ -529,15 +545,33 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
     from harness.runner import resolve_device
 
     dev = _guarded(verbose, resolve_device, device)
+    if instruments:
+        from harness.bench import instrument_overhead, machine
+        from harness.record import utc_now
+
+        norm = norms[0] if norms else "batch_norm"
+        out = _guarded(verbose, instrument_overhead, arch, dataset.lower(), norm, dev, epochs,
+                       rounds, limit_train, data_root, progress=lambda m: click.echo(m, err=True))
+        out.update({"benchmark": "harness bench --instruments", "date": utc_now(), "arch": arch,
+                    "dataset": dataset.lower(), "rounds": rounds, "machine": machine(dev)})
+        click.echo(f"{arch} on {dataset} with {out['norm']}, {out['epochs']} epochs of "
+                   f"{out['train_size']} images ({out['steps']} steps), {out['machine']['description']}:"
+                   f" instruments on {out['on_median_s']:.1f}s, off {out['off_median_s']:.1f}s, "
+                   f"overhead {100 * out['overhead']:+.1f}% (probes alone: "
+                   f"{100 * out['probe_fraction_median']:.1f}% of the run)")
+        if json_out:
+            write_json_atomic(json_out, out)
+            click.echo(f"wrote {json_out}")
+        return
     if packing:
         from harness.bench import machine, packing as run_packing
         from harness.record import utc_now
 
         out = _guarded(verbose, run_packing, arch, dataset.lower(), device, packing, 2 * packing,
-                       limit_train, progress=lambda m: click.echo(m, err=True))
+                       limit_train or 10_240, progress=lambda m: click.echo(m, err=True))
         out.update({"benchmark": "harness bench --packing", "date": utc_now(), "arch": arch,
                     "dataset": dataset.lower(), "jobs": packing, "runs": 2 * packing,
-                    "limit_train": limit_train, "machine": machine(dev)})
+                    "limit_train": limit_train or 10_240, "machine": machine(dev)})
         click.echo(f"{arch} on {dataset}, {out['machine']['description']}: --jobs {packing} finishes "
                    f"the runs {out['ratio']:.2f}x as fast as --jobs 1")
         if json_out:

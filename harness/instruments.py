@@ -90,9 +90,11 @@ def _probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm_class: type,
     def hook(name):
         def record(_module, _inputs, output):
             out = output[0] if isinstance(output, (tuple, list)) else output
-            if isinstance(out, torch.Tensor):
+            if isinstance(out, torch.Tensor):  # summed over calls: a layer may be used twice
                 v = out.detach().double()
-                sums[name] = [v.sum(), (v * v).sum(), torch.tensor(v.numel(), dtype=torch.float64)]
+                new = [v.sum(), (v * v).sum(), torch.tensor(v.numel(), dtype=torch.float64,
+                                                            device=v.device)]
+                sums[name] = [a + b for a, b in zip(sums[name], new)] if name in sums else new
         return record
 
     for n, m in norm_layers(model, norm_class):

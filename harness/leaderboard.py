@@ -231,19 +231,24 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
     return out / "index.html"
 
 
+def distinct_values(records: list[dict[str, Any]], fn) -> list[Any]:
+    """``fn`` of each record, each value once, in order; records lacking a field are skipped."""
+    values = []
+    for r in records:
+        try:
+            v = fn(r)
+        except (KeyError, TypeError):
+            continue
+        if v not in values:
+            values.append(v)
+    return values
+
+
 def _provenance(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The distinct values, over an entry's runs, of what a reader needs to trust them."""
 
     def distinct(fn):
-        values = []
-        for r in records:
-            try:
-                v = fn(r)
-            except (KeyError, TypeError):
-                continue
-            if v not in values:
-                values.append(v)
-        return values
+        return distinct_values(records, fn)
 
     cfg_keys = ["epochs", "batch_size", "test_batch_size", "lr", "momentum", "weight_decay", "nesterov",
                 "schedule", "limit_train", "limit_test"]

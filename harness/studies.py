@@ -42,7 +42,7 @@ from harness.record import read_record
 from harness.runner import PROTOCOL_VERSION
 from harness.store import COMPLETED, ResultsStore, make_key, validate_entry_name
 from harness.submission import SubmissionError, resolve, sha256_file
-from harness.suites import (Setting, Suite, SuiteError, parse_recipe, parse_seeds,
+from harness.suites import (Setting, Suite, SuiteError, field_errors, parse_recipe, parse_seeds,
                             parse_settings)
 from harness.train import Recipe
 
@@ -107,7 +107,7 @@ def parse_study(data: dict, path: Path) -> Study:
     if unknown:
         raise SuiteError(f"{origin}: unknown field(s) {sorted(unknown)}; a study has "
                          f"{', '.join(sorted(STUDY_KEYS))}")
-    try:
+    with field_errors(origin):
         name = data["name"]
         if not isinstance(name, str) or not name.strip():
             raise SuiteError(f"{origin}: name must be a non-empty string")
@@ -137,6 +137,12 @@ def parse_study(data: dict, path: Path) -> Study:
             raise SuiteError(f"{origin}: no entries")
         if len({e.name for e in entries}) != len(entries):
             raise SuiteError(f"{origin}: two entries have the same name")
+        by_content: dict[str, str] = {}
+        for e in entries:
+            other = by_content.setdefault(sha256_file(e.path), e.name)
+            if other != e.name:  # the same runs: their records could not be told apart
+                raise SuiteError(f"{origin}: entries {other!r} and {e.name!r} are the same file "
+                                 "(same contents)")
         reference = str(data.get("reference", entries[0].name))
         if reference not in {e.name for e in entries}:
             raise SuiteError(f"{origin}: reference {reference!r} is not one of the entries")
@@ -146,12 +152,6 @@ def parse_study(data: dict, path: Path) -> Study:
                      reference=reference,
                      limit_train=_limit(data.get("limit_train"), "limit_train", origin),
                      limit_test=_limit(data.get("limit_test"), "limit_test", origin))
-    except KeyError as exc:
-        raise SuiteError(f"{origin}: missing field {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, SuiteError):
-            raise
-        raise SuiteError(f"{origin}: {exc}") from None
 
 
 def load_study(path: str | Path) -> Study:

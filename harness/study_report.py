@@ -72,6 +72,7 @@ class Cell:
     norm_parameters: int | None = None
     parameters: int | None = None
     epoch_s: float | None = None
+    probe_fraction: float | None = None  # the instruments' measured share of the run's time
     failed: int = 0
     diverged: int = 0
     versus: dict[str, Any] | None = None  # best accuracy against the reference
@@ -110,6 +111,7 @@ def summarise(entry: str, setting: str, runs: list[dict[str, Any]], expected: in
         cell.norm_parameters = next(((r.get("norm_layers") or {}).get("parameters") for r in done
                                      if r.get("norm_layers")), None)
         cell.parameters = next((r["model"]["parameters"] for r in done if r.get("model")), None)
+        cell.probe_fraction = _mean((r.get("instruments") or {}).get("probe_fraction") for r in done)
         cell.epoch_s = _mean(np.mean([e["epoch_s"] for e in r["epochs"]]) for r in done if r["epochs"])
     return cell
 
@@ -189,16 +191,10 @@ def summary_lines(study: Study, cells: dict[tuple[str, str], Cell]) -> list[str]
 
 
 def _provenance(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    from harness.leaderboard import distinct_values
+
     def distinct(fn):
-        out = []
-        for r in records:
-            try:
-                v = fn(r)
-            except (KeyError, TypeError):
-                continue
-            if v not in out:
-                out.append(v)
-        return [str(v) for v in out]
+        return [str(v) for v in distinct_values(records, fn)]
 
     return {
         "devices": distinct(lambda r: f"{r['environment']['device']} ({r['environment']['device_name']})"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -116,8 +117,21 @@ def parse_seeds(values: list, origin: str) -> tuple[int, ...]:
     return seeds
 
 
-def _parse(data: dict, origin: str) -> Suite:
+@contextmanager
+def field_errors(origin: str):
+    """Turn a missing key or a wrongly typed value of a parsed file into one SuiteError line."""
     try:
+        yield
+    except SuiteError:
+        raise
+    except KeyError as exc:
+        raise SuiteError(f"{origin}: missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise SuiteError(f"{origin}: {exc}") from None
+
+
+def _parse(data: dict, origin: str) -> Suite:
+    with field_errors(origin):
         recipe = parse_recipe(data.get("recipe", {}), origin)
         settings = parse_settings(data["settings"], origin)
         seeds = parse_seeds(data["seeds"], origin)
@@ -125,12 +139,6 @@ def _parse(data: dict, origin: str) -> Suite:
                      description=str(data.get("description", "")), settings=tuple(settings),
                      seeds=seeds, recipe=recipe, limit_train=data.get("limit_train"),
                      limit_test=data.get("limit_test"))
-    except KeyError as exc:
-        raise SuiteError(f"{origin}: missing field {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, SuiteError):
-            raise
-        raise SuiteError(f"{origin}: {exc}") from None
 
 
 def load_suite(name: str) -> Suite:

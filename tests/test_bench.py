@@ -71,3 +71,13 @@ def test_noise_dataset_has_cifar10_shape_and_size():
     assert data.train.images.dtype == torch.uint8 and not data.spec.in_reference
     again = load_dataset("noise")
     assert torch.equal(again.train.images[:10], data.train.images[:10])
+
+
+def test_instrument_overhead_runs_both_ways():
+    from harness.bench import instrument_overhead
+
+    out = instrument_overhead("resnet20", "digits", "batch_norm", torch.device("cpu"), epochs=1,
+                              rounds=1, limit_train=128, data_root=None, progress=lambda m: None)
+    assert len(out["on_wall_s"]) == len(out["off_wall_s"]) == 1  # the warm-up round is not counted
+    assert out["overhead"] == pytest.approx(out["on_median_s"] / out["off_median_s"] - 1)
+    assert 0 < out["probe_fraction_median"] < 1 and out["steps"] == 1

@@ -94,3 +94,14 @@ def test_chance_flag_from_the_record_or_computed_for_old_records():
     table = S.cells(frame, expected_seeds=1)
     assert "chance" not in table[("a", "resnet20-digits")].flags
     assert "chance" in table[("b", "resnet20-digits")].flags
+
+
+def test_holm_adjustment_by_hand():
+    from harness.stats import holm
+
+    # Sorted: 0.005 x4 = 0.02; 0.01 x3 = 0.03; 0.03 x2 = 0.06; 0.04 x1 = 0.04 -> kept monotone: 0.06.
+    adjusted = holm([0.01, 0.04, 0.03, math.nan, 0.005])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and adjusted[4] == pytest.approx(0.02)
+    assert math.isnan(adjusted[3])  # not a test, and not counted in m
+    assert holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == []

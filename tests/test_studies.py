@@ -75,6 +75,9 @@ def test_hidden_visibility_and_duplicates_are_refused(tmp_path):
     path.write_text(text.replace('name = "mine"', 'name = "BN"'))
     with pytest.raises(SuiteError, match="same name"):
         load_study(path)
+    path.write_text(text.replace('source = "layer.py"', 'source = "batch_norm"'))
+    with pytest.raises(SuiteError, match="'BN' and 'mine' are the same file"):
+        load_study(path)
     with pytest.raises(SuiteError, match="no such study file"):
         load_study(tmp_path / "absent.toml")
 

@@ -25,7 +25,7 @@ def small(seed=42, epochs=2, submission=TEMPLATE, **kw):
 @pytest.mark.slow
 def test_digits_learns_well_above_chance(tmp_path):
     config = RunConfig(submission=TEMPLATE, arch="resnet20", dataset="digits", seed=0,
-                       recipe=Recipe(epochs=8))
+                       recipe=Recipe(epochs=6))  # 95.8% on this CPU; 80% leaves room for others
     record, _ = run_eval(config, tmp_path)
     assert record["status"] == "ok"
     assert record["best_acc"] >= 80.0  # chance is 10%
