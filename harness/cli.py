@@ -42,6 +42,9 @@ def _guarded(verbose: bool, fn, *args, **kwargs):
             traceback.print_exc()
         _fail(str(exc))
     except KeyboardInterrupt:
+        from harness.executors import kill_workers
+
+        kill_workers()  # in sessions of their own, they did not get the Ctrl-C
         _fail("interrupted", EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - a bug in the harness still ends in one line
         if verbose:
@@ -239,6 +242,59 @@ def _isolation_options(untrusted_default: bool):
     return decorate
 
 
+def _executor_options(fn):
+    """Where the runs of a sweep execute: here (default) or as a Slurm job array (submitit)."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "slurm", "submitit-local"]),
+                     default="local", show_default=True,
+                     help="local: worker processes on this machine (--jobs). slurm: one job array "
+                          "per entry through submitit (--slurm-*). submitit-local: the slurm path "
+                          "with submitit's local processes, to try a cluster set-up on one machine."),
+        click.option("--slurm-config", type=click.Path(dir_okay=False, exists=True, path_type=str),
+                     default=None,
+                     help="TOML file of Slurm options (partition, time_min, gpus, cpus, mem_gb, "
+                          "array_parallelism, account, qos, constraint); --slurm-* options win."),
+        click.option("--slurm-partition", default=None, help="Slurm partition."),
+        click.option("--slurm-time", "slurm_time_min", type=click.IntRange(min=1), default=None,
+                     metavar="MIN", help="Time limit of each run's job, minutes (default 1440)."),
+        click.option("--slurm-gpus", type=click.IntRange(min=0), default=None,
+                     help="GPUs per run (default 1)."),
+        click.option("--slurm-cpus", type=click.IntRange(min=1), default=None,
+                     help="CPUs per run (default 8)."),
+        click.option("--slurm-mem", "slurm_mem_gb", type=click.FloatRange(min=0.1), default=None,
+                     metavar="GB", help="Memory per run, GB (default 32)."),
+        click.option("--slurm-array-parallelism", type=click.IntRange(min=1), default=None,
+                     help="At most this many runs of an array at once (default 64)."),
+        click.option("--detach", is_flag=True,
+                     help="With a cluster executor: return once the array is submitted; follow it "
+                          "with `harness status`; rerun the same command to finish what failed."),
+    ]
+
+    @functools.wraps(fn)
+    def with_executor(*args, executor, slurm_config, slurm_partition, slurm_time_min, slurm_gpus,
+                      slurm_cpus, slurm_mem_gb, slurm_array_parallelism, detach, isolation,
+                      **kwargs):
+        chosen = None
+        if executor != "local":
+            from harness.cluster import ClusterError, SlurmExecutor, SlurmOptions
+
+            try:
+                options = SlurmOptions.from_sources(slurm_config, {
+                    "partition": slurm_partition, "time_min": slurm_time_min, "gpus": slurm_gpus,
+                    "cpus": slurm_cpus, "mem_gb": slurm_mem_gb,
+                    "array_parallelism": slurm_array_parallelism})
+                chosen = SlurmExecutor(options, isolation, backend=executor)
+            except ClusterError as exc:
+                _fail(str(exc), EXIT_USAGE)
+        elif detach:
+            _fail("--detach needs a cluster executor (--executor slurm)", EXIT_USAGE)
+        return fn(*args, executor=chosen, detach=detach, isolation=isolation, **kwargs)
+
+    for option in reversed(options):
+        with_executor = option(with_executor)
+    return with_executor
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="harness")
 def main() -> None:
@@ -372,7 +428,8 @@ def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bo
                    + (f" [{failure['category']}] {failure['message']}" if failure else ""))
 
     def on_skip(run, i, n):
-        click.echo(f"[{i}/{n}] {name}: {run.setting.key}, seed {run.seed}: already done, skipped")
+        why = "already done" if run.done else "running elsewhere (harness status)"
+        click.echo(f"[{i}/{n}] {name}: {run.setting.key}, seed {run.seed}: {why}, skipped")
 
     result = _guarded(verbose, sweep, store, source, name, kind, suite, final, rerun=rerun,
                       device=device, data_root=data_root, download=download,
@@ -380,6 +437,12 @@ def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bo
                       resume=resume, isolation=isolation, trust_code=trust_code,
                       on_run=on_run, on_skip=on_skip, on_done=on_done,
                       echo=lambda line: click.echo(f"    {line}"), **sweep_extra)
+    if result.submitted is not None:
+        click.echo(f"\n{name}: submitted {len(result.submitted.job_ids)} run(s) "
+                   f"(jobs {', '.join(result.submitted.job_ids[:3])}"
+                   f"{', ...' if len(result.submitted.job_ids) > 3 else ''}); logs in "
+                   f"{result.submitted.folder}; follow with `harness status --results {store.root}`")
+        return result
     diverged = [r for r in result.ran if r["status"] == "diverged"]
     click.echo(f"\n{name}: {len(result.ran)} run(s), {len(result.skipped)} skipped (already done), "
                f"{len(result.ran) - len(diverged) - len(result.failed)} ok, {len(diverged)} diverged, "
@@ -417,10 +480,11 @@ def _suite_or_fail(name: str):
                    "spread over every visible GPU; logs go to RESULTS/logs/.")
 @_run_options
 @_isolation_options(untrusted_default=True)
+@_executor_options
 def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: bool, jobs: int,
                results_dir: str, data_root: str | None, download: bool, device: str,
                check_timeout: float, precision: str, speed, resume: bool, isolation,
-               trust_code: bool, verbose: bool) -> None:
+               trust_code: bool, executor, detach: bool, verbose: bool) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
 
     The file is copied into RESULTS/submissions/ under its sha256 and trained from that copy.
@@ -442,7 +506,8 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
     suite = _suite_or_fail(suite_name)
     result = _sweep_and_report(ResultsStore(results_dir), submission, name, "submission", suite,
                                final, rerun, device, data_root, download, check_timeout, precision,
-                               speed, jobs, resume, isolation, trust_code, verbose)
+                               speed, jobs, resume, isolation, trust_code, verbose,
+                               executor=executor, detach=detach)
     if result.failed:
         sys.exit(EXIT_FAILED)
     if any(r["status"] == "diverged" for r in result.ran):
@@ -463,10 +528,11 @@ def baselines_group() -> None:
                    "spread over every visible GPU; logs go to RESULTS/logs/.")
 @_run_options
 @_isolation_options(untrusted_default=False)
+@_executor_options
 def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int, results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
                       precision: str, speed, resume: bool, isolation, trust_code: bool,
-                      verbose: bool) -> None:
+                      executor, detach: bool, verbose: bool) -> None:
     """Run every baseline on a suite as a final entry (public and hidden settings).
 
     Each run executes in its own process with a wall-clock timeout and a memory limit. The
@@ -488,7 +554,7 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
     for name in names:
         result = _sweep_and_report(store, name, name, "baseline", suite, True, rerun, device,
                                    data_root, download, check_timeout, precision, speed, jobs, resume,
-                                   isolation, trust_code, verbose)
+                                   isolation, trust_code, verbose, executor=executor, detach=detach)
         failed += len(result.failed)
     if failed:
         _fail(f"{failed} baseline run(s) failed")
@@ -665,10 +731,11 @@ def _study_or_fail(path: str):
               help="Allow settings that a leaderboard suite keeps hidden (do not tune on them).")
 @_run_options
 @_isolation_options(untrusted_default=False)
+@_executor_options
 def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry_run: bool,
                   allow_hidden: bool, results_dir: str, data_root: str | None, download: bool,
                   device: str, check_timeout: float, precision: str, speed, resume: bool,
-                  isolation, trust_code: bool, verbose: bool) -> None:
+                  isolation, trust_code: bool, executor, detach: bool, verbose: bool) -> None:
     """Run every entry x setting x seed of STUDY_FILE that the results folder does not have yet.
 
     Runs go through the same store, worker processes, limits and checkpoints as `harness submit`,
@@ -714,7 +781,8 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry
         results.append(_sweep_and_report(
             store, args["source"], args["name"], args["kind"], args["suite"], args["final"], rerun,
             device, data_root, download, check_timeout, precision, speed, jobs, resume, isolation,
-            trust_code, verbose, register=args["register"], record_extra=args["record_extra"]))
+            trust_code, verbose, register=args["register"], record_extra=args["record_extra"],
+            executor=executor, detach=detach))
     ran = [r for res in results for r in res.ran]
     failed = [r for r in ran if r["status"] == "failed"]
     diverged = [r for r in ran if r["status"] == "diverged"]
@@ -758,6 +826,77 @@ def study_report_cmd(study_file: str, out_dir: str, results_dir: str, precision:
 
     index = _guarded(verbose, build)
     click.echo(f"study report: {index}  (open file://{index.resolve()})")
+
+
+_STATE_COLOURS = {"done": "green", "diverged": "yellow", "running": "cyan",
+                  "interrupted": "magenta", "failed": "red", "missing": "bright_black"}
+
+
+@main.command("status")
+@click.option("--suite", "suite_name", default=None,
+              help="A suite: every entry submitted to it (default: every suite with entries).")
+@click.option("--study", "study_file", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="A study file instead of a suite.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=str), help="Results folder to read.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="List every run, not only those not done.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs and their states as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def status_cmd(suite_name: str | None, study_file: str | None, results_dir: str, precision: str,
+               show_all: bool, as_json: bool, verbose: bool) -> None:
+    """Which runs of a suite or a study are done, running, interrupted, failed or missing.
+
+    Read from the results folder alone, so it works from any machine that shares it (a cluster's
+    login node while the runs go on elsewhere). A run is "running" while its worker's claim in
+    RESULTS/running/ has a heartbeat less than 5 minutes old; "interrupted" when the claim went
+    stale or a checkpoint waits to be resumed. What is not done is left to run: the same
+    `harness submit`, `baselines run` or `study run` command continues it.
+    """
+    import json as json_mod
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from harness.status import STATES, run_states, study_plan, suite_plan
+    from harness.store import ResultsStore
+    from harness.suites import all_suites
+
+    if suite_name and study_file:
+        _fail("give --suite or --study, not both", EXIT_USAGE)
+    if not Path(results_dir, "runs").is_dir() and not Path(results_dir, "entries").is_dir():
+        _fail(f"{results_dir}: no results folder here; pass --results")
+    store = ResultsStore(results_dir)
+    if study_file:
+        study = _study_or_fail(study_file)
+        groups = [(f"study {study.name}", _guarded(verbose, study_plan, store, study, precision))]
+    else:
+        suites = [_suite_or_fail(suite_name)] if suite_name else all_suites()
+        groups = [(f"suite {s.name}", _guarded(verbose, suite_plan, store, s, precision)) for s in suites]
+        groups = [g for g in groups if g[1] or suite_name]
+        if not groups:
+            _fail(f"{results_dir}: no entries registered to any suite; pass --suite or --study")
+    report = []
+    for title, planned in groups:
+        states = run_states(store, planned)
+        report.append((title, states))
+    if as_json:
+        click.echo(json_mod.dumps([{"group": t, "runs": [asdict(r) for r in rs]} for t, rs in report],
+                                  indent=2))
+        return
+    for title, states in report:
+        counts = {s: sum(r.state == s for r in states) for s in STATES}
+        click.echo(f"{title}: {len(states)} run(s): " + ", ".join(
+            click.style(f"{counts[s]} {s}", fg=_STATE_COLOURS[s]) for s in STATES if counts[s]))
+        if not states:
+            click.echo("  no entries registered to it")
+        for r in states:
+            if show_all or r.state not in ("done", "diverged"):
+                click.echo(f"  {click.style(f'{r.state:<11}', fg=_STATE_COLOURS[r.state])} "
+                           f"{r.entry:<24} {r.setting:<22} seed {r.seed:<6} {r.detail}")
+        left = counts["missing"] + counts["failed"] + counts["interrupted"]
+        if left:
+            click.echo(f"  left to run: {left} ({counts['missing']} missing, {counts['failed']} "
+                       f"failed, {counts['interrupted']} interrupted)")
 
 
 _STATUS_COLOURS = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "bright_black"}

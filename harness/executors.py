@@ -39,6 +39,8 @@ from harness.fast import SpeedOptions
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
 from harness.runner import PROTOCOL_VERSION, RunConfig, config_fields, run_flags
 from harness.sandbox import Policy, command
+from harness.status import Claim
+from harness.store import make_key
 from harness.train import Recipe, best_index
 from harness.worker import RESULT_MARKER
 
@@ -233,12 +235,28 @@ def _session_rss(session: int) -> int:
     return total
 
 
+# Worker sessions alive in this process: each runs in a session of its own (so that a timeout
+# kills its whole tree), which also shields it from the terminal's Ctrl-C and from a job
+# scheduler's signal to this process; kill_workers() ends them when this process is stopped.
+_SESSIONS: set[int] = set()
+
+
+def kill_workers() -> None:
+    for pid in list(_SESSIONS):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def run_worker_process(argv: list[str], env: dict[str, str], log_path: Path,
                        timeout_s: float | None, memory_bytes: int | None,
-                       echo: Echo | None = None, poll_s: float = 0.2) -> WorkerOutcome:
+                       echo: Echo | None = None, poll_s: float = 0.2,
+                       beat: Callable[[], None] | None = None) -> WorkerOutcome:
     """Start ``argv`` in a new session, copy its output to ``log_path`` (and ``echo``), and kill
     its whole session when it runs past ``timeout_s`` or its resident memory passes
-    ``memory_bytes``."""
+    ``memory_bytes``, or when this process is interrupted; ``beat`` is called while it runs (a
+    claim's heartbeat)."""
     result: dict[str, Any] = {}
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -259,24 +277,46 @@ def run_worker_process(argv: list[str], env: dict[str, str], log_path: Path,
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        start, killed_for, peak = time.monotonic(), None, 0
-        while proc.poll() is None:
-            if timeout_s and time.monotonic() - start > timeout_s:
-                killed_for = "timeout"
-            elif memory_bytes:
-                peak = max(peak, _session_rss(proc.pid))
-                if peak > memory_bytes:
-                    killed_for = "out-of-memory"
-            if killed_for:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-                break
-            time.sleep(poll_s)
+        _SESSIONS.add(proc.pid)
+        try:
+            killed_for, peak = _watch(proc, timeout_s, memory_bytes, poll_s, beat)
+        except BaseException:  # interrupted or stopped: the worker must not outlive its parent
+            _kill_session(proc)
+            raise
+        finally:
+            _SESSIONS.discard(proc.pid)
         reader.join(timeout=10)
     return WorkerOutcome(result.get("value"), proc.returncode, killed_for, log_path, peak)
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _watch(proc: subprocess.Popen, timeout_s: float | None, memory_bytes: int | None,
+           poll_s: float, beat: Callable[[], None] | None) -> tuple[str | None, int]:
+    """Poll the worker until it ends; kill its session past the time or memory limit. Returns
+    what it was killed for (or None) and its peak resident memory."""
+    start, peak = time.monotonic(), 0
+    while proc.poll() is None:
+        killed_for = None
+        if timeout_s and time.monotonic() - start > timeout_s:
+            killed_for = "timeout"
+        elif memory_bytes:
+            peak = max(peak, _session_rss(proc.pid))
+            if peak > memory_bytes:
+                killed_for = "out-of-memory"
+        if killed_for:
+            _kill_session(proc)
+            return killed_for, peak
+        if beat:
+            beat()
+        time.sleep(poll_s)
+    return None, peak
 
 
 def _stem(label: str, index: int) -> str:
@@ -304,7 +344,7 @@ def sandbox_checkpoint_dir(store, task: Task) -> Path:
 
 def _launch(spec: dict[str, Any], stem: str, work_dir: Path, env: dict[str, str],
             policy: Policy | None, timeout_s: float | None, memory: int,
-            echo: Echo | None = None) -> WorkerOutcome:
+            echo: Echo | None = None, beat: Callable[[], None] | None = None) -> WorkerOutcome:
     """Write the spec, run ``python -m harness.worker`` on it (inside the sandbox when ``policy``),
     and clean up its spec and private folder; the log stays in ``work_dir``."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -315,7 +355,7 @@ def _launch(spec: dict[str, Any], stem: str, work_dir: Path, env: dict[str, str]
         argv = command(policy, argv)
         env = {**env, "JOBLIB_MULTIPROCESSING": "0"}  # scikit-learn's joblib: no /dev/shm to use
     try:
-        return run_worker_process(argv, env, log_path, timeout_s, memory, echo)
+        return run_worker_process(argv, env, log_path, timeout_s, memory, echo, beat=beat)
     finally:
         if policy:
             shutil.rmtree(policy.private_dir, ignore_errors=True)
@@ -380,6 +420,14 @@ def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def task_key(task: Task) -> str:
+    """The run key (harness.store.make_key) of a task, from its configuration and extras."""
+    c = task.config
+    recipe_id = (task.extra.get("suite") or {}).get("recipe_id") or "adhoc"
+    return make_key(task.sha256, c.arch, resolve_dataset_name(c.dataset), c.seed, recipe_id,
+                    PROTOCOL_VERSION, c.precision)
+
+
 def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index: int,
                   isolation: Isolation | None = None, memory: int | None = None,
                   echo: Echo | None = None) -> dict[str, Any]:
@@ -396,8 +444,9 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
     spec = {"mode": "run", "config": config_to_json(task.config), "extra": task.extra,
             "checks": task.checks, "sha256": task.sha256,
             "results": None if policy else str(store.root.resolve())}
-    outcome = _launch(spec, _stem(task.label, index), work_dir, env, policy, isolation.timeout_s,
-                      memory, echo)
+    with Claim(store.root, task_key(task), task.label) as claim:
+        outcome = _launch(spec, _stem(task.label, index), work_dir, env, policy,
+                          isolation.timeout_s, memory, echo, beat=claim.beat)
     reported = outcome.result or {}
     if "record" in reported:
         record = accept_record(task, reported["record"])

@@ -16,6 +16,7 @@ from harness.executors import Isolation, LocalExecutor, Task, vet_in_worker
 from harness.fast import SpeedOptions
 from harness.runner import PROTOCOL_VERSION, RunConfig, RunError
 from harness.sandbox import namespaces_unavailable
+from harness.status import live_claims
 from harness.scan import scan_file
 from harness.store import ResultsStore, make_key
 from harness.submission import SubmissionError, check_path, load, resolve
@@ -28,6 +29,7 @@ class PlannedRun:
     seed: int
     key: str
     done: bool
+    running: bool = False  # a worker elsewhere holds its claim (harness.status)
 
 
 @dataclass
@@ -35,6 +37,7 @@ class SweepResult:
     entry: str
     ran: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[PlannedRun] = field(default_factory=list)
+    submitted: Any = None  # a detached cluster sweep: harness.cluster.Submitted
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -44,12 +47,13 @@ class SweepResult:
 def plan(store: ResultsStore, sha256: str, suite: Suite, final: bool, rerun: bool = False,
          precision: str = "fp32") -> list[PlannedRun]:
     done = set() if rerun else store.completed_keys()
+    busy = live_claims(store.root)
     runs = []
     for setting in suite.settings_for(final):
         for seed in suite.seeds:
             key = make_key(sha256, setting.arch, setting.dataset, seed, suite.recipe_id(),
                            PROTOCOL_VERSION, precision)
-            runs.append(PlannedRun(setting, seed, key, key in done))
+            runs.append(PlannedRun(setting, seed, key, key in done, key in busy))
     return runs
 
 
@@ -106,6 +110,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
           speed: SpeedOptions | None = None, jobs: int = 1, resume: bool = True,
           isolation: Isolation | None = None, trust_code: bool = False,
           register: bool = True, record_extra: dict[str, Any] | None = None,
+          executor=None, detach: bool = False,
           execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
           on_run: RunHook | None = None, on_skip: RunHook | None = None,
           on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
@@ -116,6 +121,9 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
     the sandbox when untrusted: then this process never imports the file, and the static scan
     refuses it unless ``trust_code``). ``execute`` instead runs each in this process (tests).
     A study's sweep passes ``register=False`` (no leaderboard entry) and its ``record_extra``.
+    ``executor`` (default: a LocalExecutor of ``jobs``) may be a harness.cluster.SlurmExecutor;
+    with ``detach`` it returns once the array is submitted. A run that a live worker elsewhere
+    holds (harness.status claims) is skipped, so two sweeps never run it twice.
     Raises SubmissionError when the file is unusable or fails a fatal check.
     """
     isolation = isolation or Isolation(check_timeout=check_timeout)
@@ -135,7 +143,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
     planned = plan(store, digest, suite, final, rerun, precision)
     tasks, by_task = [], {}
     for i, run in enumerate(planned, 1):
-        if run.done:
+        if run.done or run.running:
             result.skipped.append(run)
             if on_skip:
                 on_skip(run, i, len(planned))
@@ -163,7 +171,12 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
         if on_done:
             on_done(by_task[id(task)][0], record)
 
-    executor = LocalExecutor(jobs, device, isolation)
-    result.ran = executor.run(tasks, store, execute=execute, submission=submission,
-                              on_start=started, on_done=done, echo=echo)
+    executor = executor or LocalExecutor(jobs, device, isolation)
+    extra = {"detach": detach, "name": name} if detach or not isinstance(executor, LocalExecutor) else {}
+    ran = executor.run(tasks, store, execute=execute, submission=submission, on_start=started,
+                       on_done=done, echo=echo, **extra)
+    if isinstance(ran, list):
+        result.ran = ran
+    else:
+        result.submitted = ran
     return result
