@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, fields, replace
@@ -38,7 +40,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-BACKENDS = ("slurm", "submitit-local")  # submitit-local: submitit's local executor (tests, trials)
+BACKENDS = ("slurm", "submitit-local")
+VANISHED_POLLS = 3  # a job squeue no longer lists, still without a result, this many polls in a row: ended  # submitit-local: submitit's local executor (tests, trials)
 
 
 class ClusterError(ValueError):
@@ -104,7 +107,8 @@ def run_on_node(task, results: str, index: int, isolation, cpus: int = 1) -> dic
     """One array element: run ``task`` in a worker on this node and write its record. The worker
     uses the ``cpus`` threads the job asked for: torch would otherwise start one per core of the
     node and fight the other jobs there."""
-    from harness.executors import run_in_worker
+    from harness.executors import crash_record, run_in_worker
+    from harness.sandbox import namespaces_unavailable
     from harness.store import ResultsStore
 
     def stop(signum, _frame):  # scancel, the time limit, submitit's cancel: end the worker too
@@ -112,6 +116,12 @@ def run_on_node(task, results: str, index: int, isolation, cpus: int = 1) -> dic
 
     signal.signal(signal.SIGTERM, stop)
     store = ResultsStore(results)
+    reason = namespaces_unavailable() if isolation.untrusted and isolation.namespaces else None
+    if reason:  # the submitting host could sandbox; this node cannot
+        record = crash_record(task, "crashed", f"node {socket.gethostname()} cannot sandbox an "
+                                               f"untrusted run: {reason}")
+        store.add(record)
+        return record
     threads = str(cpus)
     return run_in_worker(task, store, {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
                          store.root / "logs", index, isolation,
@@ -179,8 +189,8 @@ class SlurmExecutor:
             return []
         jobs, folder = self.submit(tasks, store, name)
         if echo:
-            echo(f"submitted {len(jobs)} run(s) as job array {jobs[0].job_id.split('_')[0]} "
-                 f"({self.backend}); logs in {folder}")
+            what = f"job array {jobs[0].job_id.split('_')[0]}" if len(jobs) > 1 else f"job {jobs[0].job_id}"
+            echo(f"submitted {len(jobs)} run(s) as {what} ({self.backend}); logs in {folder}")
         if detach:
             return Submitted([j.job_id for j in jobs], folder)
         for task in tasks:
@@ -188,29 +198,58 @@ class SlurmExecutor:
                 on_start(task)
         records: list[dict[str, Any] | None] = [None] * len(tasks)
         pending = set(range(len(tasks)))
+        unseen = dict.fromkeys(range(len(tasks)), 0)  # polls for which Slurm no longer knew a job
         while pending:
+            queued = self._queued(jobs[i] for i in pending)
             for i in sorted(pending):
                 if not jobs[i].done():
-                    continue
+                    unseen[i] = unseen[i] + 1 if queued is not None and jobs[i].job_id not in queued else 0
+                    if unseen[i] < VANISHED_POLLS:
+                        continue
                 pending.discard(i)
-                records[i] = self._collect(tasks[i], jobs[i], store)
+                records[i] = self._collect(tasks[i], jobs[i], store, vanished=unseen[i] >= VANISHED_POLLS)
                 if on_done:
                     on_done(tasks[i], records[i])
             if pending:
                 time.sleep(self.poll_s)
         return records  # type: ignore[return-value]
 
-    def _collect(self, task, job, store) -> dict[str, Any]:
+    def _queued(self, jobs) -> set[str] | None:
+        """The ids of these jobs that Slurm still holds (pending, running, completing), by squeue;
+        None when that cannot be told (submitit's local backend, or squeue failing).
+
+        submitit learns that a job ended without a result from ``sacct``, which needs Slurm's
+        accounting database; on clusters without one, a job that was cancelled or killed would
+        be waited for forever."""
+        if self.backend != "slurm":
+            return None
+        arrays = sorted({job.job_id.split("_")[0] for job in jobs})
+        try:
+            out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i",
+                                  "--jobs=" + ",".join(arrays)], capture_output=True, text=True,
+                                 timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        # squeue exits non-zero once none of the jobs is known any more ("Invalid job id").
+        if out.returncode != 0 and "Invalid job id" not in out.stderr:
+            return None
+        return set(out.stdout.split())
+
+    def _collect(self, task, job, store, vanished: bool = False) -> dict[str, Any]:
         """The element's record; a record saying why when the job ended without one."""
         from harness.executors import crash_record
 
-        try:
-            return job.result()
-        except Exception as exc:  # noqa: BLE001 - submitit's Failed/UncompletedJobError and kin
-            state = getattr(job, "state", "?")
-            message = str(exc).strip().splitlines()
-            record = crash_record(task, "crashed", f"cluster job {job.job_id} ended ({state}) "
-                                                   f"without a record: {message[0] if message else exc}")
-            store.add(record)
-            return record
+        if vanished and not job.paths.result_pickle.exists():
+            reason = "it left the queue (cancelled, or killed with its node) and sacct cannot say why"
+        else:
+            try:
+                return job.result()
+            except Exception as exc:  # noqa: BLE001 - submitit's Failed/UncompletedJobError and kin
+                message = str(exc).strip().splitlines()
+                reason = f"{getattr(job, 'state', '?')}: {message[0] if message else exc}"
+        record = crash_record(task, "crashed", f"cluster job {job.job_id} ended without a record "
+                                               f"({reason}); its checkpoint, if any, is resumed "
+                                               "by the next sweep")
+        store.add(record)
+        return record
 

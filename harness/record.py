@@ -88,7 +88,17 @@ def environment(device) -> dict[str, Any]:
         "platform": platform.platform(),
         "hostname": platform.node(),
         "argv": sys.argv,
+        "slurm": slurm_job(),
     }
+
+
+def slurm_job() -> dict[str, str] | None:
+    """The Slurm job this process runs in (None outside one), so a record names its job."""
+    names = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
+             "array_task_id": "SLURM_ARRAY_TASK_ID", "partition": "SLURM_JOB_PARTITION",
+             "node": "SLURMD_NODENAME", "cluster": "SLURM_CLUSTER_NAME"}
+    job = {field: os.environ[var] for field, var in names.items() if var in os.environ}
+    return job if "job_id" in job else None
 
 
 def _finite(value: Any) -> Any:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.record import utc_now, write_json_atomic
+from harness.record import slurm_job, utc_now, write_json_atomic
 
 STALE_S = 300.0  # a claim not refreshed for this long belongs to a worker that is gone
 HEARTBEAT_S = 30.0
@@ -41,10 +41,7 @@ class Claim:
     def __init__(self, root: Path, key: str, label: str):
         self.path = claim_path(root, key)
         self.payload = {"key": key, "label": label, "host": socket.gethostname(), "pid": os.getpid(),
-                        "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID")
-                        or os.environ.get("SLURM_JOB_ID"),
-                        "slurm_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
-                        "started_at": utc_now()}
+                        "slurm": slurm_job(), "started_at": utc_now()}
         self._last = 0.0
 
     def __enter__(self) -> "Claim":
@@ -94,9 +91,10 @@ def _claim(root: Path, key: str, now: float) -> tuple[str, str] | None:
         data, age = json.loads(path.read_text()), now - path.stat().st_mtime
     except (OSError, ValueError):
         return None
-    where = f"on {data.get('host')}" + (f", Slurm job {data['slurm_job_id']}"
-                                        + (f"_{data['slurm_task_id']}" if data.get("slurm_task_id") else "")
-                                        if data.get("slurm_job_id") else f", pid {data.get('pid')}")
+    slurm = data.get("slurm") or {}
+    job = (f"{slurm['array_job_id']}_{slurm['array_task_id']}" if "array_task_id" in slurm
+           else slurm.get("job_id"))
+    where = f"on {data.get('host')}" + (f", Slurm job {job}" if job else f", pid {data.get('pid')}")
     if age > STALE_S:
         return "interrupted", f"{where}: no heartbeat for {age / 60:.0f} min"
     return "running", f"{where}, since {data.get('started_at')}"

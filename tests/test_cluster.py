@@ -34,3 +34,59 @@ def test_detach_needs_a_cluster_executor(tmp_path):
     result = CliRunner().invoke(main, ["submit", "batch_norm", "--name", "x", "--detach",
                                        "--results", str(tmp_path)])
     assert result.exit_code == EXIT_USAGE and "--detach needs a cluster executor" in result.output
+
+
+def _task():
+    from harness.executors import Task
+    from harness.runner import RunConfig
+
+    config = RunConfig("sub/abc.py", "resnet20", "digits", seed=1)
+    return Task(config, "e resnet20-digits seed 1", "abc",
+                {"entry": "e", "suite": {"recipe_id": "r1", "setting": "resnet20-digits"}}, [])
+
+
+def test_a_node_that_cannot_sandbox_fails_the_run_saying_so(tmp_path, monkeypatch):
+    from harness import cluster, sandbox
+    from harness.executors import Isolation
+    from harness.store import ResultsStore
+
+    monkeypatch.setattr(sandbox, "namespaces_unavailable", lambda: "no user namespaces")
+    monkeypatch.setattr(cluster.signal, "signal", lambda *a: None)  # leave pytest's handlers be
+    record = cluster.run_on_node(_task(), str(tmp_path), 0, Isolation(untrusted=True))
+    assert record["failure"]["category"] == "crashed"
+    assert "cannot sandbox an untrusted run: no user namespaces" in record["failure"]["message"]
+    assert [r["run_id"] for r in ResultsStore(tmp_path).records()] == [record["run_id"]]
+
+
+class _Job:
+    """What the executor reads of a submitit job: an id, done(), its result file."""
+
+    def __init__(self, job_id, folder, record=None):
+        self.job_id, self.record, self.state = job_id, record, "UNKNOWN"
+        self.paths = type("Paths", (), {"result_pickle": folder / f"{job_id}_result.pkl"})()
+
+    def done(self):
+        return self.record is not None
+
+    def result(self):
+        return self.record
+
+
+def test_a_job_that_left_the_queue_without_a_result_is_recorded_not_waited_for(tmp_path,
+                                                                                monkeypatch):
+    """Without Slurm accounting, sacct cannot say a cancelled job ended; squeue can."""
+    from harness.store import ResultsStore
+
+    finished = {"run_id": "r-ok", "status": "ok"}
+    jobs = [_Job("7_0", tmp_path, finished), _Job("7_1", tmp_path)]
+    executor = SlurmExecutor(SlurmOptions(), backend="slurm", poll_s=0)
+    monkeypatch.setattr(executor, "submit", lambda tasks, store, name: (jobs, tmp_path))
+    polls = []
+    monkeypatch.setattr(executor, "_queued", lambda pending: polls.append(1) or set())
+    store = ResultsStore(tmp_path / "results")
+    records = executor.run([_task(), _task()], store)
+    assert records[0] is finished
+    assert records[1]["failure"]["category"] == "crashed"
+    assert "cluster job 7_1 ended without a record (it left the queue" in records[1]["failure"]["message"]
+    assert len(polls) == 3  # not on the first poll it is missing from: squeue may lag
+    assert [r["run_id"] for r in store.records()] == [records[1]["run_id"]]

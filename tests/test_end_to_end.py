@@ -1,5 +1,6 @@
 """The smoke suite for real: a baseline (local workers) and a submission (through submitit's real
-code path, its local executor, with one run killed mid-way and resumed), then the site."""
+code path, its local executor, with one run killed mid-way, then finished by local workers, which
+resume it), then the site. tests/test_slurm.py does the same through a real Slurm."""
 
 import json
 import os
@@ -60,8 +61,9 @@ def test_smoke_suite_to_leaderboard(tmp_path):
     status = runner.invoke(main, ["status", "--results", str(results), "--suite", "smoke"])
     assert status.exit_code == 0 and "interrupted" in status.output and "left to run" in status.output
 
-    # The same command, attached, finishes it: the killed run continues from its checkpoint.
-    second = runner.invoke(main, submit + cluster)
+    # Finished by another executor (local workers), through the same store: the killed run
+    # continues from its checkpoint.
+    second = runner.invoke(main, submit + ["--jobs", "2"])
     assert second.exit_code == 0, second.output
     ok = [r for r in store.records() if r.get("entry") == "SelectiveNorm" and r["status"] == "ok"]
     assert len(ok) == 2 and any(r["resumes"] for r in ok), [r["resumes"] for r in ok]
