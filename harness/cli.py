@@ -248,7 +248,7 @@ def _executor_options(fn):
         click.option("--executor", type=click.Choice(["local", "slurm", "submitit-local"]),
                      default="local", show_default=True,
                      help="local: worker processes on this machine (--jobs). slurm: one job array "
-                          "per entry through submitit (--slurm-*). submitit-local: the slurm path "
+                          "for all the command's runs, through submitit (--slurm-*). submitit-local: the slurm path "
                           "with submitit's local processes, to try a cluster set-up on one machine."),
         click.option("--slurm-config", type=click.Path(dir_okay=False, exists=True, path_type=str),
                      default=None,
@@ -407,55 +407,73 @@ def _eval_untrusted(config, results_dir: str, isolation, trust_code: bool):
     return record, path
 
 
-def _sweep_and_report(store, source: str, name: str, kind: str, suite, final: bool, rerun: bool,
-                      device: str, data_root, download: bool, check_timeout: float,
-                      precision: str, speed, jobs: int, resume: bool, isolation, trust_code: bool,
-                      verbose: bool, **sweep_extra):
-    from harness.sweep import sweep
+def _sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_root,
+                      download: bool, check_timeout: float, precision: str, speed, jobs: int,
+                      resume: bool, isolation, trust_code: bool, verbose: bool, executor=None,
+                      detach: bool = False, batch_name: str = "harness"):
+    """Prepare every entry (each a dict of source, name, kind, suite, final and optionally
+    register and record_extra), run all their runs as one batch (one pool of workers, or one job
+    array), and print a summary per entry. Returns the SweepResults in entry order."""
+    from harness.sweep import prepare, run_prepared
 
-    def on_run(run, i, n):
-        hidden = " (hidden)" if run.setting.hidden else ""
-        if jobs == 1:
-            click.echo(f"\n[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}")
-        else:
-            click.echo(f"[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}: started")
+    def hooks(name: str) -> dict:
+        def on_run(run, i, n):
+            hidden = " (hidden)" if run.setting.hidden else ""
+            if jobs == 1 and executor is None:
+                click.echo(f"\n[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}")
+            else:
+                click.echo(f"[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}: started")
 
-    def on_done(run, record):
-        best = record.get("best_acc")
-        failure = record.get("failure")
-        click.echo(f"  {name}: {run.setting.key}, seed {run.seed}: {record['status']}"
-                   + (f", best {best:.2f}%" if best is not None else "")
-                   + (f" [{failure['category']}] {failure['message']}" if failure else ""))
+        def on_done(run, record):
+            best = record.get("best_acc")
+            failure = record.get("failure")
+            click.echo(f"  {name}: {run.setting.key}, seed {run.seed}: {record['status']}"
+                       + (f", best {best:.2f}%" if best is not None else "")
+                       + (f" [{failure['category']}] {failure['message']}" if failure else ""))
 
-    def on_skip(run, i, n):
-        why = "already done" if run.done else "running elsewhere (harness status)"
-        click.echo(f"[{i}/{n}] {name}: {run.setting.key}, seed {run.seed}: {why}, skipped")
+        def on_skip(run, i, n):
+            why = "already done" if run.done else "running elsewhere (harness status)"
+            click.echo(f"[{i}/{n}] {name}: {run.setting.key}, seed {run.seed}: {why}, skipped")
 
-    result = _guarded(verbose, sweep, store, source, name, kind, suite, final, rerun=rerun,
-                      device=device, data_root=data_root, download=download,
-                      check_timeout=check_timeout, precision=precision, speed=speed, jobs=jobs,
-                      resume=resume, isolation=isolation, trust_code=trust_code,
-                      on_run=on_run, on_skip=on_skip, on_done=on_done,
-                      echo=lambda line: click.echo(f"    {line}"), **sweep_extra)
-    if result.submitted is not None:
-        click.echo(f"\n{name}: submitted {len(result.submitted.job_ids)} run(s) "
-                   f"(jobs {', '.join(result.submitted.job_ids[:3])}"
-                   f"{', ...' if len(result.submitted.job_ids) > 3 else ''}); logs in "
-                   f"{result.submitted.folder}; follow with `harness status --results {store.root}`")
-        return result
-    diverged = [r for r in result.ran if r["status"] == "diverged"]
-    click.echo(f"\n{name}: {len(result.ran)} run(s), {len(result.skipped)} skipped (already done), "
-               f"{len(result.ran) - len(diverged) - len(result.failed)} ok, {len(diverged)} diverged, "
-               f"{len(result.failed)} failed")
-    if result.failed or diverged:
-        by_category = Counter(r["failure"]["category"] for r in result.failed + diverged)
-        click.echo("failures by category: " + ", ".join(f"{k} {v}" for k, v in sorted(by_category.items())),
-                   err=True)
-        for r in result.failed + diverged:
-            click.echo(f"  {r['failure']['category']}: {r['suite']['setting']} seed "
-                       f"{r['config']['seed']}: {r['failure']['message']}", err=True)
-        click.echo(f"logs: {store.root / 'logs'}", err=True)
-    return result
+        return {"on_run": on_run, "on_done": on_done, "on_skip": on_skip}
+
+    prepared = []
+    for entry in entries:
+        if len(entries) > 1:
+            click.echo(f"== {entry['name']} ({entry['source']})")
+        prepared.append(_guarded(
+            verbose, prepare, store, entry["source"], entry["name"], entry["kind"], entry["suite"],
+            entry["final"], register=entry.get("register", True),
+            record_extra=entry.get("record_extra"), rerun=rerun, device=device,
+            data_root=data_root, download=download, check_timeout=check_timeout,
+            precision=precision, speed=speed, resume=resume, isolation=isolation,
+            trust_code=trust_code, **hooks(entry["name"])))
+    results = _guarded(verbose, run_prepared, prepared, store, jobs=jobs, device=device,
+                       isolation=isolation, executor=executor, detach=detach, name=batch_name,
+                       echo=lambda line: click.echo(f"    {line}"))
+    submitted = next((r.submitted for r in results if r.submitted is not None), None)
+    if submitted is not None:
+        click.echo(f"\n{', '.join(r.entry for r in results if r.submitted)}: submitted "
+                   f"{len(submitted.job_ids)} run(s) (jobs {', '.join(submitted.job_ids[:3])}"
+                   f"{', ...' if len(submitted.job_ids) > 3 else ''}); logs in "
+                   f"{submitted.folder}; follow with `harness status --results {store.root}`")
+    for result in results:
+        if result.submitted is not None:
+            continue
+        name = result.entry
+        diverged = [r for r in result.ran if r["status"] == "diverged"]
+        click.echo(f"\n{name}: {len(result.ran)} run(s), {len(result.skipped)} skipped (already "
+                   f"done), {len(result.ran) - len(diverged) - len(result.failed)} ok, "
+                   f"{len(diverged)} diverged, {len(result.failed)} failed")
+        if result.failed or diverged:
+            by_category = Counter(r["failure"]["category"] for r in result.failed + diverged)
+            click.echo("failures by category: "
+                       + ", ".join(f"{k} {v}" for k, v in sorted(by_category.items())), err=True)
+            for r in result.failed + diverged:
+                click.echo(f"  {r['failure']['category']}: {r['suite']['setting']} seed "
+                           f"{r['config']['seed']}: {r['failure']['message']}", err=True)
+            click.echo(f"logs: {store.root / 'logs'}", err=True)
+    return results
 
 
 def _suite_or_fail(name: str):
@@ -504,10 +522,12 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
     suite = _suite_or_fail(suite_name)
-    result = _sweep_and_report(ResultsStore(results_dir), submission, name, "submission", suite,
-                               final, rerun, device, data_root, download, check_timeout, precision,
-                               speed, jobs, resume, isolation, trust_code, verbose,
-                               executor=executor, detach=detach)
+    entry = {"source": submission, "name": name, "kind": "submission", "suite": suite,
+             "final": final}
+    [result] = _sweep_and_report(ResultsStore(results_dir), [entry], rerun, device, data_root,
+                                 download, check_timeout, precision, speed, jobs, resume,
+                                 isolation, trust_code, verbose, executor=executor, detach=detach,
+                                 batch_name=name)
     if result.failed:
         sys.exit(EXIT_FAILED)
     if any(r["status"] == "diverged" for r in result.ran):
@@ -550,12 +570,12 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
             _fail(f"unknown baseline(s) {', '.join(unknown)}; baselines: {', '.join(names)}", EXIT_USAGE)
         names = wanted
     store = ResultsStore(results_dir)
-    failed = 0
-    for name in names:
-        result = _sweep_and_report(store, name, name, "baseline", suite, True, rerun, device,
-                                   data_root, download, check_timeout, precision, speed, jobs, resume,
-                                   isolation, trust_code, verbose, executor=executor, detach=detach)
-        failed += len(result.failed)
+    entries = [{"source": name, "name": name, "kind": "baseline", "suite": suite, "final": True}
+               for name in names]
+    results = _sweep_and_report(store, entries, rerun, device, data_root, download, check_timeout,
+                                precision, speed, jobs, resume, isolation, trust_code, verbose,
+                                executor=executor, detach=detach, batch_name=f"baselines-{suite.name}")
+    failed = sum(len(result.failed) for result in results)
     if failed:
         _fail(f"{failed} baseline run(s) failed")
 
@@ -774,15 +794,10 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry
                f"{len(study.seeds)} seeds; recipe: "
                + ("; ".join(study.recipe.deviations()) or "the protocol's"))
     entries = _guarded(verbose, select_entries, study, wanted)
-    results = []
-    for entry in entries:
-        click.echo(f"\n== {entry.name} ({entry.path})")
-        args = sweep_arguments(study, entry)
-        results.append(_sweep_and_report(
-            store, args["source"], args["name"], args["kind"], args["suite"], args["final"], rerun,
-            device, data_root, download, check_timeout, precision, speed, jobs, resume, isolation,
-            trust_code, verbose, register=args["register"], record_extra=args["record_extra"],
-            executor=executor, detach=detach))
+    results = _sweep_and_report(store, [sweep_arguments(study, entry) for entry in entries], rerun,
+                                device, data_root, download, check_timeout, precision, speed, jobs,
+                                resume, isolation, trust_code, verbose, executor=executor,
+                                detach=detach, batch_name=f"study-{study.name}")
     ran = [r for res in results for r in res.ran]
     failed = [r for r in ran if r["status"] == "failed"]
     diverged = [r for r in ran if r["status"] == "diverged"]

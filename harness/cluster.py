@@ -1,4 +1,4 @@
-"""The Slurm executor: a sweep's runs as one job array, through submitit.
+"""The Slurm executor: a command's runs as one job array, through submitit.
 
 Each array element runs one task on its node exactly as the local executor would
 (:func:`harness.executors.run_in_worker`: a worker process under the same timeout, memory limit

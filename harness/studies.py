@@ -235,9 +235,14 @@ def sweep_arguments(study: Study, entry: StudyEntry) -> dict[str, Any]:
 
 def run_study(study: Study, store: ResultsStore, *, only: list[str] | None = None,
               **sweep_options) -> list:
-    """Sweep every entry (or those named in ``only``); ``sweep_options`` go to
-    :func:`harness.sweep.sweep`. Returns one SweepResult per entry."""
-    from harness.sweep import sweep
+    """Prepare every entry (or those named in ``only``), then run all their runs as one batch;
+    ``sweep_options`` are those of :func:`harness.sweep.sweep`. Returns one SweepResult per entry."""
+    from harness.sweep import prepare, run_prepared
 
-    return [sweep(store, **sweep_arguments(study, entry), **sweep_options)
-            for entry in select_entries(study, only)]
+    batch = {k: sweep_options.pop(k) for k in ("jobs", "executor", "detach", "execute", "echo")
+             if k in sweep_options}
+    prepared = [prepare(store, **sweep_arguments(study, entry), **sweep_options)
+                for entry in select_entries(study, only)]
+    return run_prepared(prepared, store, device=sweep_options.get("device", "auto"),
+                        isolation=sweep_options.get("isolation"), name=f"study-{study.name}",
+                        **batch)

@@ -1,6 +1,8 @@
 """Running an entry over a suite: every (setting, seed), skipping what the store already has.
 
-``harness submit`` and ``harness baselines run`` are both this loop. A run whose key (submission
+``harness submit``, ``harness baselines run`` and ``harness study run`` are all this: each entry is
+prepared (stored, vetted, planned), then the tasks of all of a command's entries run as one batch
+(one pool of local workers, or one Slurm job array). A run whose key (submission
 sha256, setting, seed, recipe, protocol version) already has a completed record is skipped, so an
 interrupted sweep continues where it stopped and a changed file never reuses old records.
 """
@@ -104,27 +106,34 @@ def admit_untrusted(store: ResultsStore, source: str, isolation: Isolation,
     return path, copy, digest, vet_untrusted(copy, store, isolation, source, trust_code)
 
 
-def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
-          rerun: bool = False, device: str = "auto", data_root: str | None = None,
-          download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
-          speed: SpeedOptions | None = None, jobs: int = 1, resume: bool = True,
-          isolation: Isolation | None = None, trust_code: bool = False,
-          register: bool = True, record_extra: dict[str, Any] | None = None,
-          executor=None, detach: bool = False,
-          execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
-          on_run: RunHook | None = None, on_skip: RunHook | None = None,
-          on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
-          echo: Callable[[str], None] | None = None) -> SweepResult:
-    """Store the file, register the entry, vet the layer, then run every missing (setting, seed).
+@dataclass
+class PreparedSweep:
+    """One entry's sweep, vetted and planned: the tasks still to run, and where their records go."""
 
-    Each run executes in its own worker process under ``isolation`` (timeout, memory limit, and
-    the sandbox when untrusted: then this process never imports the file, and the static scan
-    refuses it unless ``trust_code``). ``execute`` instead runs each in this process (tests).
-    A study's sweep passes ``register=False`` (no leaderboard entry) and its ``record_extra``.
-    ``executor`` (default: a LocalExecutor of ``jobs``) may be a harness.cluster.SlurmExecutor;
-    with ``detach`` it returns once the array is submitted. A run that a live worker elsewhere
-    holds (harness.status claims) is skipped, so two sweeps never run it twice.
-    Raises SubmissionError when the file is unusable or fails a fatal check.
+    result: SweepResult
+    tasks: list[Task]
+    submission: Any  # the loaded submission, for in-process ``execute`` (tests); None when untrusted
+    runs: dict[int, tuple[PlannedRun, int]]  # id(task) -> (its planned run, its 1-based number)
+    total: int
+    on_run: RunHook | None = None
+    on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None
+
+
+def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
+            rerun: bool = False, device: str = "auto", data_root: str | None = None,
+            download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
+            speed: SpeedOptions | None = None, resume: bool = True,
+            isolation: Isolation | None = None, trust_code: bool = False,
+            register: bool = True, record_extra: dict[str, Any] | None = None,
+            on_run: RunHook | None = None, on_skip: RunHook | None = None,
+            on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None) -> PreparedSweep:
+    """Store the file, register the entry, vet the layer, and plan every missing (setting, seed).
+
+    Untrusted (``isolation.untrusted``), this process never imports the file: the static scan
+    refuses it unless ``trust_code``, and the checks run in a sandboxed worker. A study passes
+    ``register=False`` (no leaderboard entry) and its ``record_extra``. A run already done, or
+    held by a live worker elsewhere (harness.status claims), is skipped. Raises SubmissionError
+    when the file is unusable or fails a fatal check.
     """
     isolation = isolation or Isolation(check_timeout=check_timeout)
     if isolation.untrusted:
@@ -141,7 +150,7 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
         store.register_entry(name, kind, digest, suite.name, final, str(path))
     result = SweepResult(entry=name)
     planned = plan(store, digest, suite, final, rerun, precision)
-    tasks, by_task = [], {}
+    tasks, runs = [], {}
     for i, run in enumerate(planned, 1):
         if run.done or run.running:
             result.skipped.append(run)
@@ -160,23 +169,63 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
                  **(record_extra or {})}
         task = Task(config, f"{name} {run.setting.key} seed {run.seed}", digest, extra, checks)
         tasks.append(task)
-        by_task[id(task)] = (run, i)
+        runs[id(task)] = (run, i)
+    return PreparedSweep(result, tasks, submission, runs, len(planned), on_run, on_done)
+
+
+def run_prepared(prepared: list[PreparedSweep], store: ResultsStore, *, jobs: int = 1,
+                 device: str = "auto", isolation: Isolation | None = None, executor=None,
+                 detach: bool = False, name: str = "harness",
+                 execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
+                 echo: Callable[[str], None] | None = None) -> list[SweepResult]:
+    """Run the tasks of several prepared sweeps as one batch: one pool of local workers, or one
+    Slurm job array (``executor``: a harness.cluster.SlurmExecutor; with ``detach`` it returns
+    once the array is submitted). ``execute`` instead runs each task in this process (tests)."""
+    owner = {id(task): p for p in prepared for task in p.tasks}
 
     def started(task: Task) -> None:
-        if on_run:
-            run, i = by_task[id(task)]
-            on_run(run, i, len(planned))
+        p = owner[id(task)]
+        if p.on_run:
+            run, i = p.runs[id(task)]
+            p.on_run(run, i, p.total)
 
     def done(task: Task, record: dict[str, Any]) -> None:
-        if on_done:
-            on_done(by_task[id(task)][0], record)
+        p = owner[id(task)]
+        if p.on_done:
+            p.on_done(p.runs[id(task)][0], record)
 
-    executor = executor or LocalExecutor(jobs, device, isolation)
-    extra = {"detach": detach, "name": name} if detach or not isinstance(executor, LocalExecutor) else {}
-    ran = executor.run(tasks, store, execute=execute, submission=submission, on_start=started,
-                       on_done=done, echo=echo, **extra)
-    if isinstance(ran, list):
-        result.ran = ran
+    if execute is not None:  # in process: each entry with its own loaded submission
+        batches = [(p.tasks, {"execute": execute, "submission": p.submission}) for p in prepared]
     else:
-        result.submitted = ran
-    return result
+        batches = [([t for p in prepared for t in p.tasks], {})]
+    executor = executor or LocalExecutor(jobs, device, isolation or Isolation())
+    if detach or not isinstance(executor, LocalExecutor):
+        batches = [(tasks, {**kw, "detach": detach, "name": name}) for tasks, kw in batches]
+    records: dict[int, dict[str, Any]] = {}
+    for tasks, kw in batches:
+        ran = executor.run(tasks, store, on_start=started, on_done=done, echo=echo, **kw)
+        if not isinstance(ran, list):  # detached: every sweep with tasks shares the submission
+            for p in prepared:
+                if p.tasks:
+                    p.result.submitted = ran
+            continue
+        records.update((id(task), record) for task, record in zip(tasks, ran))
+    for p in prepared:
+        if p.result.submitted is None:
+            p.result.ran = [records[id(task)] for task in p.tasks]
+    return [p.result for p in prepared]
+
+
+def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
+          jobs: int = 1, executor=None, detach: bool = False,
+          execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
+          echo: Callable[[str], None] | None = None, **options) -> SweepResult:
+    """Vet one entry and run every missing (setting, seed) of ``suite``: :func:`prepare`, then
+    :func:`run_prepared`. Each run executes in its own worker process under ``isolation``
+    (timeout, memory limit, and the sandbox when untrusted)."""
+    prepared = prepare(store, source, name, kind, suite, final, **options)
+    return run_prepared([prepared], store, jobs=jobs, device=options.get("device", "auto"),
+                        isolation=options.get("isolation")
+                        or Isolation(check_timeout=options.get("check_timeout", 10.0)),
+                        executor=executor, detach=detach, name=name, execute=execute,
+                        echo=echo)[0]

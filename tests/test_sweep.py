@@ -105,3 +105,45 @@ def test_runs_train_the_stored_copy(tmp_path):
     sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=execute)
     copy = str(next((tmp_path / "res" / "submissions").glob("*.py")))
     assert all(c == copy and str(p) == copy and s == str(src) for c, p, s in seen)
+
+
+class BatchRecorder:
+    """A stand-in cluster executor: records each batch it is given and fabricates the records."""
+
+    def __init__(self):
+        self.batches = []
+
+    def run(self, tasks, store, *, on_start, on_done, echo, detach, name):
+        self.batches.append(([t.label for t in tasks], name, detach))
+        records = []
+        for task in tasks:
+            on_start(task)
+            c = task.config
+            record = make_record(task.extra["entry"], task.sha256, f"{c.arch}-{c.dataset}", c.seed,
+                                 70.0, kind=task.extra["entry_kind"])
+            store.add(record)
+            on_done(task, record)
+            records.append(record)
+        return records
+
+
+def test_a_commands_entries_run_as_one_batch_and_their_records_go_back_to_each(tmp_path):
+    from harness.sweep import prepare, run_prepared
+
+    store = ResultsStore(tmp_path)
+    done = {"batch_norm": [], "group_norm": []}
+    prepared = [prepare(store, name, name, "baseline", SMOKE, True,
+                        on_done=lambda run, record, name=name: done[name].append(run.seed))
+                for name in done]
+    executor = BatchRecorder()
+    results = run_prepared(prepared, store, executor=executor, name="baselines-smoke")
+    runs = len(SMOKE.settings_for(True)) * len(SMOKE.seeds)
+    [(labels, name, detach)] = executor.batches  # one array for the whole command
+    assert len(labels) == 2 * runs and name == "baselines-smoke" and not detach
+    for result in results:
+        assert len(result.ran) == runs and {r["entry"] for r in result.ran} == {result.entry}
+        assert sorted(done[result.entry]) == sorted(SMOKE.seeds * len(SMOKE.settings_for(True)))
+    # Nothing left: a second command submits nothing.
+    again = [prepare(store, name, name, "baseline", SMOKE, True) for name in done]
+    assert all(not p.tasks and len(p.result.skipped) == runs for p in again)
+    assert [r.ran for r in run_prepared(again, store, executor=executor)] == [[], []]
