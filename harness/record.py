@@ -96,7 +96,8 @@ def slurm_job() -> dict[str, str] | None:
     """The Slurm job this process runs in (None outside one), so a record names its job."""
     names = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
              "array_task_id": "SLURM_ARRAY_TASK_ID", "partition": "SLURM_JOB_PARTITION",
-             "node": "SLURMD_NODENAME", "cluster": "SLURM_CLUSTER_NAME"}
+             "node": "SLURMD_NODENAME", "cluster": "SLURM_CLUSTER_NAME",
+             "restart_count": "SLURM_RESTART_COUNT"}  # requeued (preempted) this many times
     job = {field: os.environ[var] for field, var in names.items() if var in os.environ}
     return job if "job_id" in job else None
 

@@ -1,7 +1,8 @@
 """The slurm executor against a real Slurm: slurmctld and slurmd on localhost, started by
 tests/slurm/localhost.sh (Debian's slurm-wlm). A submission's smoke suite goes through sbatch as a
-job array; one run is cancelled mid-way (scancel) while the harness waits on it, then a detached
-rerun finishes the suite, resuming that run from its checkpoint. Skipped, with the reason, where
+job array; while the harness waits on it, one run is requeued mid-way (as on preemption) and
+resumes from its checkpoint, the other is cancelled (scancel), and a detached rerun finishes the
+suite, resuming that one too. Skipped, with the reason, where
 Slurm is not installed or cannot start here."""
 
 import os
@@ -74,34 +75,40 @@ def _wait(condition, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def test_smoke_suite_through_sbatch_with_a_cancelled_run_resumed(slurm, tmp_path):
+def test_smoke_suite_through_sbatch_with_runs_requeued_and_cancelled(slurm, tmp_path):
     results = tmp_path / "results"
     submit = ["submit", str(ROOT / "submissions" / "selective_norm.py"), "--name", "SelectiveNorm",
               "--suite", "smoke", "--results", str(results), "--trusted",
               "--executor", "slurm", "--slurm-partition", "debug", "--slurm-cpus", "1",
               "--slurm-gpus", "0", "--slurm-mem", "2", "--slurm-time", "30"]
 
-    # Attached: the harness waits on the array; one element is cancelled once it checkpointed.
+    # Attached: the harness waits on the array. Once both runs checkpointed, one is requeued (as
+    # Slurm does to a preempted job) and the other cancelled.
     attached = _harness(*submit)
-    _wait(lambda: list((results / "checkpoints").rglob("*.pt")), 300, "a checkpoint")
+    _wait(lambda: len(list((results / "running").glob("*.json"))) == 2, 300, "two claims")
     arrays = {p.name.split("_")[0] for p in (results / "slurm").rglob("*_submitted.pkl")}
     assert len(arrays) == 1, arrays  # one job array for the sweep
     array = arrays.pop()
     status = _harness("status", "--results", str(results), "--suite", "smoke")
     assert status.wait(60) == 0
     shown = status.stdout.read()
-    assert "running" in shown and f"Slurm job {array}_" in shown, shown
-    running = [line.split()[0] for line in subprocess.run(
-        ["squeue", "--noheader", "--array", "--states=RUNNING", "--format=%i", f"--jobs={array}"],
-        capture_output=True, text=True).stdout.splitlines()]
-    assert running, "nothing running"
-    subprocess.run(["scancel", running[0]], check=True)
-    output = attached.communicate(timeout=300)[0]  # it must not wait forever on the cancelled job
+    assert shown.count("running") >= 2 and f"Slurm job {array}_1" in shown, shown
+    _wait(lambda: len(list((results / "checkpoints").rglob("*.pt"))) == 2, 300, "two checkpoints")
+    subprocess.run(["scontrol", "requeue", f"{array}_0"], check=True)
+    # Slurm holds a requeued job back for two minutes (its begin time); let it start again now.
+    _wait(lambda: subprocess.run(["squeue", "--noheader", "--format=%r", f"--jobs={array}_0"],
+                                 capture_output=True, text=True).stdout.strip() == "BeginTime",
+          60, "the requeued job to wait for its begin time")
+    subprocess.run(["scontrol", "update", f"JobId={array}_0", "StartTime=now"], check=True)
+    subprocess.run(["scancel", f"{array}_1"], check=True)
+    output = attached.communicate(timeout=400)[0]  # it must not wait forever on the cancelled job
     assert attached.returncode != 0, output
     store = ResultsStore(results)
+    [requeued] = [r for r in store.records() if r["status"] == "ok"]
+    assert requeued["resumes"] and requeued["environment"]["slurm"]["restart_count"] == "1"
     crashed = [r for r in store.records() if r["status"] == "failed"]
     assert len(crashed) == 1 and crashed[0]["failure"]["category"] == "crashed", output
-    assert f"cluster job {running[0]} ended without a record" in crashed[0]["failure"]["message"]
+    assert f"cluster job {array}_1 ended without a record" in crashed[0]["failure"]["message"]
 
     # Detached: the same command resubmits only what is not done and returns at once.
     detached = _harness(*submit, "--detach")
@@ -114,7 +121,7 @@ def test_smoke_suite_through_sbatch_with_a_cancelled_run_resumed(slurm, tmp_path
     assert {s.state for s in run_states(store, planned)} == {"done"}
 
     ok = [r for r in store.records() if r["status"] == "ok"]
-    assert len(ok) == 2 and sum(bool(r["resumes"]) for r in ok) == 1, [r["resumes"] for r in ok]
+    assert len(ok) == 2 and all(r["resumes"] for r in ok), [r["resumes"] for r in ok]
     for record in ok:  # each record names its job (a one-run rerun is a plain job, not an array)
         job = record["environment"]["slurm"]
         assert job["partition"] == "debug" and job["node"] == record["environment"]["hostname"]
