@@ -421,8 +421,9 @@ def _sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data
             hidden = " (hidden)" if run.setting.hidden else ""
             if jobs == 1 and executor is None:
                 click.echo(f"\n[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}")
-            else:
-                click.echo(f"[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}: started")
+            else:  # a cluster's array: queued, not yet started
+                click.echo(f"[{i}/{n}] {name}: {run.setting.key}{hidden}, seed {run.seed}: "
+                           + ("started" if executor is None else "in the array"))
 
         def on_done(run, record):
             best = record.get("best_acc")
