@@ -156,21 +156,18 @@ def checkpoint_paths(store, sha256: str, config, dataset: str) -> list[Path]:
 
 def suite_plan(store, suite, precision: str = "fp32") -> list[tuple[str, str, int, str, list[Path]]]:
     """The runs of every entry registered to ``suite`` (hidden settings for final entries only)."""
-    from harness.runner import PROTOCOL_VERSION, RunConfig
-    from harness.store import make_key
+    from harness.runner import RunConfig
+    from harness.sweep import run_keys
 
     out = []
     for entry in sorted(store.entries(), key=lambda e: (e.kind != "baseline", e.name)):
         if entry.suite != suite.name:
             continue
-        for setting in suite.settings_for(entry.final):
-            for seed in suite.seeds:
-                key = make_key(entry.sha256, setting.arch, setting.dataset, seed, suite.recipe_id(),
-                               PROTOCOL_VERSION, precision)
-                config = RunConfig("", setting.arch, setting.dataset, seed, suite.recipe,
-                                   suite.limit_train, suite.limit_test, precision=precision)
-                out.append((entry.name, setting.key, seed, key,
-                            checkpoint_paths(store, entry.sha256, config, setting.dataset)))
+        for setting, seed, key in run_keys(entry.sha256, suite, entry.final, precision):
+            config = RunConfig("", setting.arch, setting.dataset, seed, suite.recipe,
+                               suite.limit_train, suite.limit_test, precision=precision)
+            out.append((entry.name, setting.key, seed, key,
+                        checkpoint_paths(store, entry.sha256, config, setting.dataset)))
     return out
 
 

@@ -46,17 +46,20 @@ class SweepResult:
         return [r for r in self.ran if r["status"] == "failed"]
 
 
+def run_keys(sha256: str, suite: Suite, final: bool,
+             precision: str = "fp32") -> list[tuple[Setting, int, str]]:
+    """Every (setting, seed) an entry of ``suite`` runs, with its run key."""
+    return [(setting, seed, make_key(sha256, setting.arch, setting.dataset, seed, suite.recipe_id(),
+                                     PROTOCOL_VERSION, precision))
+            for setting in suite.settings_for(final) for seed in suite.seeds]
+
+
 def plan(store: ResultsStore, sha256: str, suite: Suite, final: bool, rerun: bool = False,
          precision: str = "fp32") -> list[PlannedRun]:
     done = set() if rerun else store.completed_keys()
     busy = live_claims(store.root)
-    runs = []
-    for setting in suite.settings_for(final):
-        for seed in suite.seeds:
-            key = make_key(sha256, setting.arch, setting.dataset, seed, suite.recipe_id(),
-                           PROTOCOL_VERSION, precision)
-            runs.append(PlannedRun(setting, seed, key, key in done, key in busy))
-    return runs
+    return [PlannedRun(setting, seed, key, key in done, key in busy)
+            for setting, seed, key in run_keys(sha256, suite, final, precision)]
 
 
 RunHook = Callable[[PlannedRun, int, int], None]
