@@ -31,7 +31,8 @@ from harness.data import (DATASETS, BatchPipeline, Dataset, DatasetUnavailable, 
 from harness.fast import SpeedOptions, prepare
 from harness.models import build_model
 from harness.record import cpu_model, utc_now
-from harness.train import Recipe, evaluate, synchronize, train
+from harness.scoring import EvalPlan, forward_plan, score
+from harness.train import Recipe, autocast, synchronize, train
 
 REAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "fmnist": (60_000, 10_000),
               "digits": (1_437, 360), "noise": (50_000, 10_000)}
@@ -183,10 +184,13 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
         result.bound.append(BATCH / bare_step_time(bound.model, x_bound, y, steps, device))
         progress(f"round {r + 1}/{rounds}: harness {result.harness[-1]:8.1f} img/s   "
                  f"reference {result.reference[-1]:8.1f} img/s   bound {result.bound[-1]:8.1f} img/s")
-    test_images, test_labels = small.test.images.to(device), small.test.labels.to(device)
+    plan = EvalPlan.build(len(small.test), BATCH, seed=0)
+    test_images = small.test.images[torch.as_tensor(plan.order)].to(device)
+    test_labels = small.test.labels.to(device)
     synchronize(device)
     t0 = time.perf_counter()
-    evaluate(models[0], test_images, test_labels, pipe, BATCH)
+    score(forward_plan(models[0], test_images, plan.batches, pipe.test_batch,
+                       lambda: autocast(device, "fp32")), test_labels, plan)
     synchronize(device)
     result.eval_images_per_s = len(small.test) / (time.perf_counter() - t0)
     return result
@@ -291,7 +295,7 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
                                     limit_train=limit_train, device=device),
                           f"pack{n}-seed{s}", sub.sha256) for s in range(runs)]
             t0 = time.perf_counter()
-            records = LocalExecutor(n, device).run_in_workers(
+            records = LocalExecutor(n, device).run(
                 tasks, store, slots=one_device if n == 1 else None)
             elapsed = time.perf_counter() - t0
         failed = [r for r in records if r["status"] != "ok"]
@@ -303,6 +307,76 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     out["ratio"] = out["jobs_1_s"] / out[f"jobs_{jobs}_s"]
     return out
 
+
+
+PROTOCOL_EPOCHS, PROTOCOL_TRAIN, PROTOCOL_TEST = 200, 50_000, 10_000
+
+
+def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int], rounds: int,
+                   limit_train: int, limit_test: int, progress=print) -> dict[str, Any]:
+    """The cost of scoring in a process of its own (harness.split) against scoring in the run's
+    own process, in whole runs of the batch_norm baseline, side by side.
+
+    Both go through the executor's worker processes (so both pay a worker's start-up and data
+    loading), alternating order round by round, at two run lengths (``lengths``, epochs): the
+    difference of their wall times is the split's cost, a fixed part (the second sandbox's
+    start-up, the inputs written) plus a part per epoch (the hand-over, the parent's scoring). The
+    per-epoch part is projected onto a protocol run: 200 epochs of CIFAR's 50,000 training and
+    10,000 test images, at the speed the in-process runs measured here.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from harness.executors import Isolation, LocalExecutor, Task, visible_gpus, worker_slots
+    from harness.runner import RunConfig
+    from harness.split import _dataset
+    from harness.store import ResultsStore
+    from harness.submission import load
+
+    sub = load("batch_norm")
+    slots = worker_slots(1, device, visible_gpus()[:1], os.cpu_count() or 1)
+    walls: dict[tuple[str, int], list[float]] = {}
+    per_epoch_s: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for mode in (("in-process", "split") if r % 2 == 0 else ("split", "in-process")):
+                for epochs in lengths:
+                    store = ResultsStore(Path(tmp) / f"{mode}-{r}-{epochs}")
+                    copy, digest = store.store_submission(sub.path)
+                    task = Task(RunConfig(str(copy), arch, dataset, seed=0,
+                                          recipe=Recipe(epochs=epochs), limit_train=limit_train,
+                                          limit_test=limit_test, device=device, resume=False),
+                                f"{mode}-{epochs}", digest, {"submission_source": "batch_norm"})
+                    isolation = Isolation(untrusted=mode == "split")
+                    _dataset.cache_clear()  # the split's parent loads the data as a worker does
+                    t0 = time.perf_counter()
+                    (record,) = LocalExecutor(1, device, isolation).run([task], store, slots=slots)
+                    wall = time.perf_counter() - t0
+                    if record["status"] != "ok":
+                        raise RuntimeError(f"split benchmark: the {mode} run {record['status']}: "
+                                           f"{(record['failure'] or {}).get('message')}")
+                    walls.setdefault((mode, epochs), []).append(wall)
+                    if mode == "in-process":
+                        per_epoch_s.append(sum(e["epoch_s"] for e in record["epochs"]) / epochs)
+                    progress(f"round {r + 1}/{rounds}: {mode}, {epochs} epochs: {wall:.1f}s")
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    short, long = lengths
+    cost = {e: med[("split", e)] - med[("in-process", e)] for e in lengths}
+    per_epoch = (cost[long] - cost[short]) / (long - short)
+    fixed = cost[short] - short * per_epoch
+    # A protocol epoch at the in-process speed measured here (training and scoring scale with
+    # the images they see).
+    epoch_here = statistics.median(per_epoch_s)
+    protocol_epoch = epoch_here * (PROTOCOL_TRAIN + PROTOCOL_TEST) / (limit_train + limit_test)
+    protocol_wall = PROTOCOL_EPOCHS * protocol_epoch
+    projected = (fixed + PROTOCOL_EPOCHS * max(per_epoch, 0.0)) / protocol_wall
+    return {"walls_s": {f"{m}-{e}": v for (m, e), v in walls.items()},
+            "median_s": {f"{m}-{e}": v for (m, e), v in med.items()},
+            "overhead_at": {str(e): cost[e] / med[("in-process", e)] for e in lengths},
+            "fixed_s": fixed, "per_epoch_s": per_epoch, "epoch_s_here": epoch_here,
+            "protocol_epoch_s": protocol_epoch, "protocol_run_s": protocol_wall,
+            "projected_protocol_overhead": projected, "limit_train": limit_train,
+            "limit_test": limit_test, "lengths": list(lengths), "rounds": rounds}
 
 
 def instrument_overhead(arch: str, dataset: str, norm: str, device: torch.device, epochs: int,

@@ -1,8 +1,13 @@
 """``harness check``: vet a CustomNorm in seconds, before it trains for hours.
 
 Each check returns one row: pass, warn or fail, with a one-line reason. Checks marked *fatal* are
-also run by ``harness eval`` before training, which refuses a layer that fails any of them. Every
-check runs under a wall-clock limit, so a forward pass that hangs is reported, not waited on.
+also run by ``harness eval`` before training, which refuses a layer that fails any of them.
+
+Every check runs under a limit that counts the layer's own work: CPU time of one thread (the
+checks run single-threaded), scaled by this machine's measured speed (:func:`machine_speed`), so
+that other processes on a busy machine do not make a sound layer fail; and, for a forward pass
+that hangs without computing, a wall-clock limit several times longer. A fatal check that runs
+out of time fails and stops the report; any other is a warning, and the rest still run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 from torch import nn
 
 from harness.models import ARCHS, build_model, count_parameters, init_weights
+from harness.scan import refusing, scan_file, summary
 from harness.submission import Submission, SubmissionError, load
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -42,23 +48,60 @@ class Row:
     fatal: bool = False
 
 
+WALL_FACTOR = 4.0  # a hang is caught at this many times the CPU limit, on the wall clock
+REFERENCE_S = 0.04  # machine_speed's workload, CPU seconds, on the 2-core machine the limits were set on
+
+
 @contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise CheckTimeout in the main thread after ``seconds``; elsewhere, no limit is possible."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+def time_limit(cpu_seconds: float, wall_seconds: float | None = None) -> Iterator[None]:
+    """Raise CheckTimeout in the main thread after ``cpu_seconds`` of this process's CPU time, or
+    ``wall_seconds`` (default WALL_FACTOR times as many) on the wall clock; elsewhere, no limit
+    is possible."""
+    if cpu_seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise CheckTimeout()
+        raise CheckTimeout("wall" if signum == signal.SIGALRM else "cpu")
 
-    previous = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGALRM, signal.SIGPROF)}
+    signal.setitimer(signal.ITIMER_PROF, cpu_seconds)
+    signal.setitimer(signal.ITIMER_REAL, wall_seconds or WALL_FACTOR * cpu_seconds)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@lru_cache(maxsize=1)
+def machine_speed() -> float:
+    """How many times slower this machine computes than the one the limits were set on (at least
+    1): the best of five single-threaded CPU times of a fixed convolution-and-norm step. CPU time
+    does not grow with other processes' load, so neither does this."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 16, 32, 32, generator=g)
+    conv, norm = nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16)
+    best = float("inf")
+    with single_threaded():
+        for _ in range(5):
+            t0 = time.thread_time()
+            for _ in range(5):
+                norm(conv(x)).square().mean().backward()
+            best = min(best, time.thread_time() - t0)
+    return max(1.0, best / REFERENCE_S)
 
 
 @lru_cache(maxsize=1)
@@ -334,7 +377,17 @@ def check_cost(cls):
     norm_params = sum(count_parameters(m) for m in ours.modules() if isinstance(m, cls))
     return PASS, (f"resnet20: {count_parameters(ours):,} parameters ({norm_params:,} in norm layers; "
                   f"BatchNorm: {count_parameters(bn):,}); forward+backward {ratio:.2f}x BatchNorm's "
-                  f"time (batch 32, CPU)")
+                  f"time (batch 32, CPU, one thread)")
+
+
+def scan_check(path) -> Row:
+    """The static scan (harness.scan) as a row: findings for review; never fatal."""
+    findings = scan_file(path)
+    if not findings:
+        return Row("static-scan", PASS, "no imports or names outside tensor arithmetic")
+    status = WARN if refusing(findings) else PASS
+    return Row("static-scan", status, f"for review (--scan-policy refuse would refuse on the "
+                                      f"non-note ones): {summary(findings)}")
 
 
 @dataclass(frozen=True)
@@ -405,21 +458,37 @@ def preflight(submission: Submission, timeout: float, source: str) -> Report:
 
 def run_checks(path: str, timeout: float = 10.0, only: frozenset[str] | None = None,
                submission: Submission | None = None) -> Report:
-    """Load the submission (unless given) and run the checks (or ``only`` those named).
+    """Load the submission (unless given) and run the checks (or ``only`` those named), each
+    within ``timeout`` seconds of single-threaded CPU time scaled by :func:`machine_speed`.
 
-    Never raises for a bad layer: every problem is a failed row.
+    Never raises for a bad layer: every problem is a failed (or, for a non-fatal check that ran
+    out of time, a warned) row.
     """
+    from harness import tamper
+
+    tamper.baseline()  # the harness's own imports and its baseline are not the layer's time
+    speed = machine_speed()
+    limit = timeout * speed
+
+    def ran_out(exc: CheckTimeout) -> str:
+        if str(exc) == "wall":
+            return f"did not finish within {WALL_FACTOR * limit:.3g} s (a forward that hangs?)"
+        return (f"took more than {limit:.3g} s of CPU time ({timeout:g} s, scaled by this "
+                f"machine's speed: {speed:.2f}x the reference)")
+
     rows: list[Row] = []
     if submission is None:
         try:
-            with time_limit(timeout):
+            with time_limit(limit):
                 submission = load(path)
         except SubmissionError as exc:
             return Report(str(path), None, [Row("import", FAIL, str(exc), True)])
-        except CheckTimeout:
-            return Report(str(path), None, [Row("import", FAIL, f"importing the file did not finish "
-                                                                f"within {timeout:g} s", True)])
+        except CheckTimeout as exc:
+            return Report(str(path), None, [Row("import", FAIL, f"importing the file {ran_out(exc)}",
+                                                True)])
     rows.append(Row("import", PASS, f"{submission.path.name} imports; CustomNorm is an nn.Module", True))
+    if only is None:
+        rows.append(scan_check(submission.path))
     cls = submission.norm_class
     stop_reason = None
     for check in CHECKS:
@@ -428,17 +497,20 @@ def run_checks(path: str, timeout: float = 10.0, only: frozenset[str] | None = N
         if stop_reason:
             rows.append(Row(check.name, SKIP, stop_reason, check.fatal))
             continue
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), single_threaded():
             warnings.simplefilter("ignore")  # the layer's own warnings would break the one-row report
             torch.manual_seed(0)
             try:
-                with time_limit(timeout):
+                with time_limit(limit if timeout else 0):
                     status, detail = check.fn(cls)
             except CheckFailed as exc:
                 status, detail = FAIL, str(exc)
-            except CheckTimeout:
-                status, detail = FAIL, f"did not finish within {timeout:g} s (a forward that hangs?)"
-                stop_reason = f"not run: '{check.name}' timed out"
+            except CheckTimeout as exc:
+                if check.fatal:  # what follows needs what this one checks
+                    status, detail = FAIL, ran_out(exc)
+                    stop_reason = f"not run: '{check.name}' ran out of time"
+                else:
+                    status, detail = WARN, f"{ran_out(exc)}; not judged"
             except Exception as exc:  # noqa: BLE001 - any error of the layer is a failed check
                 status, detail = FAIL, f"raised {_one_line(exc)}"
         rows.append(Row(check.name, status, detail, check.fatal))

@@ -17,7 +17,8 @@ import click
 from harness import __version__
 from harness.data import DATASET_ALIASES, DATASETS
 from harness.models import ARCHS
-from harness.train import PROTOCOL_RECIPE, EpochMetrics, Recipe
+from harness.progress import Progress
+from harness.train import PROTOCOL_RECIPE, Recipe
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -30,19 +31,20 @@ def _fail(message: str, code: int = EXIT_FAILED) -> None:
 def _guarded(verbose: bool, fn, *args, **kwargs):
     """Run ``fn``; turn every error into one line (or a traceback with --verbose) and an exit code."""
     from harness.runner import RunError
+    from harness.store import EntryTaken
     from harness.submission import SubmissionError
     from harness.suites import SuiteError
 
     try:
         return fn(*args, **kwargs)
-    except SuiteError as exc:
+    except (SuiteError, EntryTaken) as exc:
         _fail(str(exc), EXIT_USAGE)
     except (SubmissionError, RunError) as exc:
         if verbose:
             traceback.print_exc()
         _fail(str(exc))
     except KeyboardInterrupt:
-        from harness.executors import kill_workers
+        from harness.watch import kill_workers
 
         kill_workers()  # in sessions of their own, they did not get the Ctrl-C
         _fail("interrupted", EXIT_INTERRUPTED)
@@ -50,42 +52,6 @@ def _guarded(verbose: bool, fn, *args, **kwargs):
         if verbose:
             traceback.print_exc()
         _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)")
-
-
-def metrics_line(e: EpochMetrics) -> str:
-    """The reference's log line, kept so that scripts written for it keep working."""
-    return (f"TRAIN_METRICS: epoch={e.epoch} train_loss={e.train_loss:.4f} train_acc={e.train_acc:.2f} "
-            f"test_loss={e.test_loss:.4f} test_acc={e.test_acc:.2f} lr={e.lr:.6f}")
-
-
-class _Progress:
-    """A tqdm bar over training steps with an ETA; one plain line per epoch when not on a terminal."""
-
-    def __init__(self, epochs: int, steps_per_epoch: int):
-        from tqdm.auto import tqdm
-
-        self.epochs = epochs
-        self.best = float("-inf")
-        self.bar = tqdm(total=epochs * steps_per_epoch, unit="step", dynamic_ncols=True,
-                        disable=None, leave=False, file=sys.stderr)
-
-    def step(self) -> None:
-        self.bar.update(1)
-
-    def epoch(self, e: EpochMetrics) -> None:
-        self.best = max(self.best, e.test_acc)
-        if self.bar.disable:
-            click.echo(f"epoch {e.epoch:>3}/{self.epochs}  lr {e.lr:.5f}  "
-                       f"train loss {e.train_loss:.4f} acc {e.train_acc:6.2f}  "
-                       f"test loss {e.test_loss:.4f} acc {e.test_acc:6.2f}  best {self.best:6.2f}  "
-                       f"({e.train_s + e.eval_s:.1f}s)")
-        else:
-            self.bar.set_postfix(epoch=e.epoch, test_acc=f"{e.test_acc:.2f}", best=f"{self.best:.2f}")
-        if e.epoch == 1 or e.epoch % 10 == 0:
-            (click.echo if self.bar.disable else self.bar.write)(metrics_line(e))
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _execute(config, results_dir, *, submission=None, checks=None, extra=None, verbose=False):
@@ -104,7 +70,7 @@ def _execute(config, results_dir, *, submission=None, checks=None, extra=None, v
         for d in record["deviations"]:
             click.echo(f"note: not comparable with the reference: {d}", err=True)
         n = record["data"]["train_size"]
-        progress["bar"] = _Progress(cfg["epochs"], -(-n // cfg["batch_size"]))
+        progress["bar"] = Progress(cfg["epochs"], -(-n // cfg["batch_size"]))
 
     def run():
         try:
@@ -211,30 +177,45 @@ def _isolation_options(untrusted_default: bool):
                          help="Resident memory (GiB) a run's processes may use before they are killed "
                               "and recorded as out-of-memory. Default: 80% of this machine's memory "
                               "shared out over the parallel runs."),
+            click.option("--disk-quota", default=4.0, show_default=True,
+                         type=click.FloatRange(min=0.01), metavar="GIB",
+                         help="Disk space (GiB) an untrusted run's checkpoint and hand-over folder "
+                              "may take before the run is killed and recorded as resource-limit."),
             click.option("--untrusted/--trusted", default=untrusted_default, show_default=True,
-                         help="Untrusted: statically scan the file, then vet and run it only in a "
-                              "sandbox (no network, results store hidden, read-only file system, "
-                              "resource limits, no new processes); this process never imports it. "
-                              "See README, 'Running untrusted submissions'."),
+                         help="Untrusted: this process never imports the file. Its checks run in a "
+                              "sandbox (bubblewrap: no network, no results folder, no data, a "
+                              "read-only minimal file system, limits, a syscall filter); its "
+                              "training runs in one without the test set, and its test logits come "
+                              "from another without labels; the harness alone computes the score. "
+                              "See docs/security.md."),
+            click.option("--scan-policy", type=click.Choice(["report", "refuse"]),
+                         default="report", show_default=True,
+                         help="report: the static scan's findings are recorded and shown (the "
+                              "sandbox is the boundary). refuse: a finding in code the harness "
+                              "runs refuses the file (unless --trust-code)."),
             click.option("--trust-code", is_flag=True,
-                         help="Run a file the static scan refuses (its findings are recorded as a "
-                              "warning); only for code you have read and trust."),
+                         help="With --scan-policy refuse: run a file despite its findings (recorded, "
+                              "and shown on its leaderboard page); only for code you have read."),
             click.option("--unsafe-no-namespaces", is_flag=True,
-                         help="Run untrusted code even where Linux namespaces are unavailable: "
-                              "without network and file-system isolation."),
+                         help="Run untrusted code where bubblewrap cannot start: without the "
+                              "sandbox's file-system and network isolation (limits and the "
+                              "filter still apply; the record says so)."),
         ]
 
         @functools.wraps(fn)
-        def with_isolation(*args, run_timeout, memory_limit, untrusted, trust_code,
-                           unsafe_no_namespaces, check_timeout, **kwargs):
+        def with_isolation(*args, run_timeout, memory_limit, disk_quota, untrusted, scan_policy,
+                           trust_code, unsafe_no_namespaces, check_timeout, **kwargs):
             from harness.executors import Isolation
 
             isolation = Isolation(timeout_s=run_timeout or None,
                                   memory_bytes=int(memory_limit * 2**30) if memory_limit else None,
                                   untrusted=untrusted, namespaces=not unsafe_no_namespaces,
-                                  check_timeout=check_timeout)
-            return fn(*args, isolation=isolation, trust_code=trust_code, check_timeout=check_timeout,
-                      **kwargs)
+                                  check_timeout=check_timeout,
+                                  disk_quota_bytes=int(disk_quota * 2**30))
+            from harness.sweep import Vetting
+
+            return fn(*args, isolation=isolation, vetting=Vetting(scan_policy, trust_code),
+                      check_timeout=check_timeout, **kwargs)
 
         for option in reversed(options):
             with_isolation = option(with_isolation)
@@ -338,7 +319,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
              lr: float, momentum: float, weight_decay: float, limit_train: int | None,
              limit_test: int | None, allow_hidden: bool, results_dir: str, data_root: str | None,
              download: bool, device: str, check_timeout: float, precision: str, speed, resume: bool,
-             isolation, trust_code: bool, verbose: bool) -> None:
+             isolation, vetting, verbose: bool) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
 
     SUBMISSION is a .py file defining CustomNorm(num_features), or a baseline's name (see
@@ -347,7 +328,9 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     and writes one JSON run record.
 
     Trusted by default: the run executes in this process (--run-timeout and --memory-limit do not
-    apply). With --untrusted it executes sandboxed in a worker process, as `harness submit` does.
+    apply). With --untrusted it runs as `harness submit` runs a file: this process never imports
+    it; it trains in a sandbox without the test set, its test logits come from another without
+    labels, and this process scores them.
 
     \b
     Example:
@@ -369,13 +352,27 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
                        device=device, data_root=data_root, download=download, precision=precision,
                        speed=speed, resume=resume)
     if isolation.untrusted:
-        record, path = _guarded(verbose, _eval_untrusted, config, results_dir, isolation, trust_code)
+        record, path = _guarded(verbose, _eval_untrusted, config, results_dir, isolation, vetting,
+                                check_timeout)
     else:
+        from harness.sweep import scan_row
+
         loaded, preflight = _preflight(verbose, submission, check_timeout)
         config.submission = str(loaded.path)
+        row, scan = _guarded(verbose, scan_row, loaded.path, submission, vetting.scan_policy,
+                             vetting.trust_code)
         record, path = _execute(config, results_dir, submission=loaded,
-                                checks=preflight.to_json()["checks"], verbose=verbose)
+                                checks=[row, *preflight.to_json()["checks"]],
+                                extra={"scan": scan}, verbose=verbose)
         ResultsStore(results_dir).index(record)
+    for flag, meaning in (("chance", "its final test accuracy is at chance level (within 3 "
+                                     "binomial standard errors): it learnt nothing the test set "
+                                     "can show"),
+                          ("batch-dependent", "its test logits change with the test batching "
+                                              "(harness.scoring): its accuracy depends on how the "
+                                              "test set is batched")):
+        if flag in record.get("flags", []):
+            click.echo(f"flag: {flag}: {meaning}", err=True)
     if record["status"] == "failed":
         _fail(f"run failed: {record['failure']['message']} (record: {path})")
     if record["best_acc"] is not None:
@@ -385,18 +382,20 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
               EXIT_DIVERGED)
 
 
-def _eval_untrusted(config, results_dir: str, isolation, trust_code: bool):
-    """One run of an untrusted file: scanned, vetted and trained in sandboxed workers; the record
-    is written here, from what the worker reports."""
+def _eval_untrusted(config, results_dir: str, isolation, vetting, check_timeout: float):
+    """One run of an untrusted file, vetted and run split in sandboxes (harness.split); the
+    record is written here, from this process's own scoring."""
     from harness.executors import Task, run_in_worker
     from harness.store import ResultsStore
-    from harness.sweep import admit_untrusted
+    from harness.sweep import vet
 
     store = ResultsStore(results_dir)
-    path, copy, digest, checks = admit_untrusted(store, config.submission, isolation, trust_code)
-    config.submission = str(copy)
-    task = Task(config, f"{path.stem} {config.arch}-{config.dataset} seed {config.seed}", digest,
-                {"submission_source": str(path)}, checks)
+    vetted = vet(store, config.submission, isolation, vetting.trust_code, vetting.scan_policy,
+                 check_timeout)
+    config.submission = str(vetted.copy)
+    task = Task(config, f"{vetted.path.stem} {config.arch}-{config.dataset} seed {config.seed}",
+                vetted.sha256, {"submission_source": str(vetted.path), "scan": vetted.scan},
+                vetted.checks)
     record = run_in_worker(task, store, {}, store.root / "logs", 0, isolation,
                            echo=lambda line: click.echo(line))
     path = store.runs_dir / f"{record['run_id']}.json"
@@ -409,8 +408,8 @@ def _eval_untrusted(config, results_dir: str, isolation, trust_code: bool):
 
 def _sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_root,
                       download: bool, check_timeout: float, precision: str, speed, jobs: int,
-                      resume: bool, isolation, trust_code: bool, verbose: bool, executor=None,
-                      detach: bool = False, batch_name: str = "harness"):
+                      resume: bool, isolation, vetting, verbose: bool, executor=None,
+                      detach: bool = False, batch_name: str = "harness", replace: bool = False):
     """Prepare every entry (each a dict of source, name, kind, suite, final and optionally
     register and record_extra), run all their runs as one batch (one pool of workers, or one job
     array), and print a summary per entry. Returns the SweepResults in entry order."""
@@ -448,7 +447,8 @@ def _sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data
             record_extra=entry.get("record_extra"), rerun=rerun, device=device,
             data_root=data_root, download=download, check_timeout=check_timeout,
             precision=precision, speed=speed, resume=resume, isolation=isolation,
-            trust_code=trust_code, **hooks(entry["name"])))
+            trust_code=vetting.trust_code, scan_policy=vetting.scan_policy,
+            replace=entry.get("replace", replace), **hooks(entry["name"])))
     results = _guarded(verbose, run_prepared, prepared, store, jobs=jobs, device=device,
                        isolation=isolation, executor=executor, detach=detach, name=batch_name,
                        echo=lambda line: click.echo(f"    {line}"))
@@ -493,6 +493,9 @@ def _suite_or_fail(name: str):
               help="Suite to run (see `harness list`).")
 @click.option("--final", is_flag=True,
               help="A final submission: also run the suite's hidden settings.")
+@click.option("--replace", is_flag=True,
+              help="The entry NAME exists with another file: make this file its current version "
+                   "(recorded in the entry's history and shown on its page).")
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Runs at once per GPU (or in all on a CPU), each in its own worker process, "
@@ -500,10 +503,10 @@ def _suite_or_fail(name: str):
 @_run_options
 @_isolation_options(untrusted_default=True)
 @_executor_options
-def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: bool, jobs: int,
-               results_dir: str, data_root: str | None, download: bool, device: str,
-               check_timeout: float, precision: str, speed, resume: bool, isolation,
-               trust_code: bool, executor, detach: bool, verbose: bool) -> None:
+def submit_cmd(submission: str, name: str, suite_name: str, final: bool, replace: bool,
+               rerun: bool, jobs: int, results_dir: str, data_root: str | None, download: bool,
+               device: str, check_timeout: float, precision: str, speed, resume: bool, isolation,
+               vetting, executor, detach: bool, verbose: bool) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
 
     The file is copied into RESULTS/submissions/ under its sha256 and trained from that copy.
@@ -511,10 +514,13 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
     skipped, so re-running an interrupted submit continues where it stopped. With --final the
     hidden settings run too.
 
-    Each run executes in its own process, with a wall-clock timeout and a memory limit; a run that
-    fails is recorded with its category (interface, exception, timeout, out-of-memory, diverged,
-    tampered, crashed) and never stops the others. A submission is untrusted by default (see
-    --untrusted). Ends with a summary; exit 1 when any run failed, else 3 when any diverged.
+    A submission is untrusted by default (see --untrusted and docs/security.md): vetted in a
+    sandbox, trained in one without the test set, scored by this process from the logits of
+    another that holds no labels. Each run is held to a wall-clock timeout, a memory limit and a
+    disk quota; a run that fails is recorded with its category (interface, exception, timeout,
+    out-of-memory, resource-limit, malformed, diverged, crashed) and never stops the others. An
+    entry name belongs to its first file: another file needs --replace. Ends with a summary;
+    exit 1 when any run failed, else 3 when any diverged.
     """
     from harness.store import ResultsStore, validate_entry_name
 
@@ -527,8 +533,8 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, rerun: 
              "final": final}
     [result] = _sweep_and_report(ResultsStore(results_dir), [entry], rerun, device, data_root,
                                  download, check_timeout, precision, speed, jobs, resume,
-                                 isolation, trust_code, verbose, executor=executor, detach=detach,
-                                 batch_name=name)
+                                 isolation, vetting, verbose, executor=executor, detach=detach,
+                                 batch_name=name, replace=replace)
     if result.failed:
         sys.exit(EXIT_FAILED)
     if any(r["status"] == "diverged" for r in result.ran):
@@ -552,7 +558,7 @@ def baselines_group() -> None:
 @_executor_options
 def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int, results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
-                      precision: str, speed, resume: bool, isolation, trust_code: bool,
+                      precision: str, speed, resume: bool, isolation, vetting,
                       executor, detach: bool, verbose: bool) -> None:
     """Run every baseline on a suite as a final entry (public and hidden settings).
 
@@ -571,10 +577,12 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
             _fail(f"unknown baseline(s) {', '.join(unknown)}; baselines: {', '.join(names)}", EXIT_USAGE)
         names = wanted
     store = ResultsStore(results_dir)
-    entries = [{"source": name, "name": name, "kind": "baseline", "suite": suite, "final": True}
+    # A baseline's file ships with the harness: a newer harness's version replaces the old one.
+    entries = [{"source": name, "name": name, "kind": "baseline", "suite": suite, "final": True,
+                "replace": True}
                for name in names]
     results = _sweep_and_report(store, entries, rerun, device, data_root, download, check_timeout,
-                                precision, speed, jobs, resume, isolation, trust_code, verbose,
+                                precision, speed, jobs, resume, isolation, vetting, verbose,
                                 executor=executor, detach=detach, batch_name=f"baselines-{suite.name}")
     failed = sum(len(result.failed) for result in results)
     if failed:
@@ -606,19 +614,24 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
               help="Instead: the cost of the run's instruments (layer probes, eval timing): whole runs "
                    "of --norm (default batch_norm) with them on and off, alternating; needs real "
                    "data (digits, or noise for CIFAR-sized random images).")
+@click.option("--split", "split", is_flag=True,
+              help="Instead: the cost of scoring in a sandboxed process of its own (how untrusted "
+                   "runs are scored) against scoring in the run's own process: whole runs of "
+                   "batch_norm both ways at two lengths (--epochs and 3x as many), projected onto "
+                   "a protocol run.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
-              help="With --instruments: epochs per run.")
+              help="With --instruments: epochs per run; with --split: the shorter run's epochs.")
 @click.option("--limit-train", type=click.IntRange(min=128), default=None,
               help="With --packing: training images per run (default 10240); with --instruments: "
-                   "the first N training images (default: all).")
+                   "the first N training images (default: all); with --split: default 2560.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the results, with a description of the machine, to this file.")
 @click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, steps: int | None,
               rounds: int, workers: int, compiled: bool, packing: int | None, instruments: bool,
-              epochs: int, limit_train: int | None, data_root: str | None, json_out: str | None,
-              verbose: bool) -> None:
+              split: bool, epochs: int, limit_train: int | None, data_root: str | None,
+              json_out: str | None, verbose: bool) -> None:
     """Measure training images/s: the harness vs the reference-style pipeline vs the bare model.
 
     In one process, alternating round by round: (a) the harness's epoch, data pipeline included;
@@ -632,6 +645,26 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
     from harness.runner import resolve_device
 
     dev = _guarded(verbose, resolve_device, device)
+    if split:
+        from harness.bench import machine, split_overhead
+        from harness.record import utc_now
+        from harness.sandbox import sandbox_unavailable
+
+        if sandbox_unavailable():
+            _fail(f"--split needs the sandbox: {sandbox_unavailable()}")
+        out = _guarded(verbose, split_overhead, arch, dataset.lower(), device, (epochs, 3 * epochs),
+                       rounds, limit_train or 2560, 1000, progress=lambda m: click.echo(m, err=True))
+        out.update({"benchmark": "harness bench --split", "date": utc_now(), "arch": arch,
+                    "dataset": dataset.lower(), "machine": machine(dev)})
+        click.echo(f"{arch} on {dataset}, {out['machine']['description']}: scoring in its own "
+                   f"process costs {out['fixed_s']:.1f}s once and {out['per_epoch_s']:.3f}s per epoch "
+                   f"({100 * out['overhead_at'][str(3 * epochs)]:+.1f}% of a {3 * epochs}-epoch run "
+                   f"here); projected onto a protocol run (200 epochs, {out['protocol_run_s'] / 3600:.1f} h "
+                   f"at this speed): {100 * out['projected_protocol_overhead']:+.2f}%")
+        if json_out:
+            write_json_atomic(json_out, out)
+            click.echo(f"wrote {json_out}")
+        return
     if instruments:
         from harness.bench import instrument_overhead, machine
         from harness.record import utc_now
@@ -711,7 +744,8 @@ def leaderboard_build_cmd(results_dir: str, out_dir: str, reveal_hidden: bool, v
     """Write a static site: index.html, a page per entry, leaderboard.csv and leaderboard.json.
 
     It needs no network and works from file://. Without --reveal-hidden, hidden settings read
-    "hidden" and the aggregates use public settings only.
+    "hidden" and the aggregates use public settings only. A file of the results folder that is
+    not a valid record is left out with a warning (and listed on the site), never fatal.
     """
     from pathlib import Path
 
@@ -720,8 +754,10 @@ def leaderboard_build_cmd(results_dir: str, out_dir: str, reveal_hidden: bool, v
     if not Path(results_dir, "runs").is_dir():
         _fail(f"{results_dir}: no results folder here (expected {results_dir}/runs/); run "
               "`harness submit` or `harness baselines run` first, or pass --results")
-    index = _guarded(verbose, build_site, results_dir, out_dir, reveal_hidden)
-    click.echo(f"leaderboard: {index}  (open file://{index.resolve()})")
+    site = _guarded(verbose, build_site, results_dir, out_dir, reveal_hidden)
+    for path, why in site.skipped.items():
+        click.echo(f"warning: skipped {path}: not a run record ({why})", err=True)
+    click.echo(f"leaderboard: {site.index}  (open file://{site.index.resolve()})")
 
 
 @main.group("study")
@@ -756,7 +792,7 @@ def _study_or_fail(path: str):
 def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry_run: bool,
                   allow_hidden: bool, results_dir: str, data_root: str | None, download: bool,
                   device: str, check_timeout: float, precision: str, speed, resume: bool,
-                  isolation, trust_code: bool, executor, detach: bool, verbose: bool) -> None:
+                  isolation, vetting, executor, detach: bool, verbose: bool) -> None:
     """Run every entry x setting x seed of STUDY_FILE that the results folder does not have yet.
 
     Runs go through the same store, worker processes, limits and checkpoints as `harness submit`,
@@ -797,7 +833,7 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry
     entries = _guarded(verbose, select_entries, study, wanted)
     results = _sweep_and_report(store, [sweep_arguments(study, entry) for entry in entries], rerun,
                                 device, data_root, download, check_timeout, precision, speed, jobs,
-                                resume, isolation, trust_code, verbose, executor=executor,
+                                resume, isolation, vetting, verbose, executor=executor,
                                 detach=detach, batch_name=f"study-{study.name}")
     ran = [r for res in results for r in res.ran]
     failed = [r for r in ran if r["status"] == "failed"]

@@ -108,7 +108,7 @@ def run_on_node(task, results: str, index: int, isolation, cpus: int = 1) -> dic
     uses the ``cpus`` threads the job asked for: torch would otherwise start one per core of the
     node and fight the other jobs there."""
     from harness.executors import crash_record, run_in_worker
-    from harness.sandbox import namespaces_unavailable
+    from harness.sandbox import sandbox_unavailable
     from harness.store import ResultsStore
 
     def stop(signum, _frame):  # scancel, the time limit, submitit's cancel: end the worker too
@@ -116,7 +116,7 @@ def run_on_node(task, results: str, index: int, isolation, cpus: int = 1) -> dic
 
     signal.signal(signal.SIGTERM, stop)
     store = ResultsStore(results)
-    reason = namespaces_unavailable() if isolation.untrusted and isolation.namespaces else None
+    reason = sandbox_unavailable() if isolation.untrusted and isolation.namespaces else None
     if reason:  # the submitting host could sandbox; this node cannot
         record = crash_record(task, "crashed", f"node {socket.gethostname()} cannot sandbox an "
                                                f"untrusted run: {reason}")

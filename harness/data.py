@@ -122,7 +122,7 @@ class ImageSplit:
 class Dataset:
     spec: DatasetSpec
     train: ImageSplit
-    test: ImageSplit
+    test: ImageSplit | None  # None in a sandboxed training process: it never holds the test split
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str  # where the files came from

@@ -13,7 +13,6 @@ only, so nothing about hidden results leaks through them.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +41,6 @@ def _env() -> jinja2.Environment:
 
 def _finite(v: float | None) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-
-@dataclass
-class Column:
-    setting: Setting
-    label: str
 
 
 @dataclass
@@ -178,7 +171,15 @@ def _export_rows(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False) -> Path:
+@dataclass
+class Site:
+    index: Path
+    skipped: dict[str, str]  # files of the results folder that are not records or entries: why
+
+
+def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False) -> Site:
+    """Write the site. A file of the store that is not a record (harness.schema) is skipped and
+    listed in ``Site.skipped`` and on the index page; it never stops the build."""
     store = ResultsStore(results)
     entries = store.entries()
     records = list(store.records())
@@ -215,20 +216,48 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
             page = env.get_template("entry.html").render(
                 row=row, suite=suite, sections=sections, generated=generated,
                 source=store.submission_source(row.entry.sha256) or "(source not in this results folder)",
-                provenance=provenance)
+                provenance=provenance, trust=_trust(shown), history=store.history(row.entry.name))
             (out / "entries" / f"{row.slug}.html").write_text(page, encoding="utf-8")
 
+    skipped = dict(sorted(store.problems.items()))
     index = env.get_template("index.html").render(tables=tables, generated=generated,
-                                                  method=S.__doc__)
+                                                  method=S.__doc__, skipped=skipped)
     (out / "index.html").write_text(index, encoding="utf-8")
     rows = _export_rows(tables)
-    write_json_atomic(out / "leaderboard.json", {"generated": generated, "rows": rows})
+    write_json_atomic(out / "leaderboard.json", {"generated": generated, "rows": rows,
+                                                 "skipped": skipped})
     with open(out / "leaderboard.csv", "w", newline="", encoding="utf-8") as fh:
         fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("suite", "rank", "entry"), k))
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
-    return out / "index.html"
+        writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
+    return Site(out / "index.html", skipped)
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string starting with =, +, -, @ (or a tab or
+    carriage return) would be read as a formula, so it gets a leading apostrophe (OWASP's
+    advice for CSV injection). Numbers are left as they are."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _trust(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How an entry's runs were vetted and run: what a reader must know before trusting them."""
+    scans = [r.get("scan") for r in records if r.get("scan")]
+    findings = {(f["line"], f["what"], f.get("severity", "refuse")): f for s in scans
+                for f in s.get("findings", [])}
+    isolation = [r.get("isolation") or {} for r in records]
+    return {
+        "sandboxed": distinct_values(isolation, lambda i: "yes (split: training without the test "
+                                     "set, scoring without labels)" if i.get("sandboxed") else
+                                     "no: trusted code, run and scored in one process"),
+        "scan_policy": distinct_values(scans, lambda s: s["policy"]),
+        "trust_code": any(s.get("trust_code") for s in scans),
+        "findings": sorted(findings.values(), key=lambda f: f["line"]),
+        "reported": sorted({f for r in records for f in r.get("reported") or []}),
+    }
 
 
 def distinct_values(records: list[dict[str, Any]], fn) -> list[Any]:

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 # 2 added the training-dynamics fields (dynamics, probes, inference, norm_layers, instruments,
-# stopped_early) and the study-only recipe fields; version-1 records are read and upgraded.
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# stopped_early) and the study-only recipe fields; 3 the scoring's batch check (evaluation, the
+# epochs' check_change and check_flips, the batch-dependent flag), isolation and reported.
+# Older records are read and upgraded.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 # Keys whose values depend on the machine's speed or the moment, not on what was computed.
 # Two runs of the same config and seed on the same CPU agree on everything else.
@@ -145,6 +147,8 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
 def read_record(path: str | Path) -> dict[str, Any]:
     """A record of any readable schema version, upgraded to the current one in memory."""
     record = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: a run record is a JSON object, this is a {type(record).__name__}")
     version = record.get("schema_version")
     if version not in READABLE_VERSIONS:
         raise ValueError(f"{path}: run record schema version {version!r}, this harness reads "
@@ -153,20 +157,26 @@ def read_record(path: str | Path) -> dict[str, Any]:
 
 
 def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
-    """Fill in what a version-1 record lacks: the curve metrics are derived from its epochs; what
-    was never measured (probes, inference latency, the norm layers) is empty. The file is not
-    rewritten; ``upgraded_from`` says the record was."""
-    if record.get("schema_version") == SCHEMA_VERSION:
+    """Fill in what an older record lacks. Version 1: the curve metrics are derived from its
+    epochs; what was never measured (probes, inference latency, the norm layers) is empty.
+    Versions 1 and 2: no batch check was run (``evaluation`` null; their pre-flight check row
+    still says whether the layer looked batch-dependent). The file is not rewritten;
+    ``upgraded_from`` says the record was."""
+    version = record.get("schema_version")
+    if version == SCHEMA_VERSION:
         return record
     from harness.dynamics import curve_metrics
 
     record = dict(record)
-    record.update({
-        "upgraded_from": record.get("schema_version"), "schema_version": SCHEMA_VERSION,
-        "dynamics": curve_metrics(record.get("epochs") or []),
-        "probes": [], "inference": None, "norm_layers": None, "stopped_early": None,
-        "instruments": {"enabled": False, "probe_s": 0.0, "probe_fraction": None},
-    })
+    record.update({"upgraded_from": version, "schema_version": SCHEMA_VERSION})
+    if version == 1:
+        record.update({
+            "dynamics": curve_metrics(record.get("epochs") or []),
+            "probes": [], "inference": None, "norm_layers": None, "stopped_early": None,
+            "instruments": {"enabled": False, "probe_s": 0.0, "probe_fraction": None},
+        })
+    record.setdefault("evaluation", None)
+    record.setdefault("reported", [])
     return record
 
 

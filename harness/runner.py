@@ -24,8 +24,10 @@ from harness.instruments import norm_summary
 from harness.fast import PLAIN, SpeedOptions, check_backend, compile_mode_name
 from harness.models import ARCHS, build_model, count_parameters
 from harness.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
-from harness.submission import Submission, load
-from harness.train import PROTOCOL_RECIPE, EpochMetrics, Recipe, TrainResult, train
+from harness.submission import Submission, error_message, load
+from harness.schema import validate_record
+from harness.scoring import batch_dependence, check_images
+from harness.train import PROTOCOL_RECIPE, EpochMetrics, Recipe, TrainResult, best_index, train
 
 # Bumped whenever anything that changes what a number means changes (recipe, data, models, init).
 PROTOCOL_VERSION = "dl-normalization-1"
@@ -49,6 +51,17 @@ class RunConfig:
     resume: bool = True  # continue from this run's checkpoint when a killed attempt left one
     # The layer probes and evaluation timing of harness.instruments (off only to measure their cost).
     instruments: bool = True
+
+
+def config_to_json(config: RunConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def config_from_json(data: dict[str, Any]) -> RunConfig:
+    data = dict(data)
+    data["recipe"] = Recipe(**data["recipe"])
+    data["speed"] = SpeedOptions(**data["speed"])
+    return RunConfig(**data)
 
 
 class RunError(Exception):
@@ -133,7 +146,8 @@ def at_chance(acc: float | None, chance: float, n_test: int) -> bool:
 
 def run_flags(record: dict[str, Any]) -> list[str]:
     """What a reader of the run's numbers must know: ``diverged`` (its best accuracy is the best
-    before it diverged) and ``chance`` (it ended at chance accuracy)."""
+    before it diverged), ``chance`` (it ended at chance accuracy) and ``batch-dependent`` (its
+    test accuracy depends on how the test set was batched: harness.scoring)."""
     flags = []
     if record["status"] == "diverged":
         flags.append("diverged")
@@ -141,12 +155,36 @@ def run_flags(record: dict[str, Any]) -> list[str]:
     if record.get("final_acc") is not None and at_chance(
             record["final_acc"], chance, record["data"]["test_size"]):
         flags.append("chance")
+    if (record.get("evaluation") or {}).get("batch_dependent"):
+        flags.append("batch-dependent")
     return flags
 
 
-def _epoch_dict(e: EpochMetrics) -> dict[str, Any]:
+def epoch_row(e: EpochMetrics) -> dict[str, Any]:
     return {"epoch": e.epoch, "lr": e.lr, "train_loss": e.train_loss, "train_acc": e.train_acc,
-            "test_loss": e.test_loss, "test_acc": e.test_acc, "epoch_s": e.train_s + e.eval_s}
+            "test_loss": e.test_loss, "test_acc": e.test_acc, "epoch_s": e.train_s + e.eval_s,
+            "check_change": e.check_change, "check_flips": e.check_flips}
+
+
+def finish_record(record: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything a record derives from its scored epochs: the score (best and final accuracy),
+    the curve metrics, the batch check and the flags. ``record`` has its config, data and status."""
+    i = best_index([e["test_acc"] for e in epochs])
+    best = epochs[i] if i is not None else None
+    record.update({
+        "epochs": epochs, "epochs_completed": len(epochs),
+        "best_acc": best["test_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "final_acc": epochs[-1]["test_acc"] if epochs else None,
+        "chance_acc": 100.0 / record["config"]["num_classes"],
+        "dynamics": curve_metrics(epochs),
+        "evaluation": batch_dependence([e.get("check_change") for e in epochs],
+                                       [e.get("check_flips") for e in epochs],
+                                       record["config"]["precision"],
+                                       check_images(record["data"]["test_size"])),
+    })
+    record["flags"] = run_flags(record)
+    return record
 
 
 def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
@@ -245,6 +283,9 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
         "environment": environment(device),
         "started_at": started_at,
         "resumes": resumes,
+        "isolation": {"sandboxed": False, "sandbox": None,
+                      "scored_by": "the harness, in the run's own process (trusted code)"},
+        "reported": [],
     }
     record.update(extra or {})
     record["deviations"] = deviations(config, dataset.spec)
@@ -267,7 +308,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     except Exception as exc:  # noqa: BLE001 - any failure of the layer is recorded, not lost
         record["status"] = "failed"
         record["failure"] = {"category": failure_category(exc), "epoch": len(result.epochs) + 1,
-                             "message": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                             "message": error_message(exc, submission.path),
                              "traceback": traceback.format_exc()[-4000:]}
 
     tampered = tamper.changes()
@@ -280,31 +321,23 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     if result.speed:
         record["config"]["compile"] = result.speed["compile"]
         record["config"]["speed"] = result.speed
-    epochs, best = result.epochs, result.best
     wall = time.perf_counter() - t_start
     kind, peak = peak_memory_bytes(device)
-    epoch_rows = [_epoch_dict(e) for e in epochs]
     record.update({
-        "epochs": epoch_rows,
-        "epochs_completed": len(epochs),
-        "best_acc": best.test_acc if best else None,
-        "best_epoch": best.epoch if best else None,
-        "final_acc": epochs[-1].test_acc if epochs else None,
-        "chance_acc": 100.0 / dataset.spec.num_classes,
         "wall_s": wall,
         "train_s": result.train_s,
         "eval_s": result.eval_s,
         "train_images_per_s": result.train_images / result.train_s if result.train_s > 0 else None,
         "peak_memory": {"kind": kind, "peak_memory_bytes": peak},
         "stopped_early": result.stopped_early,
-        "dynamics": curve_metrics(epoch_rows),
         "probes": result.probes if not tampered else [],
         "inference": result.inference if not tampered else None,
         "instruments": {"enabled": config.instruments, "probe_s": result.probe_s,
                         "probe_fraction": result.probe_s / wall if wall > 0 else None},
         "ended_at": utc_now(),
     })
-    record["flags"] = run_flags(record)
+    finish_record(record, [epoch_row(e) for e in result.epochs])
+    validate_record(record)  # what every record is (harness.schema), before anyone sees it
     if not write:
         return record, None
     path = write_json_atomic(Path(out_dir) / "runs" / f"{run_id}.json", record)

@@ -100,8 +100,11 @@ def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -
         entry = r.get("entry")
         if entry is None or "study" in r or current_sha.get(entry) != r["submission"]["sha256"]:
             continue  # an ad-hoc eval, a study's run, or an older version of the entry's file
-        batch_dependent = any(c["name"] == "eval-batch-independent" and c["status"] == "warn"
-                              for c in r.get("checks", []))
+        # The scoring's own check (schema 3); for older records, the pre-flight check's warning.
+        batch_dependent = "batch-dependent" in run_flags_of(r) or (
+            r.get("evaluation") is None
+            and any(c["name"] == "eval-batch-independent" and c["status"] == "warn"
+                    for c in r.get("checks", [])))
         rows.append({
             "entry": entry, "kind": r.get("entry_kind", "submission"), "run_id": r["run_id"],
             "suite": r["suite"]["name"], "suite_version": r["suite"]["version"],

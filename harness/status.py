@@ -150,8 +150,8 @@ def checkpoint_paths(store, sha256: str, config, dataset: str) -> list[Path]:
     from harness.runner import PROTOCOL_VERSION
 
     identity = run_identity(sha256, config, dataset, PROTOCOL_VERSION)
-    return [store.root / "checkpoints" / f"{identity}.pt",
-            store.root / "checkpoints" / "sandboxed" / identity / f"{identity}.pt"]
+    return [store.root / "checkpoints" / f"{identity}.pt",  # a trusted run's
+            store.root / "checkpoints" / "journals" / f"{identity}.json"]  # a sandboxed run's scores
 
 
 def suite_plan(store, suite, precision: str = "fp32") -> list[tuple[str, str, int, str, list[Path]]]:

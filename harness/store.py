@@ -10,24 +10,33 @@ Layout of a results folder (``--results DIR``, default ``./results``)::
 
 Records are the truth; the index is a fast path derived from them. A record written by a process
 that died before it reached the index is found and indexed on the next read, so nothing is lost.
-Many processes (or cluster nodes on a shared filesystem) may write at once.
+Many processes (or cluster nodes on a shared filesystem) may write at once. A record is never
+overwritten: a second record under a run id that exists is refused.
+
+Every record read is checked against the run-record schema (harness.schema); one that is not a
+record (malformed, hostile, of an unknown version, too large) is skipped and listed in
+``problems``, never fatal to whoever reads the store (the leaderboard, ``harness status``, a
+sweep).
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
 import re
-import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from filelock import FileLock
 
-from harness.record import read_record, utc_now, write_json_atomic
-from harness.submission import sha256_file
+from harness import schema
+from harness.record import UMASK, read_record, utc_now, write_json_atomic
+
+RECORD_BYTES = 64 << 20  # a record larger than this is not read
 
 COMPLETED = ("ok", "diverged")  # a diverged run is a result; a failed one is retried
 
@@ -57,6 +66,10 @@ def make_key(sha256: str, arch: str, dataset: str, seed: int, recipe_id: str, pr
     return "|".join([sha256, arch, dataset, str(seed), recipe_id, protocol, precision])
 
 
+class EntryTaken(ValueError):
+    """An entry name is taken by another file (or another kind of entry)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -66,6 +79,7 @@ class Entry:
     final: bool
     source: str  # where it was submitted from
     submitted_at: str
+    owner: str = ""  # the user who first submitted it
 
 
 class ResultsStore:
@@ -76,6 +90,7 @@ class ResultsStore:
         self.submissions_dir = self.root / "submissions"
         self.entries_dir = self.root / "entries"
         self._lock = FileLock(str(self.root / ".lock"), timeout=120)
+        self.problems: dict[str, str] = {}  # path -> why it was skipped (harness.schema)
 
     # -- records --------------------------------------------------------------------------
 
@@ -96,11 +111,32 @@ class ResultsStore:
                 os.fsync(fh.fileno())
 
     def add(self, record: dict[str, Any]) -> Path:
-        """Write a record atomically and index it."""
+        """Write a record (checked against the schema) atomically and index it; a record already
+        under its run id is never overwritten (FileExistsError)."""
+        schema.validate_record(record)
         self._ensure()
-        path = write_json_atomic(self.runs_dir / f"{record['run_id']}.json", record)
+        path = self.runs_dir / f"{record['run_id']}.json"
+        fd, tmp = tempfile.mkstemp(dir=self.runs_dir, prefix=".new.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write_json_atomic(tmp, record)
+            os.link(tmp, path)  # fails when the name exists: no record replaces another
+        finally:
+            os.unlink(tmp)
         self._append_index([self._index_line(record)])
         return path
+
+    def read(self, path: Path) -> dict[str, Any] | None:
+        """A record, or None (and the reason in ``problems``) when the file is not one."""
+        try:
+            if path.stat().st_size > RECORD_BYTES:
+                raise ValueError(f"larger than {RECORD_BYTES >> 20} MiB")
+            record = read_record(path)
+            schema.validate_record(record)
+            return record
+        except (OSError, ValueError, TypeError, KeyError, schema.ValidationError) as exc:
+            self.problems[str(path)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            return None
 
     def index(self, record: dict[str, Any]) -> None:
         """Index a record already written into runs/ (e.g. by ``run_eval``)."""
@@ -109,12 +145,13 @@ class ResultsStore:
     def _read_index(self) -> dict[str, dict[str, Any]]:
         lines: dict[str, dict[str, Any]] = {}
         if self.index_path.exists():
-            for raw in self.index_path.read_text(encoding="utf-8").splitlines():
+            for raw in self.index_path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     line = json.loads(raw)
-                    lines[line["run_id"]] = line
-                except (json.JSONDecodeError, KeyError):
+                except json.JSONDecodeError:
                     continue  # a line torn by a crash; the record itself is re-indexed below
+                if _index_line_ok(line):
+                    lines[line["run_id"]] = line
         return lines
 
     def index_lines(self) -> dict[str, dict[str, Any]]:
@@ -124,21 +161,26 @@ class ResultsStore:
             return lines
         missing = [p for p in self.runs_dir.glob("*.json") if p.stem not in lines]
         new = []
-        for path in missing:
-            try:
-                new.append(self._index_line(read_record(path)))
-            except (OSError, ValueError, KeyError):
-                continue  # not a record of this schema: left alone, never deleted
+        for path in missing:  # anything that is not a record is left alone, never deleted
+            record = self.read(path)
+            if record is not None and record["run_id"] != path.stem:
+                self.problems[str(path)] = (f"its run_id {record['run_id'][:80]!r} is not its "
+                                            "file's name")
+            elif record is not None:
+                new.append(self._index_line(record))
         if new:
             self._append_index(new)
             lines.update({line["run_id"]: line for line in new})
         return lines
 
     def records(self) -> Iterator[dict[str, Any]]:
+        """Every record; what is not one is skipped (see ``problems``)."""
         for run_id in sorted(self.index_lines()):
             path = self.runs_dir / f"{run_id}.json"
             if path.exists():
-                yield read_record(path)
+                record = self.read(path)
+                if record is not None:
+                    yield record
 
     def completed_keys(self) -> set[str]:
         return {line["key"] for line in self.index_lines().values() if line["status"] in COMPLETED}
@@ -147,12 +189,18 @@ class ResultsStore:
 
     def store_submission(self, path: str | Path) -> tuple[Path, str]:
         """Copy a submission into submissions/SHA256.py (once); return (copy, sha256)."""
+        return self.store_bytes(Path(path).read_bytes())
+
+    def store_bytes(self, data: bytes) -> tuple[Path, str]:
+        """Keep a submission's bytes as submissions/SHA256.py (once); return (copy, sha256)."""
         self._ensure()
-        digest = sha256_file(path)
+        digest = hashlib.sha256(data).hexdigest()
         target = self.submissions_dir / f"{digest}.py"
         if not target.exists():
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
-            shutil.copyfile(path, tmp)
+            fd, tmp = tempfile.mkstemp(dir=self.submissions_dir, prefix=".new.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o666 & ~UMASK)
             os.replace(tmp, target)
         return target, digest
 
@@ -161,29 +209,70 @@ class ResultsStore:
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else None
 
     def register_entry(self, name: str, kind: str, sha256: str, suite: str, final: bool,
-                       source: str) -> Entry:
-        """Create or update an entry; a changed file becomes the entry's current version."""
+                       source: str, replace: bool = False) -> Entry:
+        """Create or update an entry. A name belongs to the file first submitted under it: another
+        file takes it over only with ``replace`` (``--replace``), and the history records who
+        replaced what, and when. Raises EntryTaken."""
         self._ensure()
         path = self.entries_dir / f"{entry_slug(validate_entry_name(name))}.json"
+        user = _user()
         with self._lock:
             previous = json.loads(path.read_text()) if path.exists() else None
             if previous and previous["kind"] != kind:
-                raise ValueError(f"the name {name!r} is already taken by a {previous['kind']}")
+                raise EntryTaken(f"the name {name!r} is already taken by a {previous['kind']}")
+            changed = bool(previous) and previous["sha256"] != sha256
+            if changed and not replace:
+                raise EntryTaken(
+                    f"the entry {name!r} is another file's (sha256 {previous['sha256'][:12]}, "
+                    f"submitted {previous['submitted_at']} by {previous.get('owner') or 'unknown'} "
+                    f"from {previous['source']}); pass --replace to make this file its current "
+                    "version (recorded in its history), or choose another --name")
             history = previous.get("history", []) if previous else []
-            if not previous or previous["sha256"] != sha256:
-                history.append({"sha256": sha256, "submitted_at": utc_now()})
-            final = final or bool(previous and previous["sha256"] == sha256 and previous["final"])
+            if not previous or changed:
+                history.append({"sha256": sha256, "submitted_at": utc_now(), "by": user,
+                                "source": source, "replaced": changed})
+            final = final or bool(previous and not changed and previous["final"])
             entry = Entry(name=name, kind=kind, sha256=sha256, suite=suite, final=final,
-                          source=source, submitted_at=utc_now())
+                          source=source, submitted_at=utc_now(),
+                          owner=(previous or {}).get("owner") or user)
             write_json_atomic(path, {**entry.__dict__, "history": history})
         return entry
 
     def entries(self) -> list[Entry]:
+        """Every entry; a file that is not one is skipped (see ``problems``)."""
         if not self.entries_dir.is_dir():
             return []
         out = []
         for path in sorted(self.entries_dir.glob("*.json")):
-            data = json.loads(path.read_text())
-            data.pop("history", None)
-            out.append(Entry(**data))
+            try:
+                data = json.loads(path.read_text())
+                data.pop("history", None)
+                out.append(Entry(**data))
+            except (OSError, ValueError, TypeError) as exc:
+                self.problems[str(path)] = f"{type(exc).__name__}: {str(exc)[:300]}"
         return out
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        path = self.entries_dir / f"{entry_slug(name)}.json"
+        try:
+            return json.loads(path.read_text()).get("history", [])
+        except (OSError, ValueError):
+            return []
+
+
+def _index_line_ok(line: Any) -> bool:
+    """An index line of the shape this module writes (anything else is ignored; the records it
+    would point to are indexed again from the records themselves)."""
+    return (isinstance(line, dict) and isinstance(line.get("run_id"), str)
+            and bool(schema.RUN_ID.match(line["run_id"])) and isinstance(line.get("key"), str)
+            and line.get("status") in ("ok", "diverged", "failed")
+            and (line.get("entry") is None or isinstance(line.get("entry"), str))
+            and (line.get("best_acc") is None or (isinstance(line.get("best_acc"), (int, float))
+                                                   and not isinstance(line.get("best_acc"), bool))))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.record import read_record
 from harness.runner import PROTOCOL_VERSION
 from harness.store import COMPLETED, ResultsStore, make_key, validate_entry_name
 from harness.submission import SubmissionError, resolve, sha256_file
@@ -198,7 +197,9 @@ def study_records(study: Study, store: ResultsStore, precision: str = "fp32"
     for line in store.index_lines().values():
         path = store.runs_dir / f"{line['run_id']}.json"
         if line["key"] in wanted and path.exists():
-            candidates.setdefault(line["key"], []).append(read_record(path))
+            record = store.read(path)  # None: not a record (skipped, in store.problems)
+            if record is not None:
+                candidates.setdefault(line["key"], []).append(record)
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for key, run in wanted.items():
         if key in candidates:

@@ -9,6 +9,7 @@ interrupted sweep continues where it stopped and a changed file never reuses old
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,9 +18,9 @@ from harness.check import preflight, refuse_on_fatal
 from harness.executors import Isolation, LocalExecutor, Task, vet_in_worker
 from harness.fast import SpeedOptions
 from harness.runner import PROTOCOL_VERSION, RunConfig, RunError
-from harness.sandbox import namespaces_unavailable
+from harness.sandbox import sandbox_unavailable
 from harness.status import live_claims
-from harness.scan import scan_file
+from harness.scan import refusing, scan_file, summary
 from harness.store import ResultsStore, make_key
 from harness.submission import SubmissionError, check_path, load, resolve
 from harness.suites import Setting, Suite
@@ -65,48 +66,83 @@ def plan(store: ResultsStore, sha256: str, suite: Suite, final: bool, rerun: boo
 RunHook = Callable[[PlannedRun, int, int], None]
 
 
-def scan_row(path: Path, trust_code: bool) -> dict[str, Any]:
-    """The static scan (harness.scan) as a check row; raises SubmissionError (category
-    ``refused``) on a finding unless ``trust_code``."""
+SCAN_POLICIES = ("report", "refuse")
+
+
+@dataclass(frozen=True)
+class Vetting:
+    """How a file is vetted: the scan policy (``report`` or ``refuse``) and ``--trust-code``."""
+
+    scan_policy: str = "report"
+    trust_code: bool = False
+
+
+def scan_row(path: Path, shown: str, policy: str = "report",
+             trust_code: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The static scan (harness.scan) as a check row and the record's ``scan``. With policy
+    ``refuse``, a finding in code the harness runs raises SubmissionError (category
+    ``refused``), unless ``trust_code``. ``shown`` is the file as the user named it."""
+    if policy not in SCAN_POLICIES:
+        raise ValueError(f"scan policy must be one of {SCAN_POLICIES}, got {policy!r}")
     findings = scan_file(path)
-    if findings and not trust_code:
-        listed = "; ".join(f"line {f.line}: {f.what}" for f in findings[:8])
-        more = f" (and {len(findings) - 8} more)" if len(findings) > 8 else ""
+    if policy == "refuse" and refusing(findings) and not trust_code:
         raise SubmissionError(
-            f"{path}: refused by the static scan: {listed}{more}. A norm layer needs tensors and "
-            "arithmetic only; if you trust this file, pass --trust-code", "refused")
-    detail = ("; ".join(f"line {f.line}: {f.what}" for f in findings) + " (allowed by --trust-code)"
-              if findings else "no imports or names outside tensor arithmetic")
-    return {"name": "static-scan", "status": "warn" if findings else "pass", "detail": detail,
-            "fatal": False}
+            f"{shown}: refused by the static scan (--scan-policy refuse): "
+            f"{summary(refusing(findings))}. A norm layer needs tensors and arithmetic only; if "
+            "you have read this file and trust it, pass --trust-code", "refused")
+    if findings:
+        detail = summary(findings) + (" (allowed by --trust-code)" if trust_code and policy == "refuse"
+                                      else " (for review; not refused)")
+    else:
+        detail = "no imports or names outside tensor arithmetic"
+    row = {"name": "static-scan", "status": "warn" if refusing(findings) else "pass",
+           "detail": detail[:4000], "fatal": False}
+    scan = {"policy": policy, "trust_code": trust_code,
+            "findings": [f.to_json() for f in findings[:200]]}
+    return row, scan
 
 
-def vet_untrusted(path: Path, store: ResultsStore, isolation: Isolation,
-                  source: str, trust_code: bool) -> list[dict[str, Any]]:
-    """Static scan, then the pre-flight checks in a sandboxed worker; this process never imports
-    the file. Returns the check rows; raises SubmissionError when the file is refused."""
-    row = scan_row(path, trust_code)
-    reason = namespaces_unavailable() if isolation.namespaces else None
-    if reason:
-        raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
-                       "--unsafe-no-namespaces to run it without network and file-system "
-                       "isolation (resource limits and the process filter still apply)")
-    outcome = vet_in_worker(path, store, isolation)
-    if "error" in outcome:
-        raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
-    checks = outcome["report"]["checks"]
-    refuse_on_fatal(checks, source)
-    return [row, *checks]
+@dataclass
+class Vetted:
+    """A submission that passed vetting: where it came from, its stored copy (what runs)."""
+
+    path: Path  # the file as the user named it, resolved
+    copy: Path
+    sha256: str
+    checks: list[dict[str, Any]]
+    scan: dict[str, Any]
+    submission: Any = None  # the stored copy, loaded (trusted only)
 
 
-def admit_untrusted(store: ResultsStore, source: str, isolation: Isolation,
-                    trust_code: bool) -> tuple[Path, Path, str, list[dict[str, Any]]]:
-    """Store an untrusted file (never importing it) and vet it; return (original path, stored
-    copy, sha256, check rows)."""
+def vet(store: ResultsStore, source: str, isolation: Isolation, trust_code: bool = False,
+        scan_policy: str = "report", check_timeout: float = 10.0) -> Vetted:
+    """Scan and pre-flight-check a submission, then keep it in the store (a refused file is not
+    kept). Untrusted, this process never imports it: the checks run in a sandboxed worker, and
+    their rows are the file's own account. Raises SubmissionError (messages name ``source``) or
+    RunError (no sandbox here)."""
     path = resolve(source).resolve()
     check_path(path)
-    copy, digest = store.store_submission(path)
-    return path, copy, digest, vet_untrusted(copy, store, isolation, source, trust_code)
+    data = path.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / path.name  # exactly these bytes are vetted, then stored
+        staged.write_bytes(data)
+        row, scan = scan_row(staged, source, scan_policy, trust_code)
+        if isolation.untrusted:
+            reason = sandbox_unavailable() if isolation.namespaces else None
+            if reason:
+                raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
+                               "--unsafe-no-namespaces to run it without the sandbox's file-system "
+                               "and network isolation (resource limits and the filter still apply)")
+            outcome = vet_in_worker(staged, store, isolation, shown=source)
+            if "error" in outcome:
+                raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
+            checks = outcome["report"]["checks"]
+            refuse_on_fatal(checks, source)
+        else:
+            checks = preflight(load(staged), check_timeout, source).to_json()["checks"]
+    copy, digest = store.store_bytes(data)
+    return Vetted(path, copy, digest, [row, *checks], scan,
+                  None if isolation.untrusted else load(copy))
 
 
 @dataclass
@@ -127,30 +163,23 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
             download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
             speed: SpeedOptions | None = None, resume: bool = True,
             isolation: Isolation | None = None, trust_code: bool = False,
+            scan_policy: str = "report", replace: bool = False,
             register: bool = True, record_extra: dict[str, Any] | None = None,
             on_run: RunHook | None = None, on_skip: RunHook | None = None,
             on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None) -> PreparedSweep:
     """Store the file, register the entry, vet the layer, and plan every missing (setting, seed).
 
-    Untrusted (``isolation.untrusted``), this process never imports the file: the static scan
-    refuses it unless ``trust_code``, and the checks run in a sandboxed worker. A study passes
+    Vetting is :func:`vet`; an entry name already taken by another file needs ``replace``
+    (harness.store.ResultsStore.register_entry). A study passes
     ``register=False`` (no leaderboard entry) and its ``record_extra``. A run already done, or
     held by a live worker elsewhere (harness.status claims), is skipped. Raises SubmissionError
     when the file is unusable or fails a fatal check.
     """
     isolation = isolation or Isolation(check_timeout=check_timeout)
-    if isolation.untrusted:
-        path, copy, digest, checks = admit_untrusted(store, source, isolation, trust_code)
-        submission = None
-    else:
-        original = load(source)
-        path = original.path
-        copy, digest = store.store_submission(original.path)
-        submission = load(copy)  # train exactly the stored bytes
-        report = preflight(submission, check_timeout, source)
-        checks = [scan_row(copy, trust_code=True), *report.to_json()["checks"]]
+    vetted = vet(store, source, isolation, trust_code, scan_policy, check_timeout)
+    path, copy, digest, checks = vetted.path, vetted.copy, vetted.sha256, vetted.checks
     if register:
-        store.register_entry(name, kind, digest, suite.name, final, str(path))
+        store.register_entry(name, kind, digest, suite.name, final, str(path), replace=replace)
     result = SweepResult(entry=name)
     planned = plan(store, digest, suite, final, rerun, precision)
     tasks, runs = [], {}
@@ -166,14 +195,14 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
                            download=download, precision=precision, speed=speed or SpeedOptions(),
                            resume=resume)
         extra = {"entry": name, "entry_kind": kind,
-                 "submission_source": str(path),
+                 "submission_source": str(path), "scan": vetted.scan,
                  "suite": {**suite.describe(), "setting": run.setting.key,
                            "hidden": run.setting.hidden, "final": final},
                  **(record_extra or {})}
         task = Task(config, f"{name} {run.setting.key} seed {run.seed}", digest, extra, checks)
         tasks.append(task)
         runs[id(task)] = (run, i)
-    return PreparedSweep(result, tasks, submission, runs, len(planned), on_run, on_done)
+    return PreparedSweep(result, tasks, vetted.submission, runs, len(planned), on_run, on_done)
 
 
 def run_prepared(prepared: list[PreparedSweep], store: ResultsStore, *, jobs: int = 1,

@@ -17,7 +17,8 @@ from typing import Any
 # What a score depends on: the harness's training and evaluation, and torch's loss, optimiser,
 # scheduler, autograd and module call entry points. ``module:attribute.path``.
 WATCHED = (
-    "harness.train:train", "harness.train:evaluate", "harness.train:autocast",
+    "harness.train:train", "harness.train:autocast", "harness.train:test_metrics",
+    "harness.scoring:forward_plan", "harness.scoring:score", "harness.scoring:EvalPlan",
     "harness.train:DivergenceWatch.step", "harness.train:DivergenceWatch.read",
     "harness.train:F", "harness.train:nn", "harness.train:torch",
     "harness.data:draw_epoch", "harness.data:BatchPipeline.train_batch",

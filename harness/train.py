@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.checkpoint import Checkpoint, global_rng_state, set_global_rng_state
 from harness.data import BatchPipeline, Dataset, draw_epoch
 from harness.fast import SpeedOptions, prepare
 from harness.instruments import BatchTimer, layer_probe, probe_epochs
+from harness.scoring import EvalPlan, forward_plan, score
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -89,14 +89,19 @@ PROTOCOL_RECIPE = Recipe()
 
 @dataclass
 class EpochMetrics:
+    """One epoch. The test numbers are None in a sandboxed training process, which never sees a
+    test label: the parent scores the weights it hands over (harness.split)."""
+
     epoch: int
     lr: float
     train_loss: float
     train_acc: float
-    test_loss: float
-    test_acc: float
+    test_loss: float | None
+    test_acc: float | None
     train_s: float
     eval_s: float
+    check_change: float | None = None  # harness.scoring: the batch check's relative logit change
+    check_flips: int | None = None
 
 
 @dataclass
@@ -124,10 +129,10 @@ class TrainResult:
         return self.epochs[i] if i is not None else None
 
 
-def best_index(test_acc: list[float]) -> int | None:
+def best_index(test_acc: list[float | None]) -> int | None:
     """The protocol's score: the index of the best finite test accuracy (the first epoch that
     reached it), or None when there is none."""
-    finite = [i for i, a in enumerate(test_acc) if math.isfinite(a)]
+    finite = [i for i, a in enumerate(test_acc) if a is not None and math.isfinite(a)]
     return max(finite, key=lambda i: (test_acc[i], -i)) if finite else None
 
 
@@ -191,32 +196,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             pipeline: BatchPipeline, batch_size: int, precision: str = "fp32",
-             mark_step: Callable[[], None] = lambda: None,
-             timer: BatchTimer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed loss and number correct over the test set, in order, as device tensors; ``timer``
-    times each batch's forward pass."""
-    model.eval()
-    device = pipeline.device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for start in range(0, labels.shape[0], batch_size):
-        x = pipeline.test_batch(images[start:start + batch_size])
-        y = labels[start:start + batch_size]
-        mark_step()
-        with autocast(device, precision):
-            if timer is not None:
-                timer.start()
-            logits = model(x)
-            if timer is not None:
-                timer.stop(y.shape[0])
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
-        correct += (logits.argmax(1) == y).sum()
-    return loss_sum, correct
-
-
 def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
           on_epoch: Callable[[EpochMetrics], None] | None = None,
           on_step: Callable[[], None] | None = None,
@@ -224,8 +203,15 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
           speed: SpeedOptions | None = None,
           warn: Callable[[str], None] = lambda msg: None,
           checkpoint: Checkpoint | None = None, resume_state: dict | None = None,
-          checkpoint_extra: dict | None = None, norm_class: type | None = None) -> TrainResult:
+          checkpoint_extra: dict | None = None, norm_class: type | None = None,
+          hand_over: Callable[[EpochMetrics, nn.Module, dict | None], None] | None = None,
+          ) -> TrainResult:
     """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
+
+    Each epoch ends with the scoring of :mod:`harness.scoring` on ``data.test``. Without a test
+    split (``data.test`` None: a sandboxed training process), the test numbers stay None and
+    ``hand_over(metrics, model, probe)`` passes each epoch's model to whoever scores it, before
+    the epoch's checkpoint is written.
 
     The run stops, with status ``diverged``, at the first non-finite loss or parameter
     (:class:`DivergenceWatch`); the completed epochs before it (and their best accuracy) are kept. Pass ``result`` to keep
@@ -249,9 +235,11 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     train_padded = pipeline.pad(data.train.images).to(device)
     train_labels = data.train.labels.to(device)
     train_images = None if recipe.augment else data.train.images.to(device)
-    test_images = data.test.images.to(device)
-    test_labels = data.test.labels.to(device)
-    n_train, n_test = len(data.train), len(data.test)
+    n_train = len(data.train)
+    if data.test is not None:  # the plan's images in feed order, resident like the training set
+        eval_plan = EvalPlan.build(len(data.test), recipe.test_batch_size, seed)
+        plan_images = data.test.images[torch.as_tensor(eval_plan.order)].to(device)
+        test_labels = data.test.labels.to(device)
 
     criterion = nn.CrossEntropyLoss()
     optimizer = make_optimizer(model, recipe)
@@ -315,21 +303,25 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
                 watch.step(loss.detach(), epoch, start // bs + 1)
         synchronize(device)
         t1 = time.perf_counter()
-        timer = BatchTimer(device) if norm_class is not None else None
-        test_loss_sum, test_correct = evaluate(net, test_images, test_labels, pipeline,
-                                               recipe.test_batch_size, precision, fast.mark_step,
-                                               timer)
+        timer = BatchTimer(device) if norm_class is not None and data.test is not None else None
+        scored = None
+        if data.test is not None:
+            logits = forward_plan(net, plan_images, eval_plan.batches, pipeline.test_batch,
+                                  lambda: autocast(device, precision), fast.mark_step, timer)
+            scored = score(logits, test_labels, eval_plan)
         # The one host synchronisation of the epoch.
-        tl, tc, vl, vc, bad_epoch, bad_step = torch.stack([
-            loss_sum, correct.double(), test_loss_sum, test_correct.double(),
-            *watch.first.double()]).tolist()
+        tl, tc, bad_epoch, bad_step, *test = torch.stack([
+            loss_sum, correct.double(), *watch.first.double(),
+            *(scored.values() if scored is not None else [])]).tolist()
         t2 = time.perf_counter()
         bad = watch.read((bad_epoch, bad_step))
         if bad is not None:
             return result.diverge(bad)
         metrics = EpochMetrics(epoch=epoch, lr=lr, train_loss=tl / n_train,
-                               train_acc=100.0 * tc / n_train, test_loss=vl / n_test,
-                               test_acc=100.0 * vc / n_test, train_s=t1 - t0, eval_s=t2 - t1)
+                               train_acc=100.0 * tc / n_train, test_loss=None, test_acc=None,
+                               train_s=t1 - t0, eval_s=t2 - t1)
+        if test:
+            metrics = test_metrics(metrics, *test, n_test=len(data.test))
         result.epochs.append(metrics)
         result.train_s += t1 - t0
         result.eval_s += t2 - t1
@@ -337,13 +329,17 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         if timer is not None:
             result.inference = timer.summary(device)
         stop = should_stop(result.epochs, recipe.early_stopping_patience)
+        probe = None
         if norm_class is not None and (epoch in probe_at or stop):
             synchronize(device)
             t3 = time.perf_counter()
-            result.probes.append({"epoch": epoch, **layer_probe(model, probe_x, probe_y, norm_class,
-                                                                device, precision)})
+            probe = {"epoch": epoch, **layer_probe(model, probe_x, probe_y, norm_class, device,
+                                                   precision)}
+            result.probes.append(probe)
             synchronize(device)
             result.probe_s += time.perf_counter() - t3
+        if hand_over is not None:
+            hand_over(metrics, model, probe)
         if on_epoch is not None:
             on_epoch(metrics)
         scheduler.step()
@@ -359,6 +355,13 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
                 "train_images": result.train_images, "probes": result.probes,
                 "probe_s": result.probe_s, **(checkpoint_extra or {})})
     return result
+
+
+def test_metrics(metrics: EpochMetrics, loss_sum: float, correct: float, change: float,
+                 flips: float, n_test: int) -> EpochMetrics:
+    """``metrics`` with the test numbers of a scoring (harness.scoring.Scored, read)."""
+    return replace(metrics, test_loss=loss_sum / n_test, test_acc=100.0 * correct / n_test,
+                   check_change=change if math.isfinite(change) else None, check_flips=int(flips))
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -377,7 +380,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
 def should_stop(epochs: list[EpochMetrics], patience: int | None) -> bool:
     """Early stopping: the last ``patience`` epochs brought no test accuracy above the best of the
     epochs before them (as Keras' EarlyStopping with min_delta 0)."""
-    if patience is None or len(epochs) <= patience:
+    if patience is None or len(epochs) <= patience or epochs[-1].test_acc is None:
         return False
     before = max(e.test_acc for e in epochs[:-patience])
     return all(not e.test_acc > before for e in epochs[-patience:])

@@ -21,11 +21,14 @@ def make_record(entry: str, sha256: str, setting: str, seed: int, best: float | 
     curve = [] if best is None else [
         {"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": best - 5 + e, "test_loss": 1.2 / e,
          "test_acc": best - (epochs - e), "epoch_s": 1.0} for e in range(1, epochs + 1)]
-    run_id = f"{entry[:10].replace('/', '_')}-{setting}-s{seed}-{secrets.token_hex(4)}"
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in entry[:10])
+    run_id = f"{safe}-{setting}-s{seed}-{secrets.token_hex(4)}"
     record = {
         "schema_version": version, "protocol_version": PROTOCOL_VERSION, "run_id": run_id,
         "status": status,
-        "failure": None if status == "ok" else {"category": status, "message": f"{status} (fabricated)"},
+        "failure": None if status == "ok" else {
+            "category": "diverged" if status == "diverged" else "exception",
+            "message": f"{status} (fabricated)"},
         "comparable": False, "deviations": ["fabricated"],
         "config": {"arch": arch, "dataset": dataset, "num_classes": 10, "seed": seed,
                    "epochs": s.recipe.epochs, "batch_size": s.recipe.batch_size, "test_batch_size": 128,
@@ -48,6 +51,10 @@ def make_record(entry: str, sha256: str, setting: str, seed: int, best: float | 
     }
     if version >= 2:
         record.update(dynamics_fields(curve, seed))
+    if version >= 3:
+        record["evaluation"] = {"check_images": 5, "tolerance": 1e-3,
+                                "max_change": 0.5 if batch_dependent else 0.0, "flips_at_max": 0,
+                                "epoch_of_max": 1, "batch_dependent": batch_dependent}
     return record
 
 

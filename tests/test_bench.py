@@ -81,3 +81,18 @@ def test_instrument_overhead_runs_both_ways():
     assert len(out["on_wall_s"]) == len(out["off_wall_s"]) == 1  # the warm-up round is not counted
     assert out["overhead"] == pytest.approx(out["on_median_s"] / out["off_median_s"] - 1)
     assert 0 < out["probe_fraction_median"] < 1 and out["steps"] == 1
+
+
+@pytest.mark.slow
+def test_split_overhead_runs_both_ways_at_two_lengths_and_projects():
+    from harness.bench import split_overhead
+    from harness.sandbox import sandbox_unavailable
+
+    if sandbox_unavailable():
+        pytest.skip(f"no sandbox here: {sandbox_unavailable()}")
+    out = split_overhead("resnet20", "digits", "cpu", (1, 2), 1, 128, 64, progress=lambda m: None)
+    assert set(out["median_s"]) == {"in-process-1", "in-process-2", "split-1", "split-2"}
+    assert all(v > 0 for v in out["median_s"].values()) and out["protocol_run_s"] > 0
+    # The projection is the measured costs over a protocol run at the speed measured here.
+    expected = (out["fixed_s"] + 200 * max(out["per_epoch_s"], 0)) / out["protocol_run_s"]
+    assert out["projected_protocol_overhead"] == pytest.approx(expected)

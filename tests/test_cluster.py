@@ -41,8 +41,9 @@ def _task():
     from harness.runner import RunConfig
 
     config = RunConfig("sub/abc.py", "resnet20", "digits", seed=1)
-    return Task(config, "e resnet20-digits seed 1", "abc",
-                {"entry": "e", "suite": {"recipe_id": "r1", "setting": "resnet20-digits"}}, [])
+    return Task(config, "e resnet20-digits seed 1", "a" * 64,
+                {"entry": "e", "suite": {"name": "smoke", "recipe_id": "r1",
+                                         "setting": "resnet20-digits"}}, [])
 
 
 def test_a_node_that_cannot_sandbox_fails_the_run_saying_so(tmp_path, monkeypatch):
@@ -50,7 +51,7 @@ def test_a_node_that_cannot_sandbox_fails_the_run_saying_so(tmp_path, monkeypatc
     from harness.executors import Isolation
     from harness.store import ResultsStore
 
-    monkeypatch.setattr(sandbox, "namespaces_unavailable", lambda: "no user namespaces")
+    monkeypatch.setattr(sandbox, "sandbox_unavailable", lambda: "no user namespaces")
     monkeypatch.setattr(cluster.signal, "signal", lambda *a: None)  # leave pytest's handlers be
     record = cluster.run_on_node(_task(), str(tmp_path), 0, Isolation(untrusted=True))
     assert record["failure"]["category"] == "crashed"

@@ -160,7 +160,7 @@ def test_instruments_do_not_change_the_run(tmp_path):
     assert 0 < on["instruments"]["probe_fraction"] < 1
     assert on["dynamics"]["epochs_to_reach"]["99%"] == on["best_epoch"] or \
         on["epochs"][on["dynamics"]["epochs_to_reach"]["99%"] - 1]["test_acc"] >= 0.99 * on["best_acc"]
-    assert on["schema_version"] == SCHEMA_VERSION == 2
+    assert on["schema_version"] == SCHEMA_VERSION == 3
 
 
 def test_adam_constant_schedule_and_early_stopping(tmp_path):
@@ -235,7 +235,8 @@ def test_version_1_records_are_read_and_upgraded(tmp_path):
     assert "dynamics" not in record
     path = write_json_atomic(tmp_path / "r.json", record)
     read = read_record(path)
-    assert read["schema_version"] == 2 and read["upgraded_from"] == 1
+    assert read["schema_version"] == 3 and read["upgraded_from"] == 1
+    assert read["evaluation"] is None  # no batch check was run then
     assert read["dynamics"]["epochs_to_reach"] == {"90%": 1, "95%": 1, "99%": 3}  # 78, 79, 80
     assert read["probes"] == [] and read["inference"] is None
     assert json.loads(path.read_text())["schema_version"] == 1  # the file is left as it was

@@ -1,11 +1,14 @@
-"""Isolation of runs: the parent's watch (timeout, memory), the records it writes, the tamper check,
-the sandbox's pieces, and the command line's summary and exit codes."""
+"""Isolation of runs: the parent's watch (time, memory, output), the records it writes, the
+tamper check of trusted runs, the sandbox's pieces, and the command line's summary and exit
+codes. Hostile files against the whole of it are in test_hostile.py."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,53 +18,78 @@ from click.testing import CliRunner
 from conftest import FIXTURES, ROOT
 from harness import tamper
 from harness.cli import EXIT_DIVERGED, main
-from harness.executors import (Isolation, Task, WorkerOutcome, _failure_of, accept_record,
-                               run_worker_process)
+from harness.executors import Isolation, Task, _failure_of, accept_record
 from harness.runner import RunConfig, failure_category
-from harness.sandbox import _ARCH, namespaces_unavailable, seccomp_program
+from harness.sandbox import (_ARCH, NOBODY, REFUSED, Limits as BoxLimits, Sandbox, root_userns,
+                             sandbox_unavailable, seccomp_program)
 from harness.suites import load_suite
 from harness.train import Recipe
-from harness.worker import RESULT_MARKER
+from harness.watch import LINE_BYTES, LOG_BYTES, CappedLog, Limits, Process, Watch
 from records import make_record
 
 HOSTILE = ROOT / "tests" / "hostile"
+needs_sandbox = pytest.mark.skipif(sandbox_unavailable() is not None,
+                                   reason=f"no sandbox here: {sandbox_unavailable()}")
 
 
 def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def test_the_worker_watch_kills_at_the_timeout(tmp_path):
-    out = run_worker_process(py("import time; print('started', flush=True); time.sleep(60)"), {},
-                             tmp_path / "log", timeout_s=1.5, memory_bytes=None)
-    assert out.killed_for == "timeout" and out.returncode == -signal.SIGKILL and out.result is None
-    assert "started" in out.log_tail()
+def watched(argv, tmp_path, **limits) -> tuple[Watch, int, CappedLog]:
+    log = CappedLog(tmp_path / "log")
+    watch = Watch(Limits(**limits))
+    process = watch.add(Process(argv, {}, log, sandboxed=False))
+    code = process.wait()
+    watch.stop()
+    return watch, code, log
 
 
-def test_the_worker_watch_kills_the_whole_session_at_the_memory_limit(tmp_path):
-    # The memory is held by a grandchild: the watch counts the worker's whole session.
+def test_the_watch_kills_at_the_timeout(tmp_path):
+    watch, code, log = watched(py("import time; print('started', flush=True); time.sleep(60)"),
+                               tmp_path, timeout_s=1.5)
+    assert watch.killed_for == "timeout" and code == -signal.SIGKILL
+    assert "started" in log.tail()
+
+
+def test_the_watch_kills_a_trusted_workers_whole_session_at_the_memory_limit(tmp_path):
     code = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
             "'x = bytearray(600 << 20); import time; time.sleep(60)'])")
-    out = run_worker_process(py(code), {}, tmp_path / "log", timeout_s=60, memory_bytes=300 << 20)
-    assert out.killed_for == "out-of-memory" and out.peak_rss > 300 << 20
-    category, message = _failure_of(out, Isolation(), 300 << 20)
+    watch, _, log = watched(py(code), tmp_path, timeout_s=60, memory_bytes=300 << 20)
+    assert watch.killed_for == "out-of-memory" and watch.peak_rss > 300 << 20
+    category, message = _failure_of(watch, -9, log)
     assert category == "out-of-memory" and "0.3 GiB" in message
 
 
-def test_the_result_line_is_taken_and_everything_else_logged(tmp_path):
-    code = f"print('hello'); print({RESULT_MARKER!r} + '{{\"record\": 1}}')"
-    out = run_worker_process(py(code), {}, tmp_path / "log", None, None)
-    assert out.result == {"record": 1} and out.returncode == 0
-    assert out.log_tail() == "hello\n"
+def test_output_is_logged_cut_and_never_parsed(tmp_path):
+    """64 MB in one line, then the old result line, then 12 MB of lines: the parent keeps at most
+    a line in memory, cuts the log, and takes nothing of it as a result."""
+    import tracemalloc
+
+    code = ("import sys; w = sys.stdout.write; w('x' * (64 << 20)); "
+            "w('\\n@@harness-result@@ {\"record\": 1}\\n'); "
+            "[w(('y' * 1023 + '\\n') * 1024) for _ in range(12)]")
+    tracemalloc.start()
+    _, code_, log = watched(py(code), tmp_path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code_ == 0 and peak < 8 << 20
+    text = log.path.read_text()
+    assert log.path.stat().st_size <= LOG_BYTES + 200
+    first = text.splitlines()[0]
+    assert first.startswith("x" * 100) and len(first) < LINE_BYTES + 100
+    assert f"line cut, {(64 << 20) - LINE_BYTES} more bytes" in first
+    assert '@@harness-result@@ {"record": 1}' in text  # logged as text, and nothing more
+    assert text.endswith("bytes of output not kept]\n")
 
 
-@pytest.mark.parametrize("code, killed, category", [(-signal.SIGXCPU, None, "timeout"),
-                                                    (-signal.SIGKILL, None, "crashed"),
-                                                    (3, None, "crashed")])
-def test_categories_of_a_worker_that_ended_without_a_word(tmp_path, code, killed, category):
+@pytest.mark.parametrize("code, category", [(-signal.SIGXCPU, "timeout"), (-signal.SIGKILL, "crashed"),
+                                            (3, "crashed")])
+def test_categories_of_a_worker_that_ended_without_a_word(tmp_path, code, category):
     (tmp_path / "log").write_text("last words\n")
-    outcome = WorkerOutcome(None, code, killed, tmp_path / "log")
-    got, message = _failure_of(outcome, Isolation(), 1 << 30)
+    watch = Watch(Limits())
+    watch.stop()
+    got, message = _failure_of(watch, code, CappedLog(tmp_path / "log"))
     assert got == category and "last words" in message
 
 
@@ -82,7 +110,7 @@ def task_for(record: dict) -> Task:
                 [{"name": "static-scan", "status": "pass", "detail": "", "fatal": False}])
 
 
-def test_the_parent_recomputes_the_scores_and_owns_its_fields():
+def test_the_parent_recomputes_a_trusted_workers_scores_and_owns_its_fields():
     reported = make_record("e", "1" * 64, "resnet20-digits", 0, 80.0)
     reported["best_acc"], reported["final_acc"] = 100.0, 100.0  # claimed, not what the epochs say
     reported["submission"]["sha256"] = "0" * 64
@@ -93,10 +121,9 @@ def test_the_parent_recomputes_the_scores_and_owns_its_fields():
 
 
 @pytest.mark.parametrize("spoil", [
-    lambda r: r.update(run_id="../../escape"),
     lambda r: r.update(status="excellent"),
     lambda r: r["epochs"][0].update(test_acc=250.0),
-    lambda r: r["epochs"][1].update(epoch=7),
+    lambda r: r["epochs"][1].update(epoch="seven"),
     lambda r: r.pop("config"),
 ])
 def test_a_malformed_report_is_never_a_result(spoil):
@@ -104,7 +131,7 @@ def test_a_malformed_report_is_never_a_result(spoil):
     spoil(reported)
     record = accept_record(task_for(make_record("e", "1" * 64, "resnet20-digits", 0, 80.0)), reported)
     assert record["status"] == "failed" and record["best_acc"] is None
-    assert "malformed" in record["failure"]["message"]
+    assert record["failure"]["category"] == "malformed"
 
 
 def test_tamper_check_sees_replacements_and_global_hooks(monkeypatch):
@@ -121,14 +148,12 @@ def test_tamper_check_sees_replacements_and_global_hooks(monkeypatch):
     assert tamper.changes() == []
 
 
-def test_a_layer_that_patches_during_training_keeps_no_score(tmp_path):
-    # In this process (trusted path): the run is recorded as tampered, without accuracies.
+def test_a_trusted_layer_that_patches_during_training_keeps_no_score(tmp_path):
     from harness.runner import run_eval
 
-    src = tmp_path / "patcher.py"
-    src.write_text((HOSTILE / "patches_cross_entropy.py").read_text())
-    config = RunConfig(str(src), "resnet20", "digits", seed=2, recipe=Recipe(epochs=1, batch_size=32),
-                       limit_train=64, limit_test=32, device="cpu")
+    config = RunConfig(str(FIXTURES / "patches_cross_entropy.py"), "resnet20", "digits", seed=2,
+                       recipe=Recipe(epochs=1, batch_size=32), limit_train=64, limit_test=32,
+                       device="cpu")
     original = torch.nn.functional.cross_entropy
     try:
         record, _ = run_eval(config, tmp_path)
@@ -148,115 +173,104 @@ def test_seccomp_program_is_well_formed(machine):
     assert prog[-1][0] == 0x06  # ends in a return
 
 
-@pytest.mark.skipif(namespaces_unavailable() is not None, reason="no Linux namespaces here")
-def test_the_sandbox_holds_a_plain_python_process(tmp_path):
-    """The sandbox on its own, without the harness around it: what the worker gets."""
-    import json
-    import subprocess
+@pytest.mark.parametrize("machine", sorted(_ARCH))
+def test_syscall_numbers_are_the_kernels(machine):
+    """Checked against libseccomp's tables where it is installed (it is on Debian)."""
+    import ctypes
+    import ctypes.util
 
-    from harness.sandbox import Policy, command
+    name = ctypes.util.find_library("seccomp")
+    if name is None:
+        pytest.skip("libseccomp is not installed")
+    lib = ctypes.CDLL(name)
+    lib.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
+    lib.seccomp_syscall_resolve_name_arch.argtypes = [ctypes.c_uint32, ctypes.c_char_p]
+    arch, numbers = _ARCH[machine]
+    for call in [*REFUSED, "clone", "clone3"]:
+        number = lib.seccomp_syscall_resolve_name_arch(arch, call.encode())
+        assert numbers.get(call) == (number if number >= 0 else None), call
 
-    results = tmp_path / "results"
-    results.mkdir()
-    (results / "secret.json").write_text("{}")
-    private = tmp_path / "private"
-    private.mkdir()
-    policy = Policy(private_dir=str(private), hide=[str(results)], memory_bytes=1 << 30,
-                    cpu_seconds=60)
-    probe = f"""
-import json, os, socket, subprocess, sys
-from harness.sandbox import Policy, enter
-enter(Policy(**{policy.to_json()!r}), "cpu")
-out = {{"cwd": os.getcwd(), "results": os.listdir({str(results)!r})}}
+
+PROBE = """
+import ctypes, json, os, resource, socket, subprocess, sys, threading, time
+from harness.sandbox import Limits, enter
+enter(Limits(**json.loads(sys.argv[1])), "cpu")
+out = {"uid": os.getuid(), "cwd": os.getcwd(), "pids": [p for p in os.listdir("/proc") if p.isdigit()],
+       "results": os.path.exists(sys.argv[2]), "checkout": sorted(os.listdir(sys.argv[3]))}
 def attempt(name, fn):
     try:
         fn()
         out[name] = "allowed"
     except OSError as exc:
         out[name] = exc.strerror
+def io_uring():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(425, 8, ctypes.create_string_buffer(120)) < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+def memfd():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.memfd_create(b"x", 0) < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 attempt("socket", lambda: socket.socket())
 attempt("exec", lambda: subprocess.run(["true"]))
 attempt("fork", lambda: os.fork() or None)
-attempt("write_outside", lambda: open({str(tmp_path / "x")!r}, "w"))
-attempt("write_private", lambda: open("ok.txt", "w").write("fine"))
-import threading
-t = threading.Thread(target=lambda: None); t.start(); t.join()
-out["thread"] = "allowed"
+attempt("io_uring", io_uring)
+attempt("memfd", memfd)
+attempt("write_usr", lambda: open("/usr/x", "w"))
+attempt("write_scratch", lambda: open("ok.txt", "w").write("fine"))
+started = 0
+try:
+    for _ in range(500):
+        threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+        started += 1
+except RuntimeError:
+    pass
+out["threads"] = started
 print(json.dumps(out))
 """
-    proc = subprocess.run(command(policy, [sys.executable, "-c", probe]), capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
+
+
+@needs_sandbox
+def test_the_sandbox_holds_a_plain_python_process(tmp_path):
+    """The sandbox on its own, without the harness around it: what every sandboxed worker gets."""
+    import os
+
+    results = tmp_path / "results"
+    results.mkdir()
+    inputs = Path(tempfile.mkdtemp())
+    inputs.chmod(0o755)
+    limits = BoxLimits(memory_bytes=1 << 30, cpu_seconds=60, max_threads=64,
+                       drop_to=NOBODY if os.geteuid() == 0 else None)
+    box = Sandbox(inputs=str(inputs), limits=limits)
+    fd = root_userns() if os.geteuid() == 0 else None
+    try:
+        proc = subprocess.run(box.command(py(PROBE) + [json.dumps(limits.to_json()), str(results),
+                                                        str(ROOT)], fd),
+                              capture_output=True, text=True, timeout=120,
+                              pass_fds=(fd,) if fd is not None else ())
+    finally:
+        if fd is not None:
+            os.close(fd)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["cwd"] == str(private) and out["results"] == []
-    assert out["socket"] == out["exec"] == out["fork"] == "Operation not permitted"
-    assert out["write_outside"] == "Read-only file system"
-    assert out["write_private"] == "allowed" and out["thread"] == "allowed"
-    assert not (tmp_path / "x").exists() and not list(private.iterdir())  # tmpfs: gone with it
+    assert out["uid"] == (NOBODY if os.geteuid() == 0 else os.getuid())
+    assert out["cwd"] == "/scratch" and len(out["pids"]) <= 3 and out["results"] is False
+    assert set(out["checkout"]) <= {"harness", ".venv"}
+    for call in ("socket", "exec", "fork", "io_uring", "memfd"):
+        assert out[call] == "Operation not permitted", call
+    assert out["write_usr"] == "Read-only file system" and out["write_scratch"] == "allowed"
+    assert 0 < out["threads"] < 64
 
 
-@pytest.mark.slow
-def test_submit_summarises_failures_and_exits_by_the_worst(tmp_path, monkeypatch):
-    smoke = load_suite("smoke")
-    tiny = dataclasses.replace(smoke, settings=smoke.settings[:1], seeds=(1, 2),
-                               recipe=Recipe(epochs=1, batch_size=32), limit_train=96, limit_test=64)
-    monkeypatch.setattr("harness.suites.load_suite", lambda name: tiny)
-    runner = CliRunner()
-    args = ["--suite", "tiny", "--device", "cpu", "--jobs", "2", "--out", str(tmp_path)]
-    nan = runner.invoke(main, ["submit", str(HOSTILE / "turns_nan.py"), "--name", "nan", *args])
-    assert nan.exit_code == EXIT_DIVERGED, nan.output
-    assert "1 ok, 1 diverged, 0 failed" in nan.output and "failures by category: diverged 1" in nan.output
-    raises = runner.invoke(main, ["submit", str(HOSTILE / "raises_on_third_call.py"), "--name", "r",
-                                  *args])
-    assert raises.exit_code == 1
-    assert "failures by category: exception 1" in raises.output
-    assert "exception: resnet20-digits seed 2: ValueError: third call" in raises.output
-    refused = runner.invoke(main, ["submit", str(FIXTURES / "dies_in_worker.py"), "--name", "d", *args])
-    assert refused.exit_code == 1 and "refused by the static scan" in refused.output
-    assert "line 7: imports os" in refused.output
+def test_without_namespaces_the_limits_and_the_filter_still_apply():
+    """--unsafe-no-namespaces: no bubblewrap, but still no sockets, no processes, limited files."""
+    from harness.sandbox import OPEN_FILES
 
-
-@pytest.mark.skipif(namespaces_unavailable() is not None, reason="no Linux namespaces here")
-def test_eval_untrusted_runs_sandboxed_and_the_parent_writes_the_record(tmp_path):
-    result = CliRunner().invoke(main, [
-        "eval", str(ROOT / "custom_norm.py"), "--arch", "resnet20", "--dataset", "digits",
-        "--epochs", "1", "--limit-train", "64", "--limit-test", "32", "--device", "cpu",
-        "--untrusted", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    assert "TEST_METRICS: test_acc=" in result.output
-    (path,) = (tmp_path / "runs").glob("*.json")
-    import json
-
-    record = json.loads(path.read_text())
-    assert record["status"] == "ok" and record["checks"][0]["name"] == "static-scan"
-    assert record["submission"]["path"].startswith(str(tmp_path / "submissions"))
-    assert not list(tmp_path.glob("checkpoints/sandboxed/*"))  # its folder went with the record
-
-
-def test_untrusted_is_refused_where_namespaces_are_unavailable(tmp_path, monkeypatch):
-    from harness.runner import RunError
-    from harness.store import ResultsStore
-    from harness.sweep import sweep
-
-    monkeypatch.setattr("harness.sweep.namespaces_unavailable", lambda: "no unshare here")
-    with pytest.raises(RunError, match="no unshare here.*--unsafe-no-namespaces"):
-        sweep(ResultsStore(tmp_path), str(ROOT / "custom_norm.py"), "x", "submission",
-              load_suite("smoke"), False, isolation=Isolation(untrusted=True))
-    assert not list(tmp_path.glob("runs/*.json"))
-
-
-def test_without_namespaces_the_limits_and_the_filter_still_apply(tmp_path):
-    """--unsafe-no-namespaces: no unshare, but still no sockets, no processes, limited files."""
-    import json
-    import subprocess
-
-    from harness.sandbox import OPEN_FILES, Policy
-
-    policy = Policy(private_dir=str(tmp_path), namespaces=False, cpu_seconds=100)
+    limits = BoxLimits(cpu_seconds=100, namespaces=False)
     probe = f"""
 import json, resource, socket, subprocess
-from harness.sandbox import Policy, enter
-notes = enter(Policy(**{policy.to_json()!r}), "cpu")
+from harness.sandbox import Limits, enter
+notes = enter(Limits(**{limits.to_json()!r}), "cpu")
 out = {{"notes": notes, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "cpu": resource.getrlimit(resource.RLIMIT_CPU)[0]}}
 for name, fn in (("socket", socket.socket), ("exec", lambda: subprocess.run(["true"]))):
@@ -267,8 +281,7 @@ for name, fn in (("socket", socket.socket), ("exec", lambda: subprocess.run(["tr
         out[name] = exc.strerror
 print(json.dumps(out))
 """
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT)
+    proc = subprocess.run(py(probe), capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["socket"] == out["exec"] == "Operation not permitted"
@@ -276,36 +289,76 @@ print(json.dumps(out))
     assert "no namespaces" in out["notes"][0]
 
 
-@pytest.mark.skipif(namespaces_unavailable() is not None, reason="no Linux namespaces here")
-def test_a_sandboxed_run_resumes_from_its_own_checkpoint_folder(tmp_path):
-    from harness.checkpoint import Checkpoint
-    from harness.executors import run_in_worker, sandbox_checkpoint_dir
-    from harness.runner import run_eval
+def test_untrusted_is_refused_where_there_is_no_sandbox(tmp_path, monkeypatch):
+    from harness.runner import RunError
     from harness.store import ResultsStore
+    from harness.sweep import sweep
 
-    store = ResultsStore(tmp_path / "results")
-    copy, digest = store.store_submission(ROOT / "custom_norm.py")
-    config = RunConfig(str(copy), "resnet20", "digits", seed=3, recipe=Recipe(epochs=2, batch_size=32),
-                       limit_train=64, limit_test=32, device="cpu")
+    monkeypatch.setattr("harness.sweep.sandbox_unavailable", lambda: "no bwrap here")
+    with pytest.raises(RunError, match="no bwrap here.*--unsafe-no-namespaces"):
+        sweep(ResultsStore(tmp_path), str(ROOT / "custom_norm.py"), "x", "submission",
+              load_suite("smoke"), False, isolation=Isolation(untrusted=True))
+    assert not list(tmp_path.glob("runs/*.json")) and not list(tmp_path.glob("submissions/*"))
 
-    def stop_at_epoch_2(e):
-        if e.epoch == 2:
-            raise KeyboardInterrupt  # as a kill after epoch 1's checkpoint leaves it
 
-    with pytest.raises(KeyboardInterrupt):
-        run_eval(config, tmp_path / "elsewhere", on_epoch=stop_at_epoch_2)
-    (left,) = (tmp_path / "elsewhere" / "checkpoints").glob("*.pt")
-    task = Task(config, "resume-me", digest, {}, [])
-    folder = sandbox_checkpoint_dir(store, task)
-    folder.mkdir(parents=True)
-    left.rename(folder / left.name)
+def test_a_refused_file_is_not_kept_and_the_message_names_it(tmp_path):
+    """--scan-policy refuse: a finding refuses the file, naming it as the user did; the store
+    keeps no copy of it; --trust-code runs it, and the record says so."""
+    runner = CliRunner()
+    source = tmp_path / "mine.py"
+    source.write_text((FIXTURES / "dies_in_worker.py").read_text().replace(
+        "return super().forward(x)", "os.getpid()\n        return super().forward(x)"))
+    args = ["--suite", "smoke", "--device", "cpu", "--results", str(tmp_path / "res"), "--trusted",
+            "--scan-policy", "refuse"]
+    refused = runner.invoke(main, ["submit", str(source), "--name", "m", *args])
+    assert refused.exit_code == 1
+    assert f"{source}: refused by the static scan" in refused.output
+    assert "line 7: imports os" in refused.output and "--trust-code" in refused.output
+    assert "/submissions/" not in refused.output
+    assert not list((tmp_path / "res").glob("submissions/*.py"))
 
-    record = run_in_worker(task, store, {"OMP_NUM_THREADS": "1"}, tmp_path, 0,
-                           Isolation(untrusted=True))
-    assert record["status"] == "ok" and record["epochs_completed"] == 2, record.get("failure")
-    assert [r["from_epoch"] for r in record["resumes"]] == [1]
-    (log,) = tmp_path.glob("*.log")
-    assert "resuming from the checkpoint of epoch 1" in log.read_text()
-    assert "epoch   1/2" not in log.read_text() and "epoch   2/2" in log.read_text()
-    assert not folder.exists()  # removed with the record written
-    assert Checkpoint.for_run(store.root, left.stem).load() is None
+
+@needs_sandbox
+@pytest.mark.slow
+def test_eval_untrusted_scores_exactly_as_a_trusted_eval(tmp_path):
+    """The split (training without the test set, scoring without labels, the score computed by
+    the parent) gives the very numbers a trusted in-process run gives, on the CPU."""
+    args = ["--arch", "resnet20", "--dataset", "digits", "--epochs", "2", "--limit-train", "96",
+            "--limit-test", "64", "--batch-size", "32", "--device", "cpu"]
+    runner = CliRunner()
+    trusted = runner.invoke(main, ["eval", str(ROOT / "custom_norm.py"), *args, "--results",
+                                   str(tmp_path / "t")])
+    untrusted = runner.invoke(main, ["eval", str(ROOT / "custom_norm.py"), *args, "--untrusted",
+                                     "--results", str(tmp_path / "u")])
+    assert trusted.exit_code == 0 and untrusted.exit_code == 0, untrusted.output
+    (t,), (u,) = [[json.loads(p.read_text()) for p in (tmp_path / d / "runs").glob("*.json")]
+                  for d in ("t", "u")]
+    keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "check_change")
+    assert [{k: e[k] for k in keys} for e in u["epochs"]] == [{k: e[k] for k in keys} for e in t["epochs"]]
+    assert u["best_acc"] == t["best_acc"] and u["flags"] == t["flags"]
+    assert u["isolation"]["sandboxed"] and "epochs.train_loss" in u["reported"]
+    assert u["submission"]["path"].startswith(str(tmp_path / "u" / "submissions"))
+    assert u["checks"][0]["name"] == "static-scan" and u["scan"]["policy"] == "report"
+    assert not list((tmp_path / "u").glob("checkpoints/*/*"))  # state and journal gone with it
+    assert f"TEST_METRICS: test_acc={u['best_acc']:.2f}" in untrusted.output
+
+
+@pytest.mark.slow
+def test_submit_summarises_failures_and_exits_by_the_worst(tmp_path, monkeypatch):
+    import dataclasses
+
+    smoke = load_suite("smoke")
+    tiny = dataclasses.replace(smoke, settings=smoke.settings[:1], seeds=(1, 2),
+                               recipe=Recipe(epochs=1, batch_size=32), limit_train=96, limit_test=64)
+    monkeypatch.setattr("harness.suites.load_suite", lambda name: tiny)
+    runner = CliRunner()
+    args = ["--suite", "tiny", "--device", "cpu", "--jobs", "2", "--results", str(tmp_path),
+            "--trusted"]
+    nan = runner.invoke(main, ["submit", str(HOSTILE / "turns_nan.py"), "--name", "nan", *args])
+    assert nan.exit_code == EXIT_DIVERGED, nan.output
+    assert "1 ok, 1 diverged, 0 failed" in nan.output and "failures by category: diverged 1" in nan.output
+    raises = runner.invoke(main, ["submit", str(HOSTILE / "raises_on_third_call.py"), "--name", "r",
+                                  *args])
+    assert raises.exit_code == 1
+    assert "failures by category: exception 1" in raises.output
+    assert "exception: resnet20-digits seed 2: ValueError: third call" in raises.output

@@ -51,7 +51,7 @@ def test_every_state_of_a_planned_run(tmp_path):
         assert f"on {os.uname().nodename}" in states[1].detail
     assert not claim_path(store.root, planned[1][3]).exists()  # released at the end
     assert run_states(store, planned)[1].state == "failed"
-    assert "[failed] failed (fabricated)" in run_states(store, planned)[1].detail
+    assert "[exception] failed (fabricated)" in run_states(store, planned)[1].detail
 
     # Seed 2: a worker that died holding its claim goes stale; a checkpoint alone is interrupted.
     claim = Claim(store.root, planned[2][3], "BN seed 2").__enter__()

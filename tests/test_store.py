@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import ResultsStore, entry_slug, run_key
+from harness.store import EntryTaken, ResultsStore, entry_slug, run_key
 from records import make_record
 
 WRITERS, PER_WRITER = 8, 25
@@ -84,15 +84,73 @@ def test_entries_keep_history_and_kinds_apart(tmp_path):
     store = ResultsStore(tmp_path)
     store.register_entry("mine", "submission", "1" * 64, "smoke", False, "a.py")
     store.register_entry("mine", "submission", "1" * 64, "smoke", True, "a.py")
-    store.register_entry("mine", "submission", "2" * 64, "smoke", False, "a.py")
+    with pytest.raises(EntryTaken, match="another file's.*--replace"):
+        store.register_entry("mine", "submission", "2" * 64, "smoke", False, "b.py")
+    assert store.entries()[0].sha256 == "1" * 64  # the name still belongs to its first file
+    store.register_entry("mine", "submission", "2" * 64, "smoke", False, "b.py", replace=True)
     (entry,) = store.entries()
     assert entry.sha256 == "2" * 64 and entry.final is False  # a new file is not final by inheritance
+    assert entry.owner  # who first submitted it
     data = json.loads((tmp_path / "entries" / f"{entry_slug('mine')}.json").read_text())
-    assert [h["sha256"] for h in data["history"]] == ["1" * 64, "2" * 64]
+    assert [(h["sha256"], h["replaced"]) for h in data["history"]] == [("1" * 64, False),
+                                                                       ("2" * 64, True)]
     with pytest.raises(ValueError, match="already taken by a submission"):
         store.register_entry("mine", "baseline", "3" * 64, "smoke", True, "b.py")
     store.register_entry("<script>alert(1)</script>", "submission", "4" * 64, "smoke", False, "c.py")
     assert {e.name for e in store.entries()} == {"mine", "<script>alert(1)</script>"}
+
+
+def test_a_record_is_never_overwritten(tmp_path):
+    store = ResultsStore(tmp_path)
+    record = make_record("a", "1" * 64, "resnet20-digits", 0, 80.0)
+    path = store.add(record)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        store.add({**record, "best_acc": 100.0})
+    assert path.read_bytes() == before and not list(store.runs_dir.glob(".*"))
+
+
+def test_whatever_is_in_the_store_its_readers_survive(tmp_path):
+    """Malformed and hostile files in runs/, entries/ and the index are skipped and reported:
+    the records, the leaderboard and harness status still work."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+    from harness.leaderboard import build_site
+
+    store = ResultsStore(tmp_path)
+    src = tmp_path / "s.py"
+    src.write_text("from torch import nn\nCustomNorm = nn.BatchNorm2d\n")
+    _, sha = store.store_submission(src)
+    store.register_entry("good", "submission", sha, "smoke", False, str(src))
+    good = make_record("good", sha, "resnet20-digits", 0, 80.0)
+    store.add(good)
+    bad = {
+        "torn.json": "{\"schema_version\": 3, ",
+        "list.json": "[1, 2, 3]",
+        "future.json": json.dumps({**good, "run_id": "future", "schema_version": 99}),
+        "wrong-types.json": json.dumps({**good, "run_id": "wrong-types", "best_acc": "100",
+                                        "epochs": "many"}),
+        "huge-string.json": json.dumps({**good, "run_id": "huge-string",
+                                        "entry": "x" * 100_000}),
+        "script.json": json.dumps({**good, "run_id": "script", "status": "<script>"}),
+        "renamed.json": json.dumps({**good, "run_id": "not-its-name"}),
+    }
+    for name, text in bad.items():
+        (store.runs_dir / name).write_text(text)
+    (store.entries_dir / "junk.json").write_text("not json")
+    with open(store.index_path, "a") as fh:
+        fh.write('{"run_id": "../../x", "key": 1, "status": "ok", "best_acc": "lots"}\n')
+        fh.write('{"run_id": "ok-name", "key": "k", "status": "ok", "best_acc": "lots"}\n')
+    assert [r["run_id"] for r in ResultsStore(tmp_path).records()] == [good["run_id"]]
+    site = build_site(tmp_path, tmp_path / "site")
+    assert {Path(p).name for p in site.skipped} == {*bad, "junk.json"}
+    assert "are not records and were left out" in site.index.read_text()
+    status = CliRunner().invoke(main, ["status", "--results", str(tmp_path), "--suite", "smoke"])
+    assert status.exit_code == 0, status.output
+    built = CliRunner().invoke(main, ["leaderboard", "build", "--results", str(tmp_path),
+                                      "--out", str(tmp_path / "site2")])
+    assert built.exit_code == 0 and "warning: skipped" in built.output
 
 
 def test_precision_is_part_of_the_run_key():

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 from harness.record import write_json_atomic
-from harness.store import ResultsStore
+from harness.store import EntryTaken, ResultsStore
 from harness.submission import SubmissionError
 from harness.suites import load_suite
 from harness.sweep import sweep
@@ -72,7 +72,9 @@ def test_a_changed_file_never_reuses_old_records(tmp_path):
     sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=FakeExecutor())
     norm_file(tmp_path, tail="# changed\n")
     changed = FakeExecutor()
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=changed)
+    with pytest.raises(EntryTaken):  # the name is the first file's; another needs --replace
+        sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=changed)
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=changed, replace=True)
     assert len(changed.calls) == 2
 
 
