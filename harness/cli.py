@@ -658,9 +658,11 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
                     "dataset": dataset.lower(), "machine": machine(dev)})
         click.echo(f"{arch} on {dataset}, {out['machine']['description']}: scoring in its own "
                    f"process costs {out['fixed_s']:.1f}s once and {out['per_epoch_s']:.3f}s per epoch "
-                   f"({100 * out['overhead_at'][str(3 * epochs)]:+.1f}% of a {3 * epochs}-epoch run "
-                   f"here); projected onto a protocol run (200 epochs, {out['protocol_run_s'] / 3600:.1f} h "
-                   f"at this speed): {100 * out['projected_protocol_overhead']:+.2f}%")
+                   f"(wall-clock slope {out['per_epoch_wall_s']:+.3f}s, scoring time "
+                   f"{out['per_epoch_eval_s']:+.3f}s; {100 * out['overhead_at'][str(3 * epochs)]:+.1f}% "
+                   f"of a {3 * epochs}-epoch run here); projected onto a protocol run (200 epochs, "
+                   f"{out['protocol_run_s'] / 3600:.1f} h at this speed): "
+                   f"{100 * out['projected_protocol_overhead']:+.2f}%")
         if json_out:
             write_json_atomic(json_out, out)
             click.echo(f"wrote {json_out}")

@@ -13,7 +13,9 @@ Weights travel as safetensors, a format that holds tensors and nothing else (no 
 pickle); the parent only checks their size and passes them, read-only, to the scoring process,
 which loads them into its own model. Every report is read with a size cap and validated against
 :mod:`harness.schema` before anything of it is used; a report that is not valid ends the run as
-``malformed``. The training process keeps at most :data:`PENDING` epochs waiting to be scored.
+``malformed``. The training process waits until the parent has scored an epoch (and deleted its
+weights) before it trains the next: training and scoring take turns, as they do in one process,
+so they never compete for the same cores.
 
 The scoring process talks over two pipes: it says ``ready`` once it has built its model, then,
 for each ``score EPOCH`` request, answers ``logits EPOCH ROWS COLS MEDIAN_MS`` followed by exactly
@@ -38,7 +40,7 @@ from harness import schema
 
 REPORT_BYTES = 4 << 20
 LINE_BYTES = 1024
-PENDING = 2
+POLL_S = 0.005
 START, END = "start.json", "end.json"
 
 
@@ -73,23 +75,21 @@ def _finite(value: Any) -> Any:
 
 # -- the training process's side ---------------------------------------------------------------
 
-def pending(folder: Path) -> int:
-    return sum(1 for p in folder.glob("epoch-*.safetensors"))
-
-
 def hand_over(folder: Path, metrics, model: torch.nn.Module, probe: dict | None) -> None:
-    """Write one epoch's report and weights (weights last: their name is the signal)."""
+    """Write one epoch's report and weights (weights last: their name is the signal), then wait
+    until the parent has scored them (it deletes them)."""
     from safetensors.torch import save_file
 
-    while pending(folder) >= PENDING:  # the parent deletes what it has scored
-        time.sleep(0.05)
     write_json(folder, report_name(metrics.epoch), {
         "epoch": metrics.epoch, "lr": metrics.lr, "train_loss": metrics.train_loss,
         "train_acc": metrics.train_acc, "train_s": metrics.train_s, "probe": probe})
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     tmp = folder / f".{weights_name(metrics.epoch)}.tmp"
     save_file(state, str(tmp))
-    os.replace(tmp, folder / weights_name(metrics.epoch))
+    handed = folder / weights_name(metrics.epoch)
+    os.replace(tmp, handed)
+    while handed.exists():
+        time.sleep(POLL_S)
 
 
 # -- the parent's side -------------------------------------------------------------------------

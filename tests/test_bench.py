@@ -94,5 +94,6 @@ def test_split_overhead_runs_both_ways_at_two_lengths_and_projects():
     assert set(out["median_s"]) == {"in-process-1", "in-process-2", "split-1", "split-2"}
     assert all(v > 0 for v in out["median_s"].values()) and out["protocol_run_s"] > 0
     # The projection is the measured costs over a protocol run at the speed measured here.
-    expected = (out["fixed_s"] + 200 * max(out["per_epoch_s"], 0)) / out["protocol_run_s"]
+    assert out["per_epoch_s"] == max(out["per_epoch_wall_s"], out["per_epoch_eval_s"], 0.0)
+    expected = (max(out["fixed_s"], 0) + 200 * out["per_epoch_s"]) / out["protocol_run_s"]
     assert out["projected_protocol_overhead"] == pytest.approx(expected)
