@@ -209,9 +209,7 @@ def _failure_of(watch: Watch, code: int, log: CappedLog) -> tuple[str, str]:
     last = next((ln for ln in reversed(log.tail().splitlines()) if ln.strip()), "no output")
     where = f"last line of {log.path.name}: {last}"
     if watch.killed_for:
-        category = {"timeout": "timeout", "out-of-memory": "out-of-memory"}.get(
-            watch.killed_for, "resource-limit")
-        return category, f"killed: {watch.detail}; {where}"
+        return watch.category(), f"killed: {watch.detail}; {where}"
     if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         return "timeout", f"stopped at its CPU-time limit; {where}"
     if code in (-signal.SIGKILL, 128 + signal.SIGKILL):

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +39,7 @@ from harness.record import environment, new_run_id, utc_now, write_json_atomic
 from harness.sandbox import NOBODY, Limits, Sandbox, SandboxUnavailable, as_root
 from harness.scoring import EvalPlan, score
 from harness.train import should_stop, test_metrics, EpochMetrics
+from harness.runner import config_to_json
 from harness.watch import CappedLog, Limits as WatchLimits, Process, Watch
 
 Echo = Callable[[str], None]
@@ -128,118 +129,189 @@ class Outcome(Exception):
         self.category, self.reported, self.keep_state = category, reported, keep_state
 
 
-def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isolation,
-              memory: int, threads: int, echo: Echo | None = None,
-              beat: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run ``task`` (a harness.executors.Task of an untrusted file) split in two sandboxes; return
-    its record (not yet written)."""
-    from harness.executors import crash_record
-    from harness.runner import (PROTOCOL_VERSION, config_fields, deviations, finish_record,
-                                resolve_device, RunError)
+class SplitRun:
+    """One untrusted run, split: its folders, its journal, its two sandboxed processes."""
 
-    c = task.config
-    t_start = time.perf_counter()
-    try:
-        dataset_name = resolve_dataset_name(c.dataset)
-        device = resolve_device(c.device)
-        full = _dataset(dataset_name, c.data_root, c.download)
-    except (ValueError, RunError, DatasetUnavailable) as exc:
-        return crash_record(task, "setup", str(exc))
-    train_split, test_split = full.train.head(c.limit_train), full.test.head(c.limit_test)
-    identity = run_identity(task.sha256, c, dataset_name, PROTOCOL_VERSION)
-    state = store.root / "checkpoints" / "sandboxed" / identity
-    exchange = state / "exchange"
-    label = task.extra.get("entry") or Path(task.extra.get("submission_source") or c.submission).stem
-    journal = Journal.open(store.root / "checkpoints" / "journals" / f"{identity}.json", identity,
-                           new_run_id(_safe(label), c.arch, dataset_name, f"s{c.seed}"))
-    if not c.resume:
-        journal = Journal(journal.path, identity, journal.run_id, utc_now())
-        shutil.rmtree(state, ignore_errors=True)
-    plan = EvalPlan.build(len(test_split), c.recipe.test_batch_size, c.seed)
-    num_classes = full.spec.num_classes
-    wall_timeout = isolation.timeout_s
+    def __init__(self, task, store, env: dict[str, str], work_dir: Path, stem: str, isolation,
+                 memory: int, threads: int, echo: Echo | None, beat: Callable[[], None] | None):
+        from harness.runner import PROTOCOL_VERSION, resolve_device
 
-    record: dict[str, Any] = {
-        "schema_version": 3, "protocol_version": PROTOCOL_VERSION, "run_id": journal.run_id,
-        "status": "failed", "failure": None, "comparable": True, "deviations": [],
-        "config": {**config_fields(c, dataset_name), "num_classes": num_classes,
-                   "device": str(device), "compile": "eager", "speed": None,
-                   "data_root": None if dataset_name in ("digits", "noise") else str(full.source)},
-        "submission": {"path": c.submission, "name": Path(c.submission).stem, "sha256": task.sha256,
-                       "class": "CustomNorm"},
-        "checks": task.checks,
-        "data": {"train_size": len(train_split), "test_size": len(test_split),
-                 "mean": list(full.mean), "std": list(full.std),
-                 "train_sha256": train_split.sha256(), "test_sha256": test_split.sha256()},
-        "environment": environment(None) | {"device": str(device)},
-        "started_at": journal.started_at, "resumes": journal.resumes,
-        "isolation": {"sandboxed": True, "sandbox": "bubblewrap" if isolation.namespaces else "none",
-                      "scored_by": "the harness, from the logits of a sandboxed scoring process "
-                                   "that holds no labels"},
-        "reported": ["epochs.train_loss", "epochs.train_acc", "epochs.lr", "model", "norm_layers",
-                     "probes", "inference", "config.speed", "environment.device_name"],
-        **task.extra,
-    }
-    record["deviations"] = deviations(c, DATASETS[dataset_name])
-    record["comparable"] = not record["deviations"]
+        c = self.config = task.config
+        self.task, self.isolation, self.echo = task, isolation, echo
+        self.t_start = time.perf_counter()
+        self.dataset_name = resolve_dataset_name(c.dataset)
+        self.device = resolve_device(c.device)
+        self.data = _dataset(self.dataset_name, c.data_root, c.download)
+        self.train_split = self.data.train.head(c.limit_train)
+        self.test_split = self.data.test.head(c.limit_test)
+        self.plan = EvalPlan.build(len(self.test_split), c.recipe.test_batch_size, c.seed)
+        self.identity = run_identity(task.sha256, c, self.dataset_name, PROTOCOL_VERSION)
+        self.state = store.root / "checkpoints" / "sandboxed" / self.identity
+        self.exchange = self.state / "exchange"
+        self.label = _safe(task.extra.get("entry")
+                           or Path(task.extra.get("submission_source") or c.submission).stem)
+        self.journal = Journal.open(store.root / "checkpoints" / "journals" / f"{self.identity}.json",
+                                    self.identity, self._new_run_id())
+        if not c.resume:
+            self.journal = Journal(self.journal.path, self.identity, self.journal.run_id, utc_now())
+            shutil.rmtree(self.state, ignore_errors=True)
+        self.limits = Limits(
+            memory_bytes=memory, max_threads=64 + 4 * threads, file_bytes=isolation.disk_quota_bytes,
+            cpu_seconds=int(isolation.timeout_s * max(1, threads)) + 60 if isolation.timeout_s else None,
+            drop_to=NOBODY if as_root() and isolation.namespaces else None,
+            namespaces=isolation.namespaces)
+        self.watch = Watch(WatchLimits(timeout_s=isolation.timeout_s, memory_bytes=memory,
+                                       max_threads=2 * self.limits.max_threads + 32,
+                                       quota_dir=self.state, quota_bytes=isolation.disk_quota_bytes),
+                           beat=beat)
+        self.env, self.work_dir, self.stem = env, work_dir, stem
+        self.inputs = {"train": _private_dir("harness-train-"), "score": _private_dir("harness-score-")}
+        self.trainer: Process | None = None
+        self.scorer: Process | None = None
+        self.requests: int | None = None  # the pipe to the scoring process
+        self.answers: handover.Channel | None = None  # and back
+        self.end: schema.EndReport | None = None
+        self.stopped_early: int | None = None
 
-    stopped_early = None
-    end: schema.EndReport | None = None
-    state.mkdir(parents=True, exist_ok=True)
-    exchange.mkdir(exist_ok=True)
-    # A killed attempt's end and half-written files go; its unscored hand-overs stay (the resumed
-    # training continues after them), and the journal decides which epochs are scored already.
-    for stale in exchange.glob("*"):
-        if stale.name == handover.END or stale.name.startswith("."):
-            stale.unlink(missing_ok=True)
-    _give(state)
-    train_in, score_in = _private_dir("harness-train-"), _private_dir("harness-score-")
-    watch = Watch(WatchLimits(timeout_s=wall_timeout, memory_bytes=memory,
-                              max_threads=2 * (64 + 4 * threads) + 32,
-                              quota_dir=state, quota_bytes=isolation.disk_quota_bytes), beat=beat)
-    trainer = scorer = None
-    requests_w = answers = None
-    try:
-        _write_inputs(task, train_in, score_in, train_split, test_split, plan)
-        limits = Limits(memory_bytes=memory,
-                        cpu_seconds=int(wall_timeout * max(1, threads)) + 60 if wall_timeout else None,
-                        max_threads=64 + 4 * threads, file_bytes=isolation.disk_quota_bytes,
-                        drop_to=NOBODY if as_root() and isolation.namespaces else None,
-                        namespaces=isolation.namespaces)
-        common = {"config": _config_json(c), "mean": list(full.mean), "std": list(full.std)}
-        requests_r, requests_w = os.pipe()
+    def _new_run_id(self) -> str:
+        c = self.config
+        return new_run_id(self.label, c.arch, self.dataset_name, f"s{c.seed}")
+
+    # -- the record, before and after ---------------------------------------------------------
+
+    def record_head(self) -> dict[str, Any]:
+        """What the record knows before anything runs, all of it from the parent's side."""
+        from harness.runner import PROTOCOL_VERSION, config_fields, deviations
+
+        c, data, train, test = self.config, self.data, self.train_split, self.test_split
+        record: dict[str, Any] = {
+            "schema_version": 3, "protocol_version": PROTOCOL_VERSION, "run_id": self.journal.run_id,
+            "status": "failed", "failure": None,
+            "deviations": deviations(c, DATASETS[self.dataset_name]),
+            "config": {**config_fields(c, self.dataset_name), "num_classes": data.spec.num_classes,
+                       "device": str(self.device), "compile": "eager", "speed": None,
+                       "data_root": None if self.dataset_name in ("digits", "noise")
+                       else str(data.source)},
+            "submission": {"path": c.submission, "name": Path(c.submission).stem,
+                           "sha256": self.task.sha256, "class": "CustomNorm"},
+            "checks": self.task.checks,
+            "data": {"train_size": len(train), "test_size": len(test), "mean": list(data.mean),
+                     "std": list(data.std), "train_sha256": train.sha256(),
+                     "test_sha256": test.sha256()},
+            "environment": environment(None) | {"device": str(self.device)},
+            "started_at": self.journal.started_at, "resumes": self.journal.resumes,
+            "isolation": {"sandboxed": True,
+                          "sandbox": "bubblewrap" if self.isolation.namespaces else "none",
+                          "scored_by": "the harness, from the logits of a sandboxed scoring "
+                                       "process that holds no labels"},
+            "reported": ["epochs.train_loss", "epochs.train_acc", "epochs.lr", "model",
+                         "norm_layers", "probes", "inference", "config.speed",
+                         "environment.device_name", "checks"],
+            **self.task.extra,
+        }
+        record["comparable"] = not record["deviations"]
+        return record
+
+    def record_tail(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Everything the record takes from the journal and the watch once the processes ended."""
+        from harness.runner import finish_record
+
+        c, journal, end = self.config, self.journal, self.end
+        if record["failure"]:  # the sandbox's name of the file is not the user's
+            shown = Path(self.task.extra.get("submission_source") or c.submission).name
+            for key in ("message", "traceback", "log_tail"):
+                if isinstance(record["failure"].get(key), str):
+                    record["failure"][key] = (record["failure"][key]
+                                              .replace("/in/submission.py", shown)
+                                              .replace("submission.py:", f"{shown}:"))
+        start = journal.start or {}
+        train_s = sum(e["train_s"] for e in journal.epochs)
+        record.update({
+            "model": start.get("model"), "norm_layers": start.get("norm_layers"),
+            "wall_s": time.perf_counter() - self.t_start,
+            "train_s": train_s, "eval_s": sum(e["eval_s"] for e in journal.epochs),
+            "train_images_per_s": (len(self.train_split) * len(journal.epochs) / train_s
+                                   if train_s else None),
+            "peak_memory": ({"kind": "cuda_max_allocated", "peak_memory_bytes": end.cuda_max_allocated}
+                            if end is not None and end.cuda_max_allocated is not None else
+                            {"kind": "sandbox_max_rss", "peak_memory_bytes": self.watch.peak_rss}),
+            "peak_threads": self.watch.peak_threads,
+            "stopped_early": self.stopped_early,
+            "probes": journal.probes,
+            "inference": {"mode": "eval", "batch_size": c.recipe.test_batch_size,
+                          "median_ms": journal.inference_ms, "device": str(self.device),
+                          "timer": "the scoring process's own"} if journal.inference_ms else None,
+            "instruments": {"enabled": c.instruments, "probe_s": None, "probe_fraction": None},
+            "ended_at": utc_now(),
+        })
+        if end is not None and isinstance(end.speed, dict):
+            record["config"]["speed"] = end.speed
+            record["config"]["compile"] = end.speed.get("compile", "eager")
+        record["environment"]["device_name"] = start.get("device_name")
+        finish_record(record, [{k: v for k, v in e.items() if k not in ("train_s", "eval_s")}
+                               for e in journal.epochs])
+        if record["status"] == "failed":  # this attempt's record; the run's id is for its result
+            record["run_id"] = self._new_run_id()
+        return record
+
+    # -- the processes ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The inputs written, the scoring process and the training process started."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.exchange.mkdir(exist_ok=True)
+        # A killed attempt's end and half-written files go; its unscored hand-overs stay (the
+        # resumed training continues after them), and the journal says what is scored already.
+        for stale in self.exchange.glob("*"):
+            if stale.name == handover.END or stale.name.startswith("."):
+                stale.unlink(missing_ok=True)
+        _give(self.state)
+        _write_inputs(self.task, self.inputs["train"], self.inputs["score"], self.train_split,
+                      self.test_split, self.plan)
+        c, data = self.config, self.data
+        common = {"config": config_to_json(c), "mean": list(data.mean), "std": list(data.std)}
+        requests_r, self.requests = os.pipe()
         answers_r, answers_w = os.pipe()
+        self.answers = handover.Channel(answers_r)
         # The scoring process sits idle between bursts of forward passes: glibc would hand its
         # activations' memory back to the system after each burst and fault it in again on the
         # next (2x slower forwards on a CPU). Keep it: the numbers do not change, only the speed.
-        box = Sandbox(inputs=str(score_in), weights=str(exchange), device=device.type,
-                      env={**env, "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
-                           "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}, limits=limits)
-        scorer = watch.add(box.start({
-            **common, "mode": "score", "submission": f"{box.inside('in')}/submission.py",
-            "eval": f"{box.inside('in')}/eval.safetensors", "weights": box.inside("weights"),
-            "batches": list(plan.batches), "num_classes": num_classes,
-            "channels": full.spec.channels, "requests_fd": requests_r, "answers_fd": answers_w},
-            CappedLog(work_dir / f"{stem}.score.log", echo, "[score] " if echo else ""),
-            (requests_r, answers_w)))
-        os.close(requests_r)
-        os.close(answers_w)
-        box = Sandbox(inputs=str(train_in), state=str(state), device=device.type, env=env,
-                      limits=limits)
-        trainer = watch.add(box.start({
+        box = Sandbox(inputs=str(self.inputs["score"]), weights=str(self.exchange),
+                      device=self.device.type, limits=self.limits,
+                      env={**self.env, "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
+                           "MALLOC_TRIM_THRESHOLD_": str(1 << 30)})
+        try:
+            self.scorer = self.watch.add(box.start({
+                **common, "mode": "score", "submission": f"{box.inside('in')}/submission.py",
+                "eval": f"{box.inside('in')}/eval.safetensors", "weights": box.inside("weights"),
+                "batches": list(self.plan.batches), "num_classes": data.spec.num_classes,
+                "channels": data.spec.channels, "requests_fd": requests_r,
+                "answers_fd": answers_w},
+                CappedLog(self.work_dir / f"{self.stem}.score.log", self.echo,
+                          "[score] " if self.echo else ""),
+                (requests_r, answers_w)))
+        finally:
+            os.close(requests_r)
+            os.close(answers_w)
+        box = Sandbox(inputs=str(self.inputs["train"]), state=str(self.state),
+                      device=self.device.type, env=self.env, limits=self.limits)
+        self.trainer = self.watch.add(box.start({
             **common, "mode": "train", "submission": f"{box.inside('in')}/submission.py",
             "train": f"{box.inside('in')}/train.safetensors", "state": box.inside("state"),
-            "identity": identity, "dataset": _spec_json(full, dataset_name)},
-            CappedLog(work_dir / f"{stem}.log", echo)))
-        answers = handover.Channel(answers_r)
-        ready = answers.line(time.monotonic() + READY_S)
+            "identity": self.identity, "dataset": {**asdict(data.spec), "name": self.dataset_name}},
+            CappedLog(self.work_dir / f"{self.stem}.log", self.echo)))
+        ready = self.answers.line(time.monotonic() + READY_S)
         if ready != "ready":
             error = handover.ERROR.match(ready)
             raise Outcome(error.group(2) if error else "malformed",
                           error.group(3) if error else f"the scoring process said {ready[:80]!r}",
                           reported=bool(error))
-        limit = weights_limit(c.arch, num_classes)
-        test_labels = test_split.labels
+
+    def score_epochs(self) -> bool:
+        """Score each epoch the training process hands over, in order, into the journal; return
+        whether the run is done (every epoch, or early stopping)."""
+        c, journal, exchange = self.config, self.journal, self.exchange
+        limit = weights_limit(c.arch, self.data.spec.num_classes)
         epoch = len(journal.epochs) + 1
         while epoch <= c.recipe.epochs:
             weights = exchange / handover.weights_name(epoch)
@@ -251,151 +323,146 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
                 journal.start = handover.read_report(exchange / handover.START,
                                                      schema.StartReport).model_dump(by_alias=True)
             if not weights.exists():
-                if watch.killed_for:
-                    raise Outcome(_category(watch.killed_for), _killed(watch), keep_state=True)
-                if not trainer.running() and not weights.exists():
-                    break
+                if self.watch.killed_for:
+                    raise self.killed()
+                if not self.trainer.running() and not weights.exists():
+                    return False
                 time.sleep(handover.POLL_S)
                 continue
-            report = handover.read_report(exchange / handover.report_name(epoch), schema.EpochReport)
-            if report.epoch != epoch:
-                raise handover.HandoverError(f"epoch {epoch}'s report is about epoch {report.epoch}")
-            handover.check_weights(weights, limit)
-            t0 = time.perf_counter()
-            handover.send(requests_w, f"score {epoch}")
-            logits, median = handover.read_logits(answers, epoch, plan.rows, num_classes)
-            values = torch.stack(score(logits, test_labels, plan).values()).tolist()
-            spent = time.perf_counter() - t0
-            metrics = test_metrics(EpochMetrics(epoch, report.lr, report.train_loss, report.train_acc,
-                                                None, None, report.train_s, spent),
-                                   *values, n_test=len(test_split))
-            journal.epochs.append({
-                "epoch": epoch, "lr": report.lr, "train_loss": report.train_loss,
-                "train_acc": report.train_acc, "test_loss": metrics.test_loss,
-                "test_acc": metrics.test_acc, "epoch_s": report.train_s + spent,
-                "check_change": metrics.check_change, "check_flips": metrics.check_flips,
-                "train_s": report.train_s, "eval_s": spent})
-            if report.probe is not None:
-                journal.probes.append(report.probe.model_dump(exclude_none=True))
-            journal.inference_ms = median
-            journal.save()
-            weights.unlink(missing_ok=True)
-            (exchange / handover.report_name(epoch)).unlink(missing_ok=True)
-            if echo:
-                echo(f"epoch {epoch:>3}/{c.recipe.epochs}  train loss "
-                     f"{_fmt(report.train_loss)} acc {report.train_acc:6.2f} (its own account)  "
-                     f"test loss {metrics.test_loss:.4f} acc {metrics.test_acc:6.2f}")
+            self.score_epoch(epoch, weights, limit)
             if should_stop([EpochMetrics(e["epoch"], 0, 0, 0, e["test_loss"], e["test_acc"], 0, 0)
                             for e in journal.epochs], c.recipe.early_stopping_patience):
-                stopped_early = epoch
-                break
+                self.stopped_early = epoch
+                return True
             epoch += 1
-        done = len(journal.epochs) == c.recipe.epochs or stopped_early is not None
-        if done:
-            _finish(trainer, grace_s=60)
-        else:
-            trainer.wait()
-        if watch.killed_for:
-            raise Outcome(_category(watch.killed_for), _killed(watch), keep_state=True)
-        end_path = exchange / handover.END
-        end = handover.read_report(end_path, schema.EndReport) if end_path.exists() else None
-        if done:
-            record["status"] = "ok"
-        elif end is None:
-            raise Outcome("crashed", f"the training process ended (exit code "
-                                     f"{trainer.proc.returncode}) after {len(journal.epochs)} of "
-                                     f"{c.recipe.epochs} epochs without saying why; last line of "
-                                     f"its log: {_last_line(trainer.log)}", keep_state=True)
-        elif end.status == "diverged" and end.divergence and end.divergence.epoch == epoch:
-            record["status"] = "diverged"
-            record["failure"] = {"category": "diverged", "epoch": end.divergence.epoch,
-                                 "step": end.divergence.step, "message": end.divergence.message,
-                                 "reported": True}
-        elif end.status == "failed" and end.failure is not None:
-            raise Outcome(end.failure.category, end.failure.message, reported=True)
-        else:
-            raise handover.HandoverError(
-                f"the training process said {end.status!r} after handing over "
-                f"{len(journal.epochs)} of {c.recipe.epochs} epochs")
-    except Outcome as out:
-        record["failure"] = {"category": out.category, "message": str(out)[:500],
-                             "epoch": len(journal.epochs) + 1,
-                             "log_tail": trainer.log.tail() if trainer else None}
-        if out.reported:
-            record["failure"]["reported"] = True
-        if not out.keep_state:
-            _discard(state, journal)
-    except handover.ScoringFailed as exc:
-        record["failure"] = {"category": exc.category, "message": f"scoring: {exc}"[:500],
-                             "epoch": len(journal.epochs) + 1, "reported": True}
-        _discard(state, journal)
-    except (SandboxUnavailable, OSError) as exc:
-        record["failure"] = {"category": "crashed", "epoch": len(journal.epochs) + 1,
-                             "message": f"could not run the sandbox: {exc}"[:500]}
-    except handover.HandoverError as exc:
-        if watch.killed_for:  # the pipe broke because the watch killed it
-            record["failure"] = {"category": _category(watch.killed_for), "message": _killed(watch),
-                                 "epoch": len(journal.epochs) + 1}
-        else:
-            record["failure"] = {"category": "malformed", "epoch": len(journal.epochs) + 1,
-                                 "message": f"not kept as a result: {exc}"[:500]}
-            _discard(state, journal)
-    finally:
-        for fd in (requests_w,):
-            if fd is not None:
-                try:
-                    handover.send(fd, "quit")
-                except OSError:
-                    pass
-                os.close(fd)
-        if scorer is not None:
-            _finish(scorer, grace_s=30)
-        if trainer is not None and trainer.running():
-            trainer.kill()
-            trainer.wait()
-        if answers is not None:
-            os.close(answers.fd)
-        watch.stop()
-        shutil.rmtree(train_in, ignore_errors=True)
-        shutil.rmtree(score_in, ignore_errors=True)
+        return True
 
-    if record["failure"]:  # the sandbox's name of the file is not the user's
-        shown = Path(task.extra.get("submission_source") or c.submission).name
-        for key in ("message", "traceback", "log_tail"):
-            if isinstance(record["failure"].get(key), str):
-                record["failure"][key] = record["failure"][key].replace("/in/submission.py", shown) \
-                    .replace("submission.py:", f"{shown}:")
-    start = journal.start or {}
-    record.update({
-        "model": start.get("model"), "norm_layers": start.get("norm_layers"),
-        "wall_s": time.perf_counter() - t_start,
-        "train_s": sum(e.get("train_s") or 0.0 for e in journal.epochs),
-        "eval_s": sum(e.get("eval_s") or 0.0 for e in journal.epochs),
-        "peak_memory": ({"kind": "cuda_max_allocated", "peak_memory_bytes": end.cuda_max_allocated}
-                        if end is not None and end.cuda_max_allocated is not None else
-                        {"kind": "sandbox_max_rss", "peak_memory_bytes": watch.peak_rss}),
-        "peak_threads": watch.peak_threads,
-        "stopped_early": stopped_early,
-        "probes": journal.probes,
-        "inference": {"mode": "eval", "batch_size": c.recipe.test_batch_size,
-                      "median_ms": journal.inference_ms, "device": str(device),
-                      "timer": "the scoring process's own"} if journal.inference_ms else None,
-        "instruments": {"enabled": c.instruments, "probe_s": None, "probe_fraction": None},
-        "ended_at": utc_now(),
-    })
-    train_s = record["train_s"]
-    record["train_images_per_s"] = len(train_split) * len(journal.epochs) / train_s if train_s else None
-    if end is not None and end.speed:
-        record["config"]["speed"] = end.speed
-        record["config"]["compile"] = (end.speed or {}).get("compile", "eager") \
-            if isinstance(end.speed, dict) else "eager"
-    record["environment"]["device_name"] = start.get("device_name")
-    rows = [{k: v for k, v in e.items() if k not in ("train_s", "eval_s")} for e in journal.epochs]
-    finish_record(record, rows)
-    if record["status"] == "failed":  # this attempt's record; the run's own id is kept for its result
-        record["run_id"] = new_run_id(_safe(label), c.arch, dataset_name, f"s{c.seed}")
-    if record["status"] != "failed":
-        _discard(state, journal)
+    def score_epoch(self, epoch: int, weights: Path, limit: int) -> None:
+        report = handover.read_report(self.exchange / handover.report_name(epoch), schema.EpochReport)
+        if report.epoch != epoch:
+            raise handover.HandoverError(f"epoch {epoch}'s report is about epoch {report.epoch}")
+        handover.check_weights(weights, limit)
+        t0 = time.perf_counter()
+        handover.send(self.requests, f"score {epoch}")
+        logits, median = handover.read_logits(self.answers, epoch, self.plan.rows,
+                                              self.data.spec.num_classes)
+        values = torch.stack(score(logits, self.test_split.labels, self.plan).values()).tolist()
+        spent = time.perf_counter() - t0
+        m = test_metrics(EpochMetrics(epoch, report.lr, report.train_loss, report.train_acc, None,
+                                      None, report.train_s, spent),
+                         *values, n_test=len(self.test_split))
+        self.journal.epochs.append({
+            "epoch": epoch, "lr": m.lr, "train_loss": m.train_loss, "train_acc": m.train_acc,
+            "test_loss": m.test_loss, "test_acc": m.test_acc, "epoch_s": m.train_s + spent,
+            "check_change": m.check_change, "check_flips": m.check_flips,
+            "train_s": m.train_s, "eval_s": spent})
+        if report.probe is not None:
+            self.journal.probes.append(report.probe.model_dump(exclude_none=True))
+        self.journal.inference_ms = median
+        self.journal.save()  # before the weights go: their going lets the training go on
+        weights.unlink(missing_ok=True)
+        (self.exchange / handover.report_name(epoch)).unlink(missing_ok=True)
+        if self.echo:
+            self.echo(f"epoch {epoch:>3}/{self.config.recipe.epochs}  train loss "
+                      f"{_fmt(m.train_loss)} acc {m.train_acc:6.2f} (its own account)  "
+                      f"test loss {m.test_loss:.4f} acc {m.test_acc:6.2f}")
+
+    def outcome(self, done: bool) -> dict[str, Any]:
+        """The record's status and failure from how the training process ended."""
+        if done:
+            _finish(self.trainer, grace_s=60)
+        else:
+            self.trainer.wait()
+        if self.watch.killed_for:
+            raise self.killed()
+        end_path = self.exchange / handover.END
+        self.end = end = handover.read_report(end_path, schema.EndReport) if end_path.exists() else None
+        scored, epochs = len(self.journal.epochs), self.config.recipe.epochs
+        if done:
+            return {"status": "ok"}
+        if end is None:
+            raise Outcome("crashed", f"the training process ended (exit code "
+                                     f"{self.trainer.proc.returncode}) after {scored} of {epochs} "
+                                     f"epochs without saying why; last line of its log: "
+                                     f"{_last_line(self.trainer.log)}", keep_state=True)
+        if end.status == "diverged" and end.divergence and end.divergence.epoch == scored + 1:
+            return {"status": "diverged", "failure": {
+                "category": "diverged", "epoch": end.divergence.epoch, "step": end.divergence.step,
+                "message": end.divergence.message, "reported": True}}
+        if end.status == "failed" and end.failure is not None:
+            raise Outcome(end.failure.category, end.failure.message, reported=True)
+        raise handover.HandoverError(f"the training process said {end.status!r} after handing "
+                                     f"over {scored} of {epochs} epochs")
+
+    def killed(self) -> "Outcome":
+        return Outcome(self.watch.category(), f"killed: {self.watch.detail}", keep_state=True)
+
+    def close(self) -> None:
+        if self.requests is not None:
+            try:
+                handover.send(self.requests, "quit")
+            except OSError:
+                pass
+            os.close(self.requests)
+        if self.scorer is not None:
+            _finish(self.scorer, grace_s=30)
+        if self.trainer is not None and self.trainer.running():
+            self.trainer.kill()
+            self.trainer.wait()
+        if self.answers is not None:
+            os.close(self.answers.fd)
+        self.watch.stop()
+        for folder in self.inputs.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def discard(self) -> None:
+        """Forget the run's state and journal: its record is its result now."""
+        shutil.rmtree(self.state, ignore_errors=True)
+        self.journal.remove()
+
+
+def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isolation,
+              memory: int, threads: int, echo: Echo | None = None,
+              beat: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run ``task`` (a harness.executors.Task of an untrusted file) split in two sandboxes; return
+    its record (not yet written). A failure is recorded with its category; the state of a run
+    that was killed or crashed is kept, so that the next attempt resumes it."""
+    from harness.executors import crash_record
+    from harness.runner import RunError
+
+    try:
+        run = SplitRun(task, store, env, work_dir, stem, isolation, memory, threads, echo, beat)
+    except (ValueError, RunError, DatasetUnavailable) as exc:
+        return crash_record(task, "setup", str(exc))
+    record = run.record_head()
+    failure, keep_state = None, False
+    try:
+        run.start()
+        record.update(run.outcome(run.score_epochs()))
+    except Outcome as out:
+        failure = {"category": out.category, "message": str(out)[:500],
+                   "log_tail": run.trainer.log.tail() if run.trainer else None}
+        if out.reported:
+            failure["reported"] = True
+        keep_state = out.keep_state
+    except handover.ScoringFailed as exc:
+        failure = {"category": exc.category, "message": f"scoring: {exc}"[:500], "reported": True}
+    except (SandboxUnavailable, OSError) as exc:
+        failure = {"category": "crashed", "message": f"could not run the sandbox: {exc}"[:500]}
+        keep_state = True
+    except handover.HandoverError as exc:
+        if run.watch.killed_for:  # the pipe broke because the watch killed the process
+            failure, keep_state = {"category": run.watch.category(),
+                                   "message": f"killed: {run.watch.detail}"}, True
+        else:
+            failure = {"category": "malformed", "message": f"not kept as a result: {exc}"[:500]}
+    finally:
+        run.close()
+    if failure is not None:
+        record["failure"] = {**failure, "epoch": len(run.journal.epochs) + 1}
+    record = run.record_tail(record)
+    if not keep_state:
+        run.discard()
     return record
 
 
@@ -409,21 +476,8 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "nan"
 
 
-def _category(killed_for: str) -> str:
-    return {"timeout": "timeout", "out-of-memory": "out-of-memory"}.get(killed_for, "resource-limit")
-
-
-def _killed(watch: Watch) -> str:
-    return f"killed: {watch.detail}"
-
-
 def _last_line(log: CappedLog) -> str:
     return next((ln for ln in reversed(log.tail().splitlines()) if ln.strip()), "no output")
-
-
-def _discard(state: Path, journal: Journal) -> None:
-    shutil.rmtree(state, ignore_errors=True)
-    journal.remove()
 
 
 def _finish(process: Process, grace_s: float) -> None:
@@ -433,18 +487,6 @@ def _finish(process: Process, grace_s: float) -> None:
     if process.running():
         process.kill()
     process.wait()
-
-
-def _config_json(config) -> dict:
-    from harness.runner import config_to_json
-
-    return config_to_json(config)
-
-
-def _spec_json(data: Dataset, name: str) -> dict:
-    from dataclasses import asdict
-
-    return {**asdict(data.spec), "name": name}
 
 
 def _write_inputs(task, train_in: Path, score_in: Path, train_split, test_split, plan) -> None:

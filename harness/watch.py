@@ -290,6 +290,11 @@ class Watch:
             self.killed_for, self.detail = reason, detail
             self.kill()
 
+    def category(self) -> str:
+        """The record's failure category for what the watch killed the run for."""
+        return {"timeout": "timeout", "out-of-memory": "out-of-memory"}.get(self.killed_for or "",
+                                                                            "resource-limit")
+
     def kill(self) -> None:
         for p in self.processes:
             p.kill()
