@@ -31,12 +31,12 @@ import re
 import select
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from harness import schema
+from harness.record import finite
 
 REPORT_BYTES = 4 << 20
 LINE_BYTES = 1024
@@ -59,18 +59,8 @@ def weights_name(epoch: int) -> str:
 def write_json(folder: Path, name: str, payload: dict) -> None:
     """Atomically (temporary file, then rename): the parent sees the whole file or none."""
     tmp = folder / f".{name}.tmp"
-    tmp.write_text(json.dumps(_finite(payload), allow_nan=False))
+    tmp.write_text(json.dumps(finite(payload), allow_nan=False))
     os.replace(tmp, folder / name)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 # -- the training process's side ---------------------------------------------------------------

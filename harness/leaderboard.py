@@ -23,7 +23,7 @@ import jinja2
 from harness import __version__
 from harness import plots
 from harness import stats as S
-from harness.record import utc_now, write_json_atomic
+from harness.record import finite, utc_now, write_json_atomic
 from harness.runner import PROTOCOL_VERSION
 from harness.store import Entry, ResultsStore, entry_slug
 from harness.suites import Setting, Suite, SuiteError, load_suite
@@ -37,10 +37,6 @@ def _env() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v, d=2: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
     return env
-
-
-def _finite(v: float | None) -> float | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
 @dataclass
@@ -99,8 +95,8 @@ def build_table(suite: Suite, entries: list[Entry], frame, reveal: bool) -> dict
                 row.versus[s.key] = versus[(name, s.key)]
         # Aggregates over the shown group; an entry missing a hidden result has none when revealed.
         mean, ci = S.aggregate(name, group, table)
-        row.aggregate, row.aggregate_ci = _finite(mean), (_finite(ci[0]), _finite(ci[1]))
-        row.mean_rank = _finite(ranks_in_group.get(name, math.nan))
+        row.aggregate, row.aggregate_ci = finite(mean), (finite(ci[0]), finite(ci[1]))
+        row.mean_rank = finite(ranks_in_group.get(name, math.nan))
         rows.append(row)
 
     means = {r.entry.name: r.aggregate if r.aggregate is not None else math.nan for r in rows}
@@ -161,10 +157,10 @@ def _export_rows(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 c = r.cells[s.key]
                 if c["state"] == "shown" and c["cell"] is not None:
                     cell = c["cell"]
-                    row.update({f"{s.key}_mean": _finite(cell.mean), f"{s.key}_std": _finite(cell.std),
-                                f"{s.key}_n": cell.n, f"{s.key}_ci_low": _finite(cell.ci_low),
-                                f"{s.key}_ci_high": _finite(cell.ci_high),
-                                f"{s.key}_final_mean": _finite(cell.final_mean)})
+                    row.update({f"{s.key}_mean": finite(cell.mean), f"{s.key}_std": finite(cell.std),
+                                f"{s.key}_n": cell.n, f"{s.key}_ci_low": finite(cell.ci_low),
+                                f"{s.key}_ci_high": finite(cell.ci_high),
+                                f"{s.key}_final_mean": finite(cell.final_mean)})
                 else:
                     row.update({f"{s.key}_mean": c["state"] if c["state"] != "shown" else None})
             out.append(row)

@@ -104,14 +104,14 @@ def slurm_job() -> dict[str, str] | None:
     return job if "job_id" in job else None
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """JSON has no NaN or infinity: a diverged run's non-finite numbers are written as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
@@ -127,7 +127,7 @@ UMASK = _read_umask()  # once, at import: os.umask can only be read by setting i
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON to a temporary file in the same folder, fsync it, then rename over ``path``."""
     path = Path(path)
-    payload = _finite(payload)
+    payload = finite(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

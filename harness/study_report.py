@@ -29,7 +29,7 @@ import numpy as np
 from harness import __version__
 from harness import plots
 from harness import stats as S
-from harness.record import utc_now, write_json_atomic
+from harness.record import finite, utc_now, write_json_atomic
 from harness.runner import PROTOCOL_VERSION
 from harness.store import COMPLETED, ResultsStore
 from harness.studies import Study, study_records
@@ -41,10 +41,6 @@ REACH = ("90%", "95%", "99%")
 def _mean(values) -> float | None:
     xs = [float(v) for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(xs)) if xs else None
-
-
-def _finite(v: float) -> float | None:
-    return None if v is None or math.isnan(v) else v
 
 
 @dataclass
@@ -91,7 +87,7 @@ def summarise(entry: str, setting: str, runs: list[dict[str, Any]], expected: in
     cell.diverged = sum(r["status"] == "diverged" for r in runs)
     if done:
         low, high = S.t_interval(cell.values)
-        cell.mean, cell.ci_low, cell.ci_high = float(np.mean(cell.values)), _finite(low), _finite(high)
+        cell.mean, cell.ci_low, cell.ci_high = float(np.mean(cell.values)), finite(low), finite(high)
         cell.std = float(np.std(cell.values, ddof=1)) if len(done) > 1 else None
         cell.final_mean = _mean(r.get("final_acc") for r in done)
         dyn = [r.get("dynamics") or {} for r in done]
@@ -119,7 +115,7 @@ def summarise(entry: str, setting: str, runs: list[dict[str, Any]], expected: in
 def _compare(x: list[float], y: list[float]) -> dict[str, Any]:
     p = S.welch_p(x, y)
     return {"difference": float(np.mean(x) - np.mean(y)) if x and y else None,
-            "p_value": _finite(p), "poi": _finite(S.probability_of_improvement(x, y))}
+            "p_value": finite(p), "poi": finite(S.probability_of_improvement(x, y))}
 
 
 def compare_with_reference(study: Study, cells: dict[tuple[str, str], Cell]) -> None:
@@ -137,7 +133,7 @@ def compare_with_reference(study: Study, cells: dict[tuple[str, str], Cell]) -> 
                 pairs.append(result)
         adjusted = S.holm([math.nan if r["p_value"] is None else r["p_value"] for r in pairs])
         for result, p in zip(pairs, adjusted):
-            result["p_holm"] = _finite(p)
+            result["p_holm"] = finite(p)
             result["significant"] = bool(not math.isnan(p) and p < S.ALPHA)
             result["comparisons"] = sum(not math.isnan(v) for v in adjusted)
 

@@ -11,9 +11,9 @@ recorded numbers are exactly the honest ones (CPU runs are deterministic).
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -153,10 +153,9 @@ def test_nothing_of_the_host_reaches_the_record_or_the_site(tmp_path, monkeypatc
                 assert b"hunter2" not in text and b"private notes" not in text, file
 
 
-def test_no_io_uring_and_no_socket_to_the_host(tmp_path):
-    path = tmp_path / "host.sock"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
+@contextmanager
+def listening(server: socket.socket):
+    """Accept connections on ``server`` while the block runs; yields the list of them."""
     server.listen()
     server.settimeout(0.2)
     accepted, stop = [], threading.Event()
@@ -171,12 +170,20 @@ def test_no_io_uring_and_no_socket_to_the_host(tmp_path):
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        _, runs = run_untrusted(materialise("io_uring_socket", tmp_path, socket=str(path)),
-                                tmp_path / "results")
+        yield accepted
     finally:
         stop.set()
         thread.join()
         server.close()
+
+
+def test_no_io_uring_and_no_socket_to_the_host(tmp_path):
+    path = tmp_path / "host.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    with listening(server) as accepted:
+        _, runs = run_untrusted(materialise("io_uring_socket", tmp_path, socket=str(path)),
+                                tmp_path / "results")
     assert accepted == []
     message = failure(runs[2])[1]
     assert "io_uring refused (Operation not permitted)" in message
@@ -264,26 +271,10 @@ def test_what_the_layer_cannot_do_is_recorded(tmp_path, name, category, words):
 def test_no_network_even_to_this_machine(tmp_path):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.2)
-    accepted, stop = [], threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept())
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        _, runs = run_untrusted(materialise("opens_socket", tmp_path,
-                                            port=str(server.getsockname()[1])), tmp_path / "results")
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
+    port = str(server.getsockname()[1])
+    with listening(server) as accepted:
+        _, runs = run_untrusted(materialise("opens_socket", tmp_path, port=port),
+                                tmp_path / "results")
     assert accepted == [] and "Operation not permitted" in failure(runs[2])[1]
 
 
