@@ -1,5 +1,4 @@
 """Writes into its own state folder (where its checkpoints go) until something stops it."""
-import os
 
 import torch
 from torch import nn
