@@ -308,7 +308,8 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     except Exception as exc:  # noqa: BLE001 - any failure of the layer is recorded, not lost
         record["status"] = "failed"
         record["failure"] = {"category": failure_category(exc), "epoch": len(result.epochs) + 1,
-                             "message": error_message(exc, submission.path),
+                             "message": error_message(exc, submission.path,
+                                                      (extra or {}).get("submission_source")),
                              "traceback": traceback.format_exc()[-4000:]}
 
     tampered = tamper.changes()

@@ -108,15 +108,21 @@ def _system_binds() -> list[str]:
     return out
 
 
-def _gpu_binds() -> list[str]:
-    """What CUDA needs: the NVIDIA device nodes and a read-only /sys (the PCI topology)."""
+def _gpu_binds() -> tuple[list[str], dict[str, str]]:
+    """What CUDA needs: the NVIDIA device nodes, a read-only /sys (the PCI topology), and the
+    driver's libraries where the host's LD_LIBRARY_PATH points outside /usr (read-only)."""
     out = []
     for node in sorted(glob.glob("/dev/nvidia*")):
-        if os.path.isdir(node):
-            out += ["--dev-bind", node, node]
-        else:
-            out += ["--dev-bind-try", node, node]
-    return out + ["--ro-bind-try", "/sys", "/sys"]
+        out += ["--dev-bind-try", node, node]
+    out += ["--ro-bind-try", "/sys", "/sys"]
+    env = {}
+    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if os.path.isdir(p)]
+    for path in paths:
+        if not path.startswith(("/usr/", "/lib")):
+            out += ["--ro-bind", path, path]
+    if paths:
+        env["LD_LIBRARY_PATH"] = ":".join(paths)
+    return out, env
 
 
 @dataclass
@@ -198,11 +204,13 @@ class Sandbox:
             out += ["--bind", self.state, STATE]
         if self.weights:
             out += ["--ro-bind", self.weights, WEIGHTS]
+        gpu_env: dict[str, str] = {}
         if self.device == "cuda":
-            out += _gpu_binds()
+            binds, gpu_env = _gpu_binds()
+            out += binds
         env = {"PATH": "/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": SCRATCH, "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-               "JOBLIB_MULTIPROCESSING": "0", **self.env}
+               "JOBLIB_MULTIPROCESSING": "0", **gpu_env, **self.env}
         for key, value in env.items():
             out += ["--setenv", key, value]
         return out + ["--chdir", SCRATCH, "--", *argv]

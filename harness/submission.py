@@ -79,12 +79,14 @@ def sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def error_message(exc: BaseException, path: str | Path) -> str:
+def error_message(exc: BaseException, path: str | Path, shown: str | Path | None = None) -> str:
     """One line for a failure of the layer: the exception, and where in ``path`` it was raised
-    (the deepest line of the submission on its traceback), when it was."""
+    (the deepest line of the submission on its traceback), named as ``shown`` (the user's file;
+    default ``path``'s name)."""
     text = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
     line = _line_in(exc, Path(path).resolve())
-    return (text[:440] + (f" (at {Path(path).name}:{line})" if line else ""))[:500]
+    name = Path(shown or path).name
+    return (text[:440] + (f" (at {name}:{line})" if line else ""))[:500]
 
 
 def _line_in(exc: BaseException, path: Path) -> int | None:

@@ -118,31 +118,39 @@ def vet(store: ResultsStore, source: str, isolation: Isolation, trust_code: bool
         scan_policy: str = "report", check_timeout: float = 10.0) -> Vetted:
     """Scan and pre-flight-check a submission, then keep it in the store (a refused file is not
     kept). Untrusted, this process never imports it: the checks run in a sandboxed worker, and
-    their rows are the file's own account. Raises SubmissionError (messages name ``source``) or
-    RunError (no sandbox here)."""
+    their rows are the file's own account. Raises SubmissionError (messages name ``source``, as
+    the user named the file) or RunError (no sandbox here)."""
     path = resolve(source).resolve()
     check_path(path)
     data = path.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / path.name  # exactly these bytes are vetted, then stored
         staged.write_bytes(data)
-        row, scan = scan_row(staged, source, scan_policy, trust_code)
-        if isolation.untrusted:
-            reason = sandbox_unavailable() if isolation.namespaces else None
-            if reason:
-                raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
-                               "--unsafe-no-namespaces to run it without the sandbox's file-system "
-                               "and network isolation (resource limits and the filter still apply)")
-            outcome = vet_in_worker(staged, store, isolation, shown=source)
-            if "error" in outcome:
-                raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
-            checks = outcome["report"]["checks"]
-            refuse_on_fatal(checks, source)
-        else:
-            checks = preflight(load(staged), check_timeout, source).to_json()["checks"]
+        try:
+            row, scan = scan_row(staged, source, scan_policy, trust_code)
+            checks = _preflight_rows(staged, store, source, isolation, check_timeout)
+        except SubmissionError as exc:
+            raise SubmissionError(str(exc).replace(str(staged), source), exc.category) from None
     copy, digest = store.store_bytes(data)
     return Vetted(path, copy, digest, [row, *checks], scan,
                   None if isolation.untrusted else load(copy))
+
+
+def _preflight_rows(staged: Path, store: ResultsStore, source: str, isolation: Isolation,
+                    check_timeout: float) -> list[dict[str, Any]]:
+    """The pre-flight check rows: in a sandboxed worker (untrusted), else in this process."""
+    if not isolation.untrusted:
+        return preflight(load(staged), check_timeout, source).to_json()["checks"]
+    reason = sandbox_unavailable() if isolation.namespaces else None
+    if reason:
+        raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
+                       "--unsafe-no-namespaces to run it without the sandbox's file-system and "
+                       "network isolation (resource limits and the filter still apply)")
+    outcome = vet_in_worker(staged, store, isolation, shown=source)
+    if "error" in outcome:
+        raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
+    refuse_on_fatal(outcome["report"]["checks"], source)
+    return outcome["report"]["checks"]
 
 
 @dataclass

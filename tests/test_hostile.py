@@ -265,7 +265,31 @@ def test_what_the_layer_cannot_do_is_recorded(tmp_path, name, category, words):
     marker = tmp_path / "marker"
     _, runs = run_untrusted(materialise(name, tmp_path, marker=str(marker)), tmp_path / "results")
     assert failure(runs[2])[0] == category and words in failure(runs[2])[1]
+    assert f"(at {name}.py:" in failure(runs[2])[1]  # the user's file and line, not the sandbox's
     assert not marker.exists()
+
+
+def test_a_file_in_the_reference_format_passes_the_default_submit(tmp_path):
+    """Its fixed header imports os, argparse, json, math, random, time, numpy, torchvision: the
+    default submit (untrusted, --scan-policy report) vets and runs it; even --scan-policy refuse
+    would (its findings are notes: unused imports, code only its own script calls)."""
+    import dataclasses
+
+    from conftest import FIXTURES
+    from harness.suites import load_suite
+    from harness.sweep import scan_row, sweep
+
+    smoke = load_suite("smoke")
+    suite = dataclasses.replace(smoke, settings=smoke.settings[:1], seeds=(1,), recipe=RECIPE,
+                                limit_train=96, limit_test=64)
+    result = sweep(ResultsStore(tmp_path / "results"), str(FIXTURES / "reference_format.py"),
+                   "reference", "submission", suite, False, device="cpu",
+                   isolation=Isolation(untrusted=True))
+    (record,) = result.ran
+    assert record["status"] == "ok" and record["isolation"]["sandboxed"]
+    assert [f["severity"] for f in record["scan"]["findings"]] == ["note", "note"]
+    row, _ = scan_row(FIXTURES / "reference_format.py", "reference_format.py", "refuse")
+    assert row["status"] == "pass"
 
 
 def test_no_network_even_to_this_machine(tmp_path):

@@ -341,6 +341,8 @@ def test_eval_untrusted_scores_exactly_as_a_trusted_eval(tmp_path):
     assert u["checks"][0]["name"] == "static-scan" and u["scan"]["policy"] == "report"
     assert not list((tmp_path / "u").glob("checkpoints/*/*"))  # state and journal gone with it
     assert f"TEST_METRICS: test_acc={u['best_acc']:.2f}" in untrusted.output
+    for out, record in ((trusted, t), (untrusted, u)):  # eval says what its flags mean
+        assert ("flag: chance:" in out.output) == ("chance" in record["flags"])
 
 
 @pytest.mark.slow

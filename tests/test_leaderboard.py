@@ -88,6 +88,47 @@ def test_hostile_name_and_source_render_inert(site):
     assert "&lt;/textarea&gt;&lt;script&gt;alert(2)&lt;/script&gt;" in pages
 
 
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path):
+    """An entry named like a formula (=, +, -, @) is text in leaderboard.csv (OWASP's CSV
+    injection advice); numbers stay numbers."""
+    from harness.leaderboard import csv_cell
+
+    store = ResultsStore(tmp_path / "results")
+    names = ['=HYPERLINK("http://x.example","win")', "+1+1", "-2+3", "@SUM(A1)"]
+    for i, name in enumerate(names):
+        src = tmp_path / f"f{i}.py"
+        src.write_text(f"# {i}\nfrom torch import nn\nCustomNorm = nn.BatchNorm2d\n")
+        _, sha = store.store_submission(src)
+        store.register_entry(name, "submission", sha, "smoke", False, str(src))
+        store.add(make_record(name, sha, "resnet20-digits", 0, 70.0 + i))
+    build_site(tmp_path / "results", tmp_path / "site")
+    rows = list(csv.DictReader(open(tmp_path / "site" / "leaderboard.csv")))
+    assert sorted(r["entry"] for r in rows) == sorted("'" + n for n in names)
+    assert csv_cell(-0.5) == -0.5 and csv_cell("plain") == "plain"
+
+
+def test_entry_pages_say_how_it_was_run(tmp_path):
+    """The scan's findings, the policy, --trust-code, sandboxing and the submission's own account
+    are on the entry's page."""
+    store = ResultsStore(tmp_path / "results")
+    src = tmp_path / "f.py"
+    src.write_text("from torch import nn\nCustomNorm = nn.BatchNorm2d\n")
+    _, sha = store.store_submission(src)
+    store.register_entry("mine", "submission", sha, "smoke", False, str(src))
+    record = make_record("mine", sha, "resnet20-digits", 0, 70.0)
+    record.update({"scan": {"policy": "refuse", "trust_code": True, "findings": [
+                       {"line": 3, "what": "imports os (the file system)", "severity": "refuse"}]},
+                   "isolation": {"sandboxed": True, "sandbox": "bubblewrap", "scored_by": "x"},
+                   "reported": ["epochs.train_loss", "probes"]})
+    store.add(record)
+    build_site(tmp_path / "results", tmp_path / "site")
+    (page,) = (tmp_path / "site" / "entries").glob("*.html")
+    text = page.read_text()
+    assert "run with --trust-code" in text and "imports os (the file system)" in text
+    assert "yes (split: training without the test set, scoring without labels)" in text
+    assert "epochs.train_loss, probes" in text and "policy refuse" in text
+
+
 def test_no_network_assets(site):
     for page in site.rglob("*.html"):
         html = page.read_text()

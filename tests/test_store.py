@@ -151,6 +151,11 @@ def test_whatever_is_in_the_store_its_readers_survive(tmp_path):
     built = CliRunner().invoke(main, ["leaderboard", "build", "--results", str(tmp_path),
                                       "--out", str(tmp_path / "site2")])
     assert built.exit_code == 0 and "warning: skipped" in built.output
+    from harness.suites import load_suite
+    from harness.sweep import plan
+
+    planned = plan(ResultsStore(tmp_path), sha, load_suite("smoke"), False)  # what a sweep does
+    assert [p.done for p in planned] == [True, False]
 
 
 def test_precision_is_part_of_the_run_key():
