@@ -162,9 +162,7 @@ def train_mode(spec: dict) -> int:
                   warn=lambda m: print(f"warning: {m}", flush=True), checkpoint=checkpoint,
                   resume_state=resume_state,
                   norm_class=submission.norm_class if config.instruments else None,
-                  hand_over=partial(handover.hand_over, exchange),
-                  on_epoch=lambda e: print(f"epoch {e.epoch}: train loss {e.train_loss:.4f} "
-                                           f"acc {e.train_acc:.2f} ({e.train_s:.1f}s)", flush=True))
+                  hand_over=partial(handover.hand_over, exchange))
             end = {"status": result.status, "divergence": result.divergence}
         except Exception as exc:  # noqa: BLE001 - the layer's failure, told to the parent
             traceback.print_exc()
