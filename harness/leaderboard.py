@@ -239,6 +239,15 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
+def _how_run(isolation: dict[str, Any]) -> str:
+    if not isolation.get("sandboxed"):
+        return "no: trusted code, run and scored in one process"
+    if isolation.get("sandbox") == "none":
+        return ("split (training without the test set, scoring without labels), but WITHOUT the "
+                "sandbox's isolation (--unsafe-no-namespaces)")
+    return "yes (split: training without the test set, scoring without labels)"
+
+
 def _trust(records: list[dict[str, Any]]) -> dict[str, Any]:
     """How an entry's runs were vetted and run: what a reader must know before trusting them."""
     scans = [r.get("scan") for r in records if r.get("scan")]
@@ -246,9 +255,7 @@ def _trust(records: list[dict[str, Any]]) -> dict[str, Any]:
                 for f in s.get("findings", [])}
     isolation = [r.get("isolation") or {} for r in records]
     return {
-        "sandboxed": distinct_values(isolation, lambda i: "yes (split: training without the test "
-                                     "set, scoring without labels)" if i.get("sandboxed") else
-                                     "no: trusted code, run and scored in one process"),
+        "sandboxed": distinct_values(isolation, _how_run),
         "scan_policy": distinct_values(scans, lambda s: s["policy"]),
         "trust_code": any(s.get("trust_code") for s in scans),
         "findings": sorted(findings.values(), key=lambda f: f["line"]),

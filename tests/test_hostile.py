@@ -88,10 +88,12 @@ def test_a_result_line_is_never_a_score_nor_a_way_to_another_entry(tmp_path):
     gets no score, leaves the other entry's record as it was, and the board builds."""
     from harness.leaderboard import build_site
 
-    victim_store, victim = run_untrusted(ROOT / "custom_norm.py", tmp_path / "results", seeds=(1,))
-    victim_path = victim_store.runs_dir / f"{victim[1]['run_id']}.json"
+    from records import make_record
+
+    victim = make_record("victim", "9" * 64, "resnet20-digits", 1, 70.0)
+    victim_path = ResultsStore(tmp_path / "results").add(victim)
     before = victim_path.read_bytes()
-    path = materialise("result_line", tmp_path, run_id=victim[1]["run_id"])
+    path = materialise("result_line", tmp_path, run_id=victim["run_id"])
     store, runs = run_untrusted(path, tmp_path / "results", seeds=(1, 2))
     assert runs[1]["status"] == "ok" and accuracies(runs[1]) == honest(1)
     assert runs[2]["status"] == "failed" and runs[2]["best_acc"] is None
@@ -303,8 +305,8 @@ def test_no_network_even_to_this_machine(tmp_path):
 
 
 def test_a_run_that_hangs_is_killed_at_its_timeout(tmp_path):
-    _, runs = run_untrusted(HOSTILE / "sleeps_forever.py", tmp_path / "results", timeout_s=20)
-    assert failure(runs[2]) == ("timeout", "killed: the wall-clock limit of 20 s")
+    _, runs = run_untrusted(HOSTILE / "sleeps_forever.py", tmp_path / "results", timeout_s=8)
+    assert failure(runs[2]) == ("timeout", "killed: the wall-clock limit of 8 s")
 
 
 def test_nan_after_some_steps_is_divergence(tmp_path):
