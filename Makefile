@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo demo-eval study test bench clean
+.PHONY: setup demo demo-eval study test test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ study: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The edit loop: every test that does not train, start workers or sandboxes, or wait (about a
+# minute on 2 cores). The full suite above is what CI runs.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/harness bench --arch resnet20 --dataset cifar10 --rounds 5 \

@@ -26,6 +26,7 @@ def test_reference_loader_yields_normalised_3_channel_batches():
     assert abs(x.mean().item()) < 0.5  # normalised with the dataset's own mean/std
 
 
+@pytest.mark.slow
 def test_pipeline_comparison_reports_all_three_and_ratios():
     out = run("resnet20", "digits", [], torch.device("cpu"), steps=2, rounds=1, data_root=None,
               compiled=False, workers=0, progress=lambda m: None)
@@ -35,6 +36,7 @@ def test_pipeline_comparison_reports_all_three_and_ratios():
     assert out["projected_200_epoch_s"] > 0 and out["machine"]["description"]
 
 
+@pytest.mark.slow
 def test_norm_costs_are_relative_to_batchnorm():
     norms = {"batch_norm": torch.nn.BatchNorm2d, "group_norm": load("group_norm").norm_class}
     costs = norm_costs("resnet20", norms, torch.device("cpu"), steps=1, rounds=1, compiled=False,
@@ -43,6 +45,7 @@ def test_norm_costs_are_relative_to_batchnorm():
     assert costs["group_norm"]["eager_ratio"] > 0 and costs["group_norm"]["eager_step_ms"] > 0
 
 
+@pytest.mark.slow
 def test_cli_writes_json(tmp_path):
     out = tmp_path / "b.json"
     result = CliRunner().invoke(main, ["bench", "--dataset", "digits", "--steps", "2", "--rounds", "1",
@@ -73,6 +76,7 @@ def test_noise_dataset_has_cifar10_shape_and_size():
     assert torch.equal(again.train.images[:10], data.train.images[:10])
 
 
+@pytest.mark.slow
 def test_instrument_overhead_runs_both_ways():
     from harness.bench import instrument_overhead
 

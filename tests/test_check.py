@@ -70,6 +70,7 @@ BROKEN = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture, check, reason", BROKEN)
 def test_broken_layer_fails_with_its_reason(fixture, check, reason):
     report = run_checks(str(FIXTURES / fixture), timeout=1)
@@ -86,10 +87,10 @@ def test_a_fatal_check_out_of_time_skips_the_remaining_checks():
 
 
 def test_a_non_fatal_check_out_of_time_is_a_warning_and_the_rest_run():
-    report = run_checks(str(FIXTURES / "slow_in_float64.py"), timeout=1)
+    report = run_checks(str(FIXTURES / "slow_in_float64.py"), timeout=3)
     rows = {r.name: r for r in report.rows}
     assert report.ok and rows["gradcheck"].status == WARN
-    assert "s of CPU time (1 s, scaled by" in rows["gradcheck"].detail
+    assert "s of CPU time (3 s, scaled by" in rows["gradcheck"].detail
     assert all(r.status == PASS for name, r in rows.items() if name != "gradcheck")
 
 
@@ -105,6 +106,7 @@ def test_limits_count_the_layers_own_work_and_scale_with_the_machine(monkeypatch
     assert "took more than 2 s of CPU time (0.05 s, scaled by this machine's speed: 40.00x" in row.detail
 
 
+@pytest.mark.slow
 def test_every_baseline_passes_its_checks_beside_two_busy_processes():
     """On a busy machine (two CPU-bound processes beside it), no shipped baseline runs out of
     time and none fails."""
@@ -153,6 +155,7 @@ def test_cli_table_json_and_exit_codes():
 FATAL = [f for f in BROKEN if f[1] in ("import", "construct", "shape", "dtype", "finite")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture, check, reason", FATAL)
 def test_eval_refuses_a_layer_that_fails_a_fatal_check(fixture, check, reason, tmp_path):
     result = CliRunner().invoke(main, ["eval", str(FIXTURES / fixture), "--arch", "resnet20",

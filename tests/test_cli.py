@@ -55,6 +55,7 @@ def test_not_a_python_file(tmp_path):
     assert result.exit_code == 1 and "not a .py file" in result.stderr
 
 
+@pytest.mark.slow
 def test_broken_submission_in_a_real_process_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "eval", str(FIXTURES / "syntax_error.py"),
                            *SMOKE], capture_output=True, text=True, cwd=tmp_path)
@@ -111,6 +112,7 @@ def test_eval_with_tiny_cifar10_through_the_real_loader(cifar10_root, tmp_path):
     assert record["deviations"] == ["epochs=1 (protocol: 200)"]
 
 
+@pytest.mark.slow
 def test_template_runs_with_reference_flags(tmp_path):
     env = dict(os.environ, HARNESS_DATA=str(tmp_path / "none"))
     proc = subprocess.run([sys.executable, str(ROOT / "custom_norm.py"), "--arch", "resnet20",

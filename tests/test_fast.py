@@ -143,6 +143,7 @@ def test_channels_last_error_falls_back_to_nchw():
     assert "channels_last failed on this layer" in warnings[0]
 
 
+@pytest.mark.slow
 def test_compile_accepted_when_it_computes_the_same_step():
     model, x, y = setup(nn.BatchNorm2d)
     prepared = prepare(model, x, y, CPU, SpeedOptions(compile=True, compile_backend="aot_eager"))

@@ -31,8 +31,9 @@ HOSTILE = ROOT / "tests" / "hostile"
 RECIPE = Recipe(epochs=1, batch_size=32)
 SLOT = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # as torch has in this process
 
-pytestmark = pytest.mark.skipif(sandbox_unavailable() is not None,
-                                reason=f"no sandbox here: {sandbox_unavailable()}")
+pytestmark = [pytest.mark.slow,  # each runs sandboxed processes
+              pytest.mark.skipif(sandbox_unavailable() is not None,
+                                 reason=f"no sandbox here: {sandbox_unavailable()}")]
 
 
 def materialise(name: str, tmp_path: Path, **values: str) -> Path:

@@ -142,6 +142,7 @@ def _config(**recipe):
                      limit_train=96, limit_test=64)
 
 
+@pytest.mark.slow
 def test_instruments_do_not_change_the_run(tmp_path):
     # SelectiveNorm draws dropout masks: a probe that consumed the random stream, or changed the
     # running statistics, would change every later epoch.

@@ -52,6 +52,7 @@ def test_the_watch_kills_at_the_timeout(tmp_path):
     assert "started" in log.tail()
 
 
+@pytest.mark.slow
 def test_the_watch_kills_a_trusted_workers_whole_session_at_the_memory_limit(tmp_path):
     code = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
             "'x = bytearray(600 << 20); import time; time.sleep(60)'])")
@@ -61,6 +62,7 @@ def test_the_watch_kills_a_trusted_workers_whole_session_at_the_memory_limit(tmp
     assert category == "out-of-memory" and "0.3 GiB" in message
 
 
+@pytest.mark.slow
 def test_output_is_logged_cut_and_never_parsed(tmp_path):
     """64 MB in one line, then the old result line, then 12 MB of lines: the parent keeps at most
     a line in memory, cuts the log, and takes nothing of it as a result."""
@@ -230,6 +232,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 @needs_sandbox
 def test_the_sandbox_holds_a_plain_python_process(tmp_path):
     """The sandbox on its own, without the harness around it: what every sandboxed worker gets."""
@@ -262,6 +265,7 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
     assert 0 < out["threads"] < 64
 
 
+@pytest.mark.slow
 def test_without_namespaces_the_limits_and_the_filter_still_apply():
     """--unsafe-no-namespaces: no bubblewrap, but still no sockets, no processes, limited files."""
     from harness.sandbox import OPEN_FILES

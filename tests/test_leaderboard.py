@@ -88,6 +88,7 @@ def test_hostile_name_and_source_render_inert(site):
     assert "&lt;/textarea&gt;&lt;script&gt;alert(2)&lt;/script&gt;" in pages
 
 
+@pytest.mark.slow
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path):
     """An entry named like a formula (=, +, -, @) is text in leaderboard.csv (OWASP's CSV
     injection advice); numbers stay numbers."""
@@ -135,6 +136,7 @@ def test_no_network_assets(site):
         assert 'src="http' not in html and 'href="http' not in html and "@import" not in html
 
 
+@pytest.mark.slow
 def test_hidden_results_are_masked_unless_revealed(tmp_path, site):
     text = all_text(site)
     assert f"{HIDDEN_VALUE:.2f}" not in text and str(HIDDEN_VALUE) not in text
@@ -154,6 +156,7 @@ def test_best_is_highlighted_and_flags_shown(site):
     assert "batch-dependent" in index
 
 
+@pytest.mark.slow
 def test_cli_build(tmp_path):
     populate(tmp_path / "results")
     result = CliRunner().invoke(main, ["leaderboard", "build", "--results", str(tmp_path / "results"),

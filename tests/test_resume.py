@@ -105,6 +105,7 @@ def test_another_runs_checkpoint_is_never_used(tmp_path):
     assert base != run_identity("sha", config, "digits", "p2")
 
 
+@pytest.mark.slow
 def test_no_resume_starts_over(tmp_path):
     # Leave a checkpoint as an interrupted run does: Ctrl-C after epoch 1.
     def stop_after_first(e):

@@ -23,6 +23,7 @@ def _writer(root: str, worker: int, start) -> None:
         store.add(mk(f"w{worker}", f"{worker:064x}", "resnet20-digits", i, 50.0 + i))
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_nothing(tmp_path):
     ctx = mp.get_context("spawn")
     start = ctx.Event()
@@ -110,6 +111,7 @@ def test_a_record_is_never_overwritten(tmp_path):
     assert path.read_bytes() == before and not list(store.runs_dir.glob(".*"))
 
 
+@pytest.mark.slow
 def test_whatever_is_in_the_store_its_readers_survive(tmp_path):
     """Malformed and hostile files in runs/, entries/ and the index are skipped and reported:
     the records, the leaderboard and harness status still work."""

@@ -157,6 +157,7 @@ def test_the_cli_checks_the_study_before_running(tmp_path):
     assert refused.exit_code == EXIT_USAGE and "hidden" in refused.output
 
 
+@pytest.mark.slow
 def test_a_study_runs_in_workers_and_resumes_from_the_store(tmp_path):
     path = write_study(tmp_path, extra="limit_train = 64\nlimit_test = 64\n[recipe]\nepochs = 1\nbatch_size = 32")
     path.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0]"))

@@ -34,6 +34,7 @@ def test_digits_learns_well_above_chance(tmp_path):
     assert record["epochs"][-1]["train_loss"] < record["epochs"][0]["train_loss"] / 3
 
 
+@pytest.mark.slow
 def test_same_seed_same_record_apart_from_timings(tmp_path):
     a, pa = run_eval(small(seed=5), tmp_path / "a")
     b, pb = run_eval(small(seed=5), tmp_path / "b")
@@ -44,6 +45,7 @@ def test_same_seed_same_record_apart_from_timings(tmp_path):
     assert c["epochs"][0]["train_loss"] != a["epochs"][0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_record_schema(tmp_path):
     record, path = run_eval(small(epochs=3), tmp_path)
     assert read_record(path) == json.loads(Path(path).read_text())
@@ -68,6 +70,7 @@ def test_record_schema(tmp_path):
     assert lrs == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_one_host_read_per_epoch(monkeypatch, tmp_path):
     """Loss, accuracy and the divergence check stay on the device during the epoch: no
     .item()/.tolist() per step (as on a GPU, where the check is read only every 16 steps)."""
@@ -97,6 +100,7 @@ def test_one_host_read_per_epoch(monkeypatch, tmp_path):
     assert calls["n"] == 2
 
 
+@pytest.mark.slow
 def test_divergence_stops_the_run_at_once_and_keeps_the_best(tmp_path):
     # 260 images in batches of 128: 3 steps an epoch. The layer turns NaN at the 5th step.
     config = small(epochs=5, submission=str(FIXTURES / "nan_after_steps.py"))
@@ -179,6 +183,7 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
+@pytest.mark.slow
 def test_bf16_is_recorded_not_comparable_and_still_trains(tmp_path):
     fp32, _ = run_eval(small(seed=3, epochs=1), tmp_path / "a")
     config = small(seed=3, epochs=1)
