@@ -29,6 +29,6 @@ class CustomNorm(nn.Module):
 
 if __name__ == "__main__":
     # The reference script's command line; only this file's CustomNorm is used for training.
-    from harness.reference_cli import main
+    from harness.cli.reference import main
 
     main(__file__)

@@ -9,7 +9,7 @@ Public API for notebooks and scripts::
 
 __version__ = "0.1.0"
 
-from harness.models import build_model  # noqa: E402
-from harness.submission import load_submission  # noqa: E402
+from harness.protocol.models import build_model  # noqa: E402
+from harness.vetting.submission import load_submission  # noqa: E402
 
 __all__ = ["__version__", "build_model", "load_submission"]

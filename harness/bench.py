@@ -1,6 +1,6 @@
 """``harness bench``: training throughput, measured side by side in one process.
 
-(a) harness: ``harness.train.train`` for one epoch, data pipeline included (epoch draw, uint8
+(a) harness: ``harness.engine.train.train`` for one epoch, data pipeline included (epoch draw, uint8
     gather, crop, flip, normalise, forward, backward, SGD, on-device metric accumulation);
 (b) reference: the reference benchmark's pipeline: a torchvision-style dataset handing out PIL
     images, per-image transforms (Resize, RandomCrop(32, 4), RandomHorizontalFlip, ToTensor,
@@ -26,13 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.data import (DATASETS, BatchPipeline, Dataset, DatasetUnavailable, ImageSplit,
+from harness.protocol.data import (DATASETS, BatchPipeline, Dataset, DatasetUnavailable, ImageSplit,
                           load_dataset, resolve_dataset_name)
-from harness.fast import SpeedOptions, prepare
-from harness.models import build_model
-from harness.record import cpu_model, utc_now
-from harness.scoring import EvalPlan, forward_plan, score
-from harness.train import Recipe, autocast, synchronize, train
+from harness.engine.fast import SpeedOptions, prepare
+from harness.protocol.models import build_model
+from harness.store.record import cpu_model, utc_now
+from harness.protocol.scoring import EvalPlan, forward_plan, score
+from harness.engine.train import Recipe, autocast, synchronize, train
 
 REAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "fmnist": (60_000, 10_000),
               "digits": (1_437, 360), "noise": (50_000, 10_000)}
@@ -149,7 +149,7 @@ class ThroughputResult:
     reference: list[float]
     bound: list[float]
     eval_images_per_s: float
-    speed: dict[str, Any]  # what harness.fast put in effect for the harness's runs
+    speed: dict[str, Any]  # what harness.engine.fast put in effect for the harness's runs
 
     def medians(self) -> tuple[float, float, float]:
         return (statistics.median(self.harness), statistics.median(self.reference),
@@ -239,7 +239,7 @@ def norm_costs(arch: str, norms: dict[str, Any], device: torch.device, steps: in
 def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, steps: int,
         rounds: int, data_root: str | None, compiled: bool, workers: int = 4,
         progress=print) -> dict[str, Any]:
-    from harness.submission import baseline_names, load
+    from harness.vetting.submission import baseline_names, load
 
     data, source = dataset_or_random(dataset, data_root)
     n_train, n_test = REAL_SIZES[data.spec.name]
@@ -278,10 +278,10 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     import tempfile
     from pathlib import Path
 
-    from harness.executors import LocalExecutor, Task, visible_gpus, worker_slots
-    from harness.runner import RunConfig
-    from harness.store import ResultsStore
-    from harness.submission import load
+    from harness.execution.local import LocalExecutor, Task, visible_gpus, worker_slots
+    from harness.engine.runner import RunConfig
+    from harness.store.results import ResultsStore
+    from harness.vetting.submission import load
 
     sub = load("batch_norm")
     # --jobs 1 as the CLI runs it: one run at a time on one device (here in a worker too, so that
@@ -314,7 +314,7 @@ PROTOCOL_EPOCHS, PROTOCOL_TRAIN, PROTOCOL_TEST = 200, 50_000, 10_000
 
 def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int], rounds: int,
                    limit_train: int, limit_test: int, progress=print) -> dict[str, Any]:
-    """The cost of scoring in a process of its own (harness.split) against scoring in the run's
+    """The cost of scoring in a process of its own (harness.execution.split) against scoring in the run's
     own process, in whole runs of the batch_norm baseline, side by side.
 
     Both go through the executor's worker processes (so both pay a worker's start-up and data
@@ -327,11 +327,11 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
     import tempfile
     from pathlib import Path
 
-    from harness.executors import Isolation, LocalExecutor, Task, visible_gpus, worker_slots
-    from harness.runner import RunConfig
-    from harness.split import _dataset
-    from harness.store import ResultsStore
-    from harness.submission import load
+    from harness.execution.local import Isolation, LocalExecutor, Task, visible_gpus, worker_slots
+    from harness.engine.runner import RunConfig
+    from harness.execution.split import _dataset
+    from harness.store.results import ResultsStore
+    from harness.vetting.submission import load
 
     sub = load("batch_norm")
     slots = worker_slots(1, device, visible_gpus()[:1], os.cpu_count() or 1)
@@ -391,13 +391,13 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
 def instrument_overhead(arch: str, dataset: str, norm: str, device: torch.device, epochs: int,
                         rounds: int, limit_train: int | None, data_root: str | None,
                         progress=print) -> dict[str, Any]:
-    """The cost of harness.instruments in whole runs: the same run (same seed, so the same
+    """The cost of harness.engine.instruments in whole runs: the same run (same seed, so the same
     computation) with the instruments on and off, alternating order round by round after one
     uncounted warm-up round; the ratio of the median wall times is their overhead."""
     import tempfile
 
-    from harness.runner import RunConfig, run_eval
-    from harness.submission import load
+    from harness.engine.runner import RunConfig, run_eval
+    from harness.vetting.submission import load
 
     sub = load(norm)
     walls: dict[bool, list[float]] = {True: [], False: []}

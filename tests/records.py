@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 
-from harness.dynamics import curve_metrics
-from harness.record import SCHEMA_VERSION
-from harness.runner import PROTOCOL_VERSION
-from harness.suites import load_suite
+from harness.store.derived import curve_metrics
+from harness.store.record import SCHEMA_VERSION
+from harness.engine.runner import PROTOCOL_VERSION
+from harness.protocol.suites import load_suite
 
 
 def make_record(entry: str, sha256: str, setting: str, seed: int, best: float | None, *,

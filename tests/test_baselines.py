@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.submission import load
+from harness.vetting.submission import load
 
 EPS = 1e-5
 RNG = np.random.default_rng(0)

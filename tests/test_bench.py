@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from harness.bench import dataset_or_random, norm_costs, reference_loader, run
 from harness.cli import main
-from harness.submission import load
+from harness.vetting.submission import load
 
 
 def test_absent_dataset_is_replaced_by_random_data_of_its_shape(tmp_path):
@@ -67,7 +67,7 @@ def test_packing_benchmark_runs_both_ways_and_reports_the_ratio():
 
 
 def test_noise_dataset_has_cifar10_shape_and_size():
-    from harness.data import load_dataset
+    from harness.protocol.data import load_dataset
 
     data = load_dataset("noise")
     assert data.train.images.shape == (50_000, 3, 32, 32) and len(data.test) == 10_000
@@ -90,7 +90,8 @@ def test_instrument_overhead_runs_both_ways():
 def test_split_overhead_runs_both_ways_at_two_lengths_and_projects(monkeypatch):
     """The bookkeeping of harness bench --split, with an executor that answers at once (the runs
     themselves, split and in process, are what the rest of the suite tests)."""
-    from harness import bench, executors
+    from harness import bench
+    from harness.execution import local as executors
     from records import make_record
 
     seen = []

@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import FIXTURES, ROOT
-from harness.check import FAIL, PASS, SKIP, WARN, model_channel_counts, run_checks
+from harness.vetting.check import FAIL, PASS, SKIP, WARN, model_channel_counts, run_checks
 from harness.cli import main
-from harness.submission import baseline_names
+from harness.vetting.submission import baseline_names
 
 # What each shipped layer is expected to warn about; everything else must pass.
 EXPECTED_WARNINGS = {
@@ -97,7 +97,7 @@ def test_a_non_fatal_check_out_of_time_is_a_warning_and_the_rest_run():
 def test_limits_count_the_layers_own_work_and_scale_with_the_machine(monkeypatch):
     """The harness's imports and tamper baseline are not the layer's time (they happen before the
     clock starts), and a slower machine gets proportionally more time."""
-    import harness.check as check
+    import harness.vetting.check as check
 
     assert check.machine_speed.__wrapped__() >= 1.0  # measured, never below the reference
     monkeypatch.setattr(check, "machine_speed", lambda: 40.0)
@@ -113,7 +113,7 @@ def test_every_baseline_passes_its_checks_beside_two_busy_processes():
     import subprocess
     import sys
 
-    from harness.submission import baseline_names
+    from harness.vetting.submission import baseline_names
 
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import EXIT_USAGE, main
-from harness.cluster import ClusterError, SlurmExecutor, SlurmOptions
+from harness.execution.slurm import ClusterError, SlurmExecutor, SlurmOptions
 
 pytest.importorskip("submitit")
 
@@ -37,8 +37,8 @@ def test_detach_needs_a_cluster_executor(tmp_path):
 
 
 def _task():
-    from harness.executors import Task
-    from harness.runner import RunConfig
+    from harness.execution.local import Task
+    from harness.engine.runner import RunConfig
 
     config = RunConfig("sub/abc.py", "resnet20", "digits", seed=1)
     return Task(config, "e resnet20-digits seed 1", "a" * 64,
@@ -47,9 +47,10 @@ def _task():
 
 
 def test_a_node_that_cannot_sandbox_fails_the_run_saying_so(tmp_path, monkeypatch):
-    from harness import cluster, sandbox
-    from harness.executors import Isolation
-    from harness.store import ResultsStore
+    from harness.execution import slurm as cluster
+    from harness.execution import sandbox
+    from harness.execution.local import Isolation
+    from harness.store.results import ResultsStore
 
     monkeypatch.setattr(sandbox, "sandbox_unavailable", lambda: "no user namespaces")
     monkeypatch.setattr(cluster.signal, "signal", lambda *a: None)  # leave pytest's handlers be
@@ -76,7 +77,7 @@ class _Job:
 def test_a_job_that_left_the_queue_without_a_result_is_recorded_not_waited_for(tmp_path,
                                                                                 monkeypatch):
     """Without Slurm accounting, sacct cannot say a cancelled job ended; squeue can."""
-    from harness.store import ResultsStore
+    from harness.store.results import ResultsStore
 
     finished = {"run_id": "r-ok", "status": "ok"}
     jobs = [_Job("7_0", tmp_path, finished), _Job("7_1", tmp_path)]

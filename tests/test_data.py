@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import (DATASETS, DatasetUnavailable, default_data_root, load_dataset,
+from harness.protocol.data import (DATASETS, DatasetUnavailable, default_data_root, load_dataset,
                           resolve_dataset_name)
 
 

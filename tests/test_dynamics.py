@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.dynamics import (curve_metrics, epochs_to_reach, generalisation_gap, late_std,
+from harness.store.derived import (curve_metrics, epochs_to_reach, generalisation_gap, late_std,
                               loss_rises)
 
 NAN = float("nan")

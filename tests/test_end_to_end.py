@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from conftest import ROOT
 from harness.cli import main
-from harness.status import run_states, suite_plan
-from harness.store import ResultsStore
-from harness.suites import load_suite
+from harness.store.status import run_states, suite_plan
+from harness.store.results import ResultsStore
+from harness.protocol.suites import load_suite
 
 
 def _alive(pid: int) -> bool:

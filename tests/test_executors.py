@@ -5,14 +5,14 @@ import dataclasses
 import pytest
 
 from conftest import FIXTURES, ROOT
-from harness.executors import Task, crash_record, visible_gpus, worker_slots
-from harness.fast import SpeedOptions
-from harness.record import strip_timings
-from harness.runner import RunConfig, config_from_json, config_to_json, run_eval
-from harness.store import ResultsStore, run_key
-from harness.suites import load_suite
-from harness.sweep import plan, sweep
-from harness.train import Recipe
+from harness.execution.local import Task, crash_record, visible_gpus, worker_slots
+from harness.engine.fast import SpeedOptions
+from harness.store.record import strip_timings
+from harness.engine.runner import RunConfig, config_from_json, config_to_json, run_eval
+from harness.store.results import ResultsStore, run_key
+from harness.protocol.suites import load_suite
+from harness.execution.sweep import plan, sweep
+from harness.engine.train import Recipe
 
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")
 

@@ -1,4 +1,4 @@
-"""Speed options (harness.fast): each is used only where it gives the plain model's step.
+"""Speed options (harness.engine.fast): each is used only where it gives the plain model's step.
 
 CPU-runnable throughout: the CUDA-only parts (cudnn.benchmark, CUDA graphs) are tested through
 their logic (what is asked of torch), the checks through real layers and real torch.compile
@@ -12,16 +12,16 @@ from click.testing import CliRunner
 from torch import nn
 
 from conftest import ROOT
-from harness import fast
+from harness.engine import fast
 from harness.cli import main
-from harness.data import BatchPipeline, load_dataset
-from harness.fast import PLAIN, SpeedOptions, prepare, probe
-from harness.models import build_model
-from harness.record import strip_timings
-from harness.runner import RunConfig, run_eval
-from harness.store import run_key
-from harness.submission import load
-from harness.train import Recipe
+from harness.protocol.data import BatchPipeline, load_dataset
+from harness.engine.fast import PLAIN, SpeedOptions, prepare, probe
+from harness.protocol.models import build_model
+from harness.store.record import strip_timings
+from harness.engine.runner import RunConfig, run_eval
+from harness.store.results import run_key
+from harness.vetting.submission import load
+from harness.engine.train import Recipe
 
 CPU = torch.device("cpu")
 SELECTIVE = ROOT / "submissions" / "selective_norm.py"

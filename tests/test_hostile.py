@@ -1,5 +1,5 @@
 """Hostile submissions (tests/hostile/): every attack tried against the harness, each with its
-specific outcome. Untrusted runs are split (harness.split): a sandboxed training process without
+specific outcome. Untrusted runs are split (harness.execution.split): a sandboxed training process without
 the test set, a sandboxed scoring process without labels, and the parent, which alone scores.
 
 Each hostile file is a BatchNorm that misbehaves in its seed-2 runs. The honest BatchNorm
@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from harness.executors import Isolation, LocalExecutor, Task
-from harness.runner import RunConfig, run_eval
-from harness.sandbox import sandbox_unavailable
-from harness.store import ResultsStore
-from harness.train import Recipe
-from harness.watch import LOG_BYTES
+from harness.execution.local import Isolation, LocalExecutor, Task
+from harness.engine.runner import RunConfig, run_eval
+from harness.execution.sandbox import sandbox_unavailable
+from harness.store.results import ResultsStore
+from harness.engine.train import Recipe
+from harness.execution.watch import LOG_BYTES
 
 HOSTILE = ROOT / "tests" / "hostile"
 RECIPE = Recipe(epochs=1, batch_size=32)
@@ -87,7 +87,7 @@ def failure(record: dict) -> tuple[str, str]:
 def test_a_result_line_is_never_a_score_nor_a_way_to_another_entry(tmp_path):
     """Printing the old worker's result line (a perfect record under another entry's run id)
     gets no score, leaves the other entry's record as it was, and the board builds."""
-    from harness.leaderboard import build_site
+    from harness.leaderboard.site import build_site
 
     from records import make_record
 
@@ -139,7 +139,7 @@ def test_a_malformed_handover_is_recorded_and_the_other_run_kept(tmp_path):
 # -- the sandbox -------------------------------------------------------------------------------
 
 def test_nothing_of_the_host_reaches_the_record_or_the_site(tmp_path, monkeypatch):
-    from harness.leaderboard import build_site
+    from harness.leaderboard.site import build_site
 
     monkeypatch.setenv("OPERATOR_TOKEN", "hunter2-secret")
     secret = tmp_path / "outside.txt"
@@ -247,7 +247,7 @@ def test_floods_of_output_are_cut(tmp_path):
 def test_batch_statistics_beyond_the_checked_sizes_are_flagged(tmp_path):
     """Batch statistics only for batches of more than 8: the pre-flight check (batches of 1 and
     8) passes it; the scoring's own check (other batches of the run's size) does not."""
-    from harness.check import run_checks
+    from harness.vetting.check import run_checks
 
     path = materialise("batch_stats_for_large_batches", tmp_path)
     row = next(r for r in run_checks(str(path)).rows if r.name == "eval-batch-independent")
@@ -279,8 +279,8 @@ def test_a_file_in_the_reference_format_passes_the_default_submit(tmp_path):
     import dataclasses
 
     from conftest import FIXTURES
-    from harness.suites import load_suite
-    from harness.sweep import scan_row, sweep
+    from harness.protocol.suites import load_suite
+    from harness.execution.sweep import scan_row, sweep
 
     smoke = load_suite("smoke")
     suite = dataclasses.replace(smoke, settings=smoke.settings[:1], seeds=(1,), recipe=RECIPE,

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from conftest import ROOT
-from harness.instruments import BatchTimer, layer_probe, norm_summary, probe_epochs
-from harness.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
-from harness.runner import RunConfig, run_eval
-from harness.suites import SuiteError, parse_recipe
-from harness.train import Recipe, should_stop
+from harness.engine.instruments import BatchTimer, layer_probe, norm_summary, probe_epochs
+from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
+from harness.engine.runner import RunConfig, run_eval
+from harness.protocol.suites import SuiteError, parse_recipe
+from harness.engine.train import Recipe, should_stop
 from records import make_record
 
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")
@@ -130,7 +130,7 @@ def test_batch_timer_median_of_full_batches_and_throughput():
     ([10, 20, 30, 30], None, False),
 ])
 def test_early_stopping_rule(accs, patience, stop):
-    from harness.train import EpochMetrics
+    from harness.engine.train import EpochMetrics
 
     epochs = [EpochMetrics(i, 0.1, 1.0, 50.0, 1.0, a, 0.0, 0.0) for i, a in enumerate(accs, 1)]
     assert should_stop(epochs, patience) is stop
@@ -177,7 +177,7 @@ def test_adam_constant_schedule_and_early_stopping(tmp_path):
 
 
 def test_optimizer_and_schedule_follow_the_recipe():
-    from harness.train import make_optimizer, make_scheduler
+    from harness.engine.train import make_optimizer, make_scheduler
 
     model = nn.Linear(2, 2)
     adam = make_optimizer(model, Recipe(optimizer="adam", lr=1e-3, weight_decay=0.0))
@@ -201,7 +201,7 @@ def test_optimizer_and_schedule_follow_the_recipe():
 
 
 def test_no_augmentation_trains_on_the_plain_images(monkeypatch, tmp_path):
-    from harness.data import BatchPipeline
+    from harness.protocol.data import BatchPipeline
 
     calls = []
     original = BatchPipeline.crop_flip

@@ -16,15 +16,15 @@ import torch
 from click.testing import CliRunner
 
 from conftest import FIXTURES, ROOT
-from harness import tamper
+from harness.vetting import tamper
 from harness.cli import EXIT_DIVERGED, main
-from harness.executors import Isolation, Task, _failure_of, accept_record
-from harness.runner import RunConfig, failure_category
-from harness.sandbox import (_ARCH, NOBODY, REFUSED, Limits as BoxLimits, Sandbox, root_userns,
+from harness.execution.local import Isolation, Task, _failure_of, accept_record
+from harness.engine.runner import RunConfig, failure_category
+from harness.execution.sandbox import (_ARCH, NOBODY, REFUSED, Limits as BoxLimits, Sandbox, root_userns,
                              sandbox_unavailable, seccomp_program)
-from harness.suites import load_suite
-from harness.train import Recipe
-from harness.watch import LINE_BYTES, LOG_BYTES, CappedLog, Limits, Process, Watch
+from harness.protocol.suites import load_suite
+from harness.engine.train import Recipe
+from harness.execution.watch import LINE_BYTES, LOG_BYTES, CappedLog, Limits, Process, Watch
 from records import make_record
 
 HOSTILE = ROOT / "tests" / "hostile"
@@ -151,7 +151,7 @@ def test_tamper_check_sees_replacements_and_global_hooks(monkeypatch):
 
 
 def test_a_trusted_layer_that_patches_during_training_keeps_no_score(tmp_path):
-    from harness.runner import run_eval
+    from harness.engine.runner import run_eval
 
     config = RunConfig(str(FIXTURES / "patches_cross_entropy.py"), "resnet20", "digits", seed=2,
                        recipe=Recipe(epochs=1, batch_size=32), limit_train=64, limit_test=32,
@@ -195,7 +195,7 @@ def test_syscall_numbers_are_the_kernels(machine):
 
 PROBE = """
 import ctypes, json, os, resource, socket, subprocess, sys, threading, time
-from harness.sandbox import Limits, enter
+from harness.execution.sandbox import Limits, enter
 enter(Limits(**json.loads(sys.argv[1])), "cpu")
 out = {"uid": os.getuid(), "cwd": os.getcwd(), "pids": [p for p in os.listdir("/proc") if p.isdigit()],
        "results": os.path.exists(sys.argv[2]), "checkout": sorted(os.listdir(sys.argv[3]))}
@@ -268,12 +268,12 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
 @pytest.mark.slow
 def test_without_namespaces_the_limits_and_the_filter_still_apply():
     """--unsafe-no-namespaces: no bubblewrap, but still no sockets, no processes, limited files."""
-    from harness.sandbox import OPEN_FILES
+    from harness.execution.sandbox import OPEN_FILES
 
     limits = BoxLimits(cpu_seconds=100, namespaces=False)
     probe = f"""
 import json, resource, socket, subprocess
-from harness.sandbox import Limits, enter
+from harness.execution.sandbox import Limits, enter
 notes = enter(Limits(**{limits.to_json()!r}), "cpu")
 out = {{"notes": notes, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "cpu": resource.getrlimit(resource.RLIMIT_CPU)[0]}}
@@ -294,11 +294,11 @@ print(json.dumps(out))
 
 
 def test_untrusted_is_refused_where_there_is_no_sandbox(tmp_path, monkeypatch):
-    from harness.runner import RunError
-    from harness.store import ResultsStore
-    from harness.sweep import sweep
+    from harness.engine.runner import RunError
+    from harness.store.results import ResultsStore
+    from harness.execution.sweep import sweep
 
-    monkeypatch.setattr("harness.sweep.sandbox_unavailable", lambda: "no bwrap here")
+    monkeypatch.setattr("harness.execution.sweep.sandbox_unavailable", lambda: "no bwrap here")
     with pytest.raises(RunError, match="no bwrap here.*--unsafe-no-namespaces"):
         sweep(ResultsStore(tmp_path), str(ROOT / "custom_norm.py"), "x", "submission",
               load_suite("smoke"), False, isolation=Isolation(untrusted=True))
@@ -356,7 +356,7 @@ def test_submit_summarises_failures_and_exits_by_the_worst(tmp_path, monkeypatch
     smoke = load_suite("smoke")
     tiny = dataclasses.replace(smoke, settings=smoke.settings[:1], seeds=(1, 2),
                                recipe=Recipe(epochs=1, batch_size=32), limit_train=96, limit_test=64)
-    monkeypatch.setattr("harness.suites.load_suite", lambda name: tiny)
+    monkeypatch.setattr("harness.protocol.suites.load_suite", lambda name: tiny)
     runner = CliRunner()
     args = ["--suite", "tiny", "--device", "cpu", "--jobs", "2", "--results", str(tmp_path),
             "--trusted"]

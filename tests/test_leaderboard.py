@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.leaderboard import build_site
-from harness.record import write_json_atomic
-from harness.store import ResultsStore
+from harness.leaderboard.site import build_site
+from harness.store.record import write_json_atomic
+from harness.store.results import ResultsStore
 from records import make_record
 
 XSS_NAME = "<script>alert(1)</script>"
@@ -64,7 +64,7 @@ def test_pages_and_exports_exist(site):
 
 
 def test_entry_pages_show_the_training_dynamics(site):
-    from harness.store import entry_slug
+    from harness.store.results import entry_slug
 
     page = (site / "entries" / f"{entry_slug('zeta')}.html").read_text()
     public = page.split("<h2>resnet20-digits")[1].split("<h2>")[0]
@@ -92,7 +92,7 @@ def test_hostile_name_and_source_render_inert(site):
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path):
     """An entry named like a formula (=, +, -, @) is text in leaderboard.csv (OWASP's CSV
     injection advice); numbers stay numbers."""
-    from harness.leaderboard import csv_cell
+    from harness.leaderboard.site import csv_cell
 
     store = ResultsStore(tmp_path / "results")
     names = ['=HYPERLINK("http://x.example","win")', "+1+1", "-2+3", "@SUM(A1)"]

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import harness
-from harness.models import ARCHS, build_model, count_parameters, init_weights
+from harness.protocol.models import ARCHS, build_model, count_parameters, init_weights
 
 # The protocol's parameter counts with BatchNorm (10 / 100 classes).
 PROTOCOL_PARAMS = {

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from harness.checkpoint import Checkpoint, run_identity
-from harness.record import read_record, strip_timings
-from harness.runner import RunConfig, run_eval
-from harness.train import Recipe
+from harness.engine.checkpoint import Checkpoint, run_identity
+from harness.store.record import read_record, strip_timings
+from harness.engine.runner import RunConfig, run_eval
+from harness.engine.train import Recipe
 
 HARNESS = str(Path(sys.executable).parent / "harness")
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import FIXTURES, ROOT
-from harness.scan import NOTE, REFUSE, refusing, scan_file, scan_source
+from harness.vetting.scan import NOTE, REFUSE, refusing, scan_file, scan_source
 
 HOSTILE = ROOT / "tests" / "hostile"
 
@@ -22,8 +22,8 @@ def lines(source: str) -> list[tuple[int, str, str]]:
     ("import torch\nfrom torch import hub\nhub.load('x')\n",
      [(2, "imports torch.hub", REFUSE), (3, "uses hub...load", REFUSE)]),
     ("from . import x\n", [(1, "relative import", REFUSE)]),
-    ("import harness.train\nharness.train.score = 1\n",
-     [(1, "imports harness.train", REFUSE), (2, "assigns to an attribute of harness", REFUSE)]),
+    ("import harness.engine.train\nharness.engine.train.score = 1\n",
+     [(1, "imports harness.engine.train", REFUSE), (2, "assigns to an attribute of harness", REFUSE)]),
     ("x = 1\nopen('f')\n", [(2, "uses open", REFUSE)]),
     ("exec('1')\n", [(1, "uses exec", REFUSE)]),
     ("import torch\ntorch.os.system('ls')\n", [(2, "uses the attribute .os", REFUSE)]),

@@ -1,4 +1,4 @@
-"""One model of a run record (harness.schema): its JSON Schema is the committed one, every field
+"""One model of a run record (harness.store.schema): its JSON Schema is the committed one, every field
 is documented, and the bounds hold."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import re
 import pytest
 
 from conftest import ROOT
-from harness import schema
+from harness.store import schema
 from records import make_record
 
 
 def test_the_committed_json_schema_is_the_models():
     committed = json.loads((ROOT / "docs" / "run-record.schema.json").read_text())
     assert committed == schema.RunRecord.model_json_schema(by_alias=True), \
-        "regenerate it: python -m harness.schema > docs/run-record.schema.json"
+        "regenerate it: python -m harness.store.schema > docs/run-record.schema.json"
 
 
 def test_every_field_of_the_record_is_documented():

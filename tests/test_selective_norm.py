@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from conftest import ROOT
-from harness.submission import load
+from harness.vetting.submission import load
 
 EPS = 1e-5
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from harness.status import run_states, suite_plan
-from harness.store import ResultsStore
-from harness.suites import load_suite
+from harness.store.status import run_states, suite_plan
+from harness.store.results import ResultsStore
+from harness.protocol.suites import load_suite
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "tests" / "slurm" / "localhost.sh"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from harness import stats as S
+from harness.leaderboard import stats as S
 from records import make_record
 
 
@@ -97,7 +97,7 @@ def test_chance_flag_from_the_record_or_computed_for_old_records():
 
 
 def test_holm_adjustment_by_hand():
-    from harness.stats import holm
+    from harness.leaderboard.stats import holm
 
     # Sorted: 0.005 x4 = 0.02; 0.01 x3 = 0.03; 0.03 x2 = 0.06; 0.04 x1 = 0.04 -> kept monotone: 0.06.
     adjusted = holm([0.01, 0.04, 0.03, math.nan, 0.005])

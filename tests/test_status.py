@@ -8,10 +8,10 @@ from click.testing import CliRunner
 
 from conftest import ROOT
 from harness.cli import EXIT_USAGE, main
-from harness.status import STALE_S, Claim, claim_path, run_states, study_plan, suite_plan
-from harness.store import ResultsStore
-from harness.studies import load_study
-from harness.suites import load_suite
+from harness.store.status import STALE_S, Claim, claim_path, run_states, study_plan, suite_plan
+from harness.store.results import ResultsStore
+from harness.protocol.studies import load_study
+from harness.protocol.suites import load_suite
 from records import make_record
 
 STUDY = """

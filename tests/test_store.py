@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import EntryTaken, ResultsStore, entry_slug, run_key
+from harness.store.results import EntryTaken, ResultsStore, entry_slug, run_key
 from records import make_record
 
 WRITERS, PER_WRITER = 8, 25
@@ -118,7 +118,7 @@ def test_whatever_is_in_the_store_its_readers_survive(tmp_path):
     from click.testing import CliRunner
 
     from harness.cli import main
-    from harness.leaderboard import build_site
+    from harness.leaderboard.site import build_site
 
     store = ResultsStore(tmp_path)
     src = tmp_path / "s.py"
@@ -153,8 +153,8 @@ def test_whatever_is_in_the_store_its_readers_survive(tmp_path):
     built = CliRunner().invoke(main, ["leaderboard", "build", "--results", str(tmp_path),
                                       "--out", str(tmp_path / "site2")])
     assert built.exit_code == 0 and "warning: skipped" in built.output
-    from harness.suites import load_suite
-    from harness.sweep import plan
+    from harness.protocol.suites import load_suite
+    from harness.execution.sweep import plan
 
     planned = plan(ResultsStore(tmp_path), sha, load_suite("smoke"), False)  # what a sweep does
     assert [p.done for p in planned] == [True, False]

@@ -9,12 +9,12 @@ from click.testing import CliRunner
 
 from conftest import ROOT
 from harness.cli import EXIT_USAGE, main
-from harness.runner import run_eval
-from harness.stats import runs_frame
-from harness.store import ResultsStore
-from harness.studies import load_study, plan_study, run_study, study_records
-from harness.study_report import Cell, build_report, compare_with_reference, summary_lines
-from harness.suites import SuiteError
+from harness.engine.runner import run_eval
+from harness.leaderboard.stats import runs_frame
+from harness.store.results import ResultsStore
+from harness.protocol.studies import load_study, plan_study, run_study, study_records
+from harness.leaderboard.study_report import Cell, build_report, compare_with_reference, summary_lines
+from harness.protocol.suites import SuiteError
 from records import make_record
 
 STUDIES = ROOT / "studies"

@@ -3,11 +3,11 @@
 import pytest
 
 from conftest import FIXTURES, ROOT
-from harness.record import write_json_atomic
-from harness.store import EntryTaken, ResultsStore
-from harness.submission import SubmissionError
-from harness.suites import load_suite
-from harness.sweep import sweep
+from harness.store.record import write_json_atomic
+from harness.store.results import EntryTaken, ResultsStore
+from harness.vetting.submission import SubmissionError
+from harness.protocol.suites import load_suite
+from harness.execution.sweep import sweep
 from records import make_record
 
 SMOKE = load_suite("smoke")
@@ -130,7 +130,7 @@ class BatchRecorder:
 
 
 def test_a_commands_entries_run_as_one_batch_and_their_records_go_back_to_each(tmp_path):
-    from harness.sweep import prepare, run_prepared
+    from harness.execution.sweep import prepare, run_prepared
 
     store = ResultsStore(tmp_path)
     done = {"batch_norm": [], "group_norm": []}

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from conftest import FIXTURES, ROOT
 from harness.cli import EXIT_DIVERGED, main
-from harness.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
-from harness.runner import RunConfig, run_eval
-from harness.train import Recipe
+from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
+from harness.engine.runner import RunConfig, run_eval
+from harness.engine.train import Recipe
 
 TEMPLATE = str(ROOT / "custom_norm.py")
 
@@ -74,7 +74,7 @@ def test_record_schema(tmp_path):
 def test_one_host_read_per_epoch(monkeypatch, tmp_path):
     """Loss, accuracy and the divergence check stay on the device during the epoch: no
     .item()/.tolist() per step (as on a GPU, where the check is read only every 16 steps)."""
-    from harness.train import DivergenceWatch
+    from harness.engine.train import DivergenceWatch
 
     monkeypatch.setattr(DivergenceWatch, "CPU_EVERY", 10**6)
     calls = {"n": 0}
@@ -86,9 +86,9 @@ def test_one_host_read_per_epoch(monkeypatch, tmp_path):
             return _original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    from harness.data import load_dataset
-    from harness.models import build_model
-    from harness.train import train
+    from harness.protocol.data import load_dataset
+    from harness.protocol.models import build_model
+    from harness.engine.train import train
 
     data = load_dataset("digits")
     data.train = data.train.head(640)  # 5 steps per epoch
@@ -121,7 +121,7 @@ def test_divergence_stops_the_run_at_once_and_keeps_the_best(tmp_path):
 
 
 def test_a_non_finite_parameter_is_divergence_too():
-    from harness.train import DivergenceWatch
+    from harness.engine.train import DivergenceWatch
 
     model = torch.nn.Linear(3, 2)
     watch = DivergenceWatch(model, torch.device("cpu"))
@@ -134,7 +134,7 @@ def test_a_non_finite_parameter_is_divergence_too():
 
 def test_deferred_reads_still_name_the_first_bad_step():
     # On a GPU the check is read every CUDA_EVERY steps; emulate that on CPU.
-    from harness.train import DivergenceWatch
+    from harness.engine.train import DivergenceWatch
 
     watch = DivergenceWatch(torch.nn.Linear(3, 2), torch.device("cpu"))
     watch.every = 4
@@ -148,7 +148,7 @@ def test_deferred_reads_still_name_the_first_bad_step():
                                                 (14.0, 10, 360, True), (1.2, 100, 10_000, True),
                                                 (5.0, 10, 10_000, True), (None, 10, 100, False)])
 def test_chance_accuracy(acc, classes, n, flag):
-    from harness.runner import at_chance
+    from harness.engine.runner import at_chance
 
     assert at_chance(acc, 100.0 / classes, n) is flag
 

@@ -1,0 +1,350 @@
+"""One run, end to end: load the submission, seed, load data, build, train, write the record."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import resource
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from harness.protocol import data as data_mod
+from harness.vetting import tamper
+from harness.engine.checkpoint import Checkpoint, run_identity
+from harness.store.derived import curve_metrics
+from harness.engine.instruments import norm_summary
+from harness.engine.fast import PLAIN, SpeedOptions, check_backend, compile_mode_name
+from harness.protocol.models import ARCHS, build_model, count_parameters
+from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
+from harness.vetting.submission import Submission, error_message, load
+from harness.store.schema import validate_record
+from harness.protocol.scoring import batch_dependence, check_images
+from harness.engine.train import PROTOCOL_RECIPE, EpochMetrics, Recipe, TrainResult, best_index, train
+
+# Bumped whenever anything that changes what a number means changes (recipe, data, models, init).
+PROTOCOL_VERSION = "dl-normalization-1"
+
+
+@dataclass
+class RunConfig:
+    submission: str
+    arch: str
+    dataset: str
+    seed: int = 42
+    recipe: Recipe = field(default_factory=Recipe)
+    limit_train: int | None = None
+    limit_test: int | None = None
+    device: str = "auto"
+    data_root: str | None = None
+    download: bool = True
+    precision: str = "fp32"  # the protocol's; "bf16" autocasts and is recorded as not comparable
+    # Same numbers, faster (harness.engine.fast): not part of what makes a run comparable or its key.
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
+    resume: bool = True  # continue from this run's checkpoint when a killed attempt left one
+    # The layer probes and evaluation timing of harness.engine.instruments (off only to measure their cost).
+    instruments: bool = True
+
+
+def config_to_json(config: RunConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def config_from_json(data: dict[str, Any]) -> RunConfig:
+    data = dict(data)
+    data["recipe"] = Recipe(**data["recipe"])
+    data["speed"] = SpeedOptions(**data["speed"])
+    return RunConfig(**data)
+
+
+class RunError(Exception):
+    """A run cannot start (bad configuration, missing data, unusable device); one line for the user.
+    ``category``: ``setup`` (not the layer's fault) or ``interface`` (the layer does not fit)."""
+
+    def __init__(self, message: str, category: str = "setup"):
+        super().__init__(message)
+        self.category = category
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RunError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for, but torch sees no CUDA GPU on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise RunError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all CUDA devices too). The reference seeds only torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def peak_memory_bytes(device: torch.device) -> tuple[str, int]:
+    if device.type == "cuda":
+        return "cuda_max_allocated", int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss is in kilobytes on Linux.
+    return "process_max_rss", int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def deviations(config: RunConfig, spec: data_mod.DatasetSpec) -> list[str]:
+    """Everything that makes this run's numbers not comparable with the reference table."""
+    out = config.recipe.deviations()
+    if config.precision != "fp32":
+        out.append(f"precision={config.precision} (protocol: fp32)")
+    if config.limit_train is not None:
+        out.append(f"limit_train={config.limit_train} (smoke run: not comparable)")
+    if config.limit_test is not None:
+        out.append(f"limit_test={config.limit_test} (smoke run: not comparable)")
+    if not spec.in_reference:
+        out.append(f"dataset {spec.name} is not in the reference benchmark")
+    if not ARCHS[config.arch].in_reference:
+        out.append(f"architecture {config.arch} is not in the reference benchmark")
+    return out
+
+
+def config_fields(config: RunConfig, dataset: str) -> dict[str, Any]:
+    """The part of a record's ``config`` known before anything is loaded."""
+    return {"arch": config.arch, "dataset": dataset, "seed": config.seed, **asdict(config.recipe),
+            "limit_train": config.limit_train, "limit_test": config.limit_test,
+            "precision": config.precision}
+
+
+def failure_category(exc: BaseException) -> str:
+    """``out-of-memory`` for every way an allocation fails (host or GPU), else ``exception``."""
+    text = str(exc).lower()
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+            isinstance(exc, RuntimeError) and ("out of memory" in text
+                                               or "can't allocate memory" in text)):
+        return "out-of-memory"
+    return "exception"
+
+
+def at_chance(acc: float | None, chance: float, n_test: int) -> bool:
+    """True when a test accuracy is within 3 binomial standard errors of chance (or below it):
+    the model has learnt nothing that the test set can show."""
+    if acc is None or n_test <= 0:
+        return False
+    p = chance / 100.0
+    return acc <= 100.0 * (p + 3.0 * math.sqrt(p * (1.0 - p) / n_test))
+
+
+def run_flags(record: dict[str, Any]) -> list[str]:
+    """What a reader of the run's numbers must know: ``diverged`` (its best accuracy is the best
+    before it diverged), ``chance`` (it ended at chance accuracy) and ``batch-dependent`` (its
+    test accuracy depends on how the test set was batched: harness.protocol.scoring)."""
+    flags = []
+    if record["status"] == "diverged":
+        flags.append("diverged")
+    chance = record.get("chance_acc") or 100.0 / record["config"]["num_classes"]
+    if record.get("final_acc") is not None and at_chance(
+            record["final_acc"], chance, record["data"]["test_size"]):
+        flags.append("chance")
+    if (record.get("evaluation") or {}).get("batch_dependent"):
+        flags.append("batch-dependent")
+    return flags
+
+
+def epoch_row(e: EpochMetrics) -> dict[str, Any]:
+    return {"epoch": e.epoch, "lr": e.lr, "train_loss": e.train_loss, "train_acc": e.train_acc,
+            "test_loss": e.test_loss, "test_acc": e.test_acc, "epoch_s": e.train_s + e.eval_s,
+            "check_change": e.check_change, "check_flips": e.check_flips}
+
+
+def finish_record(record: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything a record derives from its scored epochs: the score (best and final accuracy),
+    the curve metrics, the batch check and the flags. ``record`` has its config, data and status."""
+    i = best_index([e["test_acc"] for e in epochs])
+    best = epochs[i] if i is not None else None
+    record.update({
+        "epochs": epochs, "epochs_completed": len(epochs),
+        "best_acc": best["test_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "final_acc": epochs[-1]["test_acc"] if epochs else None,
+        "chance_acc": 100.0 / record["config"]["num_classes"],
+        "dynamics": curve_metrics(epochs),
+        "evaluation": batch_dependence([e.get("check_change") for e in epochs],
+                                       [e.get("check_flips") for e in epochs],
+                                       record["config"]["precision"],
+                                       check_images(record["data"]["test_size"])),
+    })
+    record["flags"] = run_flags(record)
+    return record
+
+
+def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
+             submission: Submission | None = None,
+             checks: list[dict[str, Any]] | None = None,
+             extra: dict[str, Any] | None = None,
+             on_epoch: Callable[[EpochMetrics], None] | None = None,
+             on_step: Callable[[], None] | None = None,
+             on_start: Callable[[dict[str, Any]], None] | None = None,
+             warn: Callable[[str], None] = lambda msg: print(f"warning: {msg}", file=sys.stderr),
+             write: bool = True, checkpoints: bool = True,
+             ) -> tuple[dict[str, Any], Path | None]:
+    """Run one (submission, arch, dataset, seed) and write its record; return (record, path).
+
+    ``submission``, when given, is the already loaded (and checked) file, so exactly that class is
+    trained; ``checks`` are the pre-flight check rows to keep in the record; ``extra`` is merged
+    into the record (a sweep adds ``entry`` and ``suite``). Raises
+    :class:`harness.vetting.submission.SubmissionError` or :class:`RunError` before anything is
+    trained when the submission, data or device is unusable. A failure during training is
+    recorded (status ``failed``) and the record is still written; the caller decides the exit code.
+    With ``write=False`` the record is only returned (a worker process hands it to its parent, which
+    writes it) and the checkpoint is left for the parent to remove; ``checkpoints=False`` neither
+    saves nor resumes one.
+    """
+    if config.arch not in ARCHS:
+        raise RunError(f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHS)}")
+    try:
+        dataset_name = data_mod.resolve_dataset_name(config.dataset)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    if config.speed.compile or config.speed.cuda_graphs:
+        try:
+            check_backend(config.speed.compile_backend)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+    if submission is None:
+        submission = load(config.submission)
+    device = resolve_device(config.device)
+    started_at, t_start = utc_now(), time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    try:
+        dataset = data_mod.load_dataset(dataset_name, config.data_root, download=config.download)
+    except data_mod.DatasetUnavailable as exc:
+        raise RunError(str(exc)) from None
+    dataset.train = dataset.train.head(config.limit_train)
+    dataset.test = dataset.test.head(config.limit_test)
+
+    seed_everything(config.seed)
+    try:
+        model, init_report = build_model(config.arch, dataset.spec.num_classes,
+                                         submission.norm_class, return_init_report=True)
+    except Exception as exc:  # noqa: BLE001 - a constructor failure is the submission's
+        raise RunError(f"{submission.path}: building {config.arch} with {submission.norm_class.__name__} "
+                       f"failed: {type(exc).__name__}: {exc}", "interface") from None
+    if init_report.message():
+        warn(init_report.message())
+
+    checkpoint = Checkpoint.for_run(out_dir, run_identity(submission.sha256, config, dataset_name,
+                                                          PROTOCOL_VERSION)) if checkpoints else None
+    resume_state = checkpoint.load() if checkpoint is not None and config.resume else None
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", (extra or {}).get("entry") or submission.name)[:40]
+    run_id = new_run_id(label, config.arch, dataset_name, f"s{config.seed}")
+    resumes: list[dict[str, Any]] = []
+    if resume_state is not None:  # the same run, continued: it keeps its id and start time
+        run_id, started_at = resume_state["run_id"], resume_state["started_at"]
+        resumes = resume_state["resumes"] + [{"from_epoch": len(resume_state["epochs"]),
+                                              "at": utc_now()}]
+        warn(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])} "
+             f"({checkpoint.path}); --no-resume starts over")
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "protocol_version": PROTOCOL_VERSION,
+        "run_id": run_id,
+        "status": "running",
+        "failure": None,
+        "comparable": True,
+        "deviations": [],
+        "config": {
+            **config_fields(config, dataset_name), "num_classes": dataset.spec.num_classes,
+            "device": str(device),
+            # fp32 is the protocol's; "compile" and "speed" say what harness.engine.fast put in effect
+            # (filled in once its checks have run).
+            "compile": compile_mode_name(PLAIN), "speed": None,
+            "data_root": None if dataset_name in ("digits", "noise") else str(dataset.source),
+        },
+        "submission": {"path": str(submission.path), "name": submission.name,
+                       "sha256": submission.sha256, "class": submission.norm_class.__qualname__},
+        "model": {"parameters": count_parameters(model), "init_overwritten": init_report.overwritten},
+        "norm_layers": norm_summary(model, submission.norm_class),
+        "checks": checks or [],
+        "data": {"train_size": len(dataset.train), "test_size": len(dataset.test),
+                 "mean": list(dataset.mean), "std": list(dataset.std),
+                 "train_sha256": dataset.train.sha256(), "test_sha256": dataset.test.sha256()},
+        "environment": environment(device),
+        "started_at": started_at,
+        "resumes": resumes,
+        "isolation": {"sandboxed": False, "sandbox": None,
+                      "scored_by": "the harness, in the run's own process (trusted code)"},
+        "reported": [],
+    }
+    record.update(extra or {})
+    record["deviations"] = deviations(config, dataset.spec)
+    record["comparable"] = not record["deviations"]
+    if on_start is not None:
+        on_start(record)
+
+    result = TrainResult()
+    try:
+        train(model, dataset, config.recipe, device, config.seed,
+              on_epoch=on_epoch, on_step=on_step, result=result, precision=config.precision,
+              speed=config.speed, warn=warn, checkpoint=checkpoint, resume_state=resume_state,
+              checkpoint_extra={"run_id": run_id, "started_at": started_at, "resumes": resumes},
+              norm_class=submission.norm_class if config.instruments else None)
+        record["status"] = result.status
+        if result.status == "diverged":
+            d = result.divergence
+            record["failure"] = {"category": "diverged", "epoch": d["epoch"], "step": d["step"],
+                                 "message": d["message"]}
+    except Exception as exc:  # noqa: BLE001 - any failure of the layer is recorded, not lost
+        record["status"] = "failed"
+        record["failure"] = {"category": failure_category(exc), "epoch": len(result.epochs) + 1,
+                             "message": error_message(exc, submission.path,
+                                                      (extra or {}).get("submission_source")),
+                             "traceback": traceback.format_exc()[-4000:]}
+
+    tampered = tamper.changes()
+    if tampered:  # whatever it reported was produced by code that is not the harness's
+        record["status"] = "failed"
+        record["failure"] = {"category": "tampered", "epoch": len(result.epochs),
+                             "message": "the layer changed the harness or torch during the run: "
+                                        + "; ".join(tampered[:3])}
+        result.epochs = []
+    if result.speed:
+        record["config"]["compile"] = result.speed["compile"]
+        record["config"]["speed"] = result.speed
+    wall = time.perf_counter() - t_start
+    kind, peak = peak_memory_bytes(device)
+    record.update({
+        "wall_s": wall,
+        "train_s": result.train_s,
+        "eval_s": result.eval_s,
+        "train_images_per_s": result.train_images / result.train_s if result.train_s > 0 else None,
+        "peak_memory": {"kind": kind, "peak_memory_bytes": peak},
+        "stopped_early": result.stopped_early,
+        "probes": result.probes if not tampered else [],
+        "inference": result.inference if not tampered else None,
+        "instruments": {"enabled": config.instruments, "probe_s": result.probe_s,
+                        "probe_fraction": result.probe_s / wall if wall > 0 else None},
+        "ended_at": utc_now(),
+    })
+    finish_record(record, [epoch_row(e) for e in result.epochs])
+    validate_record(record)  # what every record is (harness.store.schema), before anyone sees it
+    if not write:
+        return record, None
+    path = write_json_atomic(Path(out_dir) / "runs" / f"{run_id}.json", record)
+    if checkpoint is not None:
+        checkpoint.remove()  # the record is the run's result now
+    return record, path
+
+
+__all__ = ["PROTOCOL_RECIPE", "PROTOCOL_VERSION", "RunConfig", "RunError", "run_eval"]

@@ -1,0 +1,386 @@
+"""The protocol's training loop, read top to bottom.
+
+SGD(lr 0.1, momentum 0.9, weight decay 5e-4, no Nesterov) over all parameters in one group;
+cross-entropy; CosineAnnealingLR(T_max=epochs) stepped once per epoch *after* evaluation; the full
+test set evaluated every epoch in dataset order, batches of 128, last partial batch kept. The score
+is the best test accuracy over all epochs (the protocol selects on the test set; we also keep the
+final epoch's accuracy).
+
+Loss and accuracy are accumulated on the device and read once per epoch, so the step never waits
+for the host.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.engine.checkpoint import Checkpoint, global_rng_state, set_global_rng_state
+from harness.protocol.data import BatchPipeline, Dataset, draw_epoch
+from harness.engine.fast import SpeedOptions, prepare
+from harness.engine.instruments import BatchTimer, layer_probe, probe_epochs
+from harness.protocol.scoring import EvalPlan, forward_plan, score
+
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+# Fields a study may change but a leaderboard suite may not (harness.protocol.suites refuses them): they
+# change what training *is*, not only its size.
+STUDY_ONLY_FIELDS = ("optimizer", "schedule", "early_stopping_patience", "augment")
+# Fields added after the first records were written: they enter a recipe's identity only when
+# they differ from the protocol, so the keys and recipe ids of older records stay valid.
+ADDED_FIELDS = ("optimizer", "early_stopping_patience", "augment")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe. The defaults are the reference protocol's and must not change.
+
+    ``optimizer`` "sgd" is SGD(lr, momentum, weight_decay, nesterov); "adam" is Adam(lr,
+    betas=(0.9, 0.999), eps=1e-8, weight_decay) and ignores momentum and nesterov. ``schedule``
+    "cosine" is CosineAnnealingLR(T_max=epochs) stepped per epoch after evaluation; "constant"
+    keeps lr. ``early_stopping_patience`` N stops after N epochs in a row without a new best test
+    accuracy (the protocol has no validation split, so this monitors the test set, as the score
+    does). ``augment`` False trains on the un-cropped, un-flipped images.
+    """
+
+    epochs: int = 200
+    batch_size: int = 128
+    test_batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"
+    optimizer: str = "sgd"
+    early_stopping_patience: int | None = None
+    augment: bool = True
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.test_batch_size < 1:
+            raise ValueError("epochs and batch sizes must be at least 1")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("early_stopping_patience must be at least 1 (or absent)")
+
+    def deviations(self) -> list[str]:
+        """How this recipe differs from the protocol's, one phrase per field."""
+        ref = PROTOCOL_RECIPE
+        return [f"{k}={v!r} (protocol: {getattr(ref, k)!r})"
+                for k, v in asdict(self).items() if v != getattr(ref, k)]
+
+    def identity(self) -> dict:
+        """The fields that name this recipe in run keys and checkpoint hashes."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ADDED_FIELDS or v != getattr(PROTOCOL_RECIPE, k)}
+
+
+PROTOCOL_RECIPE = Recipe()
+
+
+@dataclass
+class EpochMetrics:
+    """One epoch. The test numbers are None in a sandboxed training process, which never sees a
+    test label: the parent scores the weights it hands over (harness.execution.split)."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    test_loss: float | None
+    test_acc: float | None
+    train_s: float
+    eval_s: float
+    check_change: float | None = None  # harness.protocol.scoring: the batch check's relative logit change
+    check_flips: int | None = None
+
+
+@dataclass
+class TrainResult:
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    status: str = "ok"  # ok | diverged
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    train_images: int = 0
+    speed: dict = field(default_factory=dict)  # what harness.engine.fast put in effect, and its checks
+    resumed_from: int | None = None  # the last epoch of the checkpoint this run resumed from
+    divergence: dict | None = None  # where and what turned non-finite (DivergenceWatch.read)
+    stopped_early: int | None = None  # the epoch after which early stopping ended the run
+    probes: list[dict] = field(default_factory=list)  # harness.engine.instruments.layer_probe, per epoch
+    probe_s: float = 0.0  # time spent in the probes
+    inference: dict | None = None  # the last evaluation's per-batch forward times (BatchTimer)
+
+    def diverge(self, divergence: dict) -> "TrainResult":
+        self.status, self.divergence = "diverged", divergence
+        return self
+
+    @property
+    def best(self) -> EpochMetrics | None:
+        i = best_index([e.test_acc for e in self.epochs])
+        return self.epochs[i] if i is not None else None
+
+
+def best_index(test_acc: list[float | None]) -> int | None:
+    """The protocol's score: the index of the best finite test accuracy (the first epoch that
+    reached it), or None when there is none."""
+    finite = [i for i, a in enumerate(test_acc) if a is not None and math.isfinite(a)]
+    return max(finite, key=lambda i: (test_acc[i], -i)) if finite else None
+
+
+class DivergenceWatch:
+    """Stops a run at the first non-finite loss or parameter, checked after every optimiser step.
+
+    The check is queued on the device every step and read every ``CPU_EVERY`` (1) or
+    ``CUDA_EVERY`` (16) steps and with the epoch's metrics, so that a GPU step does not wait for
+    the host; the first bad step is known exactly, and on a GPU at most 15 more steps run.
+    """
+
+    CPU_EVERY, CUDA_EVERY = 1, 16
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        self.named = list(model.named_parameters())
+        self.params = [p for _, p in self.named]
+        self.every = self.CPU_EVERY if device.type == "cpu" else self.CUDA_EVERY
+        self.pending = 0
+        # The first bad (epoch, step), kept on the device: (-1, -1) while all is finite.
+        self.first = torch.full((2,), -1, dtype=torch.int64, device=device)
+
+    def step(self, loss: torch.Tensor, epoch: int, step: int) -> dict | None:
+        finite = torch.isfinite(loss.float())
+        if self.params:  # one multi-tensor kernel on a GPU; not finite when any element is not
+            finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(self.params))
+        here = torch.tensor([epoch, step], device=self.first.device)
+        self.first.copy_(torch.where((self.first[0] < 0) & ~finite, here, self.first))
+        self.pending += 1
+        return self.read() if self.pending >= self.every else None
+
+    def read(self, first: tuple[int, int] | None = None) -> dict | None:
+        """The divergence, if any; ``first`` is ``self.first`` when the caller already read it."""
+        self.pending = 0
+        epoch, step = [int(v) for v in (first if first is not None else self.first.tolist())]
+        if epoch < 0:
+            return None
+        bad = next((n for n, p in self.named if not torch.isfinite(p).all()), None)
+        what = f"parameter {bad}" if bad else "training loss"
+        return {"epoch": epoch, "step": step, "what": what,
+                "message": f"{what} not finite after step {step} of epoch {epoch}"}
+
+
+def data_seed(seed: int) -> int:
+    """Seed of the data-order/augmentation stream, derived from the run seed but distinct from it."""
+    return int(np.random.SeedSequence([seed, 0xDA7A]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """fp32: the protocol (with PyTorch's default TF32 convolutions on GPUs that have them);
+    bf16: autocast of the forward pass and loss. Parameters and optimiser stay fp32 either way."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
+          on_epoch: Callable[[EpochMetrics], None] | None = None,
+          on_step: Callable[[], None] | None = None,
+          result: TrainResult | None = None, precision: str = "fp32",
+          speed: SpeedOptions | None = None,
+          warn: Callable[[str], None] = lambda msg: None,
+          checkpoint: Checkpoint | None = None, resume_state: dict | None = None,
+          checkpoint_extra: dict | None = None, norm_class: type | None = None,
+          hand_over: Callable[[EpochMetrics, nn.Module, dict | None], None] | None = None,
+          ) -> TrainResult:
+    """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
+
+    Each epoch ends with the scoring of :mod:`harness.protocol.scoring` on ``data.test``. Without a test
+    split (``data.test`` None: a sandboxed training process), the test numbers stay None and
+    ``hand_over(metrics, model, probe)`` passes each epoch's model to whoever scores it, before
+    the epoch's checkpoint is written.
+
+    The run stops, with status ``diverged``, at the first non-finite loss or parameter
+    (:class:`DivergenceWatch`); the completed epochs before it (and their best accuracy) are kept. Pass ``result`` to keep
+    the completed epochs even when the layer raises part-way. ``speed`` (channels_last,
+    cudnn.benchmark, torch.compile, CUDA graphs) is applied only where :func:`harness.engine.fast.prepare`
+    proves it gives this layer the plain model's results; by default a CPU run is plain eager.
+    With ``checkpoint``, the state is saved at the end of every epoch (with ``checkpoint_extra``);
+    ``resume_state`` (a loaded checkpoint) continues a run from its last completed epoch.
+    With ``norm_class`` (the submitted layer), the instruments of :mod:`harness.engine.instruments` run:
+    the layer probe after the first, middle and last epochs, and per-batch evaluation timing.
+    """
+    model.to(device)
+    result = result if result is not None else TrainResult()
+    pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device)
+    fast = prepare(model, pipeline.test_batch(data.train.images[:recipe.batch_size].to(device)),
+                   data.train.labels[:recipe.batch_size].to(device), device,
+                   speed or SpeedOptions(), precision, warn)
+    result.speed = fast.report
+    net = fast.model  # the module the step calls; parameters and buffers are ``model``'s
+    pipeline.memory_format = fast.memory_format  # batches from here on in the layout that passed
+    train_padded = pipeline.pad(data.train.images).to(device)
+    train_labels = data.train.labels.to(device)
+    train_images = None if recipe.augment else data.train.images.to(device)
+    n_train = len(data.train)
+    if data.test is not None:  # the plan's images in feed order, resident like the training set
+        eval_plan = EvalPlan.build(len(data.test), recipe.test_batch_size, seed)
+        plan_images = data.test.images[torch.as_tensor(eval_plan.order)].to(device)
+        test_labels = data.test.labels.to(device)
+
+    criterion = nn.CrossEntropyLoss()
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe)
+    # The probe batch: the first training images, un-augmented, the same after every epoch.
+    probe_x = pipeline.test_batch(data.train.images[:recipe.batch_size].to(device))
+    probe_y = data.train.labels[:recipe.batch_size].to(device)
+    probe_at = probe_epochs(recipe.epochs)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(data_seed(seed))
+
+    first = 1
+    if resume_state is not None:  # after the speed probe, which restores what it draws
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        generator.set_state(resume_state["data_rng"])
+        set_global_rng_state(resume_state["rng"], device)
+        result.epochs = [EpochMetrics(**e) for e in resume_state["epochs"]]
+        result.train_s, result.eval_s = resume_state["train_s"], resume_state["eval_s"]
+        result.train_images = resume_state["train_images"]
+        result.resumed_from = len(result.epochs)
+        result.probes = resume_state.get("probes", [])
+        result.probe_s = resume_state.get("probe_s", 0.0)
+        first = len(result.epochs) + 1
+
+    watch = DivergenceWatch(model, device)
+    bs = recipe.batch_size
+    for epoch in range(first, recipe.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        synchronize(device)
+        t0 = time.perf_counter()
+        model.train()
+        plan = draw_epoch(n_train, generator, device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for start in range(0, n_train, bs):
+            sl = slice(start, start + bs)
+            idx = plan.order[sl]
+            if recipe.augment:
+                x = pipeline.train_batch(train_padded[idx], plan.top[sl], plan.left[sl], plan.flip[sl])
+            else:
+                x = pipeline.test_batch(train_images[idx])
+            y = train_labels[idx]
+            fast.mark_step()
+            with autocast(device, precision):
+                logits = net(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().double() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            if on_step is not None:
+                on_step()
+            if start + bs < n_train:  # the epoch's last step is read with its metrics
+                bad = watch.step(loss.detach(), epoch, start // bs + 1)
+                if bad is not None:
+                    return result.diverge(bad)
+            else:
+                watch.step(loss.detach(), epoch, start // bs + 1)
+        synchronize(device)
+        t1 = time.perf_counter()
+        timer = BatchTimer(device) if norm_class is not None and data.test is not None else None
+        scored = None
+        if data.test is not None:
+            logits = forward_plan(net, plan_images, eval_plan.batches, pipeline.test_batch,
+                                  lambda: autocast(device, precision), fast.mark_step, timer)
+            scored = score(logits, test_labels, eval_plan)
+        # The one host synchronisation of the epoch.
+        tl, tc, bad_epoch, bad_step, *test = torch.stack([
+            loss_sum, correct.double(), *watch.first.double(),
+            *(scored.values() if scored is not None else [])]).tolist()
+        t2 = time.perf_counter()
+        bad = watch.read((bad_epoch, bad_step))
+        if bad is not None:
+            return result.diverge(bad)
+        metrics = EpochMetrics(epoch=epoch, lr=lr, train_loss=tl / n_train,
+                               train_acc=100.0 * tc / n_train, test_loss=None, test_acc=None,
+                               train_s=t1 - t0, eval_s=t2 - t1)
+        if test:
+            metrics = test_metrics(metrics, *test, n_test=len(data.test))
+        result.epochs.append(metrics)
+        result.train_s += t1 - t0
+        result.eval_s += t2 - t1
+        result.train_images += n_train
+        if timer is not None:
+            result.inference = timer.summary(device)
+        stop = should_stop(result.epochs, recipe.early_stopping_patience)
+        probe = None
+        if norm_class is not None and (epoch in probe_at or stop):
+            synchronize(device)
+            t3 = time.perf_counter()
+            probe = {"epoch": epoch, **layer_probe(model, probe_x, probe_y, norm_class, device,
+                                                   precision)}
+            result.probes.append(probe)
+            synchronize(device)
+            result.probe_s += time.perf_counter() - t3
+        if hand_over is not None:
+            hand_over(metrics, model, probe)
+        if on_epoch is not None:
+            on_epoch(metrics)
+        scheduler.step()
+        if stop:
+            result.stopped_early = epoch
+            break
+        if checkpoint is not None and epoch < recipe.epochs:
+            checkpoint.save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "data_rng": generator.get_state(),
+                "rng": global_rng_state(device), "epochs": [asdict(e) for e in result.epochs],
+                "train_s": result.train_s, "eval_s": result.eval_s,
+                "train_images": result.train_images, "probes": result.probes,
+                "probe_s": result.probe_s, **(checkpoint_extra or {})})
+    return result
+
+
+def test_metrics(metrics: EpochMetrics, loss_sum: float, correct: float, change: float,
+                 flips: float, n_test: int) -> EpochMetrics:
+    """``metrics`` with the test numbers of a scoring (harness.protocol.scoring.Scored, read)."""
+    return replace(metrics, test_loss=loss_sum / n_test, test_acc=100.0 * correct / n_test,
+                   check_change=change if math.isfinite(change) else None, check_flips=int(flips))
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
+    if recipe.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _epoch: 1.0)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+
+
+def should_stop(epochs: list[EpochMetrics], patience: int | None) -> bool:
+    """Early stopping: the last ``patience`` epochs brought no test accuracy above the best of the
+    epochs before them (as Keras' EarlyStopping with min_delta 0)."""
+    if patience is None or len(epochs) <= patience or epochs[-1].test_acc is None:
+        return False
+    before = max(e.test_acc for e in epochs[:-patience])
+    return all(not e.test_acc > before for e in epochs[-patience:])

@@ -1,0 +1,401 @@
+"""Where the runs of a sweep execute: each in worker processes, watched by the parent.
+
+``LocalExecutor(jobs=N)`` keeps N runs going per visible GPU (N in all on a CPU-only machine).
+Small CIFAR models leave most of a big GPU idle, so several runs side by side on one GPU finish a
+suite sooner. With one job the workers' output is shown live; with more it goes to
+``RESULTS/logs/`` only.
+
+A run of trusted code (a baseline, your own file with ``--trusted``) is one worker process that
+trains and scores in itself and writes its record to a result file, which the parent validates.
+A run of untrusted code is split (:mod:`harness.execution.split`): a sandboxed training process that never
+sees the test set, a sandboxed scoring process that never sees a label, and the parent, which
+alone computes the scores. Either way the parent holds the run to a wall-clock timeout and a
+memory limit (:mod:`harness.execution.watch`) and writes every record itself: a crash, hang,
+out-of-memory or exception of one run is recorded with its category and never stops or loses
+another run. Categories (``failure.category``): ``interface`` (the layer does not fit the model),
+``exception``, ``timeout``, ``out-of-memory``, ``diverged``, ``tampered`` (trusted runs: the layer
+changed the harness or torch), ``crashed`` (a worker died without a word), ``setup`` (missing
+data, unusable device), ``resource-limit`` (threads, disk quota), ``malformed`` (a sandboxed
+process handed over something that is not what was asked for).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.store import schema
+from harness.engine.checkpoint import Checkpoint, run_identity
+from harness.protocol.data import resolve_dataset_name
+from harness.store.derived import curve_metrics
+from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
+from harness.engine.runner import PROTOCOL_VERSION, RunConfig, config_fields, config_to_json, finish_record
+from harness.store.status import Claim
+from harness.store.results import make_key
+from harness.execution.watch import CappedLog, Limits, Process, Watch
+
+RESULT_BYTES = 64 << 20  # a trusted worker's record, or a check report
+
+
+@dataclass
+class Task:
+    """One run of a sweep: its configuration and what its record carries besides."""
+
+    config: RunConfig
+    label: str  # "ENTRY ARCH-DATASET seed N", for the console and the log's name
+    sha256: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES would name them."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int) -> list[dict[str, str]]:
+    """The environment of each worker slot: ``jobs`` per GPU when the device lets the harness choose
+    (auto or cuda), else ``jobs`` in all; CPU threads shared out evenly so workers do not fight."""
+    spread = device in ("auto", "cuda") and bool(gpus)
+    gpu_of_slot = [g for g in gpus for _ in range(jobs)] if spread else [None] * jobs
+    threads = str(max(1, cpus // len(gpu_of_slot)))
+    slots = []
+    for gpu in gpu_of_slot:
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        slots.append(env)
+    return slots
+
+
+def crash_record(task: Task, category: str, message: str, log_tail: str = "") -> dict[str, Any]:
+    """The record of a run that ended without a result of its own."""
+    c = task.config
+    name = Path(c.submission).stem
+    record = {
+        "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION,
+        "run_id": new_run_id(_safe(task.extra.get("entry") or name), c.arch, c.dataset,
+                             f"s{c.seed}"),
+        "status": "failed",
+        "failure": {"category": category, "message": message[:500], "log_tail": log_tail[-4000:]},
+        "comparable": False, "deviations": [],
+        "config": {**config_fields(c, c.dataset), "num_classes": None, "device": c.device,
+                   "compile": None, "speed": None},
+        "submission": {"path": c.submission, "name": name, "sha256": task.sha256, "class": None},
+        "checks": task.checks, "environment": environment(None),
+        **task.extra,
+        "epochs": [], "epochs_completed": 0, "best_acc": None, "best_epoch": None,
+        "final_acc": None, "flags": [], "started_at": utc_now(), "ended_at": utc_now(),
+        "dynamics": curve_metrics([]), "probes": [], "inference": None, "norm_layers": None,
+        "stopped_early": None, "evaluation": None,
+    }
+    schema.validate_record(record)
+    return record
+
+
+def _safe(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in label)[:40] or "run"
+
+
+DEFAULT_TIMEOUT_S = 24 * 3600.0
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass
+class Isolation:
+    """How each run is held: wall-clock ``timeout_s`` (None: none), ``memory_bytes`` of resident
+    memory for its processes (None: 80% of this machine's memory shared out over the runs), and,
+    when ``untrusted``, the split into sandboxes (``namespaces=False`` only when explicitly
+    overridden: then without bubblewrap)."""
+
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    memory_bytes: int | None = None
+    untrusted: bool = False
+    namespaces: bool = True
+    check_timeout: float = 10.0
+    disk_quota_bytes: int = 4 << 30  # a sandboxed run's state folder (checkpoint, hand-overs)
+
+    def memory_for(self, slots: int) -> int:
+        return self.memory_bytes or int(0.8 * physical_memory() / max(1, slots))
+
+
+OnStart = Callable[[Task], None]
+OnDone = Callable[[Task, dict[str, Any]], None]
+Echo = Callable[[str], None]
+
+
+class LocalExecutor:
+    def __init__(self, jobs: int = 1, device: str = "auto", isolation: Isolation | None = None):
+        if jobs < 1:
+            raise ValueError("jobs must be at least 1")
+        self.jobs, self.device = jobs, device
+        self.isolation = isolation or Isolation()
+
+    def run(self, tasks: list[Task], store, *, on_start: OnStart | None = None,
+            on_done: OnDone | None = None, echo: Echo | None = None,
+            slots: list[dict[str, str]] | None = None,
+            execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
+            submission=None) -> list[dict[str, Any]]:
+        """Run every task, as many at once as there are ``slots`` (default: ``jobs`` per visible
+        GPU); return their records in task order. ``execute`` instead runs each in this process,
+        one after another (tests)."""
+        if execute is not None:
+            records = []
+            for task in tasks:
+                if on_start:
+                    on_start(task)
+                record, _ = execute(task.config, store.root, submission=submission,
+                                    checks=task.checks, extra=task.extra)
+                store.index(record)
+                records.append(record)
+                if on_done:
+                    on_done(task, record)
+            return records
+        slots = slots or worker_slots(self.jobs, self.device, visible_gpus(), os.cpu_count() or 1)
+        echo = echo if len(slots) == 1 else None
+        free = list(range(len(slots)))
+        lock = threading.Lock()
+        work_dir = store.root / "logs"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        memory = self.isolation.memory_for(len(slots))
+
+        def one(i: int, task: Task) -> dict[str, Any]:
+            with lock:
+                slot = free.pop()
+                if on_start:
+                    on_start(task)
+            try:
+                record = run_in_worker(task, store, slots[slot], work_dir, i, self.isolation,
+                                       memory, echo)
+            finally:
+                with lock:
+                    free.append(slot)
+            with lock:
+                if on_done:
+                    on_done(task, record)
+            return record
+
+        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+            futures = [pool.submit(one, i, task) for i, task in enumerate(tasks)]
+            return [f.result() for f in futures]
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+def _stem(label: str, index: int) -> str:
+    stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in label)[:80]
+    return f"{utc_now().replace(':', '')}-{index:03d}-{stem}"
+
+
+def _failure_of(watch: Watch, code: int, log: CappedLog) -> tuple[str, str]:
+    """Category and message for a worker that ended without a result."""
+    last = next((ln for ln in reversed(log.tail().splitlines()) if ln.strip()), "no output")
+    where = f"last line of {log.path.name}: {last}"
+    if watch.killed_for:
+        return watch.category(), f"killed: {watch.detail}; {where}"
+    if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return "timeout", f"stopped at its CPU-time limit; {where}"
+    if code in (-signal.SIGKILL, 128 + signal.SIGKILL):
+        return "crashed", (f"worker killed (SIGKILL) from outside the harness (the kernel's OOM "
+                           f"killer?) before it reported; {where}")
+    return "crashed", f"worker process exited with code {code} before writing its record; {where}"
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A worker's result file, size-capped; None when there is none (or it is not JSON)."""
+    try:
+        if path.stat().st_size > RESULT_BYTES:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_plain(spec: dict[str, Any], stem: str, work_dir: Path, env: dict[str, str],
+              limits: Limits, echo: Echo | None = None,
+              beat: Callable[[], None] | None = None) -> tuple[dict[str, Any] | None, Watch, int, CappedLog]:
+    """``python -m harness.execution.worker`` on ``spec``, unsandboxed (trusted code); its result file."""
+    folder = Path(tempfile.mkdtemp(prefix="harness-worker-"))
+    try:
+        spec = {**spec, "result": str(folder / "result.json")}
+        write_json_atomic(folder / "spec.json", spec)
+        log = CappedLog(work_dir / f"{stem}.log", echo)
+        watch = Watch(limits, beat=beat)
+        process = watch.add(Process([sys.executable, "-m", "harness.execution.worker", str(folder / "spec.json")],
+                                    env, log, sandboxed=False))
+        try:
+            code = process.wait()
+        except BaseException:  # interrupted: the worker must not outlive its parent
+            process.kill()
+            raise
+        finally:
+            watch.stop()
+        return read_result(folder / "result.json"), watch, code, log
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
+    """The record a trusted worker reported, with the fields the parent knows set by the parent
+    and checked against the run-record schema; anything malformed makes it a failed record."""
+    record = dict(reported)
+    c = task.config
+    try:
+        record["config"] = {**record["config"], **config_fields(c, record["config"]["dataset"])}
+        record["submission"] = {**record["submission"], "path": c.submission, "sha256": task.sha256,
+                                "name": Path(c.submission).stem}
+        record["checks"] = task.checks
+        record.update(task.extra)
+        record["run_id"] = new_run_id(_safe(task.extra.get("entry") or Path(c.submission).stem),
+                                      c.arch, record["config"]["dataset"], f"s{c.seed}") \
+            if not schema.RUN_ID.match(str(record.get("run_id", ""))) else record["run_id"]
+        finish_record(record, record.get("epochs") or [])
+        schema.validate_record(record)
+    except (KeyError, TypeError, ValueError, AttributeError, schema.ValidationError) as exc:
+        return crash_record(task, "malformed", f"the worker reported a malformed record "
+                                               f"({str(exc).splitlines()[0][:200]}); not kept")
+    return record
+
+
+def task_key(task: Task) -> str:
+    """The run key (harness.store.results.make_key) of a task, from its configuration and extras."""
+    c = task.config
+    recipe_id = (task.extra.get("suite") or {}).get("recipe_id") or "adhoc"
+    return make_key(task.sha256, c.arch, resolve_dataset_name(c.dataset), c.seed, recipe_id,
+                    PROTOCOL_VERSION, c.precision)
+
+
+def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index: int,
+                  isolation: Isolation | None = None, memory: int | None = None,
+                  echo: Echo | None = None) -> dict[str, Any]:
+    """Run one task in worker processes (split and sandboxed when untrusted); write its record
+    and return it."""
+    from harness.execution.split import run_split
+
+    isolation = isolation or Isolation()
+    memory = memory or isolation.memory_for(1)
+    stem = _stem(task.label, index)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with Claim(store.root, task_key(task), task.label) as claim:
+        if isolation.untrusted:
+            threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+            record = run_split(task, store, env, work_dir, stem, isolation, memory, threads, echo,
+                               beat=claim.beat)
+        else:
+            record = _run_trusted(task, store, env, work_dir, stem, isolation, memory, echo,
+                                  claim.beat)
+    store.add(record)
+    return record
+
+
+def _run_trusted(task: Task, store, env, work_dir, stem, isolation, memory, echo, beat):
+    spec = {"mode": "run", "config": config_to_json(task.config), "extra": task.extra,
+            "checks": task.checks, "results": str(store.root.resolve())}
+    result, watch, code, log = run_plain(spec, stem, work_dir, env,
+                                         Limits(timeout_s=isolation.timeout_s, memory_bytes=memory),
+                                         echo, beat)
+    if result and "record" in result:
+        record = accept_record(task, result["record"])
+        dataset = resolve_dataset_name(task.config.dataset)
+        Checkpoint.for_run(store.root, run_identity(task.sha256, task.config, dataset,
+                                                    PROTOCOL_VERSION)).remove()
+        return record
+    if result and "error" in result:
+        return crash_record(task, str(result.get("category", "exception")), str(result["error"]),
+                            log.tail())
+    category, message = _failure_of(watch, code, log)
+    return crash_record(task, category, message, log.tail())
+
+
+def vet_in_worker(path: Path, store, isolation: Isolation, shown: str | None = None) -> dict[str, Any]:
+    """The pre-flight checks of a submission, run in a worker (sandboxed, when untrusted) so that
+    this process never imports it. Returns ``{"report": ...}`` or ``{"error", "category"}``, with
+    the file named as ``shown`` (as the user named it); for an untrusted file, the report is its
+    own account (it ran where the file's code ran)."""
+    from harness.execution.sandbox import NOBODY, Limits as BoxLimits, Sandbox, as_root
+
+    memory = isolation.memory_for(1)
+    # Each check has its own limit inside; this one stops a worker that hangs outside them.
+    limit = 300 + 30 * isolation.check_timeout if isolation.check_timeout else isolation.timeout_s
+    spec = {"mode": "check", "check_timeout": isolation.check_timeout}
+    stem = _stem(f"check-{path.stem}", 0)
+    work_dir = store.root / "logs"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if not isolation.untrusted:
+        result, watch, code, log = run_plain({**spec, "submission": str(path)}, stem, work_dir,
+                                             {"OMP_NUM_THREADS": "1"},
+                                             Limits(timeout_s=limit, memory_bytes=memory))
+    else:
+        inputs = Path(tempfile.mkdtemp(prefix="harness-check-"))
+        state = Path(tempfile.mkdtemp(prefix="harness-check-out-"))
+        try:
+            inputs.chmod(0o755)
+            shutil.copyfile(path, inputs / "submission.py")
+            (inputs / "submission.py").chmod(0o644)
+            drop = NOBODY if as_root() and isolation.namespaces else None
+            if drop is not None:
+                os.chown(state, NOBODY, NOBODY)
+            box = Sandbox(inputs=str(inputs), state=str(state), env={"OMP_NUM_THREADS": "1"},
+                          limits=BoxLimits(memory_bytes=memory, cpu_seconds=int(limit) + 60,
+                                           max_threads=68, file_bytes=RESULT_BYTES, drop_to=drop,
+                                           namespaces=isolation.namespaces))
+            log = CappedLog(work_dir / f"{stem}.log")
+            watch = Watch(Limits(timeout_s=limit, memory_bytes=memory, max_threads=200,
+                                 quota_dir=state, quota_bytes=RESULT_BYTES))
+            try:
+                process = watch.add(box.start({
+                    **spec, "submission": f"{box.inside('in')}/submission.py",
+                    "result": f"{box.inside('state')}/result.json"}, log))
+                code = process.wait()
+            finally:
+                watch.stop()
+            result = read_result(state / "result.json")
+        finally:
+            shutil.rmtree(inputs, ignore_errors=True)
+            shutil.rmtree(state, ignore_errors=True)
+    checked = _checked_result(result)
+    shown = shown or str(path)
+    if checked is not None:
+        return _renamed(checked, [str(path), "/in/submission.py"], shown)
+    category, message = _failure_of(watch, code, log)
+    return {"error": f"{shown}: the checks did not complete: {message}", "category": category}
+
+
+def _renamed(value: Any, paths: list[str], shown: str) -> Any:
+    """``value`` with every mention of the submission's working copies replaced by its name."""
+    if isinstance(value, str):
+        for p in paths:
+            value = value.replace(p, shown)
+        return value
+    if isinstance(value, dict):
+        return {k: _renamed(v, paths, shown) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, paths, shown) for v in value]
+    return value
+
+
+def _checked_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A check worker's result if it has the expected shape (schema.CheckResult), else None."""
+    if result is None:
+        return None
+    try:
+        return schema.CheckResult.model_validate(result).model_dump(exclude_none=True)
+    except schema.ValidationError:
+        return None

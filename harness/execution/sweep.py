@@ -1,0 +1,271 @@
+"""Running an entry over a suite: every (setting, seed), skipping what the store already has.
+
+``harness submit``, ``harness baselines run`` and ``harness study run`` are all this: each entry is
+prepared (stored, vetted, planned), then the tasks of all of a command's entries run as one batch
+(one pool of local workers, or one Slurm job array). A run whose key (submission
+sha256, setting, seed, recipe, protocol version) already has a completed record is skipped, so an
+interrupted sweep continues where it stopped and a changed file never reuses old records.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.vetting.check import preflight, refuse_on_fatal
+from harness.execution.local import Isolation, LocalExecutor, Task, vet_in_worker
+from harness.engine.fast import SpeedOptions
+from harness.engine.runner import PROTOCOL_VERSION, RunConfig, RunError
+from harness.execution.sandbox import sandbox_unavailable
+from harness.store.status import live_claims
+from harness.vetting.scan import refusing, scan_file, summary
+from harness.store.results import ResultsStore, make_key
+from harness.vetting.submission import SubmissionError, check_path, load, resolve
+from harness.protocol.suites import Setting, Suite
+
+
+@dataclass
+class PlannedRun:
+    setting: Setting
+    seed: int
+    key: str
+    done: bool
+    running: bool = False  # a worker elsewhere holds its claim (harness.store.status)
+
+
+@dataclass
+class SweepResult:
+    entry: str
+    ran: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[PlannedRun] = field(default_factory=list)
+    submitted: Any = None  # a detached cluster sweep: harness.execution.slurm.Submitted
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.ran if r["status"] == "failed"]
+
+
+def run_keys(sha256: str, suite: Suite, final: bool,
+             precision: str = "fp32") -> list[tuple[Setting, int, str]]:
+    """Every (setting, seed) an entry of ``suite`` runs, with its run key."""
+    return [(setting, seed, make_key(sha256, setting.arch, setting.dataset, seed, suite.recipe_id(),
+                                     PROTOCOL_VERSION, precision))
+            for setting in suite.settings_for(final) for seed in suite.seeds]
+
+
+def plan(store: ResultsStore, sha256: str, suite: Suite, final: bool, rerun: bool = False,
+         precision: str = "fp32") -> list[PlannedRun]:
+    done = set() if rerun else store.completed_keys()
+    busy = live_claims(store.root)
+    return [PlannedRun(setting, seed, key, key in done, key in busy)
+            for setting, seed, key in run_keys(sha256, suite, final, precision)]
+
+
+RunHook = Callable[[PlannedRun, int, int], None]
+
+
+SCAN_POLICIES = ("report", "refuse")
+
+
+@dataclass(frozen=True)
+class Vetting:
+    """How a file is vetted: the scan policy (``report`` or ``refuse``) and ``--trust-code``."""
+
+    scan_policy: str = "report"
+    trust_code: bool = False
+
+
+def scan_row(path: Path, shown: str, policy: str = "report",
+             trust_code: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The static scan (harness.vetting.scan) as a check row and the record's ``scan``. With policy
+    ``refuse``, a finding in code the harness runs raises SubmissionError (category
+    ``refused``), unless ``trust_code``. ``shown`` is the file as the user named it."""
+    if policy not in SCAN_POLICIES:
+        raise ValueError(f"scan policy must be one of {SCAN_POLICIES}, got {policy!r}")
+    findings = scan_file(path)
+    if policy == "refuse" and refusing(findings) and not trust_code:
+        raise SubmissionError(
+            f"{shown}: refused by the static scan (--scan-policy refuse): "
+            f"{summary(refusing(findings))}. A norm layer needs tensors and arithmetic only; if "
+            "you have read this file and trust it, pass --trust-code", "refused")
+    if findings:
+        detail = summary(findings) + (" (allowed by --trust-code)" if trust_code and policy == "refuse"
+                                      else " (for review; not refused)")
+    else:
+        detail = "no imports or names outside tensor arithmetic"
+    row = {"name": "static-scan", "status": "warn" if refusing(findings) else "pass",
+           "detail": detail[:4000], "fatal": False}
+    scan = {"policy": policy, "trust_code": trust_code,
+            "findings": [f.to_json() for f in findings[:200]]}
+    return row, scan
+
+
+@dataclass
+class Vetted:
+    """A submission that passed vetting: where it came from, its stored copy (what runs)."""
+
+    path: Path  # the file as the user named it, resolved
+    copy: Path
+    sha256: str
+    checks: list[dict[str, Any]]
+    scan: dict[str, Any]
+    submission: Any = None  # the stored copy, loaded (trusted only)
+
+
+def vet(store: ResultsStore, source: str, isolation: Isolation, trust_code: bool = False,
+        scan_policy: str = "report", check_timeout: float = 10.0) -> Vetted:
+    """Scan and pre-flight-check a submission, then keep it in the store (a refused file is not
+    kept). Untrusted, this process never imports it: the checks run in a sandboxed worker, and
+    their rows are the file's own account. Raises SubmissionError (messages name ``source``, as
+    the user named the file) or RunError (no sandbox here)."""
+    path = resolve(source).resolve()
+    check_path(path)
+    data = path.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / path.name  # exactly these bytes are vetted, then stored
+        staged.write_bytes(data)
+        try:
+            row, scan = scan_row(staged, source, scan_policy, trust_code)
+            checks = _preflight_rows(staged, store, source, isolation, check_timeout)
+        except SubmissionError as exc:
+            raise SubmissionError(str(exc).replace(str(staged), source), exc.category) from None
+    copy, digest = store.store_bytes(data)
+    return Vetted(path, copy, digest, [row, *checks], scan,
+                  None if isolation.untrusted else load(copy))
+
+
+def _preflight_rows(staged: Path, store: ResultsStore, source: str, isolation: Isolation,
+                    check_timeout: float) -> list[dict[str, Any]]:
+    """The pre-flight check rows: in a sandboxed worker (untrusted), else in this process."""
+    if not isolation.untrusted:
+        return preflight(load(staged), check_timeout, source).to_json()["checks"]
+    reason = sandbox_unavailable() if isolation.namespaces else None
+    if reason:
+        raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
+                       "--unsafe-no-namespaces to run it without the sandbox's file-system and "
+                       "network isolation (resource limits and the filter still apply)")
+    outcome = vet_in_worker(staged, store, isolation, shown=source)
+    if "error" in outcome:
+        raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
+    refuse_on_fatal(outcome["report"]["checks"], source)
+    return outcome["report"]["checks"]
+
+
+@dataclass
+class PreparedSweep:
+    """One entry's sweep, vetted and planned: the tasks still to run, and where their records go."""
+
+    result: SweepResult
+    tasks: list[Task]
+    submission: Any  # the loaded submission, for in-process ``execute`` (tests); None when untrusted
+    runs: dict[int, tuple[PlannedRun, int]]  # id(task) -> (its planned run, its 1-based number)
+    total: int
+    on_run: RunHook | None = None
+    on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None
+
+
+def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
+            rerun: bool = False, device: str = "auto", data_root: str | None = None,
+            download: bool = True, check_timeout: float = 10.0, precision: str = "fp32",
+            speed: SpeedOptions | None = None, resume: bool = True,
+            isolation: Isolation | None = None, trust_code: bool = False,
+            scan_policy: str = "report", replace: bool = False,
+            register: bool = True, record_extra: dict[str, Any] | None = None,
+            on_run: RunHook | None = None, on_skip: RunHook | None = None,
+            on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None) -> PreparedSweep:
+    """Store the file, register the entry, vet the layer, and plan every missing (setting, seed).
+
+    Vetting is :func:`vet`; an entry name already taken by another file needs ``replace``
+    (harness.store.results.ResultsStore.register_entry). A study passes
+    ``register=False`` (no leaderboard entry) and its ``record_extra``. A run already done, or
+    held by a live worker elsewhere (harness.store.status claims), is skipped. Raises SubmissionError
+    when the file is unusable or fails a fatal check.
+    """
+    isolation = isolation or Isolation(check_timeout=check_timeout)
+    vetted = vet(store, source, isolation, trust_code, scan_policy, check_timeout)
+    path, copy, digest, checks = vetted.path, vetted.copy, vetted.sha256, vetted.checks
+    if register:
+        store.register_entry(name, kind, digest, suite.name, final, str(path), replace=replace)
+    result = SweepResult(entry=name)
+    planned = plan(store, digest, suite, final, rerun, precision)
+    tasks, runs = [], {}
+    for i, run in enumerate(planned, 1):
+        if run.done or run.running:
+            result.skipped.append(run)
+            if on_skip:
+                on_skip(run, i, len(planned))
+            continue
+        config = RunConfig(submission=str(copy), arch=run.setting.arch, dataset=run.setting.dataset,
+                           seed=run.seed, recipe=suite.recipe, limit_train=suite.limit_train,
+                           limit_test=suite.limit_test, device=device, data_root=data_root,
+                           download=download, precision=precision, speed=speed or SpeedOptions(),
+                           resume=resume)
+        extra = {"entry": name, "entry_kind": kind,
+                 "submission_source": str(path), "scan": vetted.scan,
+                 "suite": {**suite.describe(), "setting": run.setting.key,
+                           "hidden": run.setting.hidden, "final": final},
+                 **(record_extra or {})}
+        task = Task(config, f"{name} {run.setting.key} seed {run.seed}", digest, extra, checks)
+        tasks.append(task)
+        runs[id(task)] = (run, i)
+    return PreparedSweep(result, tasks, vetted.submission, runs, len(planned), on_run, on_done)
+
+
+def run_prepared(prepared: list[PreparedSweep], store: ResultsStore, *, jobs: int = 1,
+                 device: str = "auto", isolation: Isolation | None = None, executor=None,
+                 detach: bool = False, name: str = "harness",
+                 execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
+                 echo: Callable[[str], None] | None = None) -> list[SweepResult]:
+    """Run the tasks of several prepared sweeps as one batch: one pool of local workers, or one
+    Slurm job array (``executor``: a harness.execution.slurm.SlurmExecutor; with ``detach`` it returns
+    once the array is submitted). ``execute`` instead runs each task in this process (tests)."""
+    owner = {id(task): p for p in prepared for task in p.tasks}
+
+    def started(task: Task) -> None:
+        p = owner[id(task)]
+        if p.on_run:
+            run, i = p.runs[id(task)]
+            p.on_run(run, i, p.total)
+
+    def done(task: Task, record: dict[str, Any]) -> None:
+        p = owner[id(task)]
+        if p.on_done:
+            p.on_done(p.runs[id(task)][0], record)
+
+    if execute is not None:  # in process: each entry with its own loaded submission
+        batches = [(p.tasks, {"execute": execute, "submission": p.submission}) for p in prepared]
+    else:
+        batches = [([t for p in prepared for t in p.tasks], {})]
+    executor = executor or LocalExecutor(jobs, device, isolation or Isolation())
+    if detach or not isinstance(executor, LocalExecutor):
+        batches = [(tasks, {**kw, "detach": detach, "name": name}) for tasks, kw in batches]
+    records: dict[int, dict[str, Any]] = {}
+    for tasks, kw in batches:
+        ran = executor.run(tasks, store, on_start=started, on_done=done, echo=echo, **kw)
+        if not isinstance(ran, list):  # detached: every sweep with tasks shares the submission
+            for p in prepared:
+                if p.tasks:
+                    p.result.submitted = ran
+            continue
+        records.update((id(task), record) for task, record in zip(tasks, ran))
+    for p in prepared:
+        if p.result.submitted is None:
+            p.result.ran = [records[id(task)] for task in p.tasks]
+    return [p.result for p in prepared]
+
+
+def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
+          jobs: int = 1, executor=None, detach: bool = False,
+          execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
+          echo: Callable[[str], None] | None = None, **options) -> SweepResult:
+    """Vet one entry and run every missing (setting, seed) of ``suite``: :func:`prepare`, then
+    :func:`run_prepared`. Each run executes in its own worker process under ``isolation``
+    (timeout, memory limit, and the sandbox when untrusted)."""
+    prepared = prepare(store, source, name, kind, suite, final, **options)
+    return run_prepared([prepared], store, jobs=jobs, device=options.get("device", "auto"),
+                        isolation=options.get("isolation")
+                        or Isolation(check_timeout=options.get("check_timeout", 10.0)),
+                        executor=executor, detach=detach, name=name, execute=execute,
+                        echo=echo)[0]

@@ -1,0 +1,268 @@
+"""``python -m harness.execution.worker SPEC.json``: one piece of a run, in a process of its own.
+
+The parent (:mod:`harness.execution.local`, :mod:`harness.execution.split`) wrote SPEC, watches this process
+(time, memory, threads, disk) and writes every record itself. What this process prints goes to a
+capped log and is never parsed. Modes:
+
+- ``run`` (trusted code): one whole run in this process, scored here; the record goes to the
+  spec's ``result`` file, which the parent validates and writes into the store.
+- ``check``: a submission's pre-flight checks; the report goes to the ``result`` file (for an
+  untrusted file, inside its sandbox: the parent treats it as the file's own account).
+- ``train`` (untrusted, sandboxed): trains on the training split only and hands each epoch's
+  weights over (:mod:`harness.execution.handover`); it never sees a test image or label.
+- ``score`` (untrusted, sandboxed): holds the test images, never a label; turns each epoch's
+  weights into logits for the parent, over the pipes named in the spec.
+
+Sandboxed modes call :func:`harness.execution.sandbox.enter` after their own imports and before the
+submission's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m harness.execution.worker SPEC.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    # Everything a mode needs is imported, and the tamper baseline taken, before the submission
+    # can run (and, sandboxed, before the limits and the filter close in).
+    import torch  # noqa: F401
+
+    from harness.vetting import tamper
+    from harness.store.record import git_commit
+
+    if spec["mode"] in ("run", "check"):  # where this process computes what it reports
+        tamper.baseline()
+        git_commit()
+    return {"run": run_mode, "check": check_mode, "train": train_mode, "score": score_mode}[
+        spec["mode"]](spec)
+
+
+def _enter(spec: dict, device) -> None:
+    import torch
+
+    from harness.execution.sandbox import Limits, enter
+
+    if device.type == "cuda":
+        torch.zeros(1, device=device)  # the CUDA context, while devices and libraries are reachable
+    for note in enter(Limits(**spec["limits"]), device.type):
+        print(f"sandbox: {note}", flush=True)
+
+
+def _write_result(path: str, payload: dict) -> None:
+    from harness.store.record import write_json_atomic
+
+    write_json_atomic(path, payload)
+
+
+def run_mode(spec: dict) -> int:
+    """Trusted: one run, scored in this process; the record goes to ``spec["result"]``."""
+    from harness.reporting import Progress
+    from harness.engine.runner import config_from_json
+    from harness.engine.runner import RunError, run_eval
+    from harness.vetting.submission import SubmissionError
+
+    config = config_from_json(spec["config"])
+    progress: dict = {}
+
+    def on_start(record: dict) -> None:
+        n, bs = record["data"]["train_size"], record["config"]["batch_size"]
+        progress["bar"] = Progress(record["config"]["epochs"], -(-n // bs))
+
+    try:
+        record, _ = run_eval(config, spec["results"], checks=spec["checks"], extra=spec["extra"],
+                             on_start=on_start, on_epoch=lambda e: progress["bar"].epoch(e),
+                             warn=lambda m: print(f"warning: {m}", flush=True), write=False)
+    except (RunError, SubmissionError) as exc:  # could not start: the parent records it
+        print(f"error: {exc}", flush=True)
+        _write_result(spec["result"], {"error": str(exc), "category": exc.category})
+        return 0
+    _write_result(spec["result"], {"record": record})
+    return 0
+
+
+def check_mode(spec: dict) -> int:
+    """A submission's pre-flight checks; the report (or why there is none) to ``spec["result"]``."""
+    from harness.vetting.check import PREFLIGHT, run_checks
+    from harness.engine.runner import resolve_device
+    from harness.vetting.submission import SubmissionError, load
+
+    if spec.get("limits"):
+        _enter(spec, resolve_device("cpu"))
+    try:
+        loaded = load(spec["submission"])
+    except SubmissionError as exc:
+        _write_result(spec["result"], {"error": str(exc), "category": exc.category})
+        return 0
+    report = run_checks(spec["submission"], timeout=spec["check_timeout"], only=PREFLIGHT,
+                        submission=loaded)
+    _write_result(spec["result"], {"report": report.to_json()})
+    return 0
+
+
+def train_mode(spec: dict) -> int:
+    """Sandboxed training on the training split alone; each epoch handed over (harness.execution.handover)."""
+    from functools import partial
+
+    from safetensors.torch import load_file
+
+    from harness.execution import handover
+    from harness.engine.checkpoint import Checkpoint
+    from harness.protocol.data import Dataset, DatasetSpec, ImageSplit
+    from harness.engine.runner import config_from_json
+    from harness.engine.instruments import norm_summary
+    from harness.protocol.models import build_model, count_parameters
+    from harness.engine.runner import failure_category, peak_memory_bytes, resolve_device, seed_everything
+    from harness.vetting.submission import SubmissionError, error_message, load
+    from harness.engine.train import TrainResult, train
+
+    config = config_from_json(spec["config"])
+    device = resolve_device(config.device)
+    _enter(spec, device)
+    exchange = Path(spec["state"]) / "exchange"
+    exchange.mkdir(exist_ok=True)
+    end: dict = {"status": "failed"}
+    result = TrainResult()
+    try:
+        try:
+            submission = load(spec["submission"], tamper_check=False)
+        except SubmissionError as exc:
+            end["failure"] = {"category": "interface", "message": str(exc)[:500]}
+            return 0
+        split = load_file(spec["train"])
+        data = Dataset(DatasetSpec(**spec["dataset"]), ImageSplit(split["images"], split["labels"]),
+                       None, tuple(spec["mean"]), tuple(spec["std"]), source="handed over")
+        seed_everything(config.seed)
+        try:
+            model, init = build_model(config.arch, data.spec.num_classes, submission.norm_class,
+                                      return_init_report=True)
+        except Exception as exc:  # noqa: BLE001 - a constructor failure is the submission's
+            end["failure"] = {"category": "interface", "message": (
+                f"building {config.arch} with CustomNorm failed: {type(exc).__name__}: {exc}")[:500]}
+            return 0
+        if init.message():
+            print(f"warning: {init.message()}", flush=True)
+        handover.write_json(exchange, handover.START, {
+            "model": {"parameters": count_parameters(model), "init_overwritten": init.overwritten},
+            "norm_layers": norm_summary(model, submission.norm_class),
+            "device_name": torch_device_name(device)})
+        checkpoint = Checkpoint(Path(spec["state"]) / "checkpoint.pt", spec["identity"])
+        resume_state = checkpoint.load() if config.resume else None
+        if resume_state is not None:
+            print(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])}", flush=True)
+        try:
+            train(model, data, config.recipe, device, config.seed, result=result,
+                  precision=config.precision, speed=config.speed,
+                  warn=lambda m: print(f"warning: {m}", flush=True), checkpoint=checkpoint,
+                  resume_state=resume_state,
+                  norm_class=submission.norm_class if config.instruments else None,
+                  hand_over=partial(handover.hand_over, exchange))
+            end = {"status": result.status, "divergence": result.divergence}
+        except Exception as exc:  # noqa: BLE001 - the layer's failure, told to the parent
+            traceback.print_exc()
+            end["failure"] = {"category": failure_category(exc),
+                              "message": error_message(exc, spec["submission"]),
+                              "traceback": traceback.format_exc()[-4000:]}
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from the layer, or the harness's own
+        traceback.print_exc()
+        end = {"status": "failed", "failure": {
+            "category": "exception",
+            "message": error_message(exc, spec["submission"])}}
+    finally:
+        if result.speed:
+            end["speed"] = result.speed
+        kind, peak = peak_memory_bytes(device)
+        if kind == "cuda_max_allocated":
+            end["cuda_max_allocated"] = peak
+        handover.write_json(exchange, handover.END, end)
+    return 0
+
+
+def torch_device_name(device) -> str:
+    import torch
+
+    from harness.store.record import cpu_model
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
+def score_mode(spec: dict) -> int:
+    """Sandboxed scoring: the test images (no labels) and each epoch's weights in, logits out."""
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+
+    from harness.execution import handover
+    from harness.protocol.data import BatchPipeline
+    from harness.engine.runner import config_from_json
+    from harness.engine.fast import SpeedOptions
+    from harness.engine.instruments import BatchTimer
+    from harness.protocol.models import build_model
+    from harness.engine.runner import failure_category, resolve_device, seed_everything
+    from harness.protocol.scoring import forward_plan
+    from harness.vetting.submission import SubmissionError, error_message, load
+    from harness.engine.train import autocast
+
+    config = config_from_json(spec["config"])
+    device = resolve_device(config.device)
+    requests, answers = spec["requests_fd"], spec["answers_fd"]
+    images = load_file(spec["eval"])["images"]
+    _enter(spec, device)
+
+    def fail(epoch: int, category: str, message: str) -> None:
+        handover.send(answers, f"error {epoch} {category} {' '.join(message.split())[:480]}")
+
+    try:
+        submission = load(spec["submission"], tamper_check=False)
+        seed_everything(config.seed)
+        model = build_model(config.arch, spec["num_classes"], submission.norm_class).to(device)
+    except SubmissionError as exc:
+        fail(0, "interface", str(exc))
+        return 0
+    except Exception as exc:  # noqa: BLE001
+        fail(0, "interface", f"building {config.arch} with CustomNorm failed: {type(exc).__name__}: {exc}")
+        return 0
+    speed, _ = SpeedOptions().resolve(device)
+    memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    pipeline = BatchPipeline(spec["mean"], spec["std"], spec["channels"], device, memory_format)
+    images = images.to(device)
+    batches = tuple(spec["batches"])
+    handover.send(answers, "ready")
+    with os.fdopen(requests, "r", encoding="ascii", errors="replace") as incoming:
+        for line in incoming:
+            parts = line.split()
+            if parts[:1] != ["score"] or len(parts) != 2 or not parts[1].isdigit():
+                return 0  # "quit", or anything else: done
+            epoch = int(parts[1])
+            try:
+                state = load_file(str(Path(spec["weights"]) / handover.weights_name(epoch)))
+                model.load_state_dict(state)
+                timer = BatchTimer(device)
+                logits = forward_plan(model, images, batches, pipeline.test_batch,
+                                      lambda: autocast(device, config.precision), timer=timer)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                data = logits.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4")
+                summary = timer.summary(device) or {}
+            except Exception as exc:  # noqa: BLE001 - the layer's failure, told to the parent
+                traceback.print_exc()
+                fail(epoch, failure_category(exc), error_message(exc, spec["submission"]))
+                continue
+            median = summary.get("median_ms")
+            handover.send(answers, f"logits {epoch} {data.shape[0]} {data.shape[1]} "
+                                   f"{median if median is not None else 'nan':.6g}"
+                          if median is not None else
+                          f"logits {epoch} {data.shape[0]} {data.shape[1]} nan", data.tobytes())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,160 @@
+"""Suites: versioned sets of settings (arch x dataset, public or hidden), seeds and one recipe.
+
+A suite is a TOML file in ``harness/suites/``; ``harness list`` shows them. Public settings are run
+for every submission; hidden ones only for final submissions (and for the baselines), so nobody
+can tune on them by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from harness.protocol.data import resolve_dataset_name
+from harness.protocol.models import ARCHS
+from harness.engine.train import PROTOCOL_RECIPE, STUDY_ONLY_FIELDS, Recipe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+VISIBILITIES = ("public", "hidden")
+
+
+class SuiteError(ValueError):
+    """A suite that does not exist or does not validate; one line for the user."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    arch: str
+    dataset: str
+    hidden: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.arch}-{self.dataset}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    version: int
+    description: str
+    settings: tuple[Setting, ...]
+    seeds: tuple[int, ...]
+    recipe: Recipe
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+    def settings_for(self, final: bool) -> tuple[Setting, ...]:
+        return tuple(s for s in self.settings if final or not s.hidden)
+
+    def find(self, arch: str, dataset: str) -> Setting | None:
+        return next((s for s in self.settings if (s.arch, s.dataset) == (arch, dataset)), None)
+
+    def recipe_id(self) -> str:
+        """A short hash of everything that changes what a number means: recipe and data limits."""
+        payload = {**self.recipe.identity(), "limit_train": self.limit_train, "limit_test": self.limit_test}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "recipe_id": self.recipe_id()}
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def parse_recipe(table: dict, origin: str, study: bool = False) -> Recipe:
+    """A ``[recipe]`` table over the protocol's defaults. Only a study may change the fields in
+    STUDY_ONLY_FIELDS (optimizer, schedule, early stopping, augmentation)."""
+    unknown = set(table) - {f.name for f in fields(Recipe)}
+    if unknown:
+        raise SuiteError(f"{origin}: unknown recipe field(s) {sorted(unknown)}")
+    try:
+        recipe = Recipe(**table)
+    except (TypeError, ValueError) as exc:
+        raise SuiteError(f"{origin}: recipe: {exc}") from None
+    changed = [k for k in STUDY_ONLY_FIELDS if getattr(recipe, k) != getattr(PROTOCOL_RECIPE, k)]
+    if changed and not study:
+        raise SuiteError(f"{origin}: a leaderboard suite trains with the protocol's "
+                         f"{', '.join(changed)}; change them in a study (harness study), not a suite")
+    return recipe
+
+
+def parse_settings(rows: list, origin: str, visibility: bool = True) -> tuple[Setting, ...]:
+    settings = []
+    for s in rows:
+        if s["arch"] not in ARCHS:
+            raise SuiteError(f"{origin}: unknown architecture {s['arch']!r}")
+        if not visibility and "visibility" in s:
+            raise SuiteError(f"{origin}: a study has no hidden settings; drop 'visibility'")
+        if s.get("visibility", "public") not in VISIBILITIES:
+            raise SuiteError(f"{origin}: visibility must be public or hidden, got {s['visibility']!r}")
+        settings.append(Setting(s["arch"], resolve_dataset_name(s["dataset"]),
+                                s.get("visibility", "public") == "hidden"))
+    if not settings:
+        raise SuiteError(f"{origin}: no settings")
+    if len({s.key for s in settings}) != len(settings):
+        raise SuiteError(f"{origin}: a setting is listed twice")
+    return tuple(settings)
+
+
+def parse_seeds(values: list, origin: str) -> tuple[int, ...]:
+    if not isinstance(values, list) or not all(isinstance(x, int) and not isinstance(x, bool)
+                                               for x in values):
+        raise SuiteError(f"{origin}: seeds must be a list of integers")
+    seeds = tuple(values)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SuiteError(f"{origin}: seeds must be a non-empty list of distinct integers")
+    return seeds
+
+
+@contextmanager
+def field_errors(origin: str):
+    """Turn a missing key or a wrongly typed value of a parsed file into one SuiteError line."""
+    try:
+        yield
+    except SuiteError:
+        raise
+    except KeyError as exc:
+        raise SuiteError(f"{origin}: missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise SuiteError(f"{origin}: {exc}") from None
+
+
+def _parse(data: dict, origin: str) -> Suite:
+    with field_errors(origin):
+        recipe = parse_recipe(data.get("recipe", {}), origin)
+        settings = parse_settings(data["settings"], origin)
+        seeds = parse_seeds(data["seeds"], origin)
+        return Suite(name=str(data["name"]), version=int(data["version"]),
+                     description=str(data.get("description", "")), settings=tuple(settings),
+                     seeds=seeds, recipe=recipe, limit_train=data.get("limit_train"),
+                     limit_test=data.get("limit_test"))
+
+
+def load_suite(name: str) -> Suite:
+    """A packaged suite by name (``default``, ``smoke``)."""
+    path = SUITES_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise SuiteError(f"no suite named {name!r}; suites: {', '.join(suite_names())}")
+    with open(path, "rb") as fh:
+        return _parse(tomllib.load(fh), path.name)
+
+
+def all_suites() -> list[Suite]:
+    return [load_suite(n) for n in suite_names()]
+
+
+def hidden_in(arch: str, dataset: str) -> list[str]:
+    """Names of the suites in which (arch, dataset) is a hidden setting."""
+    dataset = resolve_dataset_name(dataset)
+    return [s.name for s in all_suites() if (setting := s.find(arch, dataset)) and setting.hidden]

@@ -1,0 +1,239 @@
+"""Leaderboard statistics, from run records to a table. The methods, stated once:
+
+- **Cell** (entry x setting): over the completed runs (status ok or diverged; a diverged run's score
+  is its best accuracy before it diverged, and the cell is flagged): n, mean and sample std
+  (ddof=1) of the best test accuracy, and a two-sided 95% **Student-t interval**
+  mean +- t(0.975, n-1) * std / sqrt(n) (none for n < 2). With 3 seeds it is wide: read it so.
+  The mean final-epoch accuracy is kept beside it. A cell is flagged "chance" when a completed run
+  ended within 3 binomial standard errors of chance accuracy (it learnt nothing the test set shows).
+- **Aggregate** over a group of settings (public; or all, when hidden results are revealed):
+  *mean accuracy*, the mean over settings of the cell means, defined only when the entry has every
+  setting of the group; its interval comes from the per-seed aggregates (the mean over settings of
+  seed s's accuracies), with the same t-interval. *Mean rank*: each setting ranks the entries
+  that have it by mean (1 = best, ties averaged); the mean over the group's settings.
+- **Rank**: entries are ordered by aggregate mean accuracy; an entry's rank is 1 + the number of
+  entries whose interval lies entirely above its own, so entries with overlapping intervals share a
+  rank (are tied).
+- **Against the best baseline** of each setting (the baseline with the highest mean): the
+  *probability of improvement* P(X > Y) + P(X = Y)/2 over all pairs of a submission's runs X and
+  the baseline's runs Y (the Mann-Whitney U statistic divided by n*m), and **Welch's t-test**
+  (unequal variances); "significant" means p < 0.05, two-sided. Both need at least 2 runs a side.
+- **Precision**: a cell never mixes precisions. Where an entry has fp32 runs of a setting (the
+  protocol's), only those count; a cell made of bf16 runs alone carries a "bf16" flag.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+from harness.store.results import COMPLETED
+
+CONFIDENCE = 0.95
+ALPHA = 0.05
+
+
+def t_interval(values: Iterable[float]) -> tuple[float, float]:
+    x = np.asarray(list(values), dtype=float)
+    if x.size < 2:
+        return (math.nan, math.nan)
+    sem = st.sem(x)
+    if sem == 0:
+        return (float(x.mean()), float(x.mean()))
+    low, high = st.t.interval(CONFIDENCE, x.size - 1, loc=x.mean(), scale=sem)
+    return float(low), float(high)
+
+
+def probability_of_improvement(x: Iterable[float], y: Iterable[float]) -> float:
+    x, y = np.asarray(list(x), float), np.asarray(list(y), float)
+    if x.size == 0 or y.size == 0:
+        return math.nan
+    u = st.mannwhitneyu(x, y, alternative="two-sided").statistic
+    return float(u / (x.size * y.size))
+
+
+def welch_p(x: Iterable[float], y: Iterable[float]) -> float:
+    x, y = np.asarray(list(x), float), np.asarray(list(y), float)
+    if x.size < 2 or y.size < 2:
+        return math.nan
+    if np.std(x) == 0 and np.std(y) == 0:
+        return 0.0 if x.mean() != y.mean() else 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one side with zero variance is fine here
+        return float(st.ttest_ind(x, y, equal_var=False).pvalue)
+
+
+def holm(p_values: Iterable[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN and is not counted): the i-th smallest of
+    m p-values becomes max over j <= i of min(1, (m - j + 1) * p_(j))."""
+    p = list(p_values)
+    order = sorted((i for i, v in enumerate(p) if not math.isnan(v)), key=lambda i: p[i])
+    m, out, running = len(order), [math.nan] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def run_flags_of(record: dict[str, Any]) -> list[str]:
+    """A record's flags; computed for records written before runs carried them."""
+    if "flags" in record:
+        return record["flags"]
+    from harness.engine.runner import run_flags
+
+    classes = record.get("config", {}).get("num_classes")
+    if not classes or "data" not in record:
+        return ["diverged"] if record.get("status") == "diverged" else []
+    return run_flags(record)
+
+
+def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -> pd.DataFrame:
+    """One row per run of an entry's current file."""
+    rows = []
+    for r in records:
+        entry = r.get("entry")
+        if entry is None or "study" in r or current_sha.get(entry) != r["submission"]["sha256"]:
+            continue  # an ad-hoc eval, a study's run, or an older version of the entry's file
+        # The scoring's own check (schema 3); for older records, the pre-flight check's warning.
+        batch_dependent = "batch-dependent" in run_flags_of(r) or (
+            r.get("evaluation") is None
+            and any(c["name"] == "eval-batch-independent" and c["status"] == "warn"
+                    for c in r.get("checks", [])))
+        rows.append({
+            "entry": entry, "kind": r.get("entry_kind", "submission"), "run_id": r["run_id"],
+            "suite": r["suite"]["name"], "suite_version": r["suite"]["version"],
+            "recipe_id": r["suite"]["recipe_id"], "setting": r["suite"]["setting"],
+            "hidden": bool(r["suite"]["hidden"]), "seed": r["config"]["seed"], "status": r["status"],
+            "best_acc": r.get("best_acc"), "final_acc": r.get("final_acc"),
+            "best_epoch": r.get("best_epoch"), "epochs_completed": r.get("epochs_completed"),
+            "wall_s": r.get("wall_s"), "batch_dependent": batch_dependent,
+            "precision": r.get("config", {}).get("precision", "fp32"),
+            "at_chance": "chance" in run_flags_of(r),
+        })
+    columns = ["entry", "kind", "run_id", "suite", "suite_version", "recipe_id", "setting", "hidden",
+               "seed", "status", "best_acc", "final_acc", "best_epoch", "epochs_completed", "wall_s",
+               "batch_dependent", "precision", "at_chance"]
+    frame = pd.DataFrame(rows, columns=columns)
+    # Precisions are never mixed in a cell: where an entry has fp32 runs of a setting, only those
+    # count; a cell of bf16 runs alone is flagged as such.
+    has_fp32 = frame[frame["precision"] == "fp32"].groupby(["entry", "setting"]).size()
+    keep = [(p == "fp32") or (e, s) not in has_fp32.index
+            for e, s, p in zip(frame["entry"], frame["setting"], frame["precision"])]
+    frame = frame[pd.Series(keep, index=frame.index, dtype=bool)] if len(frame) else frame
+    # One record per (entry, setting, seed): the latest completed one, else the latest.
+    frame["completed"] = frame["status"].isin(COMPLETED)
+    frame = frame.sort_values(["completed", "run_id"]).drop_duplicates(
+        ["entry", "setting", "seed"], keep="last")
+    return frame.reset_index(drop=True)
+
+
+@dataclass
+class Cell:
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    final_mean: float
+    values: list[float]
+    seeds: list[int]
+    flags: list[str]
+
+
+def cells(frame: pd.DataFrame, expected_seeds: int) -> dict[tuple[str, str], Cell]:
+    out = {}
+    for (entry, setting), group in frame.groupby(["entry", "setting"]):
+        done = group[group["completed"]]
+        values = done["best_acc"].astype(float).tolist()
+        flags = []
+        if (group["status"] == "diverged").any():
+            flags.append("diverged")
+        if (group["status"] == "failed").any():
+            flags.append("failed")
+        if (done["at_chance"]).any():
+            flags.append("chance")
+        if len(done) < expected_seeds:
+            flags.append("incomplete")
+        if group["batch_dependent"].any():
+            flags.append("batch-dependent")
+        flags += sorted(p for p in set(group["precision"]) if p != "fp32")
+        low, high = t_interval(values)
+        out[(entry, setting)] = Cell(
+            n=len(values), mean=float(np.mean(values)) if values else math.nan,
+            std=float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+            ci_low=low, ci_high=high,
+            final_mean=float(done["final_acc"].astype(float).mean()) if len(done) else math.nan,
+            values=values, seeds=done["seed"].tolist(), flags=flags)
+    return out
+
+
+def aggregate(entry: str, settings: list[str], table: dict[tuple[str, str], Cell]):
+    have = [table.get((entry, s)) for s in settings]
+    if not settings or any(c is None or c.n == 0 for c in have):
+        return math.nan, (math.nan, math.nan)
+    mean = float(np.mean([c.mean for c in have]))
+    common = set.intersection(*(set(c.seeds) for c in have))
+    per_seed = [np.mean([c.values[c.seeds.index(s)] for c in have]) for s in sorted(common)]
+    return mean, t_interval(per_seed)
+
+
+def mean_ranks(entries: list[str], settings: list[str], table: dict[tuple[str, str], Cell]):
+    ranks: dict[str, list[float]] = {e: [] for e in entries}
+    for s in settings:
+        present = [e for e in entries if (e, s) in table and table[(e, s)].n > 0]
+        if not present:
+            continue
+        means = pd.Series({e: table[(e, s)].mean for e in present})
+        for e, r in means.rank(ascending=False, method="average").items():
+            ranks[e].append(float(r))
+    return {e: (float(np.mean(r)) if len(r) == len(settings) and r else math.nan)
+            for e, r in ranks.items()}
+
+
+def tied_ranks(order: list[str], intervals: dict[str, tuple[float, float]], means: dict[str, float]):
+    """1 + the number of entries whose interval lies wholly above this entry's (or, without an
+    interval, whose mean is higher); entries with overlapping intervals share a rank."""
+    out = {}
+    for e in order:
+        low_e, high_e = intervals[e]
+        if math.isnan(means[e]):
+            out[e] = None
+            continue
+        above = 0
+        for other in order:
+            if other == e or math.isnan(means[other]):
+                continue
+            low_o, high_o = intervals[other]
+            if math.isnan(low_o) or math.isnan(high_e):
+                above += means[other] > means[e]
+            else:
+                above += low_o > high_e
+        out[e] = 1 + above
+    return out
+
+
+def versus_best_baseline(entries_kind: dict[str, str], settings: list[str],
+                         table: dict[tuple[str, str], Cell]) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    for s in settings:
+        baselines = [e for e, k in entries_kind.items()
+                     if k == "baseline" and (e, s) in table and table[(e, s)].n > 0]
+        if not baselines:
+            continue
+        best = max(baselines, key=lambda e: table[(e, s)].mean)
+        y = table[(best, s)].values
+        for e, kind in entries_kind.items():
+            if kind == "baseline" or (e, s) not in table or table[(e, s)].n == 0:
+                continue
+            x = table[(e, s)].values
+            p = welch_p(x, y)
+            out[(e, s)] = {"baseline": best, "poi": probability_of_improvement(x, y), "p_value": p,
+                           "significant": bool(not math.isnan(p) and p < ALPHA),
+                           "difference": float(np.mean(x) - np.mean(y))}
+    return out

@@ -1,0 +1,258 @@
+"""``harness study report``: one HTML page (plus study.json) on how a study's entries trained.
+
+Per setting: learning curves (mean over seeds, band from the lowest to the highest seed), best
+accuracy with 95% t-intervals, convergence speed and stability (harness.store.derived), inference
+latency, memory and size, gradient flow and norm-layer activation statistics (harness.engine.instruments).
+Then a generated summary of the differences that are significant.
+
+The statistics, stated once:
+- per (entry, setting), over its completed runs (status ok or diverged): the mean, sample std
+  (ddof=1) and Student-t 95% interval of the best test accuracy, and the mean of every dynamics
+  metric over the runs that have it;
+- every entry is compared with the study's reference entry on each setting by Welch's t-test
+  (two-sided, unequal variances), on the best accuracy and, separately, on the epochs to reach 95%
+  of the best; within each of the two families the p-values are Holm-Bonferroni adjusted over all
+  (entry, setting) comparisons, and "significant" means adjusted p < 0.05. The probability of
+  improvement P(X > Y) + P(X = Y)/2 over all pairs of runs is shown beside it. Both need at least
+  two runs a side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import __version__
+from harness.leaderboard import plots
+from harness.leaderboard import stats as S
+from harness.store.record import finite, utc_now, write_json_atomic
+from harness.engine.runner import PROTOCOL_VERSION
+from harness.store.results import COMPLETED, ResultsStore
+from harness.protocol.studies import Study, study_records
+from harness.vetting.submission import sha256_file
+
+REACH = ("90%", "95%", "99%")
+
+
+def _mean(values) -> float | None:
+    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(xs)) if xs else None
+
+
+@dataclass
+class Cell:
+    entry: str
+    setting: str
+    expected: int
+    runs: list[dict[str, Any]]
+    values: list[float] = field(default_factory=list)  # best accuracy of each completed run
+    reach95: list[float] = field(default_factory=list)
+    mean: float | None = None
+    std: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    final_mean: float | None = None
+    reach: dict[str, float | None] = field(default_factory=dict)
+    loss_rises: float | None = None
+    late_std: float | None = None
+    gap: float | None = None
+    stopped_early: list[int] = field(default_factory=list)
+    latency_ms: float | None = None
+    throughput: float | None = None
+    peak_memory_mb: float | None = None
+    memory_kind: str | None = None
+    norm_parameters: int | None = None
+    parameters: int | None = None
+    epoch_s: float | None = None
+    probe_fraction: float | None = None  # the instruments' measured share of the run's time
+    failed: int = 0
+    diverged: int = 0
+    versus: dict[str, Any] | None = None  # best accuracy against the reference
+    versus_reach: dict[str, Any] | None = None  # epochs to 95% against the reference
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+def summarise(entry: str, setting: str, runs: list[dict[str, Any]], expected: int) -> Cell:
+    done = [r for r in runs if r["status"] in COMPLETED and r.get("best_acc") is not None]
+    cell = Cell(entry, setting, expected, runs)
+    cell.values = [float(r["best_acc"]) for r in done]
+    cell.failed = sum(r["status"] == "failed" for r in runs)
+    cell.diverged = sum(r["status"] == "diverged" for r in runs)
+    if done:
+        low, high = S.t_interval(cell.values)
+        cell.mean, cell.ci_low, cell.ci_high = float(np.mean(cell.values)), finite(low), finite(high)
+        cell.std = float(np.std(cell.values, ddof=1)) if len(done) > 1 else None
+        cell.final_mean = _mean(r.get("final_acc") for r in done)
+        dyn = [r.get("dynamics") or {} for r in done]
+        cell.reach = {k: _mean((d.get("epochs_to_reach") or {}).get(k) for d in dyn) for k in REACH}
+        cell.reach95 = [float(v) for d in dyn if (v := (d.get("epochs_to_reach") or {}).get("95%"))
+                        is not None]
+        cell.loss_rises = _mean(d.get("loss_rises") for d in dyn)
+        cell.late_std = _mean(d.get("late_test_acc_std") for d in dyn)
+        cell.gap = _mean(d.get("generalisation_gap") for d in dyn)
+        cell.stopped_early = [r["stopped_early"] for r in done if r.get("stopped_early")]
+        cell.latency_ms = _mean((r.get("inference") or {}).get("median_ms") for r in done)
+        cell.throughput = _mean((r.get("inference") or {}).get("throughput_images_per_s") for r in done)
+        peaks = [r.get("peak_memory") or {} for r in done]
+        cell.peak_memory_mb = _mean(p.get("peak_memory_bytes", math.nan) / 2**20 for p in peaks)
+        kinds = sorted({p.get("kind") for p in peaks if p.get("kind")})
+        cell.memory_kind = ", ".join(kinds) or None
+        cell.norm_parameters = next(((r.get("norm_layers") or {}).get("parameters") for r in done
+                                     if r.get("norm_layers")), None)
+        cell.parameters = next((r["model"]["parameters"] for r in done if r.get("model")), None)
+        cell.probe_fraction = _mean((r.get("instruments") or {}).get("probe_fraction") for r in done)
+        cell.epoch_s = _mean(np.mean([e["epoch_s"] for e in r["epochs"]]) for r in done if r["epochs"])
+    return cell
+
+
+def _compare(x: list[float], y: list[float]) -> dict[str, Any]:
+    p = S.welch_p(x, y)
+    return {"difference": float(np.mean(x) - np.mean(y)) if x and y else None,
+            "p_value": finite(p), "poi": finite(S.probability_of_improvement(x, y))}
+
+
+def compare_with_reference(study: Study, cells: dict[tuple[str, str], Cell]) -> None:
+    """Fill ``versus`` and ``versus_reach`` of every non-reference cell, Holm-adjusted per family."""
+    for attr, values in (("versus", "values"), ("versus_reach", "reach95")):
+        pairs = []
+        for setting in study.settings:
+            ref = cells.get((study.reference, setting.key))
+            for entry in study.entries:
+                cell = cells.get((entry.name, setting.key))
+                if entry.name == study.reference or cell is None or ref is None:
+                    continue
+                result = _compare(getattr(cell, values), getattr(ref, values))
+                setattr(cell, attr, result)
+                pairs.append(result)
+        adjusted = S.holm([math.nan if r["p_value"] is None else r["p_value"] for r in pairs])
+        for result, p in zip(pairs, adjusted):
+            result["p_holm"] = finite(p)
+            result["significant"] = bool(not math.isnan(p) and p < S.ALPHA)
+            result["comparisons"] = sum(not math.isnan(v) for v in adjusted)
+
+
+def _points(v: float) -> str:
+    return f"{v:+.2f} points"
+
+
+def summary_lines(study: Study, cells: dict[tuple[str, str], Cell]) -> list[str]:
+    """Plain sentences: what differs significantly from the reference, what could not be tested,
+    and what failed."""
+    lines = []
+    ref = study.reference
+    for family, attr, what, unit in (("accuracy", "versus", "best test accuracy", "points"),
+                                     ("convergence", "versus_reach", "epochs to reach 95% of the best", "epochs")):
+        found = [c for c in cells.values() if getattr(c, attr) and getattr(c, attr)["significant"]]
+        tested = [c for c in cells.values() if getattr(c, attr) and getattr(c, attr)["p_holm"] is not None]
+        m = len(tested)
+        for c in sorted(found, key=lambda c: (c.setting, c.entry)):
+            v = getattr(c, attr)
+            direction = ("higher" if v["difference"] > 0 else "lower") if family == "accuracy" else \
+                ("slower" if v["difference"] > 0 else "faster")
+            amount = _points(v["difference"]) if unit == "points" else f"{v['difference']:+.1f} epochs"
+            lines.append(f"{c.entry} on {c.setting}: {what} {direction} than {ref} ({amount}; "
+                         f"Welch p = {v['p_value']:.3g}, Holm-adjusted {v['p_holm']:.3g} over {m} "
+                         f"comparisons).")
+        if tested and not found:
+            lines.append(f"No entry differs significantly from {ref} in {what} on any setting "
+                         f"({m} comparisons, Holm-adjusted p >= 0.05).")
+        if not tested and family == "accuracy":
+            lines.append(f"Nothing could be tested against {ref}: a comparison needs at least two "
+                         "completed runs on each side.")
+    for setting in study.settings:
+        ranked = sorted((c for c in cells.values() if c.setting == setting.key and c.mean is not None),
+                        key=lambda c: -c.mean)
+        if ranked:
+            lines.append(f"Highest mean best accuracy on {setting.key}: {ranked[0].entry} "
+                         f"({ranked[0].mean:.2f}%" + (f", n={ranked[0].n})." if ranked[0].n else ")."))
+    for c in sorted(cells.values(), key=lambda c: (c.setting, c.entry)):
+        unscored = sum(r["status"] == "diverged" and r.get("best_acc") is None for r in c.runs)
+        if c.n < c.expected:
+            why = [f"{k} {what}" for k, what in (
+                (unscored, "diverged before completing an epoch"), (c.failed, "failed"),
+                (c.expected - len(c.runs), "not run yet")) if k]
+            lines.append(f"Incomplete: {c.entry} on {c.setting} has a score for {c.n} of "
+                         f"{c.expected} seeds ({', '.join(why)}).")
+        if c.diverged - unscored:
+            lines.append(f"{c.entry} on {c.setting}: {c.diverged - unscored} run(s) diverged after "
+                         "completing epochs; their best accuracy before divergence is counted.")
+    return lines
+
+
+def _provenance(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    from harness.leaderboard.site import distinct_values
+
+    def distinct(fn):
+        return [str(v) for v in distinct_values(records, fn)]
+
+    return {
+        "devices": distinct(lambda r: f"{r['environment']['device']} ({r['environment']['device_name']})"),
+        "torch": distinct(lambda r: r["environment"]["torch"]),
+        "harness": distinct(lambda r: f"{r['environment']['harness']} (git "
+                                      f"{(r['environment']['git'] or {}).get('commit', '?')[:12]})"),
+        "schema": distinct(lambda r: r.get("upgraded_from") and f"{r['upgraded_from']} (upgraded)"
+                           or r["schema_version"]),
+        "data": distinct(lambda r: f"{r['config']['dataset']}: {r['data']['train_size']} train, "
+                                   f"{r['data']['test_size']} test"),
+    }
+
+
+def build_report(study: Study, results: str | Path, out: str | Path, precision: str = "fp32") -> Path:
+    from harness.leaderboard.site import _env
+
+    store = ResultsStore(results)
+    found = study_records(study, store, precision)
+    if not found:
+        raise FileNotFoundError(
+            f"{results}: no runs of study {study.name!r} for the entries' current files; run "
+            f"`harness study run {study.path}` first (or pass --results)")
+    cells = {(e.name, s.key): summarise(e.name, s.key, found.get((e.name, s.key), []), len(study.seeds))
+             for s in study.settings for e in study.entries}
+    compare_with_reference(study, cells)
+    sections = []
+    for s in study.settings:
+        groups = {e.name: [r for r in found.get((e.name, s.key), []) if r["status"] in COMPLETED]
+                  for e in study.entries}
+        groups = {k: v for k, v in groups.items() if v}
+        row_cells = [cells[(e.name, s.key)] for e in study.entries]
+        sections.append({
+            "setting": s, "cells": row_cells,
+            "curves": plots.learning_curves(groups, s.key),
+            "intervals": plots.accuracy_intervals(
+                [{"label": c.entry, "values": c.values, "mean": c.mean, "ci_low": c.ci_low,
+                  "ci_high": c.ci_high} for c in row_cells], f"{s.key}: best test accuracy"),
+            "gradients": plots.gradient_flow(groups, s.key),
+            "activations": plots.activation_stats(groups, s.key),
+            "runs": [{"entry": e.name, "record": r} for e in study.entries
+                     for r in sorted(found.get((e.name, s.key), []), key=lambda r: r["config"]["seed"])],
+        })
+    every = [r for rs in found.values() for r in rs]
+    summary = summary_lines(study, cells)
+    entries = [{"name": e.name, "source": e.source, "path": str(e.path),
+                "sha256": sha256_file(e.path)} for e in study.entries]
+    generated = {"at": utc_now(), "harness": __version__, "protocol": PROTOCOL_VERSION,
+                 "reveal_hidden": False, "results": str(Path(results).resolve())}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    page = _env().get_template("study.html").render(
+        study=study, entries=entries, sections=sections, summary=summary, generated=generated,
+        deviations=study.recipe.deviations(), recipe=asdict(study.recipe),
+        provenance=_provenance(every), method=__doc__, precision=precision)
+    (out / "index.html").write_text(page, encoding="utf-8")
+    write_json_atomic(out / "study.json", {
+        "study": {**study.describe(), "description": study.description, "reference": study.reference,
+                  "seeds": list(study.seeds), "recipe": asdict(study.recipe),
+                  "limit_train": study.limit_train, "limit_test": study.limit_test,
+                  "precision": precision},
+        "entries": entries, "summary": summary, "generated": generated,
+        "cells": [{k: v for k, v in asdict(c).items() if k != "runs"}
+                  | {"n": c.n, "run_ids": [r["run_id"] for r in c.runs]} for c in cells.values()],
+    })
+    return out / "index.html"
