@@ -28,11 +28,14 @@ from torch import nn
 
 from harness.protocol.data import (DATASETS, BatchPipeline, Dataset, DatasetUnavailable, ImageSplit,
                           load_dataset, resolve_dataset_name)
-from harness.engine.fast import SpeedOptions, prepare
+from harness.engine.fast import prepare
+from harness.protocol.spec import SpeedOptions
 from harness.protocol.models import build_model
 from harness.store.record import cpu_model, utc_now
 from harness.protocol.scoring import EvalPlan, forward_plan, score
-from harness.engine.train import Recipe, autocast, synchronize, train
+from harness.engine.train import train
+from harness.protocol.recipe import Recipe
+from harness.engine.device import autocast, synchronize
 
 REAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "fmnist": (60_000, 10_000),
               "digits": (1_437, 360), "noise": (50_000, 10_000)}
@@ -279,7 +282,7 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     from pathlib import Path
 
     from harness.execution.local import LocalExecutor, Task, visible_gpus, worker_slots
-    from harness.engine.runner import RunConfig
+    from harness.protocol.spec import RunSpec
     from harness.store.results import ResultsStore
     from harness.vetting.submission import load
 
@@ -291,9 +294,9 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     for n in (1, jobs):
         with tempfile.TemporaryDirectory() as tmp:
             store = ResultsStore(Path(tmp))
-            tasks = [Task(RunConfig(str(sub.path), arch, dataset, seed=s, recipe=Recipe(epochs=1),
-                                    limit_train=limit_train, device=device),
-                          f"pack{n}-seed{s}", sub.sha256) for s in range(runs)]
+            tasks = [Task(RunSpec(str(sub.path), arch, dataset, seed=s, recipe=Recipe(epochs=1),
+                                  limit_train=limit_train, device=device, sha256=sub.sha256),
+                          f"pack{n}-seed{s}") for s in range(runs)]
             t0 = time.perf_counter()
             records = LocalExecutor(n, device).run(
                 tasks, store, slots=one_device if n == 1 else None)
@@ -328,7 +331,7 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
     from pathlib import Path
 
     from harness.execution.local import Isolation, LocalExecutor, Task, visible_gpus, worker_slots
-    from harness.engine.runner import RunConfig
+    from harness.protocol.spec import RunSpec
     from harness.execution.split import _dataset
     from harness.store.results import ResultsStore
     from harness.vetting.submission import load
@@ -344,10 +347,11 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
                 for epochs in lengths:
                     store = ResultsStore(Path(tmp) / f"{mode}-{r}-{epochs}")
                     copy, digest = store.store_submission(sub.path)
-                    task = Task(RunConfig(str(copy), arch, dataset, seed=0,
+                    task = Task(RunSpec(str(copy), arch, dataset, seed=0,
                                           recipe=Recipe(epochs=epochs), limit_train=limit_train,
-                                          limit_test=limit_test, device=device, resume=False),
-                                f"{mode}-{epochs}", digest, {"submission_source": "batch_norm"})
+                                        limit_test=limit_test, device=device, resume=False,
+                                        sha256=digest),
+                                f"{mode}-{epochs}", {"submission_source": "batch_norm"})
                     isolation = Isolation(untrusted=mode == "split")
                     _dataset.cache_clear()  # the split's parent loads the data as a worker does
                     t0 = time.perf_counter()
@@ -396,7 +400,8 @@ def instrument_overhead(arch: str, dataset: str, norm: str, device: torch.device
     uncounted warm-up round; the ratio of the median wall times is their overhead."""
     import tempfile
 
-    from harness.engine.runner import RunConfig, run_eval
+    from harness.engine.runner import run_eval
+    from harness.protocol.spec import RunSpec
     from harness.vetting.submission import load
 
     sub = load(norm)
@@ -405,7 +410,7 @@ def instrument_overhead(arch: str, dataset: str, norm: str, device: torch.device
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds + 1):
             for enabled in ((True, False) if r % 2 == 0 else (False, True)):
-                config = RunConfig(str(sub.path), arch, dataset, seed=0, recipe=Recipe(epochs=epochs),
+                config = RunSpec(str(sub.path), arch, dataset, seed=0, recipe=Recipe(epochs=epochs),
                                    limit_train=limit_train, device=str(device), data_root=data_root,
                                    download=False, instruments=enabled)
                 record, _ = run_eval(config, tmp, submission=sub, write=False, checkpoints=False,

@@ -85,7 +85,7 @@ def run_flags_of(record: dict[str, Any]) -> list[str]:
     """A record's flags; computed for records written before runs carried them."""
     if "flags" in record:
         return record["flags"]
-    from harness.engine.runner import run_flags
+    from harness.store.derived import run_flags
 
     classes = record.get("config", {}).get("num_classes")
     if not classes or "data" not in record:

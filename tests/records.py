@@ -6,7 +6,7 @@ import secrets
 
 from harness.store.derived import curve_metrics
 from harness.store.record import SCHEMA_VERSION
-from harness.engine.runner import PROTOCOL_VERSION
+from harness.protocol.recipe import PROTOCOL_VERSION
 from harness.protocol.suites import load_suite
 
 

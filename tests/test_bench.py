@@ -98,9 +98,9 @@ def test_split_overhead_runs_both_ways_at_two_lengths_and_projects(monkeypatch):
 
     def fake_run(self, tasks, store, slots=None):
         (task,) = tasks
-        seen.append((self.isolation.untrusted, task.config.recipe.epochs))
-        record = make_record("b", "1" * 64, "resnet20-digits", 0, 50.0, epochs=task.config.recipe.epochs)
-        record["eval_s"] = (0.6 if self.isolation.untrusted else 0.5) * task.config.recipe.epochs
+        seen.append((self.isolation.untrusted, task.spec.recipe.epochs))
+        record = make_record("b", "1" * 64, "resnet20-digits", 0, 50.0, epochs=task.spec.recipe.epochs)
+        record["eval_s"] = (0.6 if self.isolation.untrusted else 0.5) * task.spec.recipe.epochs
         return [record]
 
     monkeypatch.setattr(executors.LocalExecutor, "run", fake_run)

@@ -38,10 +38,10 @@ def test_detach_needs_a_cluster_executor(tmp_path):
 
 def _task():
     from harness.execution.local import Task
-    from harness.engine.runner import RunConfig
+    from harness.protocol.spec import RunSpec
 
-    config = RunConfig("sub/abc.py", "resnet20", "digits", seed=1)
-    return Task(config, "e resnet20-digits seed 1", "a" * 64,
+    config = RunSpec("sub/abc.py", "resnet20", "digits", seed=1, sha256="a" * 64, planned=True)
+    return Task(config, "e resnet20-digits seed 1",
                 {"entry": "e", "suite": {"name": "smoke", "recipe_id": "r1",
                                          "setting": "resnet20-digits"}}, [])
 

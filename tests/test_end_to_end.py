@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import ROOT
 from harness.cli import main
-from harness.store.status import run_states, suite_plan
+from harness.store.status import plan_suite, run_states
 from harness.store.results import ResultsStore
 from harness.protocol.suites import load_suite
 
@@ -54,7 +54,7 @@ def test_smoke_suite_to_leaderboard(tmp_path):
     assert not any(_alive(pid) for pid in controllers)
 
     store = ResultsStore(results)
-    states = {s.seed: s for s in run_states(store, suite_plan(store, load_suite("smoke")))
+    states = {s.seed: s for s in run_states(store, plan_suite(store, load_suite("smoke")))
               if s.entry == "SelectiveNorm"}
     assert "interrupted" in {s.state for s in states.values()}, states  # its checkpoint waits
     assert {s.state for s in states.values()} <= {"done", "interrupted", "missing"}, states
@@ -67,7 +67,7 @@ def test_smoke_suite_to_leaderboard(tmp_path):
     assert second.exit_code == 0, second.output
     ok = [r for r in store.records() if r.get("entry") == "SelectiveNorm" and r["status"] == "ok"]
     assert len(ok) == 2 and any(r["resumes"] for r in ok), [r["resumes"] for r in ok]
-    assert {s.state for s in run_states(store, suite_plan(store, load_suite("smoke")))} == {"done"}
+    assert {s.state for s in run_states(store, plan_suite(store, load_suite("smoke")))} == {"done"}
 
     built = runner.invoke(main, ["leaderboard", "build", "--results", str(results), "--out", str(site)])
     assert built.exit_code == 0, built.output

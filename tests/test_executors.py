@@ -6,13 +6,15 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 from harness.execution.local import Task, crash_record, visible_gpus, worker_slots
-from harness.engine.fast import SpeedOptions
+from harness.protocol.spec import SpeedOptions
 from harness.store.record import strip_timings
-from harness.engine.runner import RunConfig, config_from_json, config_to_json, run_eval
+from harness.engine.runner import run_eval
+from harness.protocol.spec import RunSpec
 from harness.store.results import ResultsStore, run_key
 from harness.protocol.suites import load_suite
-from harness.execution.sweep import plan, sweep
-from harness.engine.train import Recipe
+from harness.execution.sweep import sweep
+from harness.store.status import plan_entry
+from harness.protocol.recipe import Recipe
 
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")
 
@@ -37,18 +39,20 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch, env, expected):
 
 
 def test_config_survives_the_trip_to_a_worker():
-    config = RunConfig("x.py", "resnet20", "digits", seed=3, recipe=Recipe(epochs=2),
+    config = RunSpec("x.py", "resnet20", "digits", seed=3, recipe=Recipe(epochs=2),
                        limit_train=10, precision="bf16",
                        speed=SpeedOptions(compile=True, compile_backend="aot_eager"))
-    assert config_from_json(config_to_json(config)) == config
+    assert RunSpec.from_json(config.to_json()) == config
 
 
 def test_crash_record_is_a_failed_record_with_its_key():
-    config = RunConfig("sub/abc.py", "resnet20", "digits", seed=1)
-    extra = {"entry": "e", "suite": {"name": "smoke", "recipe_id": "r1", "setting": "resnet20-digits"}}
-    record = crash_record(Task(config, "e", "a" * 64, extra), "crashed", "exit 9", "tail")
+    config = RunSpec("sub/abc.py", "resnet20", "digits", seed=1, sha256="a" * 64, planned=True)
+    extra = {"entry": "e", "suite": {"name": "smoke", "recipe_id": config.recipe_id(),
+                                     "setting": "resnet20-digits"}}
+    record = crash_record(Task(config, "e", extra), "crashed", "exit 9", "tail")
     assert record["status"] == "failed" and record["failure"]["category"] == "crashed"
-    assert run_key(record).startswith("a" * 64 + "|resnet20|digits|1|r1|")
+    assert run_key(record) == config.key()
+    assert run_key(record).startswith("a" * 64 + f"|resnet20|digits|1|{config.recipe_id()}|")
 
 
 def tiny_suite():
@@ -102,7 +106,7 @@ def test_a_worker_that_dies_is_recorded_and_the_others_kept(tmp_path):
     lines = store.index_lines()
     assert sorted(line["status"] for line in lines.values()) == ["failed", "ok"]
     # The failed run is retried by the next submit; the finished one is not.
-    left = plan(store, by_seed[0]["submission"]["sha256"], tiny_suite(), False)
+    left = plan_entry(store, "e", by_seed[0]["submission"]["sha256"], tiny_suite(), False)
     assert [r.seed for r in left if not r.done] == [1]
 
 

@@ -7,7 +7,6 @@ backends, including torch's own deliberately broken testing backends.
 
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
@@ -15,13 +14,15 @@ from conftest import ROOT
 from harness.engine import fast
 from harness.cli import main
 from harness.protocol.data import BatchPipeline, load_dataset
-from harness.engine.fast import PLAIN, SpeedOptions, prepare, probe
+from harness.engine.fast import prepare, probe
+from harness.protocol.spec import PLAIN, SpeedOptions
 from harness.protocol.models import build_model
 from harness.store.record import strip_timings
-from harness.engine.runner import RunConfig, run_eval
+from harness.engine.runner import run_eval
+from harness.protocol.spec import RunSpec
 from harness.store.results import run_key
 from harness.vetting.submission import load
-from harness.engine.train import Recipe
+from harness.protocol.recipe import Recipe
 
 CPU = torch.device("cpu")
 SELECTIVE = ROOT / "submissions" / "selective_norm.py"
@@ -214,7 +215,7 @@ def test_relative_error_edge_cases():
 # -- whole runs: the fast path against the plain one -------------------------------------------
 
 def smoke(speed, seed=0, submission=SELECTIVE):
-    return RunConfig(submission=str(submission), arch="resnet20", dataset="digits", seed=seed,
+    return RunSpec(submission=str(submission), arch="resnet20", dataset="digits", seed=seed,
                      recipe=Recipe(epochs=2, batch_size=32), limit_train=256, limit_test=120,
                      device="cpu", speed=speed)
 

@@ -21,10 +21,11 @@ import pytest
 
 from conftest import ROOT
 from harness.execution.local import Isolation, LocalExecutor, Task
-from harness.engine.runner import RunConfig, run_eval
+from harness.engine.runner import run_eval
+from harness.protocol.spec import RunSpec
 from harness.execution.sandbox import sandbox_unavailable
 from harness.store.results import ResultsStore
-from harness.engine.train import Recipe
+from harness.protocol.recipe import Recipe
 from harness.execution.watch import LOG_BYTES
 
 HOSTILE = ROOT / "tests" / "hostile"
@@ -46,8 +47,8 @@ def materialise(name: str, tmp_path: Path, **values: str) -> Path:
     return path
 
 
-def config(path: Path, seed: int, epochs: int = 1) -> RunConfig:
-    return RunConfig(str(path), "resnet20", "digits", seed=seed,
+def config(path: Path, seed: int, epochs: int = 1) -> RunSpec:
+    return RunSpec(str(path), "resnet20", "digits", seed=seed,
                      recipe=Recipe(epochs=epochs, batch_size=32), limit_train=96, limit_test=64,
                      device="cpu")
 
@@ -57,7 +58,7 @@ def run_untrusted(path: Path, results: Path, seeds=(2,), epochs: int = 1,
     """The runs of ``path`` as an untrusted submit runs them (split and sandboxed)."""
     store = ResultsStore(results)
     copy, digest = store.store_submission(path)
-    tasks = [Task(config(copy, seed, epochs), f"{path.stem} seed {seed}", digest,
+    tasks = [Task(config(copy, seed, epochs).with_(sha256=digest), f"{path.stem} seed {seed}",
                   {"submission_source": str(path)}) for seed in seeds]
     records = LocalExecutor(1, "cpu", Isolation(untrusted=True, **isolation)).run(
         tasks, store, slots=[SLOT] * len(seeds))

@@ -11,9 +11,11 @@ from torch import nn
 from conftest import ROOT
 from harness.engine.instruments import BatchTimer, layer_probe, norm_summary, probe_epochs
 from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
-from harness.engine.runner import RunConfig, run_eval
+from harness.engine.runner import run_eval
+from harness.protocol.spec import RunSpec
 from harness.protocol.suites import SuiteError, parse_recipe
-from harness.engine.train import Recipe, should_stop
+from harness.engine.train import should_stop
+from harness.protocol.recipe import Recipe
 from records import make_record
 
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")
@@ -137,7 +139,7 @@ def test_early_stopping_rule(accs, patience, stop):
 
 
 def _config(**recipe):
-    return RunConfig(SELECTIVE, "resnet20", "digits", seed=3,
+    return RunSpec(SELECTIVE, "resnet20", "digits", seed=3,
                      recipe=Recipe(**{"epochs": 3, "batch_size": 32, **recipe}),
                      limit_train=96, limit_test=64)
 
@@ -148,7 +150,7 @@ def test_instruments_do_not_change_the_run(tmp_path):
     # running statistics, would change every later epoch.
     on, _ = run_eval(_config(), tmp_path / "on", checkpoints=False)
     off_config = _config()
-    off_config.instruments = False
+    off_config = off_config.with_(instruments=False)
     off, _ = run_eval(off_config, tmp_path / "off", checkpoints=False)
     assert on["epochs"] and strip_timings(on["epochs"]) == strip_timings(off["epochs"])
     assert [p["epoch"] for p in on["probes"]] == [1, 2, 3] and off["probes"] == []

@@ -19,11 +19,12 @@ from conftest import FIXTURES, ROOT
 from harness.vetting import tamper
 from harness.cli import EXIT_DIVERGED, main
 from harness.execution.local import Isolation, Task, _failure_of, accept_record
-from harness.engine.runner import RunConfig, failure_category
+from harness.engine.runner import failure_category
+from harness.protocol.spec import RunSpec
 from harness.execution.sandbox import (_ARCH, NOBODY, REFUSED, Limits as BoxLimits, Sandbox, root_userns,
                              sandbox_unavailable, seccomp_program)
 from harness.protocol.suites import load_suite
-from harness.engine.train import Recipe
+from harness.protocol.recipe import Recipe
 from harness.execution.watch import LINE_BYTES, LOG_BYTES, CappedLog, Limits, Process, Watch
 from records import make_record
 
@@ -106,9 +107,9 @@ def test_failure_categories_of_exceptions(exc, category):
 
 
 def task_for(record: dict) -> Task:
-    config = RunConfig("/store/abc.py", "resnet20", "digits", seed=record["config"]["seed"],
+    config = RunSpec("/store/abc.py", "resnet20", "digits", seed=record["config"]["seed"],
                        recipe=Recipe(epochs=3))
-    return Task(config, "x", "f" * 64, {"entry": "e", "entry_kind": "submission"},
+    return Task(config.with_(sha256="f" * 64), "x", {"entry": "e", "entry_kind": "submission"},
                 [{"name": "static-scan", "status": "pass", "detail": "", "fatal": False}])
 
 
@@ -153,7 +154,7 @@ def test_tamper_check_sees_replacements_and_global_hooks(monkeypatch):
 def test_a_trusted_layer_that_patches_during_training_keeps_no_score(tmp_path):
     from harness.engine.runner import run_eval
 
-    config = RunConfig(str(FIXTURES / "patches_cross_entropy.py"), "resnet20", "digits", seed=2,
+    config = RunSpec(str(FIXTURES / "patches_cross_entropy.py"), "resnet20", "digits", seed=2,
                        recipe=Recipe(epochs=1, batch_size=32), limit_train=64, limit_test=32,
                        device="cpu")
     original = torch.nn.functional.cross_entropy
@@ -294,7 +295,7 @@ print(json.dumps(out))
 
 
 def test_untrusted_is_refused_where_there_is_no_sandbox(tmp_path, monkeypatch):
-    from harness.engine.runner import RunError
+    from harness.protocol.spec import RunError
     from harness.store.results import ResultsStore
     from harness.execution.sweep import sweep
 

@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.leaderboard.site import build_site
-from harness.store.record import write_json_atomic
 from harness.store.results import ResultsStore
 from records import make_record
 

@@ -1,6 +1,5 @@
 """Checkpoints: a run killed with SIGKILL mid-epoch resumes and ends with the uninterrupted record."""
 
-import json
 import os
 import signal
 import subprocess
@@ -11,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from harness.engine.checkpoint import Checkpoint, run_identity
+from harness.engine.checkpoint import Checkpoint
 from harness.store.record import read_record, strip_timings
-from harness.engine.runner import RunConfig, run_eval
-from harness.engine.train import Recipe
+from harness.engine.runner import run_eval
+from harness.protocol.spec import RunSpec, SpeedOptions
+from harness.protocol.recipe import Recipe
 
 HARNESS = str(Path(sys.executable).parent / "harness")
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")
@@ -74,7 +74,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_record(tmp_path):
 
 
 def small(out_seed=0, **kw):
-    return RunConfig(SELECTIVE, "resnet20", "digits", seed=out_seed,
+    return RunSpec(SELECTIVE, "resnet20", "digits", seed=out_seed,
                      recipe=Recipe(epochs=2, batch_size=32),
                      limit_train=96, limit_test=40, device="cpu", **kw)
 
@@ -97,12 +97,17 @@ def test_another_runs_checkpoint_is_never_used(tmp_path):
     ckpt.save({"epochs": []})
     assert Checkpoint(tmp_path / "c.pt", "identity-b").load() is None
     assert Checkpoint(tmp_path / "c.pt", "identity-a").load()["epochs"] == []
-    config = small()
-    base = run_identity("sha", config, "digits", "p1")
-    assert base == run_identity("sha", small(speed=config.speed), "digits", "p1")
-    assert base != run_identity("sha", small(out_seed=1), "digits", "p1")
-    assert base != run_identity("other", config, "digits", "p1")
-    assert base != run_identity("sha", config, "digits", "p2")
+    config = small().with_(sha256="sha", protocol="p1")
+    base = config.digest()
+    assert base == config.with_(speed=SpeedOptions(channels_last=True), device="cpu",
+                                resume=False).digest()
+    assert base == config.with_(dataset="DIGITS").digest()  # the same dataset, by another name
+    assert base != small(out_seed=1).with_(sha256="sha", protocol="p1").digest()
+    assert base != config.with_(sha256="other").digest()
+    assert base != config.with_(protocol="p2").digest()
+    assert base != config.with_(recipe=Recipe(epochs=3, batch_size=32)).digest()
+    assert base != config.with_(limit_train=100).digest()
+    assert base != config.with_(planned=True).digest()  # an ad hoc run never stands in for a suite's
 
 
 @pytest.mark.slow

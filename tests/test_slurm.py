@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from harness.store.status import run_states, suite_plan
+from harness.store.status import plan_suite, run_states
 from harness.store.results import ResultsStore
 from harness.protocol.suites import load_suite
 
@@ -117,7 +117,7 @@ def test_smoke_suite_through_sbatch_with_runs_requeued_and_cancelled(slurm, tmp_
     assert "submitted 1 run(s)" in output, output
     new_array = re.search(r"\(jobs? (\d+)", output).group(1)
     _wait(lambda: not _queue(new_array), 300, "the array to finish")
-    planned = suite_plan(store, load_suite("smoke"))
+    planned = plan_suite(store, load_suite("smoke"))
     assert {s.state for s in run_states(store, planned)} == {"done"}
 
     ok = [r for r in store.records() if r["status"] == "ok"]

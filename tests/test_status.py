@@ -1,6 +1,7 @@
 """``harness status``: every state a planned run can be in, read from the store alone."""
 
 import json
+from dataclasses import asdict
 import os
 import time
 
@@ -8,7 +9,9 @@ from click.testing import CliRunner
 
 from conftest import ROOT
 from harness.cli import EXIT_USAGE, main
-from harness.store.status import STALE_S, Claim, claim_path, run_states, study_plan, suite_plan
+from harness.store.claims import STALE_S, Claim, claim_path
+from harness.store.results import run_key
+from harness.store.status import checkpoint_paths, plan_study, plan_suite, run_states
 from harness.store.results import ResultsStore
 from harness.protocol.studies import load_study
 from harness.protocol.suites import load_suite
@@ -27,10 +30,13 @@ dataset = "digits"
 
 
 def _record_for(run, status="ok", best=80.0):
-    """A fabricated record with a planned run's key (setting, seed, sha256, recipe id)."""
-    sha, arch, dataset, seed, recipe_id, protocol, _ = run[3].split("|")
-    record = make_record(run[0], sha, f"{arch}-{dataset}", int(seed), best, status=status)
-    record["suite"]["recipe_id"] = recipe_id
+    """A fabricated record of a planned run (its setting, seed, sha256 and recipe)."""
+    spec = run.spec
+    record = make_record(run.entry, spec.sha256, run.setting.key, spec.seed, best, status=status)
+    record["config"].update({**asdict(spec.recipe), "limit_train": spec.limit_train,
+                             "limit_test": spec.limit_test})
+    record["suite"]["recipe_id"] = spec.recipe_id()
+    assert run_key(record) == run.key
     return record
 
 
@@ -39,28 +45,28 @@ def test_every_state_of_a_planned_run(tmp_path):
     study = load_study(tmp_path / "st.toml")
     store = ResultsStore(tmp_path / "results")
     store.runs_dir.mkdir(parents=True)
-    planned = study_plan(store, study)
-    assert [p[2] for p in planned] == [0, 1, 2]
+    planned = plan_study(study, store)
+    assert [p.seed for p in planned] == [0, 1, 2]
     assert [s.state for s in run_states(store, planned)] == ["missing"] * 3
 
     store.add(_record_for(planned[0]))                      # seed 0: done
     store.add(_record_for(planned[1], status="failed"))     # seed 1: failed, then running again
-    with Claim(store.root, planned[1][3], "BN seed 1"):
+    with Claim(store.root, planned[1].key, "BN seed 1"):
         states = run_states(store, planned)
         assert [s.state for s in states] == ["done", "running", "missing"]
         assert f"on {os.uname().nodename}" in states[1].detail
-    assert not claim_path(store.root, planned[1][3]).exists()  # released at the end
+    assert not claim_path(store.root, planned[1].key).exists()  # released at the end
     assert run_states(store, planned)[1].state == "failed"
     assert "[exception] failed (fabricated)" in run_states(store, planned)[1].detail
 
     # Seed 2: a worker that died holding its claim goes stale; a checkpoint alone is interrupted.
-    claim = Claim(store.root, planned[2][3], "BN seed 2").__enter__()
+    claim = Claim(store.root, planned[2].key, "BN seed 2").__enter__()
     old = time.time() - STALE_S - 60
     os.utime(claim.path, (old, old))
     state = run_states(store, planned)[2]
     assert state.state == "interrupted" and "no heartbeat for" in state.detail
     claim.path.unlink()
-    checkpoint = planned[2][4][0]
+    checkpoint = checkpoint_paths(store, planned[2].spec)[0]
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(b"x")
     state = run_states(store, planned)[2]
@@ -86,8 +92,8 @@ def test_suite_plan_covers_hidden_settings_of_final_entries_only(tmp_path):
     store.register_entry("base", "baseline", "a" * 64, "smoke", True, "x")
     store.register_entry("sub", "submission", "b" * 64, "smoke", False, "y")
     store.register_entry("other", "submission", "c" * 64, "default", False, "z")
-    planned = suite_plan(store, load_suite("smoke"))
-    assert {(p[0], p[1]) for p in planned} == {("base", "resnet20-digits"), ("base", "resnet56-digits"),
+    planned = plan_suite(store, load_suite("smoke"))
+    assert {(p.entry, p.setting.key) for p in planned} == {("base", "resnet20-digits"), ("base", "resnet56-digits"),
                                                ("sub", "resnet20-digits")}
     assert len(planned) == 3 * 2  # two seeds each
 
@@ -101,7 +107,7 @@ def test_status_command(tmp_path):
     assert both.exit_code == EXIT_USAGE
     store = ResultsStore(results)
     store.register_entry("base", "baseline", "a" * 64, "smoke", True, "x")
-    planned = suite_plan(store, load_suite("smoke"))
+    planned = plan_suite(store, load_suite("smoke"))
     store.add(_record_for(planned[0]))
     out = runner.invoke(main, ["status", "--results", str(results)])
     assert out.exit_code == 0, out.output

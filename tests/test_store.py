@@ -154,9 +154,9 @@ def test_whatever_is_in_the_store_its_readers_survive(tmp_path):
                                       "--out", str(tmp_path / "site2")])
     assert built.exit_code == 0 and "warning: skipped" in built.output
     from harness.protocol.suites import load_suite
-    from harness.execution.sweep import plan
+    from harness.store.status import plan_entry
 
-    planned = plan(ResultsStore(tmp_path), sha, load_suite("smoke"), False)  # what a sweep does
+    planned = plan_entry(ResultsStore(tmp_path), "a", sha, load_suite("smoke"), False)  # what a sweep does
     assert [p.done for p in planned] == [True, False]
 
 

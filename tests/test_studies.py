@@ -2,7 +2,6 @@
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +11,9 @@ from harness.cli import EXIT_USAGE, main
 from harness.engine.runner import run_eval
 from harness.leaderboard.stats import runs_frame
 from harness.store.results import ResultsStore
-from harness.protocol.studies import load_study, plan_study, run_study, study_records
+from harness.execution.sweep import run_study
+from harness.protocol.studies import load_study
+from harness.store.status import plan_study, study_records
 from harness.leaderboard.study_report import Cell, build_report, compare_with_reference, summary_lines
 from harness.protocol.suites import SuiteError
 from records import make_record

@@ -3,7 +3,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.protocol.suites import SuiteError, _parse, hidden_in, load_suite, suite_names
-from harness.engine.train import PROTOCOL_RECIPE
+from harness.protocol.recipe import PROTOCOL_RECIPE
 
 
 def test_default_suite_is_the_reference():

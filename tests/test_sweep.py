@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES
 from harness.store.record import write_json_atomic
 from harness.store.results import EntryTaken, ResultsStore
 from harness.vetting.submission import SubmissionError
@@ -120,8 +120,8 @@ class BatchRecorder:
         records = []
         for task in tasks:
             on_start(task)
-            c = task.config
-            record = make_record(task.extra["entry"], task.sha256, f"{c.arch}-{c.dataset}", c.seed,
+            c = task.spec
+            record = make_record(task.extra["entry"], task.spec.sha256, f"{c.arch}-{c.dataset}", c.seed,
                                  70.0, kind=task.extra["entry_kind"])
             store.add(record)
             on_done(task, record)

@@ -11,20 +11,21 @@ from click.testing import CliRunner
 from conftest import FIXTURES, ROOT
 from harness.cli import EXIT_DIVERGED, main
 from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
-from harness.engine.runner import RunConfig, run_eval
-from harness.engine.train import Recipe
+from harness.engine.runner import run_eval
+from harness.protocol.spec import RunSpec
+from harness.protocol.recipe import Recipe
 
 TEMPLATE = str(ROOT / "custom_norm.py")
 
 
 def small(seed=42, epochs=2, submission=TEMPLATE, **kw):
-    return RunConfig(submission=submission, arch="resnet20", dataset="digits", seed=seed,
+    return RunSpec(submission=submission, arch="resnet20", dataset="digits", seed=seed,
                      recipe=Recipe(epochs=epochs), limit_train=260, limit_test=120, **kw)
 
 
 @pytest.mark.slow
 def test_digits_learns_well_above_chance(tmp_path):
-    config = RunConfig(submission=TEMPLATE, arch="resnet20", dataset="digits", seed=0,
+    config = RunSpec(submission=TEMPLATE, arch="resnet20", dataset="digits", seed=0,
                        recipe=Recipe(epochs=6))  # 95.8% on this CPU; 80% leaves room for others
     record, _ = run_eval(config, tmp_path)
     assert record["status"] == "ok"
@@ -148,7 +149,7 @@ def test_deferred_reads_still_name_the_first_bad_step():
                                                 (14.0, 10, 360, True), (1.2, 100, 10_000, True),
                                                 (5.0, 10, 10_000, True), (None, 10, 100, False)])
 def test_chance_accuracy(acc, classes, n, flag):
-    from harness.engine.runner import at_chance
+    from harness.store.derived import at_chance
 
     assert at_chance(acc, 100.0 / classes, n) is flag
 
@@ -187,7 +188,7 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
 def test_bf16_is_recorded_not_comparable_and_still_trains(tmp_path):
     fp32, _ = run_eval(small(seed=3, epochs=1), tmp_path / "a")
     config = small(seed=3, epochs=1)
-    config.precision = "bf16"
+    config = config.with_(precision="bf16")
     bf16, _ = run_eval(config, tmp_path / "b")
     assert bf16["status"] == "ok" and bf16["config"]["precision"] == "bf16"
     assert fp32["config"]["precision"] == "fp32" and fp32["config"]["compile"] == "eager"

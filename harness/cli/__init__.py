@@ -18,7 +18,7 @@ from harness import __version__
 from harness.protocol.data import DATASET_ALIASES, DATASETS
 from harness.protocol.models import ARCHS
 from harness.reporting import Progress
-from harness.engine.train import PROTOCOL_RECIPE, Recipe
+from harness.protocol.recipe import PROTOCOL_RECIPE, Recipe
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -30,7 +30,7 @@ def _fail(message: str, code: int = EXIT_FAILED) -> None:
 
 def _guarded(verbose: bool, fn, *args, **kwargs):
     """Run ``fn``; turn every error into one line (or a traceback with --verbose) and an exit code."""
-    from harness.engine.runner import RunError
+    from harness.protocol.spec import RunError
     from harness.store.results import EntryTaken
     from harness.vetting.submission import SubmissionError
     from harness.protocol.suites import SuiteError
@@ -152,7 +152,7 @@ def _run_options(fn):
     @functools.wraps(fn)
     def with_speed(*args, channels_last, cudnn_benchmark, compile_, compile_backend, cuda_graphs,
                    **kwargs):
-        from harness.engine.fast import SpeedOptions
+        from harness.protocol.spec import SpeedOptions
 
         speed = SpeedOptions(channels_last=channels_last, cudnn_benchmark=cudnn_benchmark,
                              compile=compile_, compile_backend=compile_backend,
@@ -336,7 +336,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     Example:
       harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15
     """
-    from harness.engine.runner import RunConfig
+    from harness.protocol.spec import RunSpec
     from harness.store.results import ResultsStore
     from harness.protocol.suites import hidden_in
 
@@ -347,7 +347,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
               "really mean to run it.")
     recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                     weight_decay=weight_decay)
-    config = RunConfig(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
+    config = RunSpec(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
                        recipe=recipe, limit_train=limit_train, limit_test=limit_test,
                        device=device, data_root=data_root, download=download, precision=precision,
                        speed=speed, resume=resume)
@@ -358,7 +358,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
         from harness.execution.sweep import scan_row
 
         loaded, preflight = _preflight(verbose, submission, check_timeout)
-        config.submission = str(loaded.path)
+        config = config.with_(submission=str(loaded.path))
         row, scan = _guarded(verbose, scan_row, loaded.path, submission, vetting.scan_policy,
                              vetting.trust_code)
         record, path = _execute(config, results_dir, submission=loaded,
@@ -392,9 +392,9 @@ def _eval_untrusted(config, results_dir: str, isolation, vetting, check_timeout:
     store = ResultsStore(results_dir)
     vetted = vet(store, config.submission, isolation, vetting.trust_code, vetting.scan_policy,
                  check_timeout)
-    config.submission = str(vetted.copy)
+    config = config.with_(submission=str(vetted.copy), sha256=vetted.sha256)
     task = Task(config, f"{vetted.path.stem} {config.arch}-{config.dataset} seed {config.seed}",
-                vetted.sha256, {"submission_source": str(vetted.path), "scan": vetted.scan},
+                {"submission_source": str(vetted.path), "scan": vetted.scan},
                 vetted.checks)
     record = run_in_worker(task, store, {}, store.root / "logs", 0, isolation,
                            echo=lambda line: click.echo(line))
@@ -642,7 +642,7 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
     """
     from harness.bench import run
     from harness.store.record import write_json_atomic
-    from harness.engine.runner import resolve_device
+    from harness.engine.device import resolve_device
 
     dev = _guarded(verbose, resolve_device, device)
     if split:
@@ -809,7 +809,9 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry
       harness study report studies/smoke.toml --results results --out study-report
     """
     from harness.store.results import ResultsStore
-    from harness.protocol.studies import hidden_settings, plan_study, select_entries, sweep_arguments
+    from harness.execution.sweep import sweep_arguments
+    from harness.protocol.studies import hidden_settings, select_entries
+    from harness.store.status import plan_study
 
     study = _study_or_fail(study_file)
     hidden = hidden_settings(study)
@@ -822,11 +824,11 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry
     if dry_run:
         planned = _guarded(verbose, plan_study, study, store, precision)
         for run in planned:
-            if wanted is None or run.entry.name in wanted:
+            if wanted is None or run.entry in wanted:
                 state = "done" if run.done and not rerun else "to run"
-                click.echo(f"{run.entry.name:<28} {run.setting.key:<24} seed {run.seed:<6} {state}")
+                click.echo(f"{run.entry:<28} {run.setting.key:<24} seed {run.seed:<6} {state}")
         todo = sum(1 for r in planned if (not r.done or rerun)
-                   and (wanted is None or r.entry.name in wanted))
+                   and (wanted is None or r.entry in wanted))
         click.echo(f"{todo} run(s) to do of {len(planned)}")
         return
     click.echo(f"study {study.name}: {len(study.entries)} entries x {len(study.settings)} settings x "
@@ -911,7 +913,7 @@ def status_cmd(suite_name: str | None, study_file: str | None, results_dir: str,
     from dataclasses import asdict
     from pathlib import Path
 
-    from harness.store.status import STATES, run_states, study_plan, suite_plan
+    from harness.store.status import STATES, plan_study, plan_suite, run_states
     from harness.store.results import ResultsStore
     from harness.protocol.suites import all_suites
 
@@ -922,10 +924,10 @@ def status_cmd(suite_name: str | None, study_file: str | None, results_dir: str,
     store = ResultsStore(results_dir)
     if study_file:
         study = _study_or_fail(study_file)
-        groups = [(f"study {study.name}", _guarded(verbose, study_plan, store, study, precision))]
+        groups = [(f"study {study.name}", _guarded(verbose, plan_study, study, store, precision))]
     else:
         suites = [_suite_or_fail(suite_name)] if suite_name else all_suites()
-        groups = [(f"suite {s.name}", _guarded(verbose, suite_plan, store, s, precision)) for s in suites]
+        groups = [(f"suite {s.name}", _guarded(verbose, plan_suite, store, s, precision)) for s in suites]
         groups = [g for g in groups if g[1] or suite_name]
         if not groups:
             _fail(f"{results_dir}: no entries registered to any suite; pass --suite or --study")

@@ -10,7 +10,7 @@ import argparse
 
 from harness.protocol.data import DATASET_ALIASES, DATASETS
 from harness.protocol.models import ARCHS
-from harness.engine.train import PROTOCOL_RECIPE
+from harness.protocol.recipe import PROTOCOL_RECIPE
 
 
 def parser() -> argparse.ArgumentParser:

@@ -50,36 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.engine.checkpoint import global_rng_state, set_global_rng_state
-
-
-@dataclass(frozen=True)
-class SpeedOptions:
-    """What was asked for; ``None`` means "the device's default" (on for CUDA, off for CPU)."""
-
-    channels_last: bool | None = None
-    cudnn_benchmark: bool | None = None
-    compile: bool = False
-    compile_backend: str = "inductor"
-    cuda_graphs: bool = False
-
-    def resolve(self, device: torch.device) -> tuple["SpeedOptions", list[str]]:
-        """Fill in the device's defaults; return the options to try and notes on what was dropped."""
-        cuda = device.type == "cuda"
-        notes = []
-        cuda_graphs = self.cuda_graphs
-        if cuda_graphs and not cuda:
-            notes.append("CUDA graphs need a CUDA device; ignored on " + device.type)
-            cuda_graphs = False
-        cudnn_benchmark = cuda if self.cudnn_benchmark is None else self.cudnn_benchmark
-        if cudnn_benchmark and not cuda:
-            notes.append("cudnn.benchmark has no effect on " + device.type)
-            cudnn_benchmark = False
-        return replace(self, channels_last=cuda if self.channels_last is None else self.channels_last,
-                       cudnn_benchmark=cudnn_benchmark, cuda_graphs=cuda_graphs,
-                       compile=self.compile or cuda_graphs), notes
-
-
-PLAIN = SpeedOptions(channels_last=False, cudnn_benchmark=False)
+from harness.engine.device import autocast
+from harness.protocol.spec import SpeedOptions
 
 
 def tolerance_floor(device: torch.device, precision: str) -> float:
@@ -132,7 +104,7 @@ def probe(model: nn.Module, forward: Callable, x: torch.Tensor, y: torch.Tensor,
     The model's parameters, buffers and mode and every random stream are restored afterwards, so a
     probe leaves no trace on the run.
     """
-    from harness.engine.train import autocast
+
 
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     rng, was_training = global_rng_state(device), model.training

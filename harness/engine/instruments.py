@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.engine.checkpoint import global_rng_state, set_global_rng_state
+from harness.engine.device import autocast
 
 
 def probe_epochs(epochs: int) -> tuple[int, ...]:
@@ -81,7 +82,7 @@ def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm_class: 
 
 def _probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm_class: type,
            device: torch.device, precision: str) -> dict[str, Any]:
-    from harness.engine.train import autocast
+
 
     layers = parameter_layers(model)
     params = [p for _, ps in layers for p in ps]

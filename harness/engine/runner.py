@@ -2,107 +2,33 @@
 
 from __future__ import annotations
 
-import math
-import random
 import re
-import resource
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from harness.protocol import data as data_mod
-from harness.vetting import tamper
-from harness.engine.checkpoint import Checkpoint, run_identity
-from harness.store.derived import curve_metrics
+from harness.engine.checkpoint import Checkpoint
+from harness.engine.device import peak_memory_bytes, resolve_device, seed_everything
+from harness.engine.fast import check_backend, compile_mode_name
+from harness.protocol.spec import PLAIN
 from harness.engine.instruments import norm_summary
-from harness.engine.fast import PLAIN, SpeedOptions, check_backend, compile_mode_name
+from harness.engine.train import EpochMetrics, TrainResult, train
+from harness.protocol import data as data_mod
 from harness.protocol.models import ARCHS, build_model, count_parameters
+from harness.protocol.spec import RunError, RunSpec
+from harness.store.derived import finish_record
 from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
-from harness.vetting.submission import Submission, error_message, load
 from harness.store.schema import validate_record
-from harness.protocol.scoring import batch_dependence, check_images
-from harness.engine.train import PROTOCOL_RECIPE, EpochMetrics, Recipe, TrainResult, best_index, train
-
-# Bumped whenever anything that changes what a number means changes (recipe, data, models, init).
-PROTOCOL_VERSION = "dl-normalization-1"
+from harness.vetting import tamper
+from harness.vetting.submission import Submission, error_message, load
 
 
-@dataclass
-class RunConfig:
-    submission: str
-    arch: str
-    dataset: str
-    seed: int = 42
-    recipe: Recipe = field(default_factory=Recipe)
-    limit_train: int | None = None
-    limit_test: int | None = None
-    device: str = "auto"
-    data_root: str | None = None
-    download: bool = True
-    precision: str = "fp32"  # the protocol's; "bf16" autocasts and is recorded as not comparable
-    # Same numbers, faster (harness.engine.fast): not part of what makes a run comparable or its key.
-    speed: SpeedOptions = field(default_factory=SpeedOptions)
-    resume: bool = True  # continue from this run's checkpoint when a killed attempt left one
-    # The layer probes and evaluation timing of harness.engine.instruments (off only to measure their cost).
-    instruments: bool = True
-
-
-def config_to_json(config: RunConfig) -> dict[str, Any]:
-    return asdict(config)
-
-
-def config_from_json(data: dict[str, Any]) -> RunConfig:
-    data = dict(data)
-    data["recipe"] = Recipe(**data["recipe"])
-    data["speed"] = SpeedOptions(**data["speed"])
-    return RunConfig(**data)
-
-
-class RunError(Exception):
-    """A run cannot start (bad configuration, missing data, unusable device); one line for the user.
-    ``category``: ``setup`` (not the layer's fault) or ``interface`` (the layer does not fit)."""
-
-    def __init__(self, message: str, category: str = "setup"):
-        super().__init__(message)
-        self.category = category
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RunError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError("--device cuda was asked for, but torch sees no CUDA GPU on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise RunError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all CUDA devices too). The reference seeds only torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-
-
-def peak_memory_bytes(device: torch.device) -> tuple[str, int]:
-    if device.type == "cuda":
-        return "cuda_max_allocated", int(torch.cuda.max_memory_allocated(device))
-    # ru_maxrss is in kilobytes on Linux.
-    return "process_max_rss", int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def deviations(config: RunConfig, spec: data_mod.DatasetSpec) -> list[str]:
+def deviations(config: RunSpec, spec: data_mod.DatasetSpec) -> list[str]:
     """Everything that makes this run's numbers not comparable with the reference table."""
     out = config.recipe.deviations()
     if config.precision != "fp32":
@@ -118,7 +44,7 @@ def deviations(config: RunConfig, spec: data_mod.DatasetSpec) -> list[str]:
     return out
 
 
-def config_fields(config: RunConfig, dataset: str) -> dict[str, Any]:
+def config_fields(config: RunSpec, dataset: str) -> dict[str, Any]:
     """The part of a record's ``config`` known before anything is loaded."""
     return {"arch": config.arch, "dataset": dataset, "seed": config.seed, **asdict(config.recipe),
             "limit_train": config.limit_train, "limit_test": config.limit_test,
@@ -135,59 +61,13 @@ def failure_category(exc: BaseException) -> str:
     return "exception"
 
 
-def at_chance(acc: float | None, chance: float, n_test: int) -> bool:
-    """True when a test accuracy is within 3 binomial standard errors of chance (or below it):
-    the model has learnt nothing that the test set can show."""
-    if acc is None or n_test <= 0:
-        return False
-    p = chance / 100.0
-    return acc <= 100.0 * (p + 3.0 * math.sqrt(p * (1.0 - p) / n_test))
-
-
-def run_flags(record: dict[str, Any]) -> list[str]:
-    """What a reader of the run's numbers must know: ``diverged`` (its best accuracy is the best
-    before it diverged), ``chance`` (it ended at chance accuracy) and ``batch-dependent`` (its
-    test accuracy depends on how the test set was batched: harness.protocol.scoring)."""
-    flags = []
-    if record["status"] == "diverged":
-        flags.append("diverged")
-    chance = record.get("chance_acc") or 100.0 / record["config"]["num_classes"]
-    if record.get("final_acc") is not None and at_chance(
-            record["final_acc"], chance, record["data"]["test_size"]):
-        flags.append("chance")
-    if (record.get("evaluation") or {}).get("batch_dependent"):
-        flags.append("batch-dependent")
-    return flags
-
-
 def epoch_row(e: EpochMetrics) -> dict[str, Any]:
     return {"epoch": e.epoch, "lr": e.lr, "train_loss": e.train_loss, "train_acc": e.train_acc,
             "test_loss": e.test_loss, "test_acc": e.test_acc, "epoch_s": e.train_s + e.eval_s,
             "check_change": e.check_change, "check_flips": e.check_flips}
 
 
-def finish_record(record: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Everything a record derives from its scored epochs: the score (best and final accuracy),
-    the curve metrics, the batch check and the flags. ``record`` has its config, data and status."""
-    i = best_index([e["test_acc"] for e in epochs])
-    best = epochs[i] if i is not None else None
-    record.update({
-        "epochs": epochs, "epochs_completed": len(epochs),
-        "best_acc": best["test_acc"] if best else None,
-        "best_epoch": best["epoch"] if best else None,
-        "final_acc": epochs[-1]["test_acc"] if epochs else None,
-        "chance_acc": 100.0 / record["config"]["num_classes"],
-        "dynamics": curve_metrics(epochs),
-        "evaluation": batch_dependence([e.get("check_change") for e in epochs],
-                                       [e.get("check_flips") for e in epochs],
-                                       record["config"]["precision"],
-                                       check_images(record["data"]["test_size"])),
-    })
-    record["flags"] = run_flags(record)
-    return record
-
-
-def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
+def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
              submission: Submission | None = None,
              checks: list[dict[str, Any]] | None = None,
              extra: dict[str, Any] | None = None,
@@ -244,8 +124,8 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     if init_report.message():
         warn(init_report.message())
 
-    checkpoint = Checkpoint.for_run(out_dir, run_identity(submission.sha256, config, dataset_name,
-                                                          PROTOCOL_VERSION)) if checkpoints else None
+    config = config.with_(sha256=submission.sha256)
+    checkpoint = Checkpoint.for_run(out_dir, config.digest()) if checkpoints else None
     resume_state = checkpoint.load() if checkpoint is not None and config.resume else None
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", (extra or {}).get("entry") or submission.name)[:40]
     run_id = new_run_id(label, config.arch, dataset_name, f"s{config.seed}")
@@ -258,7 +138,7 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
              f"({checkpoint.path}); --no-resume starts over")
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": config.protocol,
         "run_id": run_id,
         "status": "running",
         "failure": None,
@@ -347,4 +227,4 @@ def run_eval(config: RunConfig, out_dir: str | Path = "results", *,
     return record, path
 
 
-__all__ = ["PROTOCOL_RECIPE", "PROTOCOL_VERSION", "RunConfig", "RunError", "run_eval"]
+__all__ = ["RunError", "RunSpec", "run_eval"]

@@ -22,69 +22,15 @@ import torch
 from torch import nn
 
 from harness.engine.checkpoint import Checkpoint, global_rng_state, set_global_rng_state
-from harness.protocol.data import BatchPipeline, Dataset, draw_epoch
-from harness.engine.fast import SpeedOptions, prepare
+from harness.engine.device import autocast, synchronize
+from harness.engine.fast import prepare
 from harness.engine.instruments import BatchTimer, layer_probe, probe_epochs
-from harness.protocol.scoring import EvalPlan, forward_plan, score
+from harness.protocol.data import BatchPipeline, Dataset, draw_epoch
+from harness.protocol.recipe import Recipe
+from harness.protocol.scoring import EvalPlan, best_index, forward_plan, score
+from harness.protocol.spec import SpeedOptions
 
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "constant")
-# Fields a study may change but a leaderboard suite may not (harness.protocol.suites refuses them): they
-# change what training *is*, not only its size.
-STUDY_ONLY_FIELDS = ("optimizer", "schedule", "early_stopping_patience", "augment")
-# Fields added after the first records were written: they enter a recipe's identity only when
-# they differ from the protocol, so the keys and recipe ids of older records stay valid.
-ADDED_FIELDS = ("optimizer", "early_stopping_patience", "augment")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The training recipe. The defaults are the reference protocol's and must not change.
-
-    ``optimizer`` "sgd" is SGD(lr, momentum, weight_decay, nesterov); "adam" is Adam(lr,
-    betas=(0.9, 0.999), eps=1e-8, weight_decay) and ignores momentum and nesterov. ``schedule``
-    "cosine" is CosineAnnealingLR(T_max=epochs) stepped per epoch after evaluation; "constant"
-    keeps lr. ``early_stopping_patience`` N stops after N epochs in a row without a new best test
-    accuracy (the protocol has no validation split, so this monitors the test set, as the score
-    does). ``augment`` False trains on the un-cropped, un-flipped images.
-    """
-
-    epochs: int = 200
-    batch_size: int = 128
-    test_batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: str = "cosine"
-    optimizer: str = "sgd"
-    early_stopping_patience: int | None = None
-    augment: bool = True
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.test_batch_size < 1:
-            raise ValueError("epochs and batch sizes must be at least 1")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ValueError("early_stopping_patience must be at least 1 (or absent)")
-
-    def deviations(self) -> list[str]:
-        """How this recipe differs from the protocol's, one phrase per field."""
-        ref = PROTOCOL_RECIPE
-        return [f"{k}={v!r} (protocol: {getattr(ref, k)!r})"
-                for k, v in asdict(self).items() if v != getattr(ref, k)]
-
-    def identity(self) -> dict:
-        """The fields that name this recipe in run keys and checkpoint hashes."""
-        return {k: v for k, v in asdict(self).items()
-                if k not in ADDED_FIELDS or v != getattr(PROTOCOL_RECIPE, k)}
-
-
-PROTOCOL_RECIPE = Recipe()
 
 
 @dataclass
@@ -127,13 +73,6 @@ class TrainResult:
     def best(self) -> EpochMetrics | None:
         i = best_index([e.test_acc for e in self.epochs])
         return self.epochs[i] if i is not None else None
-
-
-def best_index(test_acc: list[float | None]) -> int | None:
-    """The protocol's score: the index of the best finite test accuracy (the first epoch that
-    reached it), or None when there is none."""
-    finite = [i for i, a in enumerate(test_acc) if a is not None and math.isfinite(a)]
-    return max(finite, key=lambda i: (test_acc[i], -i)) if finite else None
 
 
 class DivergenceWatch:
@@ -179,21 +118,6 @@ def data_seed(seed: int) -> int:
     """Seed of the data-order/augmentation stream, derived from the run seed but distinct from it."""
     return int(np.random.SeedSequence([seed, 0xDA7A]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def autocast(device: torch.device, precision: str):
-    """fp32: the protocol (with PyTorch's default TF32 convolutions on GPUs that have them);
-    bf16: autocast of the forward pass and loss. Parameters and optimiser stay fp32 either way."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,

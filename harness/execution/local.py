@@ -29,32 +29,19 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.execution.task import DEFAULT_TIMEOUT_S, Isolation, Task, crash_record, safe_label  # noqa: F401
 from harness.store import schema
-from harness.engine.checkpoint import Checkpoint, run_identity
-from harness.protocol.data import resolve_dataset_name
-from harness.store.derived import curve_metrics
-from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
-from harness.engine.runner import PROTOCOL_VERSION, RunConfig, config_fields, config_to_json, finish_record
-from harness.store.status import Claim
-from harness.store.results import make_key
+from harness.engine.checkpoint import Checkpoint
+from harness.store.record import new_run_id, utc_now, write_json_atomic
+from harness.engine.runner import config_fields
+from harness.store.derived import finish_record
+from harness.store.claims import Claim
 from harness.execution.watch import CappedLog, Limits, Process, Watch
 
 RESULT_BYTES = 64 << 20  # a trusted worker's record, or a check report
-
-
-@dataclass
-class Task:
-    """One run of a sweep: its configuration and what its record carries besides."""
-
-    config: RunConfig
-    label: str  # "ENTRY ARCH-DATASET seed N", for the console and the log's name
-    sha256: str
-    extra: dict[str, Any] = field(default_factory=dict)
-    checks: list[dict[str, Any]] = field(default_factory=list)
 
 
 def visible_gpus() -> list[str]:
@@ -82,60 +69,6 @@ def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int) -> list[dic
     return slots
 
 
-def crash_record(task: Task, category: str, message: str, log_tail: str = "") -> dict[str, Any]:
-    """The record of a run that ended without a result of its own."""
-    c = task.config
-    name = Path(c.submission).stem
-    record = {
-        "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION,
-        "run_id": new_run_id(_safe(task.extra.get("entry") or name), c.arch, c.dataset,
-                             f"s{c.seed}"),
-        "status": "failed",
-        "failure": {"category": category, "message": message[:500], "log_tail": log_tail[-4000:]},
-        "comparable": False, "deviations": [],
-        "config": {**config_fields(c, c.dataset), "num_classes": None, "device": c.device,
-                   "compile": None, "speed": None},
-        "submission": {"path": c.submission, "name": name, "sha256": task.sha256, "class": None},
-        "checks": task.checks, "environment": environment(None),
-        **task.extra,
-        "epochs": [], "epochs_completed": 0, "best_acc": None, "best_epoch": None,
-        "final_acc": None, "flags": [], "started_at": utc_now(), "ended_at": utc_now(),
-        "dynamics": curve_metrics([]), "probes": [], "inference": None, "norm_layers": None,
-        "stopped_early": None, "evaluation": None,
-    }
-    schema.validate_record(record)
-    return record
-
-
-def _safe(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in label)[:40] or "run"
-
-
-DEFAULT_TIMEOUT_S = 24 * 3600.0
-
-
-def physical_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-@dataclass
-class Isolation:
-    """How each run is held: wall-clock ``timeout_s`` (None: none), ``memory_bytes`` of resident
-    memory for its processes (None: 80% of this machine's memory shared out over the runs), and,
-    when ``untrusted``, the split into sandboxes (``namespaces=False`` only when explicitly
-    overridden: then without bubblewrap)."""
-
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
-    memory_bytes: int | None = None
-    untrusted: bool = False
-    namespaces: bool = True
-    check_timeout: float = 10.0
-    disk_quota_bytes: int = 4 << 30  # a sandboxed run's state folder (checkpoint, hand-overs)
-
-    def memory_for(self, slots: int) -> int:
-        return self.memory_bytes or int(0.8 * physical_memory() / max(1, slots))
-
-
 OnStart = Callable[[Task], None]
 OnDone = Callable[[Task, dict[str, Any]], None]
 Echo = Callable[[str], None]
@@ -161,7 +94,7 @@ class LocalExecutor:
             for task in tasks:
                 if on_start:
                     on_start(task)
-                record, _ = execute(task.config, store.root, submission=submission,
+                record, _ = execute(task.spec, store.root, submission=submission,
                                     checks=task.checks, extra=task.extra)
                 store.index(record)
                 records.append(record)
@@ -256,14 +189,14 @@ def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
     """The record a trusted worker reported, with the fields the parent knows set by the parent
     and checked against the run-record schema; anything malformed makes it a failed record."""
     record = dict(reported)
-    c = task.config
+    c = task.spec
     try:
         record["config"] = {**record["config"], **config_fields(c, record["config"]["dataset"])}
-        record["submission"] = {**record["submission"], "path": c.submission, "sha256": task.sha256,
+        record["submission"] = {**record["submission"], "path": c.submission, "sha256": task.spec.sha256,
                                 "name": Path(c.submission).stem}
         record["checks"] = task.checks
         record.update(task.extra)
-        record["run_id"] = new_run_id(_safe(task.extra.get("entry") or Path(c.submission).stem),
+        record["run_id"] = new_run_id(safe_label(task.extra.get("entry") or Path(c.submission).stem),
                                       c.arch, record["config"]["dataset"], f"s{c.seed}") \
             if not schema.RUN_ID.match(str(record.get("run_id", ""))) else record["run_id"]
         finish_record(record, record.get("epochs") or [])
@@ -272,14 +205,6 @@ def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
         return crash_record(task, "malformed", f"the worker reported a malformed record "
                                                f"({str(exc).splitlines()[0][:200]}); not kept")
     return record
-
-
-def task_key(task: Task) -> str:
-    """The run key (harness.store.results.make_key) of a task, from its configuration and extras."""
-    c = task.config
-    recipe_id = (task.extra.get("suite") or {}).get("recipe_id") or "adhoc"
-    return make_key(task.sha256, c.arch, resolve_dataset_name(c.dataset), c.seed, recipe_id,
-                    PROTOCOL_VERSION, c.precision)
 
 
 def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index: int,
@@ -293,7 +218,7 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
     memory = memory or isolation.memory_for(1)
     stem = _stem(task.label, index)
     work_dir.mkdir(parents=True, exist_ok=True)
-    with Claim(store.root, task_key(task), task.label) as claim:
+    with Claim(store.root, task.spec.key(), task.label) as claim:
         if isolation.untrusted:
             threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
             record = run_split(task, store, env, work_dir, stem, isolation, memory, threads, echo,
@@ -306,16 +231,14 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
 
 
 def _run_trusted(task: Task, store, env, work_dir, stem, isolation, memory, echo, beat):
-    spec = {"mode": "run", "config": config_to_json(task.config), "extra": task.extra,
+    spec = {"mode": "run", "config": task.spec.to_json(), "extra": task.extra,
             "checks": task.checks, "results": str(store.root.resolve())}
     result, watch, code, log = run_plain(spec, stem, work_dir, env,
                                          Limits(timeout_s=isolation.timeout_s, memory_bytes=memory),
                                          echo, beat)
     if result and "record" in result:
         record = accept_record(task, result["record"])
-        dataset = resolve_dataset_name(task.config.dataset)
-        Checkpoint.for_run(store.root, run_identity(task.sha256, task.config, dataset,
-                                                    PROTOCOL_VERSION)).remove()
+        Checkpoint.for_run(store.root, task.spec.digest()).remove()
         return record
     if result and "error" in result:
         return crash_record(task, str(result.get("category", "exception")), str(result["error"]),

@@ -107,7 +107,8 @@ def run_on_node(task, results: str, index: int, isolation, cpus: int = 1) -> dic
     """One array element: run ``task`` in a worker on this node and write its record. The worker
     uses the ``cpus`` threads the job asked for: torch would otherwise start one per core of the
     node and fight the other jobs there."""
-    from harness.execution.local import crash_record, run_in_worker
+    from harness.execution.local import run_in_worker
+    from harness.execution.task import crash_record
     from harness.execution.sandbox import sandbox_unavailable
     from harness.store.results import ResultsStore
 
@@ -142,7 +143,7 @@ class SlurmExecutor:
 
     def __init__(self, options: SlurmOptions, isolation=None, backend: str = "slurm",
                  poll_s: float = 5.0):
-        from harness.execution.local import Isolation
+        from harness.execution.task import Isolation
 
         if backend not in BACKENDS:
             raise ClusterError(f"unknown cluster backend {backend!r}; choose from {BACKENDS}")
@@ -237,7 +238,7 @@ class SlurmExecutor:
 
     def _collect(self, task, job, store, vanished: bool = False) -> dict[str, Any]:
         """The element's record; a record saying why when the job ended without one."""
-        from harness.execution.local import crash_record
+        from harness.execution.task import crash_record
 
         if vanished and not job.paths.result_pickle.exists():
             reason = "it left the queue (cancelled, or killed with its node) and sacct cannot say why"

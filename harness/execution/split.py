@@ -34,14 +34,13 @@ import torch
 
 from harness.execution import handover
 from harness.store import schema
-from harness.engine.checkpoint import run_identity
 from harness.protocol.data import DATASETS, Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.store.record import environment, new_run_id, utc_now, write_json_atomic
 from harness.execution.sandbox import NOBODY, Limits, Sandbox, SandboxUnavailable, as_root
 from harness.protocol.scoring import EvalPlan, score
 from harness.engine.train import should_stop, test_metrics, EpochMetrics
-from harness.engine.runner import config_to_json
 from harness.execution.watch import CappedLog, Limits as WatchLimits, Process, Watch
+from harness.execution.task import crash_record, safe_label
 
 Echo = Callable[[str], None]
 READY_S = 600.0  # the scoring process's start: imports, the submission, the model
@@ -135,9 +134,9 @@ class SplitRun:
 
     def __init__(self, task, store, env: dict[str, str], work_dir: Path, stem: str, isolation,
                  memory: int, threads: int, echo: Echo | None, beat: Callable[[], None] | None):
-        from harness.engine.runner import PROTOCOL_VERSION, resolve_device
+        from harness.engine.device import resolve_device
 
-        c = self.config = task.config
+        c = self.config = task.spec
         self.task, self.isolation, self.echo = task, isolation, echo
         self.t_start = time.perf_counter()
         self.dataset_name = resolve_dataset_name(c.dataset)
@@ -146,10 +145,10 @@ class SplitRun:
         self.train_split = self.data.train.head(c.limit_train)
         self.test_split = self.data.test.head(c.limit_test)
         self.plan = EvalPlan.build(len(self.test_split), c.recipe.test_batch_size, c.seed)
-        self.identity = run_identity(task.sha256, c, self.dataset_name, PROTOCOL_VERSION)
+        self.identity = c.digest()
         self.state = store.root / "checkpoints" / "sandboxed" / self.identity
         self.exchange = self.state / "exchange"
-        self.label = _safe(task.extra.get("entry")
+        self.label = safe_label(task.extra.get("entry")
                            or Path(task.extra.get("submission_source") or c.submission).stem)
         self.journal = Journal.open(store.root / "checkpoints" / "journals" / f"{self.identity}.json",
                                     self.identity, self._new_run_id())
@@ -182,11 +181,11 @@ class SplitRun:
 
     def record_head(self) -> dict[str, Any]:
         """What the record knows before anything runs, all of it from the parent's side."""
-        from harness.engine.runner import PROTOCOL_VERSION, config_fields, deviations
+        from harness.engine.runner import config_fields, deviations
 
         c, data, train, test = self.config, self.data, self.train_split, self.test_split
         record: dict[str, Any] = {
-            "schema_version": 3, "protocol_version": PROTOCOL_VERSION, "run_id": self.journal.run_id,
+            "schema_version": 3, "protocol_version": c.protocol, "run_id": self.journal.run_id,
             "status": "failed", "failure": None,
             "deviations": deviations(c, DATASETS[self.dataset_name]),
             "config": {**config_fields(c, self.dataset_name), "num_classes": data.spec.num_classes,
@@ -194,7 +193,7 @@ class SplitRun:
                        "data_root": None if self.dataset_name in ("digits", "noise")
                        else str(data.source)},
             "submission": {"path": c.submission, "name": Path(c.submission).stem,
-                           "sha256": self.task.sha256, "class": "CustomNorm"},
+                           "sha256": self.task.spec.sha256, "class": "CustomNorm"},
             "checks": self.task.checks,
             "data": {"train_size": len(train), "test_size": len(test), "mean": list(data.mean),
                      "std": list(data.std), "train_sha256": train.sha256(),
@@ -215,7 +214,7 @@ class SplitRun:
 
     def record_tail(self, record: dict[str, Any]) -> dict[str, Any]:
         """Everything the record takes from the journal and the watch once the processes ended."""
-        from harness.engine.runner import finish_record
+        from harness.store.derived import finish_record
 
         c, journal, end = self.config, self.journal, self.end
         if record["failure"]:  # the sandbox's name of the file is not the user's
@@ -270,7 +269,7 @@ class SplitRun:
         _write_inputs(self.task, self.inputs["train"], self.inputs["score"], self.train_split,
                       self.test_split, self.plan)
         c, data = self.config, self.data
-        common = {"config": config_to_json(c), "mean": list(data.mean), "std": list(data.std)}
+        common = {"config": c.to_json(), "mean": list(data.mean), "std": list(data.std)}
         requests_r, self.requests = os.pipe()
         answers_r, answers_w = os.pipe()
         self.answers = handover.Channel(answers_r)
@@ -428,8 +427,7 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
     """Run ``task`` (a harness.execution.local.Task of an untrusted file) split in two sandboxes; return
     its record (not yet written). A failure is recorded with its category; the state of a run
     that was killed or crashed is kept, so that the next attempt resumes it."""
-    from harness.execution.local import crash_record
-    from harness.engine.runner import RunError
+    from harness.protocol.spec import RunError
 
     try:
         run = SplitRun(task, store, env, work_dir, stem, isolation, memory, threads, echo, beat)
@@ -467,12 +465,6 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
     return record
 
 
-def _safe(label: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:40] or "run"
-
-
 def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "nan"
 
@@ -495,7 +487,7 @@ def _write_inputs(task, train_in: Path, score_in: Path, train_split, test_split,
     process's (the submission and the plan's test images; no labels), each in its own folder."""
     from safetensors.torch import save_file
 
-    source = Path(task.config.submission).read_bytes()
+    source = Path(task.spec.submission).read_bytes()
     for folder in (train_in, score_in):
         (folder / "submission.py").write_bytes(source)
     save_file({"images": train_split.images.contiguous(), "labels": train_split.labels.contiguous()},

@@ -14,25 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.vetting.check import preflight, refuse_on_fatal
 from harness.execution.local import Isolation, LocalExecutor, Task, vet_in_worker
-from harness.engine.fast import SpeedOptions
-from harness.engine.runner import PROTOCOL_VERSION, RunConfig, RunError
 from harness.execution.sandbox import sandbox_unavailable
-from harness.store.status import live_claims
+from harness.protocol.spec import RunError, SpeedOptions
+from harness.protocol.studies import Study, StudyEntry, select_entries
+from harness.protocol.suites import Suite
+from harness.store.results import ResultsStore
+from harness.store.status import PlannedRun, plan_entry
+from harness.vetting.check import preflight, refuse_on_fatal
 from harness.vetting.scan import refusing, scan_file, summary
-from harness.store.results import ResultsStore, make_key
 from harness.vetting.submission import SubmissionError, check_path, load, resolve
-from harness.protocol.suites import Setting, Suite
-
-
-@dataclass
-class PlannedRun:
-    setting: Setting
-    seed: int
-    key: str
-    done: bool
-    running: bool = False  # a worker elsewhere holds its claim (harness.store.status)
 
 
 @dataclass
@@ -45,22 +36,6 @@ class SweepResult:
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.ran if r["status"] == "failed"]
-
-
-def run_keys(sha256: str, suite: Suite, final: bool,
-             precision: str = "fp32") -> list[tuple[Setting, int, str]]:
-    """Every (setting, seed) an entry of ``suite`` runs, with its run key."""
-    return [(setting, seed, make_key(sha256, setting.arch, setting.dataset, seed, suite.recipe_id(),
-                                     PROTOCOL_VERSION, precision))
-            for setting in suite.settings_for(final) for seed in suite.seeds]
-
-
-def plan(store: ResultsStore, sha256: str, suite: Suite, final: bool, rerun: bool = False,
-         precision: str = "fp32") -> list[PlannedRun]:
-    done = set() if rerun else store.completed_keys()
-    busy = live_claims(store.root)
-    return [PlannedRun(setting, seed, key, key in done, key in busy)
-            for setting, seed, key in run_keys(sha256, suite, final, precision)]
 
 
 RunHook = Callable[[PlannedRun, int, int], None]
@@ -189,7 +164,7 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
     if register:
         store.register_entry(name, kind, digest, suite.name, final, str(path), replace=replace)
     result = SweepResult(entry=name)
-    planned = plan(store, digest, suite, final, rerun, precision)
+    planned = plan_entry(store, name, digest, suite, final, precision=precision, rerun=rerun)
     tasks, runs = [], {}
     for i, run in enumerate(planned, 1):
         if run.done or run.running:
@@ -197,17 +172,14 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
             if on_skip:
                 on_skip(run, i, len(planned))
             continue
-        config = RunConfig(submission=str(copy), arch=run.setting.arch, dataset=run.setting.dataset,
-                           seed=run.seed, recipe=suite.recipe, limit_train=suite.limit_train,
-                           limit_test=suite.limit_test, device=device, data_root=data_root,
-                           download=download, precision=precision, speed=speed or SpeedOptions(),
-                           resume=resume)
+        spec = run.spec.with_(submission=str(copy), device=device, data_root=data_root,
+                              download=download, speed=speed or SpeedOptions(), resume=resume)
         extra = {"entry": name, "entry_kind": kind,
                  "submission_source": str(path), "scan": vetted.scan,
                  "suite": {**suite.describe(), "setting": run.setting.key,
                            "hidden": run.setting.hidden, "final": final},
                  **(record_extra or {})}
-        task = Task(config, f"{name} {run.setting.key} seed {run.seed}", digest, extra, checks)
+        task = Task(spec, f"{name} {run.setting.key} seed {run.seed}", extra, checks)
         tasks.append(task)
         runs[id(task)] = (run, i)
     return PreparedSweep(result, tasks, vetted.submission, runs, len(planned), on_run, on_done)
@@ -269,3 +241,24 @@ def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, 
                         or Isolation(check_timeout=options.get("check_timeout", 10.0)),
                         executor=executor, detach=detach, name=name, execute=execute,
                         echo=echo)[0]
+
+
+def sweep_arguments(study: Study, entry: StudyEntry) -> dict[str, Any]:
+    """What :func:`sweep` takes to run one entry of the study: every setting as
+    final (a study has no hidden half), no leaderboard entry, the study named in each record."""
+    return {"source": str(entry.path), "name": entry.name, "kind": "study",
+            "suite": study.as_suite(), "final": True, "register": False,
+            "record_extra": {"study": {**study.describe(), "entry": entry.name}}}
+
+
+def run_study(study: Study, store: ResultsStore, *, only: list[str] | None = None,
+              **sweep_options) -> list:
+    """Prepare every entry (or those named in ``only``), then run all their runs as one batch;
+    ``sweep_options`` are those of :func:`sweep`. Returns one SweepResult per entry."""
+    batch = {k: sweep_options.pop(k) for k in ("jobs", "executor", "detach", "execute", "echo")
+             if k in sweep_options}
+    prepared = [prepare(store, **sweep_arguments(study, entry), **sweep_options)
+                for entry in select_entries(study, only)]
+    return run_prepared(prepared, store, device=sweep_options.get("device", "auto"),
+                        isolation=sweep_options.get("isolation"), name=f"study-{study.name}",
+                        **batch)

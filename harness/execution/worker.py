@@ -64,11 +64,13 @@ def _write_result(path: str, payload: dict) -> None:
 def run_mode(spec: dict) -> int:
     """Trusted: one run, scored in this process; the record goes to ``spec["result"]``."""
     from harness.reporting import Progress
-    from harness.engine.runner import config_from_json
-    from harness.engine.runner import RunError, run_eval
+    from harness.engine.runner import run_eval
+    from harness.protocol.spec import RunError
     from harness.vetting.submission import SubmissionError
 
-    config = config_from_json(spec["config"])
+    from harness.protocol.spec import RunSpec
+
+    config = RunSpec.from_json(spec["config"])
     progress: dict = {}
 
     def on_start(record: dict) -> None:
@@ -90,7 +92,7 @@ def run_mode(spec: dict) -> int:
 def check_mode(spec: dict) -> int:
     """A submission's pre-flight checks; the report (or why there is none) to ``spec["result"]``."""
     from harness.vetting.check import PREFLIGHT, run_checks
-    from harness.engine.runner import resolve_device
+    from harness.engine.device import resolve_device
     from harness.vetting.submission import SubmissionError, load
 
     if spec.get("limits"):
@@ -115,14 +117,16 @@ def train_mode(spec: dict) -> int:
     from harness.execution import handover
     from harness.engine.checkpoint import Checkpoint
     from harness.protocol.data import Dataset, DatasetSpec, ImageSplit
-    from harness.engine.runner import config_from_json
     from harness.engine.instruments import norm_summary
     from harness.protocol.models import build_model, count_parameters
-    from harness.engine.runner import failure_category, peak_memory_bytes, resolve_device, seed_everything
+    from harness.engine.runner import failure_category
+    from harness.engine.device import peak_memory_bytes, resolve_device, seed_everything
     from harness.vetting.submission import SubmissionError, error_message, load
     from harness.engine.train import TrainResult, train
 
-    config = config_from_json(spec["config"])
+    from harness.protocol.spec import RunSpec
+
+    config = RunSpec.from_json(spec["config"])
     device = resolve_device(config.device)
     _enter(spec, device)
     exchange = Path(spec["state"]) / "exchange"
@@ -201,16 +205,18 @@ def score_mode(spec: dict) -> int:
 
     from harness.execution import handover
     from harness.protocol.data import BatchPipeline
-    from harness.engine.runner import config_from_json
-    from harness.engine.fast import SpeedOptions
+    from harness.protocol.spec import SpeedOptions
     from harness.engine.instruments import BatchTimer
     from harness.protocol.models import build_model
-    from harness.engine.runner import failure_category, resolve_device, seed_everything
+    from harness.engine.runner import failure_category
+    from harness.engine.device import resolve_device, seed_everything
     from harness.protocol.scoring import forward_plan
     from harness.vetting.submission import SubmissionError, error_message, load
-    from harness.engine.train import autocast
+    from harness.engine.device import autocast
 
-    config = config_from_json(spec["config"])
+    from harness.protocol.spec import RunSpec
+
+    config = RunSpec.from_json(spec["config"])
     device = resolve_device(config.device)
     requests, answers = spec["requests_fd"], spec["answers_fd"]
     images = load_file(spec["eval"])["images"]

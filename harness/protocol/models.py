@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from harness.protocol.catalog import ARCHITECTURES
+
 NormLayer = Callable[[int], nn.Module]
 
 # Norm classes the protocol initialises by name (weight 1, bias 0). Anything else with a 1-D
@@ -186,27 +188,18 @@ class ArchSpec:
     in_reference: bool  # exists in the reference benchmark's --arch choices
 
 
-ARCHS: dict[str, ArchSpec] = {
-    spec.name: spec
-    for spec in [
-        ArchSpec("resnet20", "CIFAR ResNet-20, option-B shortcuts (0.27M params)",
-                 lambda k, norm: CifarResNet(3, k, norm), True),
-        ArchSpec("resnet56", "CIFAR ResNet-56, option-B shortcuts (0.86M params)",
-                 lambda k, norm: CifarResNet(9, k, norm), True),
-        ArchSpec("resnet110", "CIFAR ResNet-110, option-B shortcuts (1.7M params)",
-                 lambda k, norm: CifarResNet(18, k, norm), True),
-        ArchSpec("vgg11bn", "VGG-11 with a norm after every conv, 512-512 head (our addition)",
-                 lambda k, norm: VGG(VGG_CONFIGS["vgg11bn"], k, norm), False),
-        ArchSpec("vgg13bn", "VGG-13 with a norm after every conv, 512-512 head (our addition)",
-                 lambda k, norm: VGG(VGG_CONFIGS["vgg13bn"], k, norm), False),
-        ArchSpec("vgg16bn", "VGG-16 with a norm after every conv, 512-512 head (15M params)",
-                 lambda k, norm: VGG(VGG_CONFIGS["vgg16bn"], k, norm), True),
-        ArchSpec("vgg19bn", "VGG-19 with a norm after every conv, 512-512 head (our addition)",
-                 lambda k, norm: VGG(VGG_CONFIGS["vgg19bn"], k, norm), False),
-        ArchSpec("mobilenetv2", "MobileNetV2 width 1.0, CIFAR strides (2.2M params)",
-                 lambda k, norm: MobileNetV2(k, norm), True),
-    ]
+_BUILDERS: dict[str, Callable[[int, NormLayer], nn.Module]] = {
+    "resnet20": lambda k, norm: CifarResNet(3, k, norm),
+    "resnet56": lambda k, norm: CifarResNet(9, k, norm),
+    "resnet110": lambda k, norm: CifarResNet(18, k, norm),
+    "vgg11bn": lambda k, norm: VGG(VGG_CONFIGS["vgg11bn"], k, norm),
+    "vgg13bn": lambda k, norm: VGG(VGG_CONFIGS["vgg13bn"], k, norm),
+    "vgg16bn": lambda k, norm: VGG(VGG_CONFIGS["vgg16bn"], k, norm),
+    "vgg19bn": lambda k, norm: VGG(VGG_CONFIGS["vgg19bn"], k, norm),
+    "mobilenetv2": lambda k, norm: MobileNetV2(k, norm),
 }
+ARCHS: dict[str, ArchSpec] = {name: ArchSpec(name, info.description, _BUILDERS[name], info.in_reference)
+                              for name, info in ARCHITECTURES.items()}
 
 
 @dataclass

@@ -38,6 +38,13 @@ CHECK_SAMPLE = 256  # test images scored a second time, in other batches
 TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2}
 
 
+def best_index(test_acc: list[float | None]) -> int | None:
+    """The protocol's score: the index of the best finite test accuracy (the first epoch that
+    reached it), or None when there is none."""
+    finite = [i for i, a in enumerate(test_acc) if a is not None and math.isfinite(a)]
+    return max(finite, key=lambda i: (test_acc[i], -i)) if finite else None
+
+
 def check_images(n_test: int, sample: int = CHECK_SAMPLE) -> int:
     """How many test images the check scores again: ``sample``, but at most half the test set,
     so that a check batch never holds exactly a protocol batch's images (batch statistics do not

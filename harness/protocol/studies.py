@@ -38,12 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.engine.runner import PROTOCOL_VERSION
-from harness.store.results import COMPLETED, ResultsStore, make_key, validate_entry_name
-from harness.vetting.submission import SubmissionError, resolve, sha256_file
-from harness.protocol.suites import (Setting, Suite, SuiteError, field_errors, parse_recipe, parse_seeds,
-                            parse_settings)
-from harness.engine.train import Recipe
+from harness.protocol.entries import SubmissionError, resolve, sha256_file, validate_entry_name
+from harness.protocol.recipe import Recipe
+from harness.protocol.suites import (Setting, Suite, SuiteError, field_errors, parse_recipe,
+                                     parse_seeds, parse_settings)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,16 +79,8 @@ class Study:
                      settings=self.settings, seeds=self.seeds, recipe=self.recipe,
                      limit_train=self.limit_train, limit_test=self.limit_test)
 
-    def entry(self, name: str) -> StudyEntry:
-        return next(e for e in self.entries if e.name == name)
-
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "file": str(self.path)}
-
-    def key(self, sha256: str, setting: Setting, seed: int, precision: str = "fp32") -> str:
-        return make_key(sha256, setting.arch, setting.dataset, seed, self.as_suite().recipe_id(),
-                        PROTOCOL_VERSION, precision)
-
 
 def _limit(value: Any, name: str, origin: str) -> int | None:
     if value is None:
@@ -165,50 +155,6 @@ def load_study(path: str | Path) -> Study:
     return parse_study(data, path)
 
 
-@dataclass
-class PlannedStudyRun:
-    entry: StudyEntry
-    sha256: str
-    setting: Setting
-    seed: int
-    key: str
-    done: bool
-
-
-def plan_study(study: Study, store: ResultsStore, precision: str = "fp32") -> list[PlannedStudyRun]:
-    """Every (entry, setting, seed) with its key, and whether the store already has it."""
-    done = store.completed_keys()
-    out = []
-    for entry in study.entries:
-        digest = sha256_file(entry.path)
-        for setting in study.settings:
-            for seed in study.seeds:
-                key = study.key(digest, setting, seed, precision)
-                out.append(PlannedStudyRun(entry, digest, setting, seed, key, key in done))
-    return out
-
-
-def study_records(study: Study, store: ResultsStore, precision: str = "fp32"
-                  ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """(entry name, setting key) -> one record per seed that has any: of the records with its
-    key, the latest completed one, else the latest. Keyed by the entries' files as they are now."""
-    wanted = {run.key: run for run in plan_study(study, store, precision)}
-    candidates: dict[str, list[dict[str, Any]]] = {}
-    for line in store.index_lines().values():
-        path = store.runs_dir / f"{line['run_id']}.json"
-        if line["key"] in wanted and path.exists():
-            record = store.read(path)  # None: not a record (skipped, in store.problems)
-            if record is not None:
-                candidates.setdefault(line["key"], []).append(record)
-    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for key, run in wanted.items():
-        if key in candidates:
-            chosen = max(candidates[key], key=lambda r: (r["status"] in COMPLETED,
-                                                         r.get("ended_at") or "", r["run_id"]))
-            out.setdefault((run.entry.name, run.setting.key), []).append(chosen)
-    return out
-
-
 def hidden_settings(study: Study) -> list[str]:
     """The study's settings that a leaderboard suite keeps hidden (nobody may tune on them)."""
     from harness.protocol.suites import hidden_in
@@ -224,26 +170,3 @@ def select_entries(study: Study, only: list[str] | None) -> list[StudyEntry]:
         raise SuiteError(f"{study.path.name}: no entry named {', '.join(map(repr, unknown))}; "
                          f"entries: {', '.join(names)}")
     return [e for e in study.entries if not only or e.name in only]
-
-
-def sweep_arguments(study: Study, entry: StudyEntry) -> dict[str, Any]:
-    """What :func:`harness.execution.sweep.sweep` takes to run one entry of the study: every setting as
-    final (a study has no hidden half), no leaderboard entry, the study named in each record."""
-    return {"source": str(entry.path), "name": entry.name, "kind": "study",
-            "suite": study.as_suite(), "final": True, "register": False,
-            "record_extra": {"study": {**study.describe(), "entry": entry.name}}}
-
-
-def run_study(study: Study, store: ResultsStore, *, only: list[str] | None = None,
-              **sweep_options) -> list:
-    """Prepare every entry (or those named in ``only``), then run all their runs as one batch;
-    ``sweep_options`` are those of :func:`harness.execution.sweep.sweep`. Returns one SweepResult per entry."""
-    from harness.execution.sweep import prepare, run_prepared
-
-    batch = {k: sweep_options.pop(k) for k in ("jobs", "executor", "detach", "execute", "echo")
-             if k in sweep_options}
-    prepared = [prepare(store, **sweep_arguments(study, entry), **sweep_options)
-                for entry in select_entries(study, only)]
-    return run_prepared(prepared, store, device=sweep_options.get("device", "auto"),
-                        isolation=sweep_options.get("isolation"), name=f"study-{study.name}",
-                        **batch)

@@ -7,16 +7,14 @@ can tune on them by accident.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from harness.protocol.data import resolve_dataset_name
-from harness.protocol.models import ARCHS
-from harness.engine.train import PROTOCOL_RECIPE, STUDY_ONLY_FIELDS, Recipe
+from harness.protocol.catalog import ARCHITECTURES as ARCHS, resolve_dataset_name
+from harness.protocol.recipe import PROTOCOL_RECIPE, STUDY_ONLY_FIELDS, Recipe
+from harness.protocol.spec import recipe_id
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,8 +59,7 @@ class Suite:
 
     def recipe_id(self) -> str:
         """A short hash of everything that changes what a number means: recipe and data limits."""
-        payload = {**self.recipe.identity(), "limit_train": self.limit_train, "limit_test": self.limit_test}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return recipe_id(self.recipe, self.limit_train, self.limit_test)
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "recipe_id": self.recipe_id()}

@@ -1,4 +1,7 @@
-"""How a run trained, from its per-epoch curves: convergence speed, stability, generalisation gap.
+"""What a record derives from its scored epochs: the score (best and final accuracy), the flags,
+the batch check, and how the run trained (convergence speed, stability, generalisation gap).
+
+The curve metrics:
 
 Every function takes the per-epoch lists of a record (epoch 1 first) and states its definition;
 the values are what a study report and the leaderboard's entry pages show. Non-finite values (a
@@ -9,6 +12,8 @@ from __future__ import annotations
 
 import math
 from typing import Any, Sequence
+
+from harness.protocol.scoring import batch_dependence, best_index, check_images
 
 REACH_FRACTIONS = (0.90, 0.95, 0.99)
 LOSS_RISE = 0.05  # a test-loss rise counts when loss[e] > (1 + LOSS_RISE) * loss[e - 1]
@@ -78,3 +83,49 @@ def curve_metrics(epochs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "late_fraction": LATE_FRACTION,
         "generalisation_gap": generalisation_gap([e.get("train_acc") for e in epochs], test_acc),
     }
+
+
+def at_chance(acc: float | None, chance: float, n_test: int) -> bool:
+    """True when a test accuracy is within 3 binomial standard errors of chance (or below it):
+    the model has learnt nothing that the test set can show."""
+    if acc is None or n_test <= 0:
+        return False
+    p = chance / 100.0
+    return acc <= 100.0 * (p + 3.0 * math.sqrt(p * (1.0 - p) / n_test))
+
+
+def run_flags(record: dict[str, Any]) -> list[str]:
+    """What a reader of the run's numbers must know: ``diverged`` (its best accuracy is the best
+    before it diverged), ``chance`` (it ended at chance accuracy) and ``batch-dependent`` (its
+    test accuracy depends on how the test set was batched: harness.protocol.scoring)."""
+    flags = []
+    if record["status"] == "diverged":
+        flags.append("diverged")
+    chance = record.get("chance_acc") or 100.0 / record["config"]["num_classes"]
+    if record.get("final_acc") is not None and at_chance(
+            record["final_acc"], chance, record["data"]["test_size"]):
+        flags.append("chance")
+    if (record.get("evaluation") or {}).get("batch_dependent"):
+        flags.append("batch-dependent")
+    return flags
+
+
+def finish_record(record: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything a record derives from its scored epochs: the score (best and final accuracy),
+    the curve metrics, the batch check and the flags. ``record`` has its config, data and status."""
+    i = best_index([e["test_acc"] for e in epochs])
+    best = epochs[i] if i is not None else None
+    record.update({
+        "epochs": epochs, "epochs_completed": len(epochs),
+        "best_acc": best["test_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "final_acc": epochs[-1]["test_acc"] if epochs else None,
+        "chance_acc": 100.0 / record["config"]["num_classes"],
+        "dynamics": curve_metrics(epochs),
+        "evaluation": batch_dependence([e.get("check_change") for e in epochs],
+                                       [e.get("check_flips") for e in epochs],
+                                       record["config"]["precision"],
+                                       check_images(record["data"]["test_size"])),
+    })
+    record["flags"] = run_flags(record)
+    return record

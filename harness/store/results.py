@@ -33,6 +33,8 @@ from typing import Any, Iterator
 
 from filelock import FileLock
 
+from harness.protocol.entries import validate_entry_name  # noqa: F401
+from harness.protocol.spec import RunSpec
 from harness.store import schema
 from harness.store.record import UMASK, read_record, utc_now, write_json_atomic
 
@@ -47,23 +49,9 @@ def entry_slug(name: str) -> str:
     return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
-def validate_entry_name(name: str) -> str:
-    if not name or len(name) > 100 or any(ord(ch) < 32 for ch in name):
-        raise ValueError("an entry name is 1 to 100 printable characters")
-    return name
-
-
 def run_key(record: dict[str, Any]) -> str:
-    """What makes two runs the same run: code, setting, seed, recipe, protocol and precision."""
-    cfg = record["config"]
-    recipe_id = record.get("suite", {}).get("recipe_id") or "adhoc"
-    return make_key(record["submission"]["sha256"], cfg["arch"], cfg["dataset"], cfg["seed"],
-                    recipe_id, record["protocol_version"], cfg.get("precision", "fp32"))
-
-
-def make_key(sha256: str, arch: str, dataset: str, seed: int, recipe_id: str, protocol: str,
-             precision: str = "fp32") -> str:
-    return "|".join([sha256, arch, dataset, str(seed), recipe_id, protocol, precision])
+    """The key (harness.protocol.spec.RunSpec.key) of the run a record is of."""
+    return RunSpec.of_record(record).key()
 
 
 class EntryTaken(ValueError):

@@ -1,78 +1,52 @@
 """``harness status``: where a suite or a study stands, read from the results store alone.
 
-Every planned run (entry x setting x seed, by its run key) is in one state:
+Planning is here too: every run an entry makes over a suite or study is a :class:`PlannedRun`
+(its :class:`~harness.protocol.spec.RunSpec`, whose key the store knows runs by). Each is in one
+state:
 
 - ``done`` / ``diverged``: a completed record exists (a diverged run is a result);
-- ``running``: a worker holds its claim (``RESULTS/running/``) and beat within ``STALE_S``;
+- ``running``: a worker holds its claim (:mod:`harness.store.claims`) and beat within ``STALE_S``;
 - ``interrupted``: its claim went stale (the worker or its node died), or it left a checkpoint
   and no record: the next sweep resumes it;
 - ``failed``: its latest record failed (with the category);
 - ``missing``: nothing yet.
-
-Claims are written by whoever runs the worker, on any machine sharing the results folder, and
-carry the host, the pid and the Slurm job id; the heartbeat is the claim file's modification time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.store.record import slurm_job, utc_now, write_json_atomic
+from harness.protocol.entries import sha256_file
+from harness.protocol.spec import RunSpec
+from harness.protocol.studies import Study
+from harness.protocol.suites import Setting, Suite
+from harness.store.claims import STALE_S, claim_path, live_claims
+from harness.store.results import COMPLETED, ResultsStore
 
-STALE_S = 300.0  # a claim not refreshed for this long belongs to a worker that is gone
-HEARTBEAT_S = 30.0
 STATES = ("done", "diverged", "running", "interrupted", "failed", "missing")
 
 
-def claim_path(root: Path, key: str) -> Path:
-    return Path(root) / "running" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+@dataclass
+class PlannedRun:
+    """One run an entry makes: its spec (sha256 set, ``planned``), and what the store says of it."""
 
+    entry: str
+    setting: Setting
+    spec: RunSpec
+    done: bool = False
+    running: bool = False  # a worker elsewhere holds its claim
 
-class Claim:
-    """A run's "I am running this" marker in the shared results folder."""
+    @property
+    def key(self) -> str:
+        return self.spec.key()
 
-    def __init__(self, root: Path, key: str, label: str):
-        self.path = claim_path(root, key)
-        self.payload = {"key": key, "label": label, "host": socket.gethostname(), "pid": os.getpid(),
-                        "slurm": slurm_job(), "started_at": utc_now()}
-        self._last = 0.0
-
-    def __enter__(self) -> "Claim":
-        write_json_atomic(self.path, self.payload)
-        self._last = time.monotonic()
-        return self
-
-    def beat(self) -> None:
-        """Refresh the heartbeat, at most every HEARTBEAT_S."""
-        if time.monotonic() - self._last >= HEARTBEAT_S:
-            try:
-                os.utime(self.path)
-            except OSError:
-                pass
-            self._last = time.monotonic()
-
-    def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def live_claims(root: Path) -> set[str]:
-    """The run keys that a worker, here or on another machine, is running now."""
-    now, out = time.time(), set()
-    folder = Path(root) / "running"
-    for path in folder.glob("*.json") if folder.is_dir() else []:
-        try:
-            if now - path.stat().st_mtime <= STALE_S:
-                out.add(json.loads(path.read_text())["key"])
-        except (OSError, ValueError, KeyError):
-            continue  # released meanwhile, or torn
-    return out
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
 
 
 @dataclass
@@ -100,10 +74,8 @@ def _claim(root: Path, key: str, now: float) -> tuple[str, str] | None:
     return "running", f"{where}, since {data.get('started_at')}"
 
 
-def run_states(store, planned: Iterable[tuple[str, str, int, str, list[Path]]]) -> list[RunStatus]:
-    """``planned``: (entry, setting key, seed, run key, the checkpoint paths it may have left)."""
-    from harness.store.results import COMPLETED
-
+def run_states(store: ResultsStore, planned: Iterable[PlannedRun]) -> list[RunStatus]:
+    """The state of each planned run, from the store's index, claims and checkpoints."""
     latest: dict[str, dict[str, Any]] = {}
     for line in store.index_lines().values():
         previous = latest.get(line["key"])
@@ -111,7 +83,9 @@ def run_states(store, planned: Iterable[tuple[str, str, int, str, list[Path]]]) 
                 (previous["status"] in COMPLETED, previous["run_id"]):
             latest[line["key"]] = line
     now, out = time.time(), []
-    for entry, setting, seed, key, checkpoints in planned:
+    for run in planned:
+        entry, setting, seed, key = run.entry, run.setting.key, run.seed, run.key
+        checkpoints = checkpoint_paths(store, run.spec)
         line = latest.get(key)
         if line is not None and line["status"] in COMPLETED:
             acc = line.get("best_acc")
@@ -144,41 +118,58 @@ def _failure(store, run_id: str) -> str:
     return f"[{failure.get('category', '?')}] {failure.get('message', '')}"[:200]
 
 
-def checkpoint_paths(store, sha256: str, config, dataset: str) -> list[Path]:
-    """Where a run's checkpoint would be: trusted runs' folder, and a sandboxed run's own."""
-    from harness.engine.checkpoint import run_identity
-    from harness.engine.runner import PROTOCOL_VERSION
-
-    identity = run_identity(sha256, config, dataset, PROTOCOL_VERSION)
-    return [store.root / "checkpoints" / f"{identity}.pt",  # a trusted run's
-            store.root / "checkpoints" / "journals" / f"{identity}.json"]  # a sandboxed run's scores
+def checkpoint_paths(store: ResultsStore, spec: RunSpec) -> list[Path]:
+    """Where a run's checkpoint would be: a trusted run's, and a sandboxed run's journal."""
+    return [store.root / "checkpoints" / f"{spec.digest()}.pt",
+            store.root / "checkpoints" / "journals" / f"{spec.digest()}.json"]
 
 
-def suite_plan(store, suite, precision: str = "fp32") -> list[tuple[str, str, int, str, list[Path]]]:
-    """The runs of every entry registered to ``suite`` (hidden settings for final entries only)."""
-    from harness.engine.runner import RunConfig
-    from harness.execution.sweep import run_keys
-
+def plan_entry(store: ResultsStore, entry: str, sha256: str, suite: Suite, final: bool, *,
+               precision: str = "fp32", rerun: bool = False) -> list[PlannedRun]:
+    """Every run of one entry over ``suite`` (hidden settings for a final entry only), and whether
+    the store has it (``done``; never with ``rerun``) or a live worker holds it (``running``)."""
+    done = set() if rerun else store.completed_keys()
+    busy = live_claims(store.root)
     out = []
-    for entry in sorted(store.entries(), key=lambda e: (e.kind != "baseline", e.name)):
-        if entry.suite != suite.name:
-            continue
-        for setting, seed, key in run_keys(entry.sha256, suite, entry.final, precision):
-            config = RunConfig("", setting.arch, setting.dataset, seed, suite.recipe,
-                               suite.limit_train, suite.limit_test, precision=precision)
-            out.append((entry.name, setting.key, seed, key,
-                        checkpoint_paths(store, entry.sha256, config, setting.dataset)))
+    for setting in suite.settings_for(final):
+        for seed in suite.seeds:
+            spec = RunSpec("", setting.arch, setting.dataset, seed, suite.recipe, suite.limit_train,
+                           suite.limit_test, precision, sha256=sha256, planned=True)
+            out.append(PlannedRun(entry, setting, spec, spec.key() in done, spec.key() in busy))
     return out
 
 
-def study_plan(store, study, precision: str = "fp32") -> list[tuple[str, str, int, str, list[Path]]]:
-    from harness.engine.runner import RunConfig
-    from harness.protocol.studies import plan_study
+def plan_suite(store: ResultsStore, suite: Suite, precision: str = "fp32") -> list[PlannedRun]:
+    """The runs of every entry registered to ``suite``: baselines first."""
+    return [run for entry in sorted(store.entries(), key=lambda e: (e.kind != "baseline", e.name))
+            if entry.suite == suite.name
+            for run in plan_entry(store, entry.name, entry.sha256, suite, entry.final,
+                                  precision=precision)]
 
-    out = []
-    for run in plan_study(study, store, precision):
-        config = RunConfig("", run.setting.arch, run.setting.dataset, run.seed, study.recipe,
-                           study.limit_train, study.limit_test, precision=precision)
-        out.append((run.entry.name, run.setting.key, run.seed, run.key,
-                    checkpoint_paths(store, run.sha256, config, run.setting.dataset)))
+
+def plan_study(study: Study, store: ResultsStore, precision: str = "fp32") -> list[PlannedRun]:
+    """Every (entry, setting, seed) of a study, keyed by the entries' files as they are now."""
+    return [run for entry in study.entries
+            for run in plan_entry(store, entry.name, sha256_file(entry.path), study.as_suite(), True,
+                                  precision=precision)]
+
+
+def study_records(study: Study, store: ResultsStore, precision: str = "fp32"
+                  ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(entry name, setting key) -> one record per seed that has any: of the records with its
+    key, the latest completed one, else the latest."""
+    wanted = {run.key: run for run in plan_study(study, store, precision)}
+    candidates: dict[str, list[dict[str, Any]]] = {}
+    for line in store.index_lines().values():
+        path = store.runs_dir / f"{line['run_id']}.json"
+        if line["key"] in wanted and path.exists():
+            record = store.read(path)  # None: not a record (skipped, in store.problems)
+            if record is not None:
+                candidates.setdefault(line["key"], []).append(record)
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for key, run in wanted.items():
+        if key in candidates:
+            chosen = max(candidates[key], key=lambda r: (r["status"] in COMPLETED,
+                                                         r.get("ended_at") or "", r["run_id"]))
+            out.setdefault((run.entry, run.setting.key), []).append(chosen)
     return out

@@ -1,0 +1,81 @@
+"""One run as the executors see it: its :class:`Task`, how it is held (:class:`Isolation`), and the
+record of a run that ended without a result of its own."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.engine.runner import config_fields
+from harness.protocol.spec import RunSpec
+from harness.store import schema
+from harness.store.derived import curve_metrics
+from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now
+
+
+@dataclass
+class Task:
+    """One run of a sweep: its spec (sha256 set) and what its record carries besides."""
+
+    spec: RunSpec
+    label: str  # "ENTRY ARCH-DATASET seed N", for the console and the log's name
+    extra: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def crash_record(task: Task, category: str, message: str, log_tail: str = "") -> dict[str, Any]:
+    """The record of a run that ended without a result of its own."""
+    c = task.spec
+    name = Path(c.submission).stem
+    record = {
+        "schema_version": SCHEMA_VERSION, "protocol_version": c.protocol,
+        "run_id": new_run_id(safe_label(task.extra.get("entry") or name), c.arch, c.dataset,
+                             f"s{c.seed}"),
+        "status": "failed",
+        "failure": {"category": category, "message": message[:500], "log_tail": log_tail[-4000:]},
+        "comparable": False, "deviations": [],
+        "config": {**config_fields(c, c.dataset), "num_classes": None, "device": c.device,
+                   "compile": None, "speed": None},
+        "submission": {"path": c.submission, "name": name, "sha256": task.spec.sha256, "class": None},
+        "checks": task.checks, "environment": environment(None),
+        **task.extra,
+        "epochs": [], "epochs_completed": 0, "best_acc": None, "best_epoch": None,
+        "final_acc": None, "flags": [], "started_at": utc_now(), "ended_at": utc_now(),
+        "dynamics": curve_metrics([]), "probes": [], "inference": None, "norm_layers": None,
+        "stopped_early": None, "evaluation": None,
+    }
+    schema.validate_record(record)
+    return record
+
+
+def safe_label(label: str) -> str:
+    """A label as the readable part of a run id or file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:40] or "run"
+
+
+DEFAULT_TIMEOUT_S = 24 * 3600.0
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass
+class Isolation:
+    """How each run is held: wall-clock ``timeout_s`` (None: none), ``memory_bytes`` of resident
+    memory for its processes (None: 80% of this machine's memory shared out over the runs), and,
+    when ``untrusted``, the split into sandboxes (``namespaces=False`` only when explicitly
+    overridden: then without bubblewrap)."""
+
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    memory_bytes: int | None = None
+    untrusted: bool = False
+    namespaces: bool = True
+    check_timeout: float = 10.0
+    disk_quota_bytes: int = 4 << 30  # a sandboxed run's state folder (checkpoint, hand-overs)
+
+    def memory_for(self, slots: int) -> int:
+        return self.memory_bytes or int(0.8 * physical_memory() / max(1, slots))
