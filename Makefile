@@ -43,7 +43,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/harness bench --arch resnet20 --dataset cifar10 --rounds 5 \
-		--json bench/results/cpu-resnet20-cifar10.json
+		--out bench/results/cpu-resnet20-cifar10.json
 
 clean:
 	rm -rf $(VENV) results demo .pytest_cache

@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from harness.bench import dataset_or_random, norm_costs, reference_loader, run
+from harness.bench.throughput import dataset_or_random, norm_costs, reference_loader, run
 from harness.cli import main
 from harness.vetting.submission import load
 
@@ -49,7 +49,7 @@ def test_norm_costs_are_relative_to_batchnorm():
 def test_cli_writes_json(tmp_path):
     out = tmp_path / "b.json"
     result = CliRunner().invoke(main, ["bench", "--dataset", "digits", "--steps", "2", "--rounds", "1",
-                                       "--workers", "0", "--json", str(out)])
+                                       "--workers", "0", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "harness/reference" in result.output
     assert json.loads(out.read_text())["dataset"] == "digits"
@@ -59,7 +59,7 @@ def test_cli_writes_json(tmp_path):
 
 @pytest.mark.slow
 def test_packing_benchmark_runs_both_ways_and_reports_the_ratio():
-    from harness.bench import packing
+    from harness.bench.overheads import packing
 
     out = packing("resnet20", "digits", "cpu", jobs=2, runs=2, limit_train=128, progress=lambda m: None)
     assert out["jobs_1_s"] > 0 and out["jobs_2_s"] > 0
@@ -78,7 +78,7 @@ def test_noise_dataset_has_cifar10_shape_and_size():
 
 @pytest.mark.slow
 def test_instrument_overhead_runs_both_ways():
-    from harness.bench import instrument_overhead
+    from harness.bench.overheads import instrument_overhead
 
     out = instrument_overhead("resnet20", "digits", "batch_norm", torch.device("cpu"), epochs=1,
                               rounds=1, limit_train=128, data_root=None, progress=lambda m: None)
@@ -90,7 +90,7 @@ def test_instrument_overhead_runs_both_ways():
 def test_split_overhead_runs_both_ways_at_two_lengths_and_projects(monkeypatch):
     """The bookkeeping of harness bench --split, with an executor that answers at once (the runs
     themselves, split and in process, are what the rest of the suite tests)."""
-    from harness import bench
+    from harness.bench import overheads as bench
     from harness.execution import local as executors
     from records import make_record
 

@@ -160,7 +160,7 @@ FATAL = [f for f in BROKEN if f[1] in ("import", "construct", "shape", "dtype", 
 def test_eval_refuses_a_layer_that_fails_a_fatal_check(fixture, check, reason, tmp_path):
     result = CliRunner().invoke(main, ["eval", str(FIXTURES / fixture), "--arch", "resnet20",
                                        "--dataset", "digits", "--epochs", "1", "--check-timeout", "1",
-                                       "--out", str(tmp_path)])
+                                       "--results", str(tmp_path)])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and reason in lines[0] and "Traceback" not in result.output
@@ -170,7 +170,7 @@ def test_eval_refuses_a_layer_that_fails_a_fatal_check(fixture, check, reason, t
 def test_eval_accepts_a_baseline_name_and_records_its_warnings(tmp_path):
     result = CliRunner().invoke(main, ["eval", "switchable_norm", "--arch", "resnet20", "--dataset",
                                        "digits", "--epochs", "1", "--limit-train", "130",
-                                       "--limit-test", "40", "--out", str(tmp_path)])
+                                       "--limit-test", "40", "--results", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "warning: batch-dependent at evaluation" in result.stderr
     (path,) = (tmp_path / "runs").glob("*.json")

@@ -25,7 +25,7 @@ def test_help():
     result = invoke("eval", "--help")
     assert result.exit_code == 0
     for flag in ("--arch", "--dataset", "--seed", "--epochs", "--batch-size", "--data-root",
-                 "--device", "--out", "--limit-train", "--limit-test"):
+                 "--device", "--results", "--limit-train", "--limit-test", "--quiet", "--verbose"):
         assert flag in result.output
 
 
@@ -39,7 +39,7 @@ def test_help():
     ("bad_constructor.py", "missing 1 required positional argument: 'groups'"),
 ])
 def test_broken_submission_gives_one_line(fixture, expected, tmp_path):
-    result = invoke("eval", FIXTURES / fixture, *SMOKE, "--out", tmp_path)
+    result = invoke("eval", FIXTURES / fixture, *SMOKE, "--results", tmp_path)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
@@ -56,11 +56,11 @@ def test_not_a_python_file(tmp_path):
 
 @pytest.mark.slow
 def test_broken_submission_in_a_real_process_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "eval", str(FIXTURES / "syntax_error.py"),
+    proc = subprocess.run([sys.executable, "-m", "harness", "eval", str(FIXTURES / "syntax_error.py"),
                            *SMOKE], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
-    verbose = subprocess.run([sys.executable, "-m", "harness.cli", "eval",
+    verbose = subprocess.run([sys.executable, "-m", "harness", "eval",
                               str(FIXTURES / "syntax_error.py"), *SMOKE, "--verbose"],
                              capture_output=True, text=True, cwd=tmp_path)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
@@ -91,7 +91,7 @@ def test_missing_dataset_is_one_line(tmp_path, no_network):
 
 
 def test_reference_format_file_uses_only_its_customnorm(tmp_path):
-    result = invoke("eval", FIXTURES / "reference_format.py", *SMOKE, "--out", tmp_path)
+    result = invoke("eval", FIXTURES / "reference_format.py", *SMOKE, "--results", tmp_path)
     assert result.exit_code == 0, result.output
     assert "TEST_METRICS: test_acc=" in result.output
     (record_path,) = (tmp_path / "runs").glob("*.json")
@@ -102,7 +102,7 @@ def test_reference_format_file_uses_only_its_customnorm(tmp_path):
 def test_eval_with_tiny_cifar10_through_the_real_loader(cifar10_root, tmp_path):
     root, _ = cifar10_root
     result = invoke("eval", ROOT / "custom_norm.py", "--arch", "resnet20", "--dataset", "cifar10",
-                    "--epochs", "1", "--data-root", root, "--out", tmp_path / "out")
+                    "--epochs", "1", "--data-root", root, "--results", tmp_path / "out")
     assert result.exit_code == 0, result.output
     (record_path,) = (tmp_path / "out" / "runs").glob("*.json")
     record = json.loads(record_path.read_text())

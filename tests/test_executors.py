@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from conftest import FIXTURES, ROOT
+from inprocess import InProcess
 from harness.execution.local import Task, crash_record, visible_gpus, worker_slots
 from harness.protocol.spec import SpeedOptions
 from harness.store.record import strip_timings
@@ -72,7 +73,7 @@ def test_jobs_give_the_records_of_a_sequential_sweep(tmp_path, monkeypatch):
                      device="cpu", jobs=2)
     torch.set_num_threads(1)
     sequential = sweep(ResultsStore(tmp_path / "seq"), SELECTIVE, "sel", "submission", suite,
-                       False, device="cpu", execute=run_eval)  # in this process
+                       False, device="cpu", executor=InProcess(run_eval))  # in this process
     assert [r["status"] for r in parallel.ran] == ["ok", "ok"]
 
     def comparable(r):

@@ -260,7 +260,7 @@ def test_channels_last_run_agrees_with_the_plain_run_within_rounding(tmp_path):
 def test_cli_speed_options(tmp_path):
     runner = CliRunner()
     args = ["eval", str(SELECTIVE), "--arch", "resnet20", "--dataset", "digits", "--epochs", "1",
-            "--limit-train", "64", "--limit-test", "32", "--device", "cpu", "--out", str(tmp_path)]
+            "--limit-train", "64", "--limit-test", "32", "--device", "cpu", "--results", str(tmp_path)]
     bad = runner.invoke(main, args + ["--compile", "--compile-backend", "nosuch"])
     assert bad.exit_code == 1 and "unknown torch.compile backend 'nosuch'" in bad.output
     ok = runner.invoke(main, args + ["--cuda-graphs", "--compile-backend", "aot_eager",

@@ -162,7 +162,7 @@ def test_cli_build(tmp_path):
                                        "--out", str(tmp_path / "out")])
     assert result.exit_code == 0 and (tmp_path / "out" / "index.html").exists()
     missing = CliRunner().invoke(main, ["leaderboard", "build", "--results", str(tmp_path / "none")])
-    assert missing.exit_code == 1 and "no results folder" in missing.stderr
+    assert missing.exit_code == 2 and "no results folder" in missing.stderr
 
 
 def _chrome(tmp_path):

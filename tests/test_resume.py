@@ -15,6 +15,7 @@ from harness.store.record import read_record, strip_timings
 from harness.engine.runner import run_eval
 from harness.protocol.spec import RunSpec, SpeedOptions
 from harness.protocol.recipe import Recipe
+from harness.reporting import Reporter
 
 HARNESS = str(Path(sys.executable).parent / "harness")
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")
@@ -24,7 +25,7 @@ def command(out, *more):
     # SelectiveNorm draws its masks from torch's global generator: resuming must restore it too.
     return [HARNESS, "eval", SELECTIVE, "--arch", "resnet20", "--dataset", "digits", "--epochs", "4",
             "--batch-size", "32", "--limit-train", "480", "--limit-test", "120", "--device", "cpu",
-            "--out", str(out), *more]
+            "--results", str(out), *more]
 
 
 def env():
@@ -73,6 +74,16 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_record(tmp_path):
     assert same_run(record) == same_run(expected)
 
 
+class Epochs(Reporter):
+    """Calls ``fn`` with each epoch's metrics."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def epoch(self, metrics):
+        self.fn(metrics)
+
+
 def small(out_seed=0, **kw):
     return RunSpec(SELECTIVE, "resnet20", "digits", seed=out_seed,
                      recipe=Recipe(epochs=2, batch_size=32),
@@ -85,7 +96,7 @@ def test_checkpoint_is_kept_per_epoch_and_removed_with_the_record(tmp_path):
     def on_epoch(e):
         seen.append(sorted(p.name for p in (tmp_path / "checkpoints").glob("*")))
 
-    record, _ = run_eval(small(), tmp_path, on_epoch=on_epoch)
+    record, _ = run_eval(small(), tmp_path, reporter=Epochs(on_epoch))
     # on_epoch runs before the epoch's checkpoint: none before epoch 1, one (no temp files) after.
     assert seen[0] == [] and len(seen[1]) == 1 and seen[1][0].endswith(".pt")
     assert not list((tmp_path / "checkpoints").glob("*"))  # removed once the record exists
@@ -118,7 +129,7 @@ def test_no_resume_starts_over(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_eval(small(), tmp_path, on_epoch=stop_after_first)
+        run_eval(small(), tmp_path, reporter=Epochs(stop_after_first))
     assert list((tmp_path / "checkpoints").glob("*.pt"))
     fresh, _ = run_eval(small(resume=False), tmp_path)
     assert fresh["resumes"] == [] and fresh["epochs_completed"] == 2

@@ -102,7 +102,7 @@ def test_status_command(tmp_path):
     runner = CliRunner()
     results = tmp_path / "results"
     none = runner.invoke(main, ["status", "--results", str(results)])
-    assert none.exit_code == 1 and "no results folder" in none.output
+    assert none.exit_code == 2 and "no results folder" in none.output
     both = runner.invoke(main, ["status", "--suite", "smoke", "--study", "x.toml"])
     assert both.exit_code == EXIT_USAGE
     store = ResultsStore(results)

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT
+from inprocess import InProcess
 from harness.cli import EXIT_USAGE, main
 from harness.engine.runner import run_eval
 from harness.leaderboard.stats import runs_frame
@@ -179,7 +180,7 @@ def test_a_study_runs_in_workers_and_resumes_from_the_store(tmp_path):
 def test_the_smoke_study_runs_on_cpu_and_its_report_builds(tmp_path):
     study = load_study(STUDIES / "smoke.toml")
     store = ResultsStore(tmp_path / "results")
-    results = run_study(study, store, execute=run_eval)
+    results = run_study(study, store, executor=InProcess(run_eval))
     assert len(results) == 5 and all(r.ran and not r.failed for r in results)
     assert all(run.done for run in plan_study(study, store))  # the store now has every run
     found = study_records(study, store)

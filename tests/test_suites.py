@@ -47,10 +47,10 @@ def test_invalid_suites(data, message):
 
 def test_eval_refuses_hidden_settings_unless_allowed():
     result = CliRunner().invoke(main, ["eval", "batch_norm", "--arch", "resnet110", "--dataset", "cifar100"])
-    assert result.exit_code == 1 and "hidden setting of suite default" in result.stderr
+    assert result.exit_code == 2 and "hidden setting of suite default" in result.stderr
     assert "--allow-hidden" in result.stderr
 
 
 def test_unknown_suite_is_one_line():
     result = CliRunner().invoke(main, ["submit", "batch_norm", "--name", "x", "--suite", "nope"])
-    assert result.exit_code == 1 and "no suite named 'nope'" in result.stderr
+    assert result.exit_code == 2 and "no suite named 'nope'" in result.stderr

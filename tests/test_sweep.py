@@ -3,11 +3,13 @@
 import pytest
 
 from conftest import FIXTURES
+from inprocess import InProcess
 from harness.store.record import write_json_atomic
 from harness.store.results import EntryTaken, ResultsStore
 from harness.vetting.submission import SubmissionError
 from harness.protocol.suites import load_suite
 from harness.execution.sweep import sweep
+from harness.reporting import Reporter
 from records import make_record
 
 SMOKE = load_suite("smoke")
@@ -39,18 +41,18 @@ def norm_file(tmp_path, tail=""):
 def test_public_then_final_then_nothing_left(tmp_path):
     store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
     first = FakeExecutor()
-    result = sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=first)
+    result = sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(first))
     assert first.calls == [("resnet20", "digits", 0), ("resnet20", "digits", 1)]
     assert len(result.ran) == 2 and not result.skipped
     final = FakeExecutor()
-    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True, execute=final)
+    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True, executor=InProcess(final))
     assert final.calls == [("resnet56", "digits", 0), ("resnet56", "digits", 1)]  # hidden only now
     assert len(result.skipped) == 2
     again = FakeExecutor()
-    sweep(store, str(src), "mine", "submission", SMOKE, final=True, execute=again)
+    sweep(store, str(src), "mine", "submission", SMOKE, final=True, executor=InProcess(again))
     assert again.calls == []
     rerun = FakeExecutor()
-    sweep(store, str(src), "mine", "submission", SMOKE, final=True, rerun=True, execute=rerun)
+    sweep(store, str(src), "mine", "submission", SMOKE, final=True, rerun=True, executor=InProcess(rerun))
     assert len(rerun.calls) == 4
     (entry,) = store.entries()
     assert entry.final and (tmp_path / "res" / "submissions" / f"{entry.sha256}.py").exists()
@@ -60,31 +62,31 @@ def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
     crashing = FakeExecutor(crash_at=3)
     with pytest.raises(KeyboardInterrupt):
-        sweep(store, str(src), "mine", "submission", SMOKE, final=True, execute=crashing)
+        sweep(store, str(src), "mine", "submission", SMOKE, final=True, executor=InProcess(crashing))
     resumed = FakeExecutor()
-    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True, execute=resumed)
+    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True, executor=InProcess(resumed))
     assert resumed.calls == [("resnet56", "digits", 0), ("resnet56", "digits", 1)]
     assert len(result.skipped) == 2
 
 
 def test_a_changed_file_never_reuses_old_records(tmp_path):
     store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=FakeExecutor())
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(FakeExecutor()))
     norm_file(tmp_path, tail="# changed\n")
     changed = FakeExecutor()
     with pytest.raises(EntryTaken):  # the name is the first file's; another needs --replace
-        sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=changed)
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=changed, replace=True)
+        sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(changed))
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(changed), replace=True)
     assert len(changed.calls) == 2
 
 
 def test_failed_runs_are_retried(tmp_path):
     store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
     result = sweep(store, str(src), "mine", "submission", SMOKE, final=False,
-                   execute=FakeExecutor(status="failed"))
+                   executor=InProcess(FakeExecutor(status="failed")))
     assert len(result.failed) == 2
     retry = FakeExecutor()
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=retry)
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(retry))
     assert len(retry.calls) == 2
 
 
@@ -92,7 +94,7 @@ def test_a_layer_failing_a_fatal_check_is_refused_before_any_run(tmp_path):
     executor = FakeExecutor()
     with pytest.raises(SubmissionError, match="check 'dtype' failed"):
         sweep(ResultsStore(tmp_path), str(FIXTURES / "wrong_dtype.py"), "bad", "submission", SMOKE,
-              final=False, execute=executor)
+              final=False, executor=InProcess(executor))
     assert executor.calls == []
 
 
@@ -104,7 +106,7 @@ def test_runs_train_the_stored_copy(tmp_path):
         seen.append((config.submission, submission.path, extra["submission_source"]))
         return FakeExecutor()(config, root, submission=submission, checks=checks, extra=extra)
 
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, execute=execute)
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(execute))
     copy = str(next((tmp_path / "res" / "submissions").glob("*.py")))
     assert all(c == copy and str(p) == copy and s == str(src) for c, p, s in seen)
 
@@ -115,16 +117,16 @@ class BatchRecorder:
     def __init__(self):
         self.batches = []
 
-    def run(self, tasks, store, *, on_start, on_done, echo, detach, name):
+    def run(self, tasks, store, *, reporter, detach, name):
         self.batches.append(([t.label for t in tasks], name, detach))
         records = []
         for task in tasks:
-            on_start(task)
+            task.report_started(reporter)
             c = task.spec
             record = make_record(task.extra["entry"], task.spec.sha256, f"{c.arch}-{c.dataset}", c.seed,
                                  70.0, kind=task.extra["entry_kind"])
             store.add(record)
-            on_done(task, record)
+            task.report_finished(reporter, record)
             records.append(record)
         return records
 
@@ -134,11 +136,15 @@ def test_a_commands_entries_run_as_one_batch_and_their_records_go_back_to_each(t
 
     store = ResultsStore(tmp_path)
     done = {"batch_norm": [], "group_norm": []}
-    prepared = [prepare(store, name, name, "baseline", SMOKE, True,
-                        on_done=lambda run, record, name=name: done[name].append(run.seed))
-                for name in done]
+
+    class Finished(Reporter):
+        def finished(self, run, record):
+            done[run.entry].append(run.seed)
+
+    prepared = [prepare(store, name, name, "baseline", SMOKE, True) for name in done]
     executor = BatchRecorder()
-    results = run_prepared(prepared, store, executor=executor, name="baselines-smoke")
+    results = run_prepared(prepared, store, executor=executor, name="baselines-smoke",
+                           reporter=Finished())
     runs = len(SMOKE.settings_for(True)) * len(SMOKE.seeds)
     [(labels, name, detach)] = executor.batches  # one array for the whole command
     assert len(labels) == 2 * runs and name == "baselines-smoke" and not detach

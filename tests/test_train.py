@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from conftest import FIXTURES, ROOT
 from harness.cli import EXIT_DIVERGED, main
 from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
+from harness.reporting import Reporter
 from harness.engine.runner import run_eval
 from harness.protocol.spec import RunSpec
 from harness.protocol.recipe import Recipe
@@ -106,7 +107,12 @@ def test_divergence_stops_the_run_at_once_and_keeps_the_best(tmp_path):
     # 260 images in batches of 128: 3 steps an epoch. The layer turns NaN at the 5th step.
     config = small(epochs=5, submission=str(FIXTURES / "nan_after_steps.py"))
     seen = []
-    record, path = run_eval(config, tmp_path, on_step=lambda: seen.append(1))
+
+    class Steps(Reporter):
+        def step(self):
+            seen.append(1)
+
+    record, path = run_eval(config, tmp_path, reporter=Steps())
     assert record["status"] == "diverged" and record["flags"][0] == "diverged"
     assert record["failure"]["category"] == "diverged"
     assert (record["failure"]["epoch"], record["failure"]["step"]) == (2, 2)
@@ -117,7 +123,7 @@ def test_divergence_stops_the_run_at_once_and_keeps_the_best(tmp_path):
     assert record["best_acc"] == json.loads(Path(path).read_text())["epochs"][0]["test_acc"]
     result = CliRunner().invoke(main, ["eval", str(FIXTURES / "nan_after_steps.py"), "--arch", "resnet20",
                                        "--dataset", "digits", "--epochs", "5", "--limit-train", "260",
-                                       "--limit-test", "120", "--out", str(tmp_path)])
+                                       "--limit-test", "120", "--results", str(tmp_path)])
     assert result.exit_code == EXIT_DIVERGED and "diverged" in result.stderr
 
 
@@ -164,7 +170,7 @@ def test_exception_during_training_is_recorded(tmp_path):
     result = CliRunner().invoke(main, ["eval", str(FIXTURES / "raises_in_forward.py"), "--arch",
                                        "resnet20", "--dataset", "digits", "--epochs", "4",
                                        "--limit-train", "260", "--limit-test", "60",
-                                       "--out", str(tmp_path)])
+                                       "--results", str(tmp_path)])
     assert result.exit_code == 1
     assert "run failed: ValueError: statistics buffer exhausted" in result.stderr
     assert "Traceback" not in result.output

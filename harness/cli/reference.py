@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from harness.protocol.data import DATASET_ALIASES, DATASETS
-from harness.protocol.models import ARCHS
+from harness.protocol.catalog import ARCHITECTURES, DATASET_ALIASES, DATASETS
 from harness.protocol.recipe import PROTOCOL_RECIPE
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train this file's CustomNorm under the reference protocol "
                                             "(same flags as the reference benchmark's script).")
-    p.add_argument("--arch", required=True, choices=list(ARCHS))
+    p.add_argument("--arch", required=True, choices=list(ARCHITECTURES))
     p.add_argument("--dataset", required=True, choices=list(DATASETS) + list(DATASET_ALIASES))
     p.add_argument("--data-root", default=None,
                    help="dataset folder (default: $HARNESS_DATA, else ~/.cache/harness/data)")
@@ -28,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output-dir", default="results", help="results folder (run records)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (harness addition)")
+    p.add_argument("--allow-hidden", action="store_true",
+                   help="allow a setting that a suite keeps hidden, as `harness eval` does "
+                        "(harness addition; do not tune on it)")
     return p
 
 
@@ -39,7 +41,9 @@ def main(submission_path: str, argv: list[str] | None = None) -> None:
                  "--seed", str(args.seed), "--epochs", str(args.epochs),
                  "--batch-size", str(args.batch_size), "--lr", repr(args.lr),
                  "--momentum", repr(args.momentum), "--weight-decay", repr(args.weight_decay),
-                 "--out", args.output_dir, "--device", args.device]
+                 "--results", args.output_dir, "--device", args.device]
     if args.data_root:
         eval_argv += ["--data-root", args.data_root]
+    if args.allow_hidden:
+        eval_argv.append("--allow-hidden")
     harness_main(eval_argv, prog_name="custom_norm.py")

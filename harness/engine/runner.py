@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import sys
 import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -21,6 +20,7 @@ from harness.engine.train import EpochMetrics, TrainResult, train
 from harness.protocol import data as data_mod
 from harness.protocol.models import ARCHS, build_model, count_parameters
 from harness.protocol.spec import RunError, RunSpec
+from harness.reporting import Reporter
 from harness.store.derived import finish_record
 from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
 from harness.store.schema import validate_record
@@ -71,10 +71,7 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
              submission: Submission | None = None,
              checks: list[dict[str, Any]] | None = None,
              extra: dict[str, Any] | None = None,
-             on_epoch: Callable[[EpochMetrics], None] | None = None,
-             on_step: Callable[[], None] | None = None,
-             on_start: Callable[[dict[str, Any]], None] | None = None,
-             warn: Callable[[str], None] = lambda msg: print(f"warning: {msg}", file=sys.stderr),
+             reporter: Reporter | None = None,
              write: bool = True, checkpoints: bool = True,
              ) -> tuple[dict[str, Any], Path | None]:
     """Run one (submission, arch, dataset, seed) and write its record; return (record, path).
@@ -87,8 +84,9 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
     recorded (status ``failed``) and the record is still written; the caller decides the exit code.
     With ``write=False`` the record is only returned (a worker process hands it to its parent, which
     writes it) and the checkpoint is left for the parent to remove; ``checkpoints=False`` neither
-    saves nor resumes one.
+    saves nor resumes one. ``reporter`` hears of the run's start, steps, epochs and warnings.
     """
+    reporter = reporter or Reporter()
     if config.arch not in ARCHS:
         raise RunError(f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHS)}")
     try:
@@ -122,7 +120,7 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
         raise RunError(f"{submission.path}: building {config.arch} with {submission.norm_class.__name__} "
                        f"failed: {type(exc).__name__}: {exc}", "interface") from None
     if init_report.message():
-        warn(init_report.message())
+        reporter.warn(init_report.message())
 
     config = config.with_(sha256=submission.sha256)
     checkpoint = Checkpoint.for_run(out_dir, config.digest()) if checkpoints else None
@@ -134,7 +132,7 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
         run_id, started_at = resume_state["run_id"], resume_state["started_at"]
         resumes = resume_state["resumes"] + [{"from_epoch": len(resume_state["epochs"]),
                                               "at": utc_now()}]
-        warn(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])} "
+        reporter.warn(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])} "
              f"({checkpoint.path}); --no-resume starts over")
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -170,14 +168,13 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
     record.update(extra or {})
     record["deviations"] = deviations(config, dataset.spec)
     record["comparable"] = not record["deviations"]
-    if on_start is not None:
-        on_start(record)
+    reporter.run_started(record)
 
     result = TrainResult()
     try:
         train(model, dataset, config.recipe, device, config.seed,
-              on_epoch=on_epoch, on_step=on_step, result=result, precision=config.precision,
-              speed=config.speed, warn=warn, checkpoint=checkpoint, resume_state=resume_state,
+              reporter=reporter, result=result, precision=config.precision,
+              speed=config.speed, checkpoint=checkpoint, resume_state=resume_state,
               checkpoint_extra={"run_id": run_id, "started_at": started_at, "resumes": resumes},
               norm_class=submission.norm_class if config.instruments else None)
         record["status"] = result.status
@@ -191,6 +188,8 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
                              "message": error_message(exc, submission.path,
                                                       (extra or {}).get("submission_source")),
                              "traceback": traceback.format_exc()[-4000:]}
+    finally:
+        reporter.run_ended()
 
     tampered = tamper.changes()
     if tampered:  # whatever it reported was produced by code that is not the harness's

@@ -29,6 +29,7 @@ from harness.protocol.data import BatchPipeline, Dataset, draw_epoch
 from harness.protocol.recipe import Recipe
 from harness.protocol.scoring import EvalPlan, best_index, forward_plan, score
 from harness.protocol.spec import SpeedOptions
+from harness.reporting import Reporter
 
 
 
@@ -119,13 +120,10 @@ def data_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 0xDA7A]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-
 def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
-          on_epoch: Callable[[EpochMetrics], None] | None = None,
-          on_step: Callable[[], None] | None = None,
+          reporter: Reporter | None = None,
           result: TrainResult | None = None, precision: str = "fp32",
           speed: SpeedOptions | None = None,
-          warn: Callable[[str], None] = lambda msg: None,
           checkpoint: Checkpoint | None = None, resume_state: dict | None = None,
           checkpoint_extra: dict | None = None, norm_class: type | None = None,
           hand_over: Callable[[EpochMetrics, nn.Module, dict | None], None] | None = None,
@@ -148,11 +146,12 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     the layer probe after the first, middle and last epochs, and per-batch evaluation timing.
     """
     model.to(device)
+    reporter = reporter or Reporter()
     result = result if result is not None else TrainResult()
     pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device)
     fast = prepare(model, pipeline.test_batch(data.train.images[:recipe.batch_size].to(device)),
                    data.train.labels[:recipe.batch_size].to(device), device,
-                   speed or SpeedOptions(), precision, warn)
+                   speed or SpeedOptions(), precision, reporter.warn)
     result.speed = fast.report
     net = fast.model  # the module the step calls; parameters and buffers are ``model``'s
     pipeline.memory_format = fast.memory_format  # batches from here on in the layout that passed
@@ -217,8 +216,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
             optimizer.step()
             loss_sum += loss.detach().double() * y.shape[0]
             correct += (logits.detach().argmax(1) == y).sum()
-            if on_step is not None:
-                on_step()
+            reporter.step()
             if start + bs < n_train:  # the epoch's last step is read with its metrics
                 bad = watch.step(loss.detach(), epoch, start // bs + 1)
                 if bad is not None:
@@ -264,8 +262,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
             result.probe_s += time.perf_counter() - t3
         if hand_over is not None:
             hand_over(metrics, model, probe)
-        if on_epoch is not None:
-            on_epoch(metrics)
+        reporter.epoch(metrics)
         scheduler.step()
         if stop:
             result.stopped_early = epoch

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.execution.task import DEFAULT_TIMEOUT_S, Isolation, Task, crash_record, safe_label  # noqa: F401
+from harness.reporting import Reporter
 from harness.store import schema
 from harness.engine.checkpoint import Checkpoint
 from harness.store.record import new_run_id, utc_now, write_json_atomic
@@ -69,8 +70,6 @@ def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int) -> list[dic
     return slots
 
 
-OnStart = Callable[[Task], None]
-OnDone = Callable[[Task, dict[str, Any]], None]
 Echo = Callable[[str], None]
 
 
@@ -81,28 +80,15 @@ class LocalExecutor:
         self.jobs, self.device = jobs, device
         self.isolation = isolation or Isolation()
 
-    def run(self, tasks: list[Task], store, *, on_start: OnStart | None = None,
-            on_done: OnDone | None = None, echo: Echo | None = None,
-            slots: list[dict[str, str]] | None = None,
-            execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
-            submission=None) -> list[dict[str, Any]]:
+    def run(self, tasks: list[Task], store, *, reporter: Reporter | None = None,
+            detach: bool = False, name: str = "harness",
+            slots: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
         """Run every task, as many at once as there are ``slots`` (default: ``jobs`` per visible
-        GPU); return their records in task order. ``execute`` instead runs each in this process,
-        one after another (tests)."""
-        if execute is not None:
-            records = []
-            for task in tasks:
-                if on_start:
-                    on_start(task)
-                record, _ = execute(task.spec, store.root, submission=submission,
-                                    checks=task.checks, extra=task.extra)
-                store.index(record)
-                records.append(record)
-                if on_done:
-                    on_done(task, record)
-            return records
+        GPU); return their records in task order. Local runs cannot be detached."""
+        if detach:
+            raise ValueError("local runs cannot be detached; use a cluster executor")
         slots = slots or worker_slots(self.jobs, self.device, visible_gpus(), os.cpu_count() or 1)
-        echo = echo if len(slots) == 1 else None
+        echo = reporter.worker_line if reporter is not None and len(slots) == 1 else None
         free = list(range(len(slots)))
         lock = threading.Lock()
         work_dir = store.root / "logs"
@@ -112,8 +98,7 @@ class LocalExecutor:
         def one(i: int, task: Task) -> dict[str, Any]:
             with lock:
                 slot = free.pop()
-                if on_start:
-                    on_start(task)
+                task.report_started(reporter)
             try:
                 record = run_in_worker(task, store, slots[slot], work_dir, i, self.isolation,
                                        memory, echo)
@@ -121,8 +106,7 @@ class LocalExecutor:
                 with lock:
                     free.append(slot)
             with lock:
-                if on_done:
-                    on_done(task, record)
+                task.report_finished(reporter, record)
             return record
 
         with ThreadPoolExecutor(max_workers=len(slots)) as pool:

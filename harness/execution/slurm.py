@@ -31,8 +31,9 @@ import sys
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from harness.reporting import Reporter
 from harness.store.record import utc_now
 
 if sys.version_info >= (3, 11):
@@ -181,22 +182,20 @@ class SlurmExecutor:
                                   [self.isolation] * n, [self.options.cpus] * n)
         return jobs, folder
 
-    def run(self, tasks: list, store, *, on_start: Callable | None = None,
-            on_done: Callable | None = None, echo: Callable[[str], None] | None = None,
-            detach: bool = False, name: str = "harness", **_ignored) -> list[dict[str, Any]] | Submitted:
+    def run(self, tasks: list, store, *, reporter: Reporter | None = None, detach: bool = False,
+            name: str = "harness") -> list[dict[str, Any]] | Submitted:
         """Run every task as one array element; return their records in task order (or, with
         ``detach``, what was submitted)."""
         if not tasks:
             return []
         jobs, folder = self.submit(tasks, store, name)
-        if echo:
+        if reporter is not None:
             what = f"job array {jobs[0].job_id.split('_')[0]}" if len(jobs) > 1 else f"job {jobs[0].job_id}"
-            echo(f"submitted {len(jobs)} run(s) as {what} ({self.backend}); logs in {folder}")
+            reporter.worker_line(f"submitted {len(jobs)} run(s) as {what} ({self.backend}); logs in {folder}")
         if detach:
             return Submitted([j.job_id for j in jobs], folder)
         for task in tasks:
-            if on_start:
-                on_start(task)
+            task.report_started(reporter, "queued")
         records: list[dict[str, Any] | None] = [None] * len(tasks)
         pending = set(range(len(tasks)))
         unseen = dict.fromkeys(range(len(tasks)), 0)  # polls for which Slurm no longer knew a job
@@ -209,8 +208,7 @@ class SlurmExecutor:
                         continue
                 pending.discard(i)
                 records[i] = self._collect(tasks[i], jobs[i], store, vanished=unseen[i] >= VANISHED_POLLS)
-                if on_done:
-                    on_done(tasks[i], records[i])
+                tasks[i].report_finished(reporter, records[i])
             if pending:
                 time.sleep(self.poll_s)
         return records  # type: ignore[return-value]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.execution.local import Isolation, LocalExecutor, Task, vet_in_worker
 from harness.execution.sandbox import sandbox_unavailable
@@ -23,6 +23,7 @@ from harness.store.results import ResultsStore
 from harness.store.status import PlannedRun, plan_entry
 from harness.vetting.check import preflight, refuse_on_fatal
 from harness.vetting.scan import refusing, scan_file, summary
+from harness.reporting import Reporter
 from harness.vetting.submission import SubmissionError, check_path, load, resolve
 
 
@@ -37,8 +38,6 @@ class SweepResult:
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.ran if r["status"] == "failed"]
 
-
-RunHook = Callable[[PlannedRun, int, int], None]
 
 
 SCAN_POLICIES = ("report", "refuse")
@@ -86,7 +85,6 @@ class Vetted:
     sha256: str
     checks: list[dict[str, Any]]
     scan: dict[str, Any]
-    submission: Any = None  # the stored copy, loaded (trusted only)
 
 
 def vet(store: ResultsStore, source: str, isolation: Isolation, trust_code: bool = False,
@@ -107,8 +105,7 @@ def vet(store: ResultsStore, source: str, isolation: Isolation, trust_code: bool
         except SubmissionError as exc:
             raise SubmissionError(str(exc).replace(str(staged), source), exc.category) from None
     copy, digest = store.store_bytes(data)
-    return Vetted(path, copy, digest, [row, *checks], scan,
-                  None if isolation.untrusted else load(copy))
+    return Vetted(path, copy, digest, [row, *checks], scan)
 
 
 def _preflight_rows(staged: Path, store: ResultsStore, source: str, isolation: Isolation,
@@ -130,15 +127,10 @@ def _preflight_rows(staged: Path, store: ResultsStore, source: str, isolation: I
 
 @dataclass
 class PreparedSweep:
-    """One entry's sweep, vetted and planned: the tasks still to run, and where their records go."""
+    """One entry's sweep, vetted and planned: the tasks still to run."""
 
     result: SweepResult
     tasks: list[Task]
-    submission: Any  # the loaded submission, for in-process ``execute`` (tests); None when untrusted
-    runs: dict[int, tuple[PlannedRun, int]]  # id(task) -> (its planned run, its 1-based number)
-    total: int
-    on_run: RunHook | None = None
-    on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None
 
 
 def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
@@ -148,8 +140,7 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
             isolation: Isolation | None = None, trust_code: bool = False,
             scan_policy: str = "report", replace: bool = False,
             register: bool = True, record_extra: dict[str, Any] | None = None,
-            on_run: RunHook | None = None, on_skip: RunHook | None = None,
-            on_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None) -> PreparedSweep:
+            reporter: Reporter | None = None) -> PreparedSweep:
     """Store the file, register the entry, vet the layer, and plan every missing (setting, seed).
 
     Vetting is :func:`vet`; an entry name already taken by another file needs ``replace``
@@ -165,12 +156,12 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
         store.register_entry(name, kind, digest, suite.name, final, str(path), replace=replace)
     result = SweepResult(entry=name)
     planned = plan_entry(store, name, digest, suite, final, precision=precision, rerun=rerun)
-    tasks, runs = [], {}
+    tasks = []
     for i, run in enumerate(planned, 1):
         if run.done or run.running:
             result.skipped.append(run)
-            if on_skip:
-                on_skip(run, i, len(planned))
+            if reporter is not None:
+                reporter.planned(run, i, len(planned), "done" if run.done else "running")
             continue
         spec = run.spec.with_(submission=str(copy), device=device, data_root=data_root,
                               download=download, speed=speed or SpeedOptions(), resume=resume)
@@ -179,68 +170,44 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
                  "suite": {**suite.describe(), "setting": run.setting.key,
                            "hidden": run.setting.hidden, "final": final},
                  **(record_extra or {})}
-        task = Task(spec, f"{name} {run.setting.key} seed {run.seed}", extra, checks)
-        tasks.append(task)
-        runs[id(task)] = (run, i)
-    return PreparedSweep(result, tasks, vetted.submission, runs, len(planned), on_run, on_done)
+        tasks.append(Task(spec, f"{name} {run.setting.key} seed {run.seed}", extra, checks, run,
+                          (i, len(planned))))
+    return PreparedSweep(result, tasks)
 
 
 def run_prepared(prepared: list[PreparedSweep], store: ResultsStore, *, jobs: int = 1,
                  device: str = "auto", isolation: Isolation | None = None, executor=None,
                  detach: bool = False, name: str = "harness",
-                 execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
-                 echo: Callable[[str], None] | None = None) -> list[SweepResult]:
+                 reporter: Reporter | None = None) -> list[SweepResult]:
     """Run the tasks of several prepared sweeps as one batch: one pool of local workers, or one
-    Slurm job array (``executor``: a harness.execution.slurm.SlurmExecutor; with ``detach`` it returns
-    once the array is submitted). ``execute`` instead runs each task in this process (tests)."""
-    owner = {id(task): p for p in prepared for task in p.tasks}
-
-    def started(task: Task) -> None:
-        p = owner[id(task)]
-        if p.on_run:
-            run, i = p.runs[id(task)]
-            p.on_run(run, i, p.total)
-
-    def done(task: Task, record: dict[str, Any]) -> None:
-        p = owner[id(task)]
-        if p.on_done:
-            p.on_done(p.runs[id(task)][0], record)
-
-    if execute is not None:  # in process: each entry with its own loaded submission
-        batches = [(p.tasks, {"execute": execute, "submission": p.submission}) for p in prepared]
-    else:
-        batches = [([t for p in prepared for t in p.tasks], {})]
+    Slurm job array (``executor``: a harness.execution.slurm.SlurmExecutor; with ``detach`` it
+    returns once the array is submitted). Any object with the executors' ``run(tasks, store, *,
+    reporter, detach, name)`` will do."""
+    tasks = [t for p in prepared for t in p.tasks]
     executor = executor or LocalExecutor(jobs, device, isolation or Isolation())
-    if detach or not isinstance(executor, LocalExecutor):
-        batches = [(tasks, {**kw, "detach": detach, "name": name}) for tasks, kw in batches]
-    records: dict[int, dict[str, Any]] = {}
-    for tasks, kw in batches:
-        ran = executor.run(tasks, store, on_start=started, on_done=done, echo=echo, **kw)
-        if not isinstance(ran, list):  # detached: every sweep with tasks shares the submission
-            for p in prepared:
-                if p.tasks:
-                    p.result.submitted = ran
-            continue
-        records.update((id(task), record) for task, record in zip(tasks, ran))
+    ran = executor.run(tasks, store, reporter=reporter, detach=detach, name=name)
+    if not isinstance(ran, list):  # detached: every sweep with tasks shares the submission
+        for p in prepared:
+            if p.tasks:
+                p.result.submitted = ran
+        return [p.result for p in prepared]
+    records = {id(task): record for task, record in zip(tasks, ran)}
     for p in prepared:
-        if p.result.submitted is None:
-            p.result.ran = [records[id(task)] for task in p.tasks]
+        p.result.ran = [records[id(task)] for task in p.tasks]
     return [p.result for p in prepared]
 
 
 def sweep(store: ResultsStore, source: str, name: str, kind: str, suite: Suite, final: bool, *,
-          jobs: int = 1, executor=None, detach: bool = False,
-          execute: Callable[..., tuple[dict[str, Any], Any]] | None = None,
-          echo: Callable[[str], None] | None = None, **options) -> SweepResult:
+          jobs: int = 1, executor=None, detach: bool = False, reporter: Reporter | None = None,
+          **options) -> SweepResult:
     """Vet one entry and run every missing (setting, seed) of ``suite``: :func:`prepare`, then
     :func:`run_prepared`. Each run executes in its own worker process under ``isolation``
     (timeout, memory limit, and the sandbox when untrusted)."""
-    prepared = prepare(store, source, name, kind, suite, final, **options)
+    prepared = prepare(store, source, name, kind, suite, final, reporter=reporter, **options)
     return run_prepared([prepared], store, jobs=jobs, device=options.get("device", "auto"),
                         isolation=options.get("isolation")
                         or Isolation(check_timeout=options.get("check_timeout", 10.0)),
-                        executor=executor, detach=detach, name=name, execute=execute,
-                        echo=echo)[0]
+                        executor=executor, detach=detach, name=name, reporter=reporter)[0]
 
 
 def sweep_arguments(study: Study, entry: StudyEntry) -> dict[str, Any]:
@@ -255,10 +222,10 @@ def run_study(study: Study, store: ResultsStore, *, only: list[str] | None = Non
               **sweep_options) -> list:
     """Prepare every entry (or those named in ``only``), then run all their runs as one batch;
     ``sweep_options`` are those of :func:`sweep`. Returns one SweepResult per entry."""
-    batch = {k: sweep_options.pop(k) for k in ("jobs", "executor", "detach", "execute", "echo")
-             if k in sweep_options}
-    prepared = [prepare(store, **sweep_arguments(study, entry), **sweep_options)
+    batch = {k: sweep_options.pop(k) for k in ("jobs", "executor", "detach") if k in sweep_options}
+    reporter = sweep_options.pop("reporter", None)
+    prepared = [prepare(store, **sweep_arguments(study, entry), reporter=reporter, **sweep_options)
                 for entry in select_entries(study, only)]
     return run_prepared(prepared, store, device=sweep_options.get("device", "auto"),
                         isolation=sweep_options.get("isolation"), name=f"study-{study.name}",
-                        **batch)
+                        reporter=reporter, **batch)

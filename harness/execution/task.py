@@ -11,9 +11,11 @@ from typing import Any
 
 from harness.engine.runner import config_fields
 from harness.protocol.spec import RunSpec
+from harness.reporting import Reporter
 from harness.store import schema
 from harness.store.derived import curve_metrics
 from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now
+from harness.store.status import PlannedRun
 
 
 @dataclass
@@ -24,6 +26,16 @@ class Task:
     label: str  # "ENTRY ARCH-DATASET seed N", for the console and the log's name
     extra: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    run: PlannedRun | None = None  # the planned run of a sweep it is, for the reporter
+    number: tuple[int, int] = (1, 1)  # its place in the entry's plan: (index, total)
+
+    def report_started(self, reporter: Reporter | None, state: str = "started") -> None:
+        if reporter is not None and self.run is not None:
+            reporter.planned(self.run, *self.number, state)
+
+    def report_finished(self, reporter: Reporter | None, record: dict[str, Any]) -> None:
+        if reporter is not None and self.run is not None:
+            reporter.finished(self.run, record)
 
 
 def crash_record(task: Task, category: str, message: str, log_tail: str = "") -> dict[str, Any]:

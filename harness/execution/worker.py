@@ -55,6 +55,11 @@ def _enter(spec: dict, device) -> None:
         print(f"sandbox: {note}", flush=True)
 
 
+def _print(message: str, err: bool = False) -> None:
+    """A line for this worker's log (its stdout, which the parent captures), at once."""
+    print(message, flush=True)
+
+
 def _write_result(path: str, payload: dict) -> None:
     from harness.store.record import write_json_atomic
 
@@ -63,24 +68,17 @@ def _write_result(path: str, payload: dict) -> None:
 
 def run_mode(spec: dict) -> int:
     """Trusted: one run, scored in this process; the record goes to ``spec["result"]``."""
-    from harness.reporting import Progress
     from harness.engine.runner import run_eval
+    from harness.reporting import ConsoleReporter
     from harness.protocol.spec import RunError
     from harness.vetting.submission import SubmissionError
 
     from harness.protocol.spec import RunSpec
 
     config = RunSpec.from_json(spec["config"])
-    progress: dict = {}
-
-    def on_start(record: dict) -> None:
-        n, bs = record["data"]["train_size"], record["config"]["batch_size"]
-        progress["bar"] = Progress(record["config"]["epochs"], -(-n // bs))
-
-    try:
+    try:  # its lines go to this worker's log (stdout), which the parent captures
         record, _ = run_eval(config, spec["results"], checks=spec["checks"], extra=spec["extra"],
-                             on_start=on_start, on_epoch=lambda e: progress["bar"].epoch(e),
-                             warn=lambda m: print(f"warning: {m}", flush=True), write=False)
+                             reporter=ConsoleReporter(echo=_print), write=False)
     except (RunError, SubmissionError) as exc:  # could not start: the parent records it
         print(f"error: {exc}", flush=True)
         _write_result(spec["result"], {"error": str(exc), "category": exc.category})
@@ -123,6 +121,7 @@ def train_mode(spec: dict) -> int:
     from harness.engine.device import peak_memory_bytes, resolve_device, seed_everything
     from harness.vetting.submission import SubmissionError, error_message, load
     from harness.engine.train import TrainResult, train
+    from harness.reporting import ConsoleReporter
 
     from harness.protocol.spec import RunSpec
 
@@ -163,7 +162,7 @@ def train_mode(spec: dict) -> int:
         try:
             train(model, data, config.recipe, device, config.seed, result=result,
                   precision=config.precision, speed=config.speed,
-                  warn=lambda m: print(f"warning: {m}", flush=True), checkpoint=checkpoint,
+                  reporter=ConsoleReporter(echo=_print), checkpoint=checkpoint,
                   resume_state=resume_state,
                   norm_class=submission.norm_class if config.instruments else None,
                   hand_over=partial(handover.hand_over, exchange))

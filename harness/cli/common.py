@@ -1,0 +1,262 @@
+"""What every command shares: exit codes, the console, one-line errors, and the option groups.
+
+Conventions, on every command: ``--results DIR`` is the results folder (default ``./results``);
+``--out`` names a generated artefact (a site, a report, a benchmark's JSON); ``--json`` prints
+JSON to standard output; ``-q/--quiet`` keeps results, warnings and errors; ``-v/--verbose`` adds
+detail and full tracebacks. Exit codes: 0 success; 1 failure (unusable submission, missing data, a
+run that failed); 2 usage error; 3 a run diverged (its record is written); 130 interrupted.
+
+Nothing here imports torch: ``harness --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+
+import click
+
+from harness.reporting import NORMAL, QUIET, VERBOSE, ConsoleReporter
+
+EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def guarded(console: ConsoleReporter, fn, *args, **kwargs):
+    """Run ``fn``; turn every error into one line (a traceback with --verbose) and an exit code."""
+    from harness.protocol.entries import SubmissionError
+    from harness.protocol.spec import RunError
+    from harness.protocol.suites import SuiteError
+    from harness.store.results import EntryTaken
+
+    verbose = console.level >= VERBOSE
+    try:
+        return fn(*args, **kwargs)
+    except (SuiteError, EntryTaken) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except (SubmissionError, RunError) as exc:
+        if verbose:
+            traceback.print_exc()
+        fail(str(exc))
+    except KeyboardInterrupt:
+        from harness.execution.watch import kill_workers
+
+        kill_workers()  # in sessions of their own, they did not get the Ctrl-C
+        fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug in the harness still ends in one line
+        if verbose:
+            traceback.print_exc()
+        fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)")
+
+
+def output_options(fn):
+    """``-q/--quiet`` and ``-v/--verbose``, passed on as ``console`` (a ConsoleReporter)."""
+    @functools.wraps(fn)
+    def with_console(*args, quiet: bool, verbose: bool, **kwargs):
+        if quiet and verbose:
+            fail("give --quiet or --verbose, not both", EXIT_USAGE)
+        level = QUIET if quiet else VERBOSE if verbose else NORMAL
+        return fn(*args, console=ConsoleReporter(level), **kwargs)
+
+    with_console = click.option("-v", "--verbose", is_flag=True,
+                                help="More detail, and full tracebacks on errors.")(with_console)
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="Only results, warnings and errors.")(with_console)
+
+
+def results_option(help: str = "Results folder (records in RESULTS/runs/; see docs/run-record.md)."):
+    return click.option("--results", "results_dir", default="results", show_default=True,
+                        type=click.Path(file_okay=False, path_type=str), help=help)
+
+
+def results_folder_or_fail(results_dir: str) -> None:
+    """A command that reads results needs a results folder there."""
+    from pathlib import Path
+
+    if not Path(results_dir, "runs").is_dir() and not Path(results_dir, "entries").is_dir():
+        fail(f"{results_dir}: no results folder here (expected {results_dir}/runs/); run "
+             "`harness submit` or `harness baselines run` first, or pass --results", EXIT_USAGE)
+
+
+def suite_or_fail(name: str):
+    from harness.protocol.suites import SuiteError, load_suite
+
+    try:
+        return load_suite(name)
+    except SuiteError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def study_or_fail(path: str):
+    from harness.protocol.studies import load_study
+    from harness.protocol.suites import SuiteError
+
+    try:
+        return load_study(path)
+    except SuiteError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def run_options(fn):
+    """Options of every command that trains: data, device, checks, precision, speed, resume."""
+    options = [
+        click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None,
+                     help="Dataset folder. Default: $HARNESS_DATA, else ~/.cache/harness/data."),
+        click.option("--download/--no-download", default=True, show_default=True,
+                     help="Download missing datasets when the network allows."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto (a CUDA GPU when present), cpu, cuda or cuda:N."),
+        click.option("--check-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
+                     help="Seconds each pre-flight check may take (0: no limit)."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+                     help="fp32 is the protocol's; bf16 autocasts the forward pass (recorded, not "
+                          "comparable, never mixed with fp32 on the leaderboard)."),
+        click.option("--channels-last/--no-channels-last", default=None,
+                     help="NHWC tensors. Default: on for CUDA, off for CPU. Like every speed option, "
+                          "checked against the plain model on one batch first (see harness/engine/fast.py)."),
+        click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None,
+                     help="Let cuDNN time its convolution algorithms. Default: on for CUDA."),
+        click.option("--compile", "compile_", is_flag=True,
+                     help="torch.compile the model; falls back to eager (with a warning) when the "
+                          "compiled step does not match the eager one."),
+        click.option("--compile-backend", default="inductor", show_default=True,
+                     help="torch.compile backend (aot_eager: no speed-up, for debugging)."),
+        click.option("--cuda-graphs", is_flag=True,
+                     help="Capture the step in CUDA graphs (torch.compile mode reduce-overhead; CUDA "
+                          "only; implies --compile)."),
+        click.option("--resume/--no-resume", default=True, show_default=True,
+                     help="Continue a run from its last end-of-epoch checkpoint when an earlier "
+                          "attempt was killed (RESULTS/checkpoints/); --no-resume starts over."),
+    ]
+
+    @functools.wraps(fn)
+    def with_speed(*args, channels_last, cudnn_benchmark, compile_, compile_backend, cuda_graphs,
+                   **kwargs):
+        from harness.protocol.spec import SpeedOptions
+
+        speed = SpeedOptions(channels_last=channels_last, cudnn_benchmark=cudnn_benchmark,
+                             compile=compile_, compile_backend=compile_backend,
+                             cuda_graphs=cuda_graphs)
+        return fn(*args, speed=speed, **kwargs)
+
+    for option in reversed(options):
+        with_speed = option(with_speed)
+    return with_speed
+
+
+def isolation_options(untrusted_default: bool):
+    """Options of the commands that run suites: limits of each run's worker process, the sandbox."""
+    def decorate(fn):
+        options = [
+            click.option("--run-timeout", default=24 * 3600.0, show_default=True,
+                         type=click.FloatRange(min=0),
+                         help="Wall-clock seconds a run may take before it is killed and recorded as "
+                              "a timeout (0: no limit)."),
+            click.option("--memory-limit", default=None, type=click.FloatRange(min=0.1),
+                         metavar="GIB",
+                         help="Resident memory (GiB) a run's processes may use before they are killed "
+                              "and recorded as out-of-memory. Default: 80% of this machine's memory "
+                              "shared out over the parallel runs."),
+            click.option("--disk-quota", default=4.0, show_default=True,
+                         type=click.FloatRange(min=0.01), metavar="GIB",
+                         help="Disk space (GiB) an untrusted run's checkpoint and hand-over folder "
+                              "may take before the run is killed and recorded as resource-limit."),
+            click.option("--untrusted/--trusted", default=untrusted_default, show_default=True,
+                         help="Untrusted: this process never imports the file. Its checks run in a "
+                              "sandbox (bubblewrap: no network, no results folder, no data, a "
+                              "read-only minimal file system, limits, a syscall filter); its "
+                              "training runs in one without the test set, and its test logits come "
+                              "from another without labels; the harness alone computes the score. "
+                              "See docs/security.md."),
+            click.option("--scan-policy", type=click.Choice(["report", "refuse"]),
+                         default="report", show_default=True,
+                         help="report: the static scan's findings are recorded and shown (the "
+                              "sandbox is the boundary). refuse: a finding in code the harness "
+                              "runs refuses the file (unless --trust-code)."),
+            click.option("--trust-code", is_flag=True,
+                         help="With --scan-policy refuse: run a file despite its findings (recorded, "
+                              "and shown on its leaderboard page); only for code you have read."),
+            click.option("--unsafe-no-namespaces", is_flag=True,
+                         help="Run untrusted code where bubblewrap cannot start: without the "
+                              "sandbox's file-system and network isolation (limits and the "
+                              "filter still apply; the record says so)."),
+        ]
+
+        @functools.wraps(fn)
+        def with_isolation(*args, run_timeout, memory_limit, disk_quota, untrusted, scan_policy,
+                           trust_code, unsafe_no_namespaces, check_timeout, **kwargs):
+            from harness.execution.task import Isolation
+
+            isolation = Isolation(timeout_s=run_timeout or None,
+                                  memory_bytes=int(memory_limit * 2**30) if memory_limit else None,
+                                  untrusted=untrusted, namespaces=not unsafe_no_namespaces,
+                                  check_timeout=check_timeout,
+                                  disk_quota_bytes=int(disk_quota * 2**30))
+            from harness.execution.sweep import Vetting
+
+            return fn(*args, isolation=isolation, vetting=Vetting(scan_policy, trust_code),
+                      check_timeout=check_timeout, **kwargs)
+
+        for option in reversed(options):
+            with_isolation = option(with_isolation)
+        return with_isolation
+    return decorate
+
+
+def executor_options(fn):
+    """Where the runs of a sweep execute: here (default) or as a Slurm job array (submitit)."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "slurm", "submitit-local"]),
+                     default="local", show_default=True,
+                     help="local: worker processes on this machine (--jobs). slurm: one job array "
+                          "for all the command's runs, through submitit (--slurm-*). submitit-local: the slurm path "
+                          "with submitit's local processes, to try a cluster set-up on one machine."),
+        click.option("--slurm-config", type=click.Path(dir_okay=False, exists=True, path_type=str),
+                     default=None,
+                     help="TOML file of Slurm options (partition, time_min, gpus, cpus, mem_gb, "
+                          "array_parallelism, account, qos, constraint); --slurm-* options win."),
+        click.option("--slurm-partition", default=None, help="Slurm partition."),
+        click.option("--slurm-time", "slurm_time_min", type=click.IntRange(min=1), default=None,
+                     metavar="MIN", help="Time limit of each run's job, minutes (default 1440)."),
+        click.option("--slurm-gpus", type=click.IntRange(min=0), default=None,
+                     help="GPUs per run (default 1)."),
+        click.option("--slurm-cpus", type=click.IntRange(min=1), default=None,
+                     help="CPUs per run (default 8)."),
+        click.option("--slurm-mem", "slurm_mem_gb", type=click.FloatRange(min=0.1), default=None,
+                     metavar="GB", help="Memory per run, GB (default 32)."),
+        click.option("--slurm-array-parallelism", type=click.IntRange(min=1), default=None,
+                     help="At most this many runs of an array at once (default 64)."),
+        click.option("--detach", is_flag=True,
+                     help="With a cluster executor: return once the array is submitted; follow it "
+                          "with `harness status`; rerun the same command to finish what failed."),
+    ]
+
+    @functools.wraps(fn)
+    def with_executor(*args, executor, slurm_config, slurm_partition, slurm_time_min, slurm_gpus,
+                      slurm_cpus, slurm_mem_gb, slurm_array_parallelism, detach, isolation,
+                      **kwargs):
+        chosen = None
+        if executor != "local":
+            from harness.execution.slurm import ClusterError, SlurmExecutor, SlurmOptions
+
+            try:
+                options = SlurmOptions.from_sources(slurm_config, {
+                    "partition": slurm_partition, "time_min": slurm_time_min, "gpus": slurm_gpus,
+                    "cpus": slurm_cpus, "mem_gb": slurm_mem_gb,
+                    "array_parallelism": slurm_array_parallelism})
+                chosen = SlurmExecutor(options, isolation, backend=executor)
+            except ClusterError as exc:
+                fail(str(exc), EXIT_USAGE)
+        elif detach:
+            fail("--detach needs a cluster executor (--executor slurm)", EXIT_USAGE)
+        return fn(*args, executor=chosen, detach=detach, isolation=isolation, **kwargs)
+
+    for option in reversed(options):
+        with_executor = option(with_executor)
+    return with_executor

@@ -1,0 +1,262 @@
+"""``harness eval``, ``harness check`` and ``harness list``: one file, one run or one report."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from harness.cli.common import (CONTEXT, EXIT_DIVERGED, EXIT_FAILED, EXIT_USAGE, fail, guarded,
+                                isolation_options, output_options, results_option, run_options)
+from harness.protocol.catalog import ARCHITECTURES, DATASET_ALIASES, DATASETS
+from harness.protocol.recipe import PROTOCOL_RECIPE, Recipe
+from harness.reporting import ConsoleReporter
+
+DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
+
+
+def execute(config, results_dir, console: ConsoleReporter, *, submission=None, checks=None,
+            extra=None):
+    """One run in this process, with the console's progress bar and the reference's log lines;
+    returns (record, path)."""
+    from harness import __version__
+    from harness.engine.runner import run_eval
+
+    class Eval(ConsoleReporter):
+        def run_started(self, record: dict[str, Any]) -> None:
+            sub, cfg, env = record["submission"], record["config"], record["environment"]
+            who = record.get("entry") or sub["name"]
+            self.info(f"harness {__version__}: {who} (sha256 {sub['sha256'][:12]}) in "
+                      f"{cfg['arch']} on {cfg['dataset']}, seed {cfg['seed']}, {cfg['epochs']} "
+                      f"epochs, {env['device']} ({env['device_name']}), "
+                      f"{record['model']['parameters']:,} parameters")
+            for d in record["deviations"]:
+                self.info(f"note: not comparable with the reference: {d}", err=True)
+            super().run_started(record)
+
+    reporter = Eval(console.level, console.echo)
+    record, path = guarded(console, run_eval, config, results_dir, submission=submission,
+                           checks=checks, extra=extra, reporter=reporter)
+    if record["best_acc"] is not None:
+        console.info(f"best test accuracy {record['best_acc']:.2f}% at epoch {record['best_epoch']}, "
+                     f"final {record['final_acc']:.2f}%, {record['wall_s']:.0f}s, "
+                     f"{record['train_images_per_s'] or 0:.0f} train images/s")
+    dyn, inference = record.get("dynamics") or {}, record.get("inference")
+    if (dyn.get("epochs_to_reach") or {}).get("95%") is not None:
+        gap = dyn.get("generalisation_gap")
+        console.info(f"dynamics: 95% of the best by epoch {dyn['epochs_to_reach']['95%']}, "
+                     f"{dyn['loss_rises']} test-loss rise(s) over 5%"
+                     + (f", generalisation gap {gap:.2f}" if gap is not None else "")
+                     + (f"; inference {inference['median_ms']:.1f} ms per batch of "
+                        f"{inference['batch_size']}" if inference else ""))
+    if record["status"] == "failed" and record["failure"].get("traceback"):
+        console.detail(record["failure"]["traceback"])
+    console.info(f"record: {path}")
+    return record, path
+
+
+def preflight(console: ConsoleReporter, submission: str, timeout: float):
+    """Load the file and run the pre-flight checks; exit with one line on a fatal failure."""
+    from harness.vetting.check import WARN, preflight as run_preflight
+    from harness.vetting.submission import load
+
+    loaded = guarded(console, load, submission)
+    report = guarded(console, run_preflight, loaded, timeout, submission)
+    for row in report.rows:
+        if row.status == WARN:
+            console.warn(row.detail)
+    return loaded, report
+
+
+@click.command("eval", context_settings=CONTEXT)
+@click.argument("submission")
+@click.option("--arch", required=True, type=click.Choice(list(ARCHITECTURES)), help="Architecture.")
+@click.option("--dataset", required=True, type=click.Choice(DATASET_CHOICES, case_sensitive=False),
+              help="Dataset (digits is bundled and needs no download).")
+@click.option("--seed", default=42, show_default=True, type=int,
+              help="Seeds python, numpy and torch; the data order and augmentation derive from it.")
+@click.option("--epochs", default=PROTOCOL_RECIPE.epochs, show_default=True,
+              type=click.IntRange(min=1), help="Training epochs (other than 200: not comparable).")
+@click.option("--batch-size", default=PROTOCOL_RECIPE.batch_size, show_default=True,
+              type=click.IntRange(min=2), help="Training batch size (other than 128: not comparable).")
+@click.option("--lr", default=PROTOCOL_RECIPE.lr, show_default=True, type=click.FloatRange(min=0),
+              help="SGD learning rate (changing it makes the run not comparable).")
+@click.option("--momentum", default=PROTOCOL_RECIPE.momentum, show_default=True,
+              type=click.FloatRange(0, 1), help="SGD momentum (changing it: not comparable).")
+@click.option("--weight-decay", default=PROTOCOL_RECIPE.weight_decay, show_default=True,
+              type=click.FloatRange(min=0), help="SGD weight decay (changing it: not comparable).")
+@click.option("--limit-train", type=click.IntRange(min=2), default=None,
+              help="Use only the first N training images (smoke runs; recorded as not comparable).")
+@click.option("--limit-test", type=click.IntRange(min=1), default=None,
+              help="Use only the first N test images (smoke runs; recorded as not comparable).")
+@click.option("--allow-hidden", is_flag=True,
+              help="Allow a setting that is hidden in a suite (do not tune on it).")
+@results_option()
+@run_options
+@isolation_options(untrusted_default=False)
+@output_options
+def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
+             lr: float, momentum: float, weight_decay: float, limit_train: int | None,
+             limit_test: int | None, allow_hidden: bool, results_dir: str, data_root: str | None,
+             download: bool, device: str, check_timeout: float, precision: str, speed, resume: bool,
+             isolation, vetting, console: ConsoleReporter) -> None:
+    """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
+
+    SUBMISSION is a .py file defining CustomNorm(num_features), or a baseline's name (see
+    `harness list`). The fatal checks of `harness check` run first; a layer that fails one is not
+    trained. Prints the reference's TRAIN_METRICS lines and a final `TEST_METRICS: test_acc=BEST`,
+    and writes one JSON run record.
+
+    Trusted by default: the run executes in this process (--run-timeout and --memory-limit do not
+    apply). With --untrusted it runs as `harness submit` runs a file: this process never imports
+    it; it trains in a sandbox without the test set, its test logits come from another without
+    labels, and this process scores them.
+
+    \b
+    Example:
+      harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15
+    """
+    from harness.protocol.spec import RunSpec
+    from harness.store.results import ResultsStore
+    from harness.protocol.suites import hidden_in
+
+    hidden = hidden_in(arch, dataset)
+    if hidden and not allow_hidden:
+        fail(f"{arch} on {dataset} is a hidden setting of suite {', '.join(hidden)}: it is evaluated "
+             "only for final submissions, so that nobody tunes on it. Pass --allow-hidden if you "
+             "really mean to run it.", EXIT_USAGE)
+    recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                    weight_decay=weight_decay)
+    config = RunSpec(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
+                       recipe=recipe, limit_train=limit_train, limit_test=limit_test,
+                       device=device, data_root=data_root, download=download, precision=precision,
+                       speed=speed, resume=resume)
+    if isolation.untrusted:
+        record, path = guarded(console, eval_untrusted, config, results_dir, isolation, vetting,
+                               check_timeout, console)
+    else:
+        from harness.execution.sweep import scan_row
+
+        loaded, report = preflight(console, submission, check_timeout)
+        config = config.with_(submission=str(loaded.path))
+        row, scan = guarded(console, scan_row, loaded.path, submission, vetting.scan_policy,
+                            vetting.trust_code)
+        record, path = execute(config, results_dir, console, submission=loaded,
+                               checks=[row, *report.to_json()["checks"]], extra={"scan": scan})
+        ResultsStore(results_dir).index(record)
+    for flag, meaning in (("chance", "its final test accuracy is at chance level (within 3 "
+                                     "binomial standard errors): it learnt nothing the test set "
+                                     "can show"),
+                          ("batch-dependent", "its test logits change with the test batching "
+                                              "(harness.protocol.scoring): its accuracy depends on how the "
+                                              "test set is batched")):
+        if flag in record.get("flags", []):
+            console.warn(f"flag: {flag}: {meaning}")
+    if record["status"] == "failed":
+        fail(f"run failed: {record['failure']['message']} (record: {path})")
+    if record["best_acc"] is not None:
+        click.echo(f"TEST_METRICS: test_acc={record['best_acc']:.2f}")
+    if record["status"] == "diverged":
+        fail(f"run diverged: {record['failure']['message']}; best accuracy before it is kept",
+              EXIT_DIVERGED)
+
+
+def eval_untrusted(config, results_dir: str, isolation, vetting, check_timeout: float,
+                   console: ConsoleReporter):
+    """One run of an untrusted file, vetted and run split in sandboxes (harness.execution.split); the
+    record is written here, from this process's own scoring."""
+    from harness.execution.local import run_in_worker
+    from harness.execution.task import Task
+    from harness.store.results import ResultsStore
+    from harness.execution.sweep import vet
+
+    store = ResultsStore(results_dir)
+    vetted = vet(store, config.submission, isolation, vetting.trust_code, vetting.scan_policy,
+                 check_timeout)
+    config = config.with_(submission=str(vetted.copy), sha256=vetted.sha256)
+    task = Task(config, f"{vetted.path.stem} {config.arch}-{config.dataset} seed {config.seed}",
+                {"submission_source": str(vetted.path), "scan": vetted.scan},
+                vetted.checks)
+    record = run_in_worker(task, store, {}, store.root / "logs", 0, isolation,
+                           echo=console.info)
+    path = store.runs_dir / f"{record['run_id']}.json"
+    if record["best_acc"] is not None:
+        console.info(f"best test accuracy {record['best_acc']:.2f}% at epoch {record['best_epoch']}, "
+                     f"final {record['final_acc']:.2f}%")
+    console.info(f"record: {path}")
+    return record, path
+
+
+_STATUS_COLOURS = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "bright_black"}
+
+
+@click.command("check", context_settings=CONTEXT)
+@click.argument("submission")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds each check may take before it counts as hung (0: no limit).")
+@output_options
+def check_cmd(submission: str, as_json: bool, timeout: float, console: ConsoleReporter) -> None:
+    """Vet SUBMISSION's CustomNorm in seconds: one row per check, pass / warn / fail.
+
+    SUBMISSION is a .py file or a baseline's name. Exit 0 when nothing fails, 1 otherwise.
+    Warnings (e.g. batch-dependent at evaluation) do not fail; they are what a reader of a
+    result needs to know.
+    """
+    import json as json_mod
+
+    from harness.vetting.check import run_checks
+
+    report = guarded(console, run_checks, submission, timeout=timeout)
+    if as_json:
+        click.echo(json_mod.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(f"{report.submission}" + (f"  (sha256 {report.sha256[:12]})" if report.sha256 else ""))
+        width = max(len(r.name) for r in report.rows)
+        for r in report.rows:
+            status = click.style(f"{r.status.upper():<4}", fg=_STATUS_COLOURS[r.status], bold=True)
+            click.echo(f"  {status}  {r.name:<{width}}  {r.detail}")
+        counts = {s: sum(r.status == s for r in report.rows) for s in _STATUS_COLOURS}
+        click.echo(f"{counts['pass']} passed, {counts['warn']} warned, {counts['fail']} failed"
+                   + (f", {counts['skip']} skipped" if counts["skip"] else ""))
+    sys.exit(0 if report.ok else EXIT_FAILED)
+
+
+@click.command("list", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the lists as JSON.")
+def list_cmd(as_json: bool) -> None:
+    """List architectures, datasets, baselines and suites, with one-line descriptions."""
+    from harness.protocol.entries import baseline_names, baselines_dir, describe
+    from harness.protocol.suites import all_suites
+
+    if as_json:
+        import json
+
+        click.echo(json.dumps({
+            "architectures": {a.name: {"description": a.description, "in_reference": a.in_reference}
+                              for a in ARCHITECTURES.values()},
+            "datasets": {d.name: {"description": d.description, "classes": d.num_classes,
+                                  "in_reference": d.in_reference} for d in DATASETS.values()},
+            "baselines": {n: describe(baselines_dir() / f"{n}.py") for n in baseline_names()},
+            "suites": {s.name: {"version": s.version, "description": s.description,
+                                "settings": {x.key: "hidden" if x.hidden else "public"
+                                             for x in s.settings}, "seeds": list(s.seeds)}
+                       for s in all_suites()}}, indent=2))
+        return
+    click.echo("Architectures (--arch):")
+    for spec in ARCHITECTURES.values():
+        click.echo(f"  {spec.name:<24} {spec.description}")
+    click.echo("\nDatasets (--dataset):")
+    for spec in DATASETS.values():
+        aliases = [a for a, t in DATASET_ALIASES.items() if t == spec.name]
+        extra = f" (alias: {', '.join(aliases)})" if aliases else ""
+        click.echo(f"  {spec.name:<24} {spec.description}{extra}")
+    click.echo(f"\nBaselines (a name works wherever a submission path does; {baselines_dir()}):")
+    for name in baseline_names():
+        click.echo(f"  {name:<24} {describe(baselines_dir() / f'{name}.py')}")
+    click.echo("\nSuites (--suite):")
+    for suite in all_suites():
+        click.echo(f"  {suite.name:<24} v{suite.version}: {suite.description}")
+        for setting in suite.settings:
+            click.echo(f"  {'':<24}   {setting.key:<24} {'hidden' if setting.hidden else 'public'}")

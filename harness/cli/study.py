@@ -1,0 +1,126 @@
+"""``harness study run`` and ``harness study report``: controlled comparisons of layers."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from harness.cli.common import (CONTEXT, EXIT_DIVERGED, EXIT_FAILED, EXIT_USAGE, executor_options,
+                                fail, guarded, isolation_options, output_options, results_option,
+                                run_options, study_or_fail)
+from harness.cli.sweeps import sweep_and_report
+from harness.reporting import ConsoleReporter
+
+
+@click.group("study", context_settings=CONTEXT)
+def study_group() -> None:
+    """Studies: compare layers under one recipe (which, unlike a suite's, may differ from the
+    protocol) and report how they train. The file format is in docs/studies.md; examples in
+    studies/."""
+
+
+@study_group.command("run", context_settings=CONTEXT)
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--only", default=None, help="Comma-separated entry names to run (default: all).")
+@click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs at once per GPU (or in all on a CPU), each in its own worker process.")
+@click.option("--dry-run", is_flag=True, help="List the runs and whether each is done; run nothing.")
+@click.option("--allow-hidden", is_flag=True,
+              help="Allow settings that a leaderboard suite keeps hidden (do not tune on them).")
+@results_option()
+@run_options
+@isolation_options(untrusted_default=False)
+@executor_options
+@output_options
+def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry_run: bool,
+                  allow_hidden: bool, results_dir: str, data_root: str | None, download: bool,
+                  device: str, check_timeout: float, precision: str, speed, resume: bool,
+                  isolation, vetting, executor, detach: bool, console: ConsoleReporter) -> None:
+    """Run every entry x setting x seed of STUDY_FILE that the results folder does not have yet.
+
+    Runs go through the same store, worker processes, limits and checkpoints as `harness submit`,
+    so an interrupted study continues where it stopped, and a run that any study or suite already
+    made with the same file, setting, seed and recipe is reused. Study runs never appear on the
+    leaderboard. The entries are your own files, so they are trusted by default (--untrusted
+    sandboxes them). Exit 1 when any run failed, else 3 when any diverged.
+
+    \b
+    Example:
+      harness study run studies/smoke.toml --results results
+      harness study report studies/smoke.toml --results results --out study-report
+    """
+    from harness.store.results import ResultsStore
+    from harness.execution.sweep import sweep_arguments
+    from harness.protocol.studies import hidden_settings, select_entries
+    from harness.store.status import plan_study
+
+    study = study_or_fail(study_file)
+    hidden = hidden_settings(study)
+    if hidden and not allow_hidden:
+        fail(f"{study_file}: hidden setting(s) {'; '.join(hidden)}: they are evaluated only for "
+              "final submissions, so that nobody tunes on them. Pass --allow-hidden if you really "
+              "mean to run them.", EXIT_USAGE)
+    store = ResultsStore(results_dir)
+    wanted = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    if dry_run:
+        planned = guarded(console, plan_study, study, store, precision)
+        for run in planned:
+            if wanted is None or run.entry in wanted:
+                state = "done" if run.done and not rerun else "to run"
+                click.echo(f"{run.entry:<28} {run.setting.key:<24} seed {run.seed:<6} {state}")
+        todo = sum(1 for r in planned if (not r.done or rerun)
+                   and (wanted is None or r.entry in wanted))
+        click.echo(f"{todo} run(s) to do of {len(planned)}")
+        return
+    console.info(f"study {study.name}: {len(study.entries)} entries x {len(study.settings)} settings x "
+                 f"{len(study.seeds)} seeds; recipe: "
+                 + ("; ".join(study.recipe.deviations()) or "the protocol's"))
+    entries = guarded(console, select_entries, study, wanted)
+    results = sweep_and_report(store, [sweep_arguments(study, entry) for entry in entries], rerun,
+                               device, data_root, download, check_timeout, precision, speed, jobs,
+                               resume, isolation, vetting, console, executor=executor,
+                               detach=detach, batch_name=f"study-{study.name}")
+    ran = [r for res in results for r in res.ran]
+    failed = [r for r in ran if r["status"] == "failed"]
+    diverged = [r for r in ran if r["status"] == "diverged"]
+    click.echo(f"\nstudy {study.name}: {len(ran)} run(s), "
+               f"{sum(len(res.skipped) for res in results)} already done, {len(failed)} failed, "
+               f"{len(diverged)} diverged. Report: harness study report {study_file} "
+               f"--results {results_dir} --out DIR")
+    if failed:
+        sys.exit(EXIT_FAILED)
+    if diverged:
+        sys.exit(EXIT_DIVERGED)
+
+
+@study_group.command("report", context_settings=CONTEXT)
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder to write index.html and study.json to.")
+@results_option("Results folder to read.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="Which runs to report (never mixed).")
+@output_options
+def study_report_cmd(study_file: str, out_dir: str, results_dir: str, precision: str,
+                     console: ConsoleReporter) -> None:
+    """Render STUDY_FILE's report from the results folder: learning curves, best accuracy with
+    confidence intervals, convergence, stability, cost, gradient flow, activation statistics and
+    a summary of the significant differences (HTML, no JavaScript; plus study.json).
+
+    Runs are found by their key (entry file as it is now, setting, seed, recipe); a missing or
+    failed run shows as such, and the report says which cells are incomplete.
+    """
+    from harness.leaderboard.study_report import build_report
+
+    study = study_or_fail(study_file)
+
+    def build():
+        try:
+            return build_report(study, results_dir, out_dir, precision)
+        except FileNotFoundError as exc:
+            fail(str(exc))
+
+    index = guarded(console, build)
+    click.echo(f"study report: {index}  (open file://{index.resolve()})")
