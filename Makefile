@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo demo-eval study test test-fast bench clean
+.PHONY: setup demo demo-eval study test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ test: setup
 # minute on 2 cores). The full suite above is what CI runs.
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# ruff (configured in pyproject.toml): pyflakes, pycodestyle and import order.
+lint: setup
+	$(BIN)/python -m ruff check .
 
 bench: setup
 	$(BIN)/harness bench --arch resnet20 --dataset cifar10 --rounds 5 \

@@ -23,10 +23,10 @@ import jinja2
 from harness import __version__
 from harness.leaderboard import plots
 from harness.leaderboard import stats as S
-from harness.store.record import finite, utc_now, write_json_atomic
 from harness.protocol.recipe import PROTOCOL_VERSION
-from harness.store.results import Entry, ResultsStore, entry_slug
 from harness.protocol.suites import Setting, Suite, SuiteError, load_suite
+from harness.store.record import finite, utc_now, write_json_atomic
+from harness.store.results import Entry, ResultsStore, entry_slug
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

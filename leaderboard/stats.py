@@ -18,6 +18,9 @@
   *probability of improvement* P(X > Y) + P(X = Y)/2 over all pairs of a submission's runs X and
   the baseline's runs Y (the Mann-Whitney U statistic divided by n*m), and **Welch's t-test**
   (unequal variances); "significant" means p < 0.05, two-sided. Both need at least 2 runs a side.
+- **Bounds and few seeds**: an interval is clipped to [0, 100] (an accuracy cannot leave it), and a
+  cell with fewer than 3 completed seeds is flagged "few-seeds": its interval is too wide to rank
+  by (with 2 seeds, t(0.975, 1) = 12.7 standard errors).
 - **Precision**: a cell never mixes precisions. Where an entry has fp32 runs of a setting (the
   protocol's), only those count; a cell made of bf16 runs alone carries a "bf16" flag.
 """
@@ -36,10 +39,14 @@ from scipy import stats as st
 from harness.store.results import COMPLETED
 
 CONFIDENCE = 0.95
+MIN_SEEDS = 3  # a cell with fewer completed seeds is flagged: its interval is too wide to rank by
 ALPHA = 0.05
 
 
-def t_interval(values: Iterable[float]) -> tuple[float, float]:
+def t_interval(values: Iterable[float], bounds: tuple[float, float] = (0.0, 100.0)
+               ) -> tuple[float, float]:
+    """The two-sided Student-t interval of the mean, clipped to ``bounds`` (accuracies, in %,
+    cannot leave [0, 100]; with 2 seeds the unclipped interval easily does)."""
     x = np.asarray(list(values), dtype=float)
     if x.size < 2:
         return (math.nan, math.nan)
@@ -47,7 +54,7 @@ def t_interval(values: Iterable[float]) -> tuple[float, float]:
     if sem == 0:
         return (float(x.mean()), float(x.mean()))
     low, high = st.t.interval(CONFIDENCE, x.size - 1, loc=x.mean(), scale=sem)
-    return float(low), float(high)
+    return max(float(low), bounds[0]), min(float(high), bounds[1])
 
 
 def probability_of_improvement(x: Iterable[float], y: Iterable[float]) -> float:
@@ -160,6 +167,8 @@ def cells(frame: pd.DataFrame, expected_seeds: int) -> dict[tuple[str, str], Cel
             flags.append("chance")
         if len(done) < expected_seeds:
             flags.append("incomplete")
+        if 0 < len(done) < MIN_SEEDS:
+            flags.append("few-seeds")
         if group["batch_dependent"].any():
             flags.append("batch-dependent")
         flags += sorted(p for p in set(group["precision"]) if p != "fp32")

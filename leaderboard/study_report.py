@@ -29,10 +29,10 @@ import numpy as np
 from harness import __version__
 from harness.leaderboard import plots
 from harness.leaderboard import stats as S
-from harness.store.record import finite, utc_now, write_json_atomic
 from harness.protocol.recipe import PROTOCOL_VERSION
-from harness.store.results import COMPLETED, ResultsStore
 from harness.protocol.studies import Study
+from harness.store.record import finite, utc_now, write_json_atomic
+from harness.store.results import COMPLETED, ResultsStore
 from harness.store.status import study_records
 from harness.vetting.submission import sha256_file
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 
-from harness.store.derived import curve_metrics
-from harness.store.record import SCHEMA_VERSION
 from harness.protocol.recipe import PROTOCOL_VERSION
 from harness.protocol.suites import load_suite
+from harness.store.derived import curve_metrics
+from harness.store.record import SCHEMA_VERSION
 
 
 def make_record(entry: str, sha256: str, setting: str, seed: int, best: float | None, *,

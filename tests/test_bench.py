@@ -92,6 +92,7 @@ def test_split_overhead_runs_both_ways_at_two_lengths_and_projects(monkeypatch):
     themselves, split and in process, are what the rest of the suite tests)."""
     from harness.bench import overheads as bench
     from harness.execution import local as executors
+
     from records import make_record
 
     seen = []

@@ -5,10 +5,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import FIXTURES, ROOT
-from harness.vetting.check import FAIL, PASS, SKIP, WARN, model_channel_counts, run_checks
 from harness.cli import main
+from harness.vetting.check import FAIL, PASS, SKIP, WARN, run_checks
+from harness.vetting.layer_checks import model_channel_counts
 from harness.vetting.submission import baseline_names
+
+from conftest import FIXTURES, ROOT
 
 # What each shipped layer is expected to warn about; everything else must pass.
 EXPECTED_WARNINGS = {

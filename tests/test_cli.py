@@ -8,8 +8,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import FIXTURES, ROOT
 from harness.cli import main
+
+from conftest import FIXTURES, ROOT
 
 SMOKE = ["--arch", "resnet20", "--dataset", "digits", "--epochs", "1",
          "--limit-train", "130", "--limit-test", "50"]
@@ -127,3 +128,17 @@ def test_template_runs_with_reference_flags(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "custom_norm.py"), "--arch", "nope",
                           "--dataset", "digits"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_the_reference_flags_accept_allow_hidden_as_harness_eval_does():
+    from harness.cli.reference import eval_argv
+
+    argv = eval_argv("custom_norm.py", ["--arch", "resnet110", "--dataset", "cifar100", "--allow-hidden",
+                                        "--output-dir", "out"])
+    assert argv[:2] == ["eval", "custom_norm.py"] and argv[-1] == "--allow-hidden"
+    assert argv[argv.index("--results") + 1] == "out"
+    assert "--allow-hidden" not in eval_argv("x.py", ["--arch", "resnet20", "--dataset", "cifar10"])
+    refused = subprocess.run([sys.executable, str(ROOT / "custom_norm.py"), "--arch", "resnet110",
+                              "--dataset", "cifar100", "--output-dir", "out"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--allow-hidden" in refused.stderr

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.protocol.data import (DATASETS, DatasetUnavailable, default_data_root, load_dataset,
-                          resolve_dataset_name)
+from harness.protocol.data import DATASETS, DatasetUnavailable, default_data_root, load_dataset, resolve_dataset_name
 
 
 def _chw(hwc):
@@ -31,8 +30,8 @@ def test_cifar100_uses_fine_labels(cifar100_root):
 
 @pytest.mark.parametrize("name", ["fmnist", "fashionmnist", "FashionMNIST"])
 def test_fmnist_is_resized_to_32(fmnist_root, name):
-    from PIL import Image
     import torchvision.transforms as T
+    from PIL import Image
 
     root, (train_x, train_y, test_x, test_y) = fmnist_root
     ds = load_dataset(name, root, download=False)

@@ -4,8 +4,7 @@ import math
 
 import pytest
 
-from harness.store.derived import (curve_metrics, epochs_to_reach, generalisation_gap, late_std,
-                              loss_rises)
+from harness.store.derived import curve_metrics, epochs_to_reach, generalisation_gap, late_std, loss_rises
 
 NAN = float("nan")
 

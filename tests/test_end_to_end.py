@@ -10,11 +10,12 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT
 from harness.cli import main
-from harness.store.status import plan_suite, run_states
-from harness.store.results import ResultsStore
 from harness.protocol.suites import load_suite
+from harness.store.results import ResultsStore
+from harness.store.status import plan_suite, run_states
+
+from conftest import ROOT
 
 
 def _alive(pid: int) -> bool:

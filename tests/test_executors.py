@@ -4,18 +4,18 @@ import dataclasses
 
 import pytest
 
+from harness.engine.runner import run_eval
+from harness.execution.local import Task, crash_record, visible_gpus, worker_slots
+from harness.execution.sweep import sweep
+from harness.protocol.recipe import Recipe
+from harness.protocol.spec import RunSpec, SpeedOptions
+from harness.protocol.suites import load_suite
+from harness.store.record import strip_timings
+from harness.store.results import ResultsStore, run_key
+from harness.store.status import plan_entry
+
 from conftest import FIXTURES, ROOT
 from inprocess import InProcess
-from harness.execution.local import Task, crash_record, visible_gpus, worker_slots
-from harness.protocol.spec import SpeedOptions
-from harness.store.record import strip_timings
-from harness.engine.runner import run_eval
-from harness.protocol.spec import RunSpec
-from harness.store.results import ResultsStore, run_key
-from harness.protocol.suites import load_suite
-from harness.execution.sweep import sweep
-from harness.store.status import plan_entry
-from harness.protocol.recipe import Recipe
 
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")
 

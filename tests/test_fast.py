@@ -10,19 +10,19 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from conftest import ROOT
-from harness.engine import fast
 from harness.cli import main
-from harness.protocol.data import BatchPipeline, load_dataset
+from harness.engine import fast
 from harness.engine.fast import prepare, probe
-from harness.protocol.spec import PLAIN, SpeedOptions
-from harness.protocol.models import build_model
-from harness.store.record import strip_timings
 from harness.engine.runner import run_eval
-from harness.protocol.spec import RunSpec
+from harness.protocol.data import BatchPipeline, load_dataset
+from harness.protocol.models import build_model
+from harness.protocol.recipe import Recipe
+from harness.protocol.spec import PLAIN, RunSpec, SpeedOptions
+from harness.store.record import strip_timings
 from harness.store.results import run_key
 from harness.vetting.submission import load
-from harness.protocol.recipe import Recipe
+
+from conftest import ROOT
 
 CPU = torch.device("cpu")
 SELECTIVE = ROOT / "submissions" / "selective_norm.py"

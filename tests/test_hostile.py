@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from harness.execution.local import Isolation, LocalExecutor, Task
 from harness.engine.runner import run_eval
-from harness.protocol.spec import RunSpec
+from harness.execution.local import Isolation, LocalExecutor, Task
 from harness.execution.sandbox import sandbox_unavailable
-from harness.store.results import ResultsStore
-from harness.protocol.recipe import Recipe
 from harness.execution.watch import LOG_BYTES
+from harness.protocol.recipe import Recipe
+from harness.protocol.spec import RunSpec
+from harness.store.results import ResultsStore
+
+from conftest import ROOT
 
 HOSTILE = ROOT / "tests" / "hostile"
 RECIPE = Recipe(epochs=1, batch_size=32)
@@ -279,9 +280,10 @@ def test_a_file_in_the_reference_format_passes_the_default_submit(tmp_path):
     would (its findings are notes: unused imports, code only its own script calls)."""
     import dataclasses
 
-    from conftest import FIXTURES
-    from harness.protocol.suites import load_suite
     from harness.execution.sweep import scan_row, sweep
+    from harness.protocol.suites import load_suite
+
+    from conftest import FIXTURES
 
     smoke = load_suite("smoke")
     suite = dataclasses.replace(smoke, settings=smoke.settings[:1], seeds=(1,), recipe=RECIPE,

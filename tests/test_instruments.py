@@ -8,14 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT
 from harness.engine.instruments import BatchTimer, layer_probe, norm_summary, probe_epochs
-from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
 from harness.engine.runner import run_eval
-from harness.protocol.spec import RunSpec
-from harness.protocol.suites import SuiteError, parse_recipe
 from harness.engine.train import should_stop
 from harness.protocol.recipe import Recipe
+from harness.protocol.spec import RunSpec
+from harness.protocol.suites import SuiteError, parse_recipe
+from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
+
+from conftest import ROOT
 from records import make_record
 
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")

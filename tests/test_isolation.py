@@ -15,17 +15,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import FIXTURES, ROOT
-from harness.vetting import tamper
 from harness.cli import EXIT_DIVERGED, main
-from harness.execution.local import Isolation, Task, _failure_of, accept_record
 from harness.engine.runner import failure_category
-from harness.protocol.spec import RunSpec
-from harness.execution.sandbox import (_ARCH, NOBODY, REFUSED, Limits as BoxLimits, Sandbox, root_userns,
-                             sandbox_unavailable, seccomp_program)
-from harness.protocol.suites import load_suite
-from harness.protocol.recipe import Recipe
+from harness.execution.local import Isolation, Task, _failure_of, accept_record
+from harness.execution.sandbox import NOBODY, Sandbox, root_userns, sandbox_unavailable
+from harness.execution.sandbox import Limits as BoxLimits
+from harness.execution.seccomp import REFUSED, SYSCALLS, seccomp_program
 from harness.execution.watch import LINE_BYTES, LOG_BYTES, CappedLog, Limits, Process, Watch
+from harness.protocol.recipe import Recipe
+from harness.protocol.spec import RunSpec
+from harness.protocol.suites import load_suite
+from harness.vetting import tamper
+
+from conftest import FIXTURES, ROOT
 from records import make_record
 
 HOSTILE = ROOT / "tests" / "hostile"
@@ -166,7 +168,7 @@ def test_a_trusted_layer_that_patches_during_training_keeps_no_score(tmp_path):
     assert record["best_acc"] is None and record["epochs"] == []
 
 
-@pytest.mark.parametrize("machine", sorted(_ARCH))
+@pytest.mark.parametrize("machine", sorted(SYSCALLS))
 def test_seccomp_program_is_well_formed(machine):
     prog = seccomp_program(machine)
     assert len(prog) < 256
@@ -176,7 +178,7 @@ def test_seccomp_program_is_well_formed(machine):
     assert prog[-1][0] == 0x06  # ends in a return
 
 
-@pytest.mark.parametrize("machine", sorted(_ARCH))
+@pytest.mark.parametrize("machine", sorted(SYSCALLS))
 def test_syscall_numbers_are_the_kernels(machine):
     """Checked against libseccomp's tables where it is installed (it is on Debian)."""
     import ctypes
@@ -188,7 +190,7 @@ def test_syscall_numbers_are_the_kernels(machine):
     lib = ctypes.CDLL(name)
     lib.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
     lib.seccomp_syscall_resolve_name_arch.argtypes = [ctypes.c_uint32, ctypes.c_char_p]
-    arch, numbers = _ARCH[machine]
+    arch, numbers = SYSCALLS[machine]
     for call in [*REFUSED, "clone", "clone3"]:
         number = lib.seccomp_syscall_resolve_name_arch(arch, call.encode())
         assert numbers.get(call) == (number if number >= 0 else None), call
@@ -295,9 +297,9 @@ print(json.dumps(out))
 
 
 def test_untrusted_is_refused_where_there_is_no_sandbox(tmp_path, monkeypatch):
+    from harness.execution.sweep import sweep
     from harness.protocol.spec import RunError
     from harness.store.results import ResultsStore
-    from harness.execution.sweep import sweep
 
     monkeypatch.setattr("harness.execution.sweep.sandbox_unavailable", lambda: "no bwrap here")
     with pytest.raises(RunError, match="no bwrap here.*--unsafe-no-namespaces"):

@@ -12,10 +12,12 @@ from click.testing import CliRunner
 from harness.cli import main
 from harness.leaderboard.site import build_site
 from harness.store.results import ResultsStore
+
 from records import make_record
 
 XSS_NAME = "<script>alert(1)</script>"
-XSS_SOURCE = '"""A layer."""\n# </textarea><script>alert(2)</script>\nfrom torch import nn\nCustomNorm = nn.BatchNorm2d\n'
+XSS_SOURCE = ('"""A layer."""\n# </textarea><script>alert(2)</script>\nfrom torch import nn\n'
+              'CustomNorm = nn.BatchNorm2d\n')
 HIDDEN_VALUE = 91.2345  # appears only in a hidden cell
 
 
@@ -193,8 +195,9 @@ def test_in_a_real_browser(tmp_path, site):
     driver = _chrome(tmp_path)
     try:
         driver.get((site / "index.html").resolve().as_uri())
+        cells = "table.leaderboard tbody td.name:nth-child(2)"
         names = lambda: [td.text.split("\n")[0].replace(" baseline", "").replace(" final", "").strip()  # noqa: E731
-                         for td in driver.find_elements(By.CSS_SELECTOR, "table.leaderboard tbody td.name:nth-child(2)")]
+                         for td in driver.find_elements(By.CSS_SELECTOR, cells)]
         before = names()
         assert len(before) == 4
         header = next(th for th in driver.find_elements(By.CSS_SELECTOR, "table.leaderboard thead th")

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from harness.engine.checkpoint import Checkpoint
-from harness.store.record import read_record, strip_timings
 from harness.engine.runner import run_eval
-from harness.protocol.spec import RunSpec, SpeedOptions
 from harness.protocol.recipe import Recipe
+from harness.protocol.spec import RunSpec, SpeedOptions
 from harness.reporting import Reporter
+from harness.store.record import read_record, strip_timings
+
+from conftest import ROOT
 
 HARNESS = str(Path(sys.executable).parent / "harness")
 SELECTIVE = str(ROOT / "submissions" / "selective_norm.py")

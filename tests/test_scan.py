@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FIXTURES, ROOT
 from harness.vetting.scan import NOTE, REFUSE, refusing, scan_file, scan_source
+
+from conftest import FIXTURES, ROOT
 
 HOSTILE = ROOT / "tests" / "hostile"
 

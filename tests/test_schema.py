@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from conftest import ROOT
 from harness.store import schema
+
+from conftest import ROOT
 from records import make_record
 
 

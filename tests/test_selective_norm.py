@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT
 from harness.vetting.submission import load
+
+from conftest import ROOT
 
 EPS = 1e-5
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from harness.store.status import plan_suite, run_states
-from harness.store.results import ResultsStore
 from harness.protocol.suites import load_suite
+from harness.store.results import ResultsStore
+from harness.store.status import plan_suite, run_states
+
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "tests" / "slurm" / "localhost.sh"

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from harness.leaderboard import stats as S
+
 from records import make_record
 
 
 def test_t_interval_known_values():
-    low, high = S.t_interval([1.0, 2.0, 3.0])
+    low, high = S.t_interval([1.0, 2.0, 3.0], bounds=(-math.inf, math.inf))  # unclipped
     half = 4.302653 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
     assert low == pytest.approx(2 - half, abs=1e-5) and high == pytest.approx(2 + half, abs=1e-5)
     assert all(math.isnan(v) for v in S.t_interval([5.0]))
@@ -53,8 +54,8 @@ def test_cells_flags_and_only_current_versions():
     a, b = table[("a", "resnet20-digits")], table[("b", "resnet20-digits")]
     assert a.n == 2 and a.mean == 50.0 and a.std == pytest.approx(np.std([80, 20], ddof=1))
     # The diverged run ended at 20% on 10 test images: within 3 standard errors of chance (10%).
-    assert a.flags == ["diverged", "chance"]
-    assert b.n == 1 and set(b.flags) == {"failed", "incomplete", "batch-dependent"}
+    assert a.flags == ["diverged", "chance", "few-seeds"]
+    assert b.n == 1 and set(b.flags) == {"failed", "incomplete", "few-seeds", "batch-dependent"}
 
 
 def test_versus_best_baseline():
@@ -105,3 +106,16 @@ def test_holm_adjustment_by_hand():
     assert math.isnan(adjusted[3])  # not a test, and not counted in m
     assert holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
     assert holm([]) == []
+
+
+def test_intervals_stay_within_0_and_100_and_few_seeds_are_flagged():
+    low, high = S.t_interval([88.2, 99.9])  # 2 seeds: mean 94.05 +- 12.7 x 5.85
+    assert (low, high) == (pytest.approx(94.05 - 12.706 * 5.85, abs=0.1), 100.0)
+    assert S.t_interval([2.0, 30.0])[0] == 0.0
+    records = [make_record("a", "1" * 64, "resnet20-digits", seed, acc)
+               for seed, acc in [(0, 88.2), (1, 99.9)]]
+    records += [make_record("b", "2" * 64, "resnet20-digits", seed, 80.0 + seed) for seed in range(3)]
+    table = S.cells(S.runs_frame(records, {"a": "1" * 64, "b": "2" * 64}), expected_seeds=2)
+    assert "few-seeds" in table[("a", "resnet20-digits")].flags
+    assert table[("a", "resnet20-digits")].ci_high == 100.0
+    assert "few-seeds" not in table[("b", "resnet20-digits")].flags

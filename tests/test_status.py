@@ -1,20 +1,20 @@
 """``harness status``: every state a planned run can be in, read from the store alone."""
 
 import json
-from dataclasses import asdict
 import os
 import time
+from dataclasses import asdict
 
 from click.testing import CliRunner
 
-from conftest import ROOT
 from harness.cli import EXIT_USAGE, main
-from harness.store.claims import STALE_S, Claim, claim_path
-from harness.store.results import run_key
-from harness.store.status import checkpoint_paths, plan_study, plan_suite, run_states
-from harness.store.results import ResultsStore
 from harness.protocol.studies import load_study
 from harness.protocol.suites import load_suite
+from harness.store.claims import STALE_S, Claim, claim_path
+from harness.store.results import ResultsStore, run_key
+from harness.store.status import checkpoint_paths, plan_study, plan_suite, run_states
+
+from conftest import ROOT
 from records import make_record
 
 STUDY = """

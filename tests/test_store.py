@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.store.results import EntryTaken, ResultsStore, entry_slug, run_key
+
 from records import make_record
 
 WRITERS, PER_WRITER = 8, 25

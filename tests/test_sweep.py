@@ -2,14 +2,15 @@
 
 import pytest
 
-from conftest import FIXTURES
-from inprocess import InProcess
+from harness.execution.sweep import sweep
+from harness.protocol.suites import load_suite
+from harness.reporting import Reporter
 from harness.store.record import write_json_atomic
 from harness.store.results import EntryTaken, ResultsStore
 from harness.vetting.submission import SubmissionError
-from harness.protocol.suites import load_suite
-from harness.execution.sweep import sweep
-from harness.reporting import Reporter
+
+from conftest import FIXTURES
+from inprocess import InProcess
 from records import make_record
 
 SMOKE = load_suite("smoke")

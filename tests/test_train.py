@@ -8,13 +8,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import FIXTURES, ROOT
 from harness.cli import EXIT_DIVERGED, main
-from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
-from harness.reporting import Reporter
 from harness.engine.runner import run_eval
-from harness.protocol.spec import RunSpec
 from harness.protocol.recipe import Recipe
+from harness.protocol.spec import RunSpec
+from harness.reporting import Reporter
+from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
+
+from conftest import FIXTURES, ROOT
 
 TEMPLATE = str(ROOT / "custom_norm.py")
 
@@ -88,9 +89,9 @@ def test_one_host_read_per_epoch(monkeypatch, tmp_path):
             return _original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
+    from harness.engine.train import train
     from harness.protocol.data import load_dataset
     from harness.protocol.models import build_model
-    from harness.engine.train import train
 
     data = load_dataset("digits")
     data.train = data.train.head(640)  # 5 steps per epoch
@@ -201,3 +202,22 @@ def test_bf16_is_recorded_not_comparable_and_still_trains(tmp_path):
     assert "precision=bf16 (protocol: fp32)" in bf16["deviations"]
     assert all(math.isfinite(e["train_loss"]) for e in bf16["epochs"])
     assert bf16["epochs"][0]["train_loss"] != fp32["epochs"][0]["train_loss"]  # autocast took effect
+
+
+def test_a_run_that_diverges_before_its_first_evaluation_scores_what_the_reference_reports():
+    """The reference keeps evaluating a diverged model: NaN logits predict class 0 everywhere, the
+    share of class 0 in its balanced test sets, 100 / classes. The run keeps its diverged flag."""
+    from harness.store.derived import finish_record
+
+    record = {"status": "diverged", "config": {"num_classes": 100, "precision": "fp32"},
+              "data": {"test_size": 10_000},
+              "failure": {"category": "diverged", "epoch": 1, "step": 3, "message": "loss is nan"}}
+    finish_record(record, [])
+    assert record["best_acc"] == record["final_acc"] == 1.0 and record["best_epoch"] is None
+    assert record["flags"] == ["diverged", "chance"]
+    assert record["failure"]["scored_as"].startswith("chance")
+    assert torch.full((2, 100), float("nan")).argmax(1).tolist() == [0, 0]  # torch's NaN argmax
+    ok = {"status": "ok", "config": {"num_classes": 10, "precision": "fp32"},
+          "data": {"test_size": 100}, "failure": None}
+    finish_record(ok, [])  # a run with no epochs that did not diverge has no score
+    assert ok["best_acc"] is None

@@ -85,8 +85,8 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
     from pathlib import Path
 
     from harness.execution.local import Isolation, LocalExecutor, Task, visible_gpus, worker_slots
+    from harness.execution.split import _dataset  # the cache the split's parent loads data through
     from harness.protocol.spec import RunSpec
-    from harness.execution.split import _dataset
     from harness.store.results import ResultsStore
     from harness.vetting.submission import load
 

@@ -26,16 +26,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.protocol.data import (DATASETS, BatchPipeline, Dataset, DatasetUnavailable, ImageSplit,
-                          load_dataset, resolve_dataset_name)
-from harness.engine.fast import prepare
-from harness.protocol.spec import SpeedOptions
-from harness.protocol.models import build_model
-from harness.store.record import cpu_model, utc_now
-from harness.protocol.scoring import EvalPlan, forward_plan, score
-from harness.engine.train import train
-from harness.protocol.recipe import Recipe
 from harness.engine.device import autocast, synchronize
+from harness.engine.fast import prepare
+from harness.engine.train import train
+from harness.protocol.data import (
+    DATASETS,
+    BatchPipeline,
+    Dataset,
+    DatasetUnavailable,
+    ImageSplit,
+    load_dataset,
+    resolve_dataset_name,
+)
+from harness.protocol.models import build_model
+from harness.protocol.recipe import Recipe
+from harness.protocol.scoring import EvalPlan, forward_plan, score
+from harness.protocol.spec import SpeedOptions
+from harness.store.record import cpu_model, utc_now
 
 REAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "fmnist": (60_000, 10_000),
               "digits": (1_437, 360), "noise": (50_000, 10_000)}

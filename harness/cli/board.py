@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from harness.cli.common import (CONTEXT, guarded, output_options, results_folder_or_fail,
-                                results_option)
+from harness.cli.common import CONTEXT, guarded, output_options, results_folder_or_fail, results_option
 from harness.reporting import ConsoleReporter
 
 

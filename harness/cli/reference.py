@@ -33,17 +33,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def eval_argv(submission_path: str, argv: list[str] | None = None) -> list[str]:
+    """The ``harness eval`` command line the reference's flags stand for."""
+    args = parser().parse_args(argv)
+    out = ["eval", submission_path, "--arch", args.arch, "--dataset", args.dataset,
+           "--seed", str(args.seed), "--epochs", str(args.epochs),
+           "--batch-size", str(args.batch_size), "--lr", repr(args.lr),
+           "--momentum", repr(args.momentum), "--weight-decay", repr(args.weight_decay),
+           "--results", args.output_dir, "--device", args.device]
+    if args.data_root:
+        out += ["--data-root", args.data_root]
+    if args.allow_hidden:
+        out.append("--allow-hidden")
+    return out
+
+
 def main(submission_path: str, argv: list[str] | None = None) -> None:
     from harness.cli import main as harness_main
 
-    args = parser().parse_args(argv)
-    eval_argv = ["eval", submission_path, "--arch", args.arch, "--dataset", args.dataset,
-                 "--seed", str(args.seed), "--epochs", str(args.epochs),
-                 "--batch-size", str(args.batch_size), "--lr", repr(args.lr),
-                 "--momentum", repr(args.momentum), "--weight-decay", repr(args.weight_decay),
-                 "--results", args.output_dir, "--device", args.device]
-    if args.data_root:
-        eval_argv += ["--data-root", args.data_root]
-    if args.allow_hidden:
-        eval_argv.append("--allow-hidden")
-    harness_main(eval_argv, prog_name="custom_norm.py")
+    harness_main(eval_argv(submission_path, argv), prog_name="custom_norm.py")

@@ -7,8 +7,18 @@ from typing import Any
 
 import click
 
-from harness.cli.common import (CONTEXT, EXIT_DIVERGED, EXIT_FAILED, EXIT_USAGE, fail, guarded,
-                                isolation_options, output_options, results_option, run_options)
+from harness.cli.common import (
+    CONTEXT,
+    EXIT_DIVERGED,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    fail,
+    guarded,
+    isolation_options,
+    output_options,
+    results_option,
+    run_options,
+)
 from harness.protocol.catalog import ARCHITECTURES, DATASET_ALIASES, DATASETS
 from harness.protocol.recipe import PROTOCOL_RECIPE, Recipe
 from harness.reporting import ConsoleReporter
@@ -58,7 +68,8 @@ def execute(config, results_dir, console: ConsoleReporter, *, submission=None, c
 
 def preflight(console: ConsoleReporter, submission: str, timeout: float):
     """Load the file and run the pre-flight checks; exit with one line on a fatal failure."""
-    from harness.vetting.check import WARN, preflight as run_preflight
+    from harness.vetting.check import WARN
+    from harness.vetting.check import preflight as run_preflight
     from harness.vetting.submission import load
 
     loaded = guarded(console, load, submission)
@@ -118,8 +129,8 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
       harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15
     """
     from harness.protocol.spec import RunSpec
-    from harness.store.results import ResultsStore
     from harness.protocol.suites import hidden_in
+    from harness.store.results import ResultsStore
 
     hidden = hidden_in(arch, dataset)
     if hidden and not allow_hidden:
@@ -167,9 +178,9 @@ def eval_untrusted(config, results_dir: str, isolation, vetting, check_timeout: 
     """One run of an untrusted file, vetted and run split in sandboxes (harness.execution.split); the
     record is written here, from this process's own scoring."""
     from harness.execution.local import run_in_worker
+    from harness.execution.sweep import vet
     from harness.execution.task import Task
     from harness.store.results import ResultsStore
-    from harness.execution.sweep import vet
 
     store = ResultsStore(results_dir)
     vetted = vet(store, config.submission, isolation, vetting.trust_code, vetting.scan_policy,

@@ -6,9 +6,20 @@ import sys
 
 import click
 
-from harness.cli.common import (CONTEXT, EXIT_DIVERGED, EXIT_FAILED, EXIT_USAGE, executor_options,
-                                fail, guarded, isolation_options, output_options, results_option,
-                                run_options, study_or_fail)
+from harness.cli.common import (
+    CONTEXT,
+    EXIT_DIVERGED,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    executor_options,
+    fail,
+    guarded,
+    isolation_options,
+    output_options,
+    results_option,
+    run_options,
+    study_or_fail,
+)
 from harness.cli.sweeps import sweep_and_report
 from harness.reporting import ConsoleReporter
 
@@ -51,9 +62,9 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry
       harness study run studies/smoke.toml --results results
       harness study report studies/smoke.toml --results results --out study-report
     """
-    from harness.store.results import ResultsStore
     from harness.execution.sweep import sweep_arguments
     from harness.protocol.studies import hidden_settings, select_entries
+    from harness.store.results import ResultsStore
     from harness.store.status import plan_study
 
     study = study_or_fail(study_file)

@@ -7,10 +7,22 @@ from collections import Counter
 
 import click
 
-from harness.cli.common import (CONTEXT, EXIT_DIVERGED, EXIT_FAILED, EXIT_USAGE, executor_options,
-                                fail, guarded, isolation_options, output_options,
-                                results_folder_or_fail, results_option, run_options,
-                                study_or_fail, suite_or_fail)
+from harness.cli.common import (
+    CONTEXT,
+    EXIT_DIVERGED,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    executor_options,
+    fail,
+    guarded,
+    isolation_options,
+    output_options,
+    results_folder_or_fail,
+    results_option,
+    run_options,
+    study_or_fail,
+    suite_or_fail,
+)
 from harness.reporting import ConsoleReporter
 
 
@@ -147,8 +159,8 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
     Each run executes in its own process with a wall-clock timeout and a memory limit. The
     baselines ship with the harness, so they are trusted by default.
     """
-    from harness.store.results import ResultsStore
     from harness.protocol.entries import baseline_names
+    from harness.store.results import ResultsStore
 
     suite = suite_or_fail(suite_name)
     names = baseline_names()
@@ -198,9 +210,9 @@ def status_cmd(suite_name: str | None, study_file: str | None, results_dir: str,
     import json as json_mod
     from dataclasses import asdict
 
-    from harness.store.status import STATES, plan_study, plan_suite, run_states
-    from harness.store.results import ResultsStore
     from harness.protocol.suites import all_suites
+    from harness.store.results import ResultsStore
+    from harness.store.status import STATES, plan_study, plan_suite, run_states
 
     if suite_name and study_file:
         fail("give --suite or --study, not both", EXIT_USAGE)

@@ -26,8 +26,9 @@ distance from the plain model, ``||candidate - plain|| / ||plain||``, must be at
 ``max(floor, 8 x that)`` for every output, parameter gradient and buffer update. The floor is 1e-3
 for outputs and buffer updates in fp32 on CPU, 1e-2 on CUDA, 5e-2 under bf16, and fifty times that
 for gradients (channels_last moves custom layers' ResNet-20 gradients on CPU by up to 1.2e-2, more
-than the input perturbation predicts, because rounding enters at every layer, not only the input). A semantic difference (a lost buffer update, a different random mask, a wrong layout
-assumption) gives O(1). A failed check or an error falls back with a warning; the report goes into
+than the input perturbation predicts, because rounding enters at every layer, not only the input).
+A semantic difference (a lost buffer update, a different random mask, a wrong layout assumption)
+gives O(1). A failed check or an error falls back with a warning; the report goes into
 the run record (``config.speed``). Measured on CPU: ``nn.BatchNorm2d``'s channels_last kernel is
 ~50x further from the plain one than input rounding explains (outputs 2.8e-5, gradients up to
 3.7e-2): within the floors, so accepted; a dropout mask drawn with ``rand_like`` (which follows the

@@ -14,12 +14,11 @@ import torch
 from harness.engine.checkpoint import Checkpoint
 from harness.engine.device import peak_memory_bytes, resolve_device, seed_everything
 from harness.engine.fast import check_backend, compile_mode_name
-from harness.protocol.spec import PLAIN
 from harness.engine.instruments import norm_summary
 from harness.engine.train import EpochMetrics, TrainResult, train
 from harness.protocol import data as data_mod
 from harness.protocol.models import ARCHS, build_model, count_parameters
-from harness.protocol.spec import RunError, RunSpec
+from harness.protocol.spec import PLAIN, RunError, RunSpec
 from harness.reporting import Reporter
 from harness.store.derived import finish_record
 from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic
@@ -31,6 +30,9 @@ from harness.vetting.submission import Submission, error_message, load
 def deviations(config: RunSpec, spec: data_mod.DatasetSpec) -> list[str]:
     """Everything that makes this run's numbers not comparable with the reference table."""
     out = config.recipe.deviations()
+    if config.recipe.batch_size != config.recipe.test_batch_size:
+        out.append(f"test batches stay {config.recipe.test_batch_size} (the protocol's); "
+                   f"--batch-size changes training batches only")
     if config.precision != "fp32":
         out.append(f"precision={config.precision} (protocol: fp32)")
     if config.limit_train is not None:

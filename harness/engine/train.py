@@ -32,8 +32,6 @@ from harness.protocol.spec import SpeedOptions
 from harness.reporting import Reporter
 
 
-
-
 @dataclass
 class EpochMetrics:
     """One epoch. The test numbers are None in a sandboxed training process, which never sees a
@@ -136,8 +134,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     the epoch's checkpoint is written.
 
     The run stops, with status ``diverged``, at the first non-finite loss or parameter
-    (:class:`DivergenceWatch`); the completed epochs before it (and their best accuracy) are kept. Pass ``result`` to keep
-    the completed epochs even when the layer raises part-way. ``speed`` (channels_last,
+    (:class:`DivergenceWatch`); the completed epochs before it (and their best accuracy) are kept.
+    Pass ``result`` to keep the completed epochs even when the layer raises part-way. ``speed`` (channels_last,
     cudnn.benchmark, torch.compile, CUDA graphs) is applied only where :func:`harness.engine.fast.prepare`
     proves it gives this layer the plain model's results; by default a CPU run is plain eager.
     With ``checkpoint``, the state is saved at the end of every epoch (with ``checkpoint_extra``);

@@ -32,15 +32,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.engine.checkpoint import Checkpoint
+from harness.engine.runner import config_fields
 from harness.execution.task import DEFAULT_TIMEOUT_S, Isolation, Task, crash_record, safe_label  # noqa: F401
+from harness.execution.watch import CappedLog, Limits, Process, Watch
 from harness.reporting import Reporter
 from harness.store import schema
-from harness.engine.checkpoint import Checkpoint
-from harness.store.record import new_run_id, utc_now, write_json_atomic
-from harness.engine.runner import config_fields
-from harness.store.derived import finish_record
 from harness.store.claims import Claim
-from harness.execution.watch import CappedLog, Limits, Process, Watch
+from harness.store.derived import finish_record
+from harness.store.record import new_run_id, utc_now, write_json_atomic
 
 RESULT_BYTES = 64 << 20  # a trusted worker's record, or a check report
 
@@ -236,7 +236,8 @@ def vet_in_worker(path: Path, store, isolation: Isolation, shown: str | None = N
     this process never imports it. Returns ``{"report": ...}`` or ``{"error", "category"}``, with
     the file named as ``shown`` (as the user named it); for an untrusted file, the report is its
     own account (it ran where the file's code ran)."""
-    from harness.execution.sandbox import NOBODY, Limits as BoxLimits, Sandbox, as_root
+    from harness.execution.sandbox import NOBODY, Sandbox, as_root
+    from harness.execution.sandbox import Limits as BoxLimits
 
     memory = isolation.memory_for(1)
     # Each check has its own limit inside; this one stops a worker that hangs outside them.

@@ -23,6 +23,7 @@ Options (CLI ``--slurm-*`` or a TOML file given to ``--slurm-config``; the CLI w
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import signal
 import socket
@@ -41,8 +42,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-BACKENDS = ("slurm", "submitit-local")
-VANISHED_POLLS = 3  # a job squeue no longer lists, still without a result, this many polls in a row: ended  # submitit-local: submitit's local executor (tests, trials)
+BACKENDS = ("slurm", "submitit-local")  # submitit-local: submitit's local executor (tests, trials)
+VANISHED_POLLS = 3  # a job squeue no longer lists, still without a result, this many polls in a row: ended
 
 
 class ClusterError(ValueError):
@@ -109,8 +110,8 @@ def run_on_node(task, results: str, index: int, isolation, cpus: int = 1) -> dic
     uses the ``cpus`` threads the job asked for: torch would otherwise start one per core of the
     node and fight the other jobs there."""
     from harness.execution.local import run_in_worker
-    from harness.execution.task import crash_record
     from harness.execution.sandbox import sandbox_unavailable
+    from harness.execution.task import crash_record
     from harness.store.results import ResultsStore
 
     def stop(signum, _frame):  # scancel, the time limit, submitit's cancel: end the worker too
@@ -148,6 +149,9 @@ class SlurmExecutor:
 
         if backend not in BACKENDS:
             raise ClusterError(f"unknown cluster backend {backend!r}; choose from {BACKENDS}")
+        if importlib.util.find_spec("submitit") is None:
+            raise ClusterError("a cluster executor needs submitit, which is not installed: "
+                               "pip install 'harness[slurm]'")
         self.options, self.backend, self.poll_s = options, backend, poll_s
         isolation = isolation or Isolation()
         # The job's own limit is Slurm's; the worker's stays just inside it so that the harness,

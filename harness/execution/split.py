@@ -23,24 +23,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from harness.engine.train import EpochMetrics, should_stop, test_metrics
 from harness.execution import handover
-from harness.store import schema
-from harness.protocol.data import DATASETS, Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
-from harness.store.record import environment, new_run_id, utc_now, write_json_atomic
+from harness.execution.exchange import Journal, give, private_dir, weights_limit, write_inputs
 from harness.execution.sandbox import NOBODY, Limits, Sandbox, SandboxUnavailable, as_root
-from harness.protocol.scoring import EvalPlan, score
-from harness.engine.train import should_stop, test_metrics, EpochMetrics
-from harness.execution.watch import CappedLog, Limits as WatchLimits, Process, Watch
 from harness.execution.task import crash_record, safe_label
+from harness.execution.watch import CappedLog, Process, Watch
+from harness.execution.watch import Limits as WatchLimits
+from harness.protocol.data import DATASETS, Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
+from harness.protocol.scoring import EvalPlan, score
+from harness.store import schema
+from harness.store.record import environment, new_run_id, utc_now
 
 Echo = Callable[[str], None]
 READY_S = 600.0  # the scoring process's start: imports, the submission, the model
@@ -49,76 +50,6 @@ READY_S = 600.0  # the scoring process's start: imports, the submission, the mod
 @lru_cache(maxsize=4)
 def _dataset(name: str, root: str | None, download: bool) -> Dataset:
     return load_dataset(name, root, download=download)
-
-
-def weights_limit(arch: str, num_classes: int) -> int:
-    """The largest weights file a model of ``arch`` may hand over: four times its BatchNorm
-    version's state (a layer may keep more state than BatchNorm, not orders of magnitude more)."""
-    from torch import nn
-
-    from harness.protocol.models import ARCHS
-
-    with torch.device("meta"):
-        model = ARCHS[arch].build(num_classes, nn.BatchNorm2d)
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return 4 * size + (64 << 20)
-
-
-@dataclass
-class Journal:
-    """The parent's own record of a run's scored epochs, kept across attempts (resume)."""
-
-    path: Path
-    identity: str
-    run_id: str
-    started_at: str
-    resumes: list[dict] = field(default_factory=list)
-    epochs: list[dict] = field(default_factory=list)
-    probes: list[dict] = field(default_factory=list)
-    inference_ms: float | None = None
-    start: dict | None = None
-
-    @classmethod
-    def open(cls, path: Path, identity: str, run_id: str) -> "Journal":
-        import json
-
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("identity") == identity:
-                journal = cls(path, identity, data["run_id"], data["started_at"], data["resumes"],
-                              data["epochs"], data["probes"], data.get("inference_ms"),
-                              data.get("start"))
-                if journal.epochs:
-                    journal.resumes.append({"from_epoch": len(journal.epochs), "at": utc_now()})
-                return journal
-        except (OSError, ValueError, KeyError):
-            pass
-        return cls(path, identity, run_id, utc_now())
-
-    def save(self) -> None:
-        write_json_atomic(self.path, {
-            "identity": self.identity, "run_id": self.run_id, "started_at": self.started_at,
-            "resumes": self.resumes, "epochs": self.epochs, "probes": self.probes,
-            "inference_ms": self.inference_ms, "start": self.start})
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _private_dir(prefix: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)  # readable by the sandbox's unprivileged user
-    return path
-
-
-def _give(path: Path) -> None:
-    """Make ``path`` (and what is in it) the sandbox user's, when the harness runs as root."""
-    if not as_root():
-        return
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(root, name), NOBODY, NOBODY)
-    os.chown(path, NOBODY, NOBODY)
 
 
 class Outcome(Exception):
@@ -165,7 +96,7 @@ class SplitRun:
                                        quota_dir=self.state, quota_bytes=isolation.disk_quota_bytes),
                            beat=beat)
         self.env, self.work_dir, self.stem = env, work_dir, stem
-        self.inputs = {"train": _private_dir("harness-train-"), "score": _private_dir("harness-score-")}
+        self.inputs = {"train": private_dir("harness-train-"), "score": private_dir("harness-score-")}
         self.trainer: Process | None = None
         self.scorer: Process | None = None
         self.requests: int | None = None  # the pipe to the scoring process
@@ -265,8 +196,8 @@ class SplitRun:
         for stale in self.exchange.glob("*"):
             if stale.name == handover.END or stale.name.startswith("."):
                 stale.unlink(missing_ok=True)
-        _give(self.state)
-        _write_inputs(self.task, self.inputs["train"], self.inputs["score"], self.train_split,
+        give(self.state)
+        write_inputs(self.task, self.inputs["train"], self.inputs["score"], self.train_split,
                       self.test_split, self.plan)
         c, data = self.config, self.data
         common = {"config": c.to_json(), "mean": list(data.mean), "std": list(data.std)}
@@ -370,7 +301,7 @@ class SplitRun:
     def outcome(self, done: bool) -> dict[str, Any]:
         """The record's status and failure from how the training process ended."""
         if done:
-            _finish(self.trainer, grace_s=60)
+            self.trainer.finish(grace_s=60)
         else:
             self.trainer.wait()
         if self.watch.killed_for:
@@ -384,7 +315,7 @@ class SplitRun:
             raise Outcome("crashed", f"the training process ended (exit code "
                                      f"{self.trainer.proc.returncode}) after {scored} of {epochs} "
                                      f"epochs without saying why; last line of its log: "
-                                     f"{_last_line(self.trainer.log)}", keep_state=True)
+                                     f"{self.trainer.log.last_line()}", keep_state=True)
         if end.status == "diverged" and end.divergence and end.divergence.epoch == scored + 1:
             return {"status": "diverged", "failure": {
                 "category": "diverged", "epoch": end.divergence.epoch, "step": end.divergence.step,
@@ -405,7 +336,7 @@ class SplitRun:
                 pass
             os.close(self.requests)
         if self.scorer is not None:
-            _finish(self.scorer, grace_s=30)
+            self.scorer.finish(grace_s=30)
         if self.trainer is not None and self.trainer.running():
             self.trainer.kill()
             self.trainer.wait()
@@ -467,33 +398,3 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
 
 def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "nan"
-
-
-def _last_line(log: CappedLog) -> str:
-    return next((ln for ln in reversed(log.tail().splitlines()) if ln.strip()), "no output")
-
-
-def _finish(process: Process, grace_s: float) -> None:
-    deadline = time.monotonic() + grace_s
-    while process.running() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if process.running():
-        process.kill()
-    process.wait()
-
-
-def _write_inputs(task, train_in: Path, score_in: Path, train_split, test_split, plan) -> None:
-    """The training process's inputs (the submission and the training split) and the scoring
-    process's (the submission and the plan's test images; no labels), each in its own folder."""
-    from safetensors.torch import save_file
-
-    source = Path(task.spec.submission).read_bytes()
-    for folder in (train_in, score_in):
-        (folder / "submission.py").write_bytes(source)
-    save_file({"images": train_split.images.contiguous(), "labels": train_split.labels.contiguous()},
-              str(train_in / "train.safetensors"))
-    save_file({"images": test_split.images[torch.as_tensor(plan.order)].contiguous()},
-              str(score_in / "eval.safetensors"))
-    for folder in (train_in, score_in):
-        for path in folder.iterdir():
-            path.chmod(0o644)  # safetensors writes 0600; the sandbox's user must read them

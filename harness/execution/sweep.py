@@ -19,11 +19,11 @@ from harness.execution.sandbox import sandbox_unavailable
 from harness.protocol.spec import RunError, SpeedOptions
 from harness.protocol.studies import Study, StudyEntry, select_entries
 from harness.protocol.suites import Suite
+from harness.reporting import Reporter
 from harness.store.results import ResultsStore
 from harness.store.status import PlannedRun, plan_entry
 from harness.vetting.check import preflight, refuse_on_fatal
 from harness.vetting.scan import refusing, scan_file, summary
-from harness.reporting import Reporter
 from harness.vetting.submission import SubmissionError, check_path, load, resolve
 
 

@@ -79,6 +79,9 @@ class CappedLog:
         if self.echo:
             self.echo(self.prefix + text)
 
+    def last_line(self) -> str:
+        return next((ln for ln in reversed(self.tail().splitlines()) if ln.strip()), "no output")
+
     def tail(self, chars: int = 4000) -> str:
         try:
             with open(self.path, "rb") as fh:
@@ -196,6 +199,15 @@ class Process:
         self.pump.join(timeout=10)
         _SESSIONS.discard(self.proc.pid)
         return code
+
+    def finish(self, grace_s: float) -> int:
+        """Give the process ``grace_s`` to end on its own, then kill it; its exit code."""
+        deadline = time.monotonic() + grace_s
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.running():
+            self.kill()
+        return self.wait()
 
 
 # Worker sessions alive in this process: each runs in a session of its own (so that a timeout

@@ -34,8 +34,8 @@ def main(argv: list[str]) -> int:
     # can run (and, sandboxed, before the limits and the filter close in).
     import torch  # noqa: F401
 
-    from harness.vetting import tamper
     from harness.store.record import git_commit
+    from harness.vetting import tamper
 
     if spec["mode"] in ("run", "check"):  # where this process computes what it reports
         tamper.baseline()
@@ -69,11 +69,9 @@ def _write_result(path: str, payload: dict) -> None:
 def run_mode(spec: dict) -> int:
     """Trusted: one run, scored in this process; the record goes to ``spec["result"]``."""
     from harness.engine.runner import run_eval
+    from harness.protocol.spec import RunError, RunSpec
     from harness.reporting import ConsoleReporter
-    from harness.protocol.spec import RunError
     from harness.vetting.submission import SubmissionError
-
-    from harness.protocol.spec import RunSpec
 
     config = RunSpec.from_json(spec["config"])
     try:  # its lines go to this worker's log (stdout), which the parent captures
@@ -89,8 +87,8 @@ def run_mode(spec: dict) -> int:
 
 def check_mode(spec: dict) -> int:
     """A submission's pre-flight checks; the report (or why there is none) to ``spec["result"]``."""
-    from harness.vetting.check import PREFLIGHT, run_checks
     from harness.engine.device import resolve_device
+    from harness.vetting.check import PREFLIGHT, run_checks
     from harness.vetting.submission import SubmissionError, load
 
     if spec.get("limits"):
@@ -112,18 +110,17 @@ def train_mode(spec: dict) -> int:
 
     from safetensors.torch import load_file
 
-    from harness.execution import handover
     from harness.engine.checkpoint import Checkpoint
-    from harness.protocol.data import Dataset, DatasetSpec, ImageSplit
-    from harness.engine.instruments import norm_summary
-    from harness.protocol.models import build_model, count_parameters
-    from harness.engine.runner import failure_category
     from harness.engine.device import peak_memory_bytes, resolve_device, seed_everything
-    from harness.vetting.submission import SubmissionError, error_message, load
+    from harness.engine.instruments import norm_summary
+    from harness.engine.runner import failure_category
     from harness.engine.train import TrainResult, train
-    from harness.reporting import ConsoleReporter
-
+    from harness.execution import handover
+    from harness.protocol.data import Dataset, DatasetSpec, ImageSplit
+    from harness.protocol.models import build_model, count_parameters
     from harness.protocol.spec import RunSpec
+    from harness.reporting import ConsoleReporter
+    from harness.vetting.submission import SubmissionError, error_message, load
 
     config = RunSpec.from_json(spec["config"])
     device = resolve_device(config.device)
@@ -202,18 +199,15 @@ def score_mode(spec: dict) -> int:
     import torch
     from safetensors.torch import load_file
 
+    from harness.engine.device import autocast, resolve_device, seed_everything
+    from harness.engine.instruments import BatchTimer
+    from harness.engine.runner import failure_category
     from harness.execution import handover
     from harness.protocol.data import BatchPipeline
-    from harness.protocol.spec import SpeedOptions
-    from harness.engine.instruments import BatchTimer
     from harness.protocol.models import build_model
-    from harness.engine.runner import failure_category
-    from harness.engine.device import resolve_device, seed_everything
     from harness.protocol.scoring import forward_plan
+    from harness.protocol.spec import RunSpec, SpeedOptions
     from harness.vetting.submission import SubmissionError, error_message, load
-    from harness.engine.device import autocast
-
-    from harness.protocol.spec import RunSpec
 
     config = RunSpec.from_json(spec["config"])
     device = resolve_device(config.device)

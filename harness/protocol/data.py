@@ -23,8 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.protocol.catalog import (DATASET_ALIASES, DATASETS, DatasetSpec,  # noqa: F401
-                                      default_data_root, resolve_dataset_name)
+from harness.protocol.catalog import DATASET_ALIASES, DATASETS, DatasetSpec, default_data_root, resolve_dataset_name  # noqa: F401
 
 PAD = 4
 SIZE = 32
@@ -149,8 +148,12 @@ def _load_digits() -> Dataset:
 
     A fixed stratified 80/20 split (seed 0); mean and std are those of the train split's pixels.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise DatasetUnavailable("the digits dataset comes with scikit-learn, which is not installed: "
+                                 "pip install 'harness[digits]'") from None
 
     bunch = load_digits()
     pixels = torch.as_tensor(bunch.images, dtype=torch.float32)  # [N, 8, 8] in 0..16

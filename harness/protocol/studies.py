@@ -40,8 +40,7 @@ from typing import Any
 
 from harness.protocol.entries import SubmissionError, resolve, sha256_file, validate_entry_name
 from harness.protocol.recipe import Recipe
-from harness.protocol.suites import (Setting, Suite, SuiteError, field_errors, parse_recipe,
-                                     parse_seeds, parse_settings)
+from harness.protocol.suites import Setting, Suite, SuiteError, field_errors, parse_recipe, parse_seeds, parse_settings
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from harness.protocol.catalog import ARCHITECTURES as ARCHS, resolve_dataset_name
+from harness.protocol.catalog import ARCHITECTURES as ARCHS
+from harness.protocol.catalog import resolve_dataset_name
 from harness.protocol.recipe import PROTOCOL_RECIPE, STUDY_ONLY_FIELDS, Recipe
 from harness.protocol.spec import recipe_id
 

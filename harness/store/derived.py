@@ -127,5 +127,13 @@ def finish_record(record: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[
                                        record["config"]["precision"],
                                        check_images(record["data"]["test_size"])),
     })
+    if best is None and record["status"] == "diverged" and record.get("failure"):
+        # The reference script keeps training a diverged model and evaluates it every epoch:
+        # non-finite logits predict class 0 for every image (argmax of NaN), which scores the
+        # share of class 0, 100 / classes on its balanced test sets. That is the number it
+        # reports, so it is this run's score too; the run keeps its diverged flag.
+        record["best_acc"] = record["final_acc"] = record["chance_acc"]
+        record["failure"]["scored_as"] = ("chance: diverged before its first evaluation, scored "
+                                          "as the reference scores a diverged model")
     record["flags"] = run_flags(record)
     return record

@@ -8,10 +8,10 @@ import os
 import platform
 import secrets
 import subprocess
-from functools import lru_cache
 import sys
 import tempfile
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 

@@ -16,8 +16,7 @@ import re
 import sys
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints,
-                      ValidationError)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 __all__ = ["CheckResult", "EndReport", "EpochReport", "RunRecord", "StartReport", "ValidationError", "validate_record"]
 
