@@ -23,6 +23,8 @@ import jinja2
 from harness import __version__
 from harness.leaderboard import plots
 from harness.leaderboard import stats as S
+from harness.leaderboard.provenance import distinct_values
+from harness.leaderboard.provenance import provenance as provenance_of
 from harness.protocol.recipe import PROTOCOL_VERSION
 from harness.protocol.suites import Setting, Suite, SuiteError, load_suite
 from harness.store.record import finite, utc_now, write_json_atomic
@@ -208,7 +210,7 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
                                  "figures": figures(recs, s.key),
                                  "versus": row.versus.get(s.key)})
             shown = [by_id[i] for i in t["frame"][t["frame"]["entry"] == row.entry.name]["run_id"]]
-            provenance = _provenance(shown)
+            provenance = provenance_of(shown)
             page = env.get_template("entry.html").render(
                 row=row, suite=suite, sections=sections, generated=generated,
                 source=store.submission_source(row.entry.sha256) or "(source not in this results folder)",
@@ -260,40 +262,4 @@ def _trust(records: list[dict[str, Any]]) -> dict[str, Any]:
         "trust_code": any(s.get("trust_code") for s in scans),
         "findings": sorted(findings.values(), key=lambda f: f["line"]),
         "reported": sorted({f for r in records for f in r.get("reported") or []}),
-    }
-
-
-def distinct_values(records: list[dict[str, Any]], fn) -> list[Any]:
-    """``fn`` of each record, each value once, in order; records lacking a field are skipped."""
-    values = []
-    for r in records:
-        try:
-            v = fn(r)
-        except (KeyError, TypeError):
-            continue
-        if v not in values:
-            values.append(v)
-    return values
-
-
-def _provenance(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The distinct values, over an entry's runs, of what a reader needs to trust them."""
-
-    def distinct(fn):
-        return distinct_values(records, fn)
-
-    cfg_keys = ["epochs", "batch_size", "test_batch_size", "lr", "momentum", "weight_decay", "nesterov",
-                "schedule", "limit_train", "limit_test"]
-    return {
-        "recipe": {k: distinct(lambda r, k=k: r["config"][k]) for k in cfg_keys},
-        "devices": distinct(lambda r: f"{r['environment']['device']} ({r['environment']['device_name']})"),
-        "torch": distinct(lambda r: r["environment"]["torch"]),
-        "torchvision": distinct(lambda r: r["environment"]["torchvision"]),
-        "python": distinct(lambda r: r["environment"]["python"]),
-        "harness": distinct(lambda r: r["environment"]["harness"]),
-        "git": distinct(lambda r: (r["environment"]["git"] or {}).get("commit")),
-        "protocol": distinct(lambda r: r["protocol_version"]),
-        "data": distinct(lambda r: f"{r['config']['dataset']}: train {r['data']['train_sha256'][:12]}, "
-                                   f"test {r['data']['test_sha256'][:12]}"),
-        "deviations": distinct(lambda r: "; ".join(r["deviations"]) or "none"),
     }

@@ -29,6 +29,7 @@ import numpy as np
 from harness import __version__
 from harness.leaderboard import plots
 from harness.leaderboard import stats as S
+from harness.leaderboard.provenance import provenance as provenance_of
 from harness.protocol.recipe import PROTOCOL_VERSION
 from harness.protocol.studies import Study
 from harness.store.record import finite, utc_now, write_json_atomic
@@ -187,24 +188,6 @@ def summary_lines(study: Study, cells: dict[tuple[str, str], Cell]) -> list[str]
     return lines
 
 
-def _provenance(records: list[dict[str, Any]]) -> dict[str, list[str]]:
-    from harness.leaderboard.site import distinct_values
-
-    def distinct(fn):
-        return [str(v) for v in distinct_values(records, fn)]
-
-    return {
-        "devices": distinct(lambda r: f"{r['environment']['device']} ({r['environment']['device_name']})"),
-        "torch": distinct(lambda r: r["environment"]["torch"]),
-        "harness": distinct(lambda r: f"{r['environment']['harness']} (git "
-                                      f"{(r['environment']['git'] or {}).get('commit', '?')[:12]})"),
-        "schema": distinct(lambda r: r.get("upgraded_from") and f"{r['upgraded_from']} (upgraded)"
-                           or r["schema_version"]),
-        "data": distinct(lambda r: f"{r['config']['dataset']}: {r['data']['train_size']} train, "
-                                   f"{r['data']['test_size']} test"),
-    }
-
-
 def build_report(study: Study, results: str | Path, out: str | Path, precision: str = "fp32") -> Path:
     from harness.leaderboard.site import _env
 
@@ -245,7 +228,8 @@ def build_report(study: Study, results: str | Path, out: str | Path, precision: 
     page = _env().get_template("study.html").render(
         study=study, entries=entries, sections=sections, summary=summary, generated=generated,
         deviations=study.recipe.deviations(), recipe=asdict(study.recipe),
-        provenance=_provenance(every), method=__doc__, precision=precision)
+        provenance={k: [str(x) for x in v] for k, v in provenance_of(every).items() if k != "recipe"},
+        method=__doc__, precision=precision)
     (out / "index.html").write_text(page, encoding="utf-8")
     write_json_atomic(out / "study.json", {
         "study": {**study.describe(), "description": study.description, "reference": study.reference,

@@ -36,6 +36,7 @@ from harness.protocol.data import (
     DatasetUnavailable,
     ImageSplit,
     load_dataset,
+    random_dataset,
     resolve_dataset_name,
 )
 from harness.protocol.models import build_model
@@ -55,15 +56,7 @@ def dataset_or_random(name: str, data_root: str | None) -> tuple[Dataset, str]:
         return load_dataset(name, data_root, download=False), "real"
     except DatasetUnavailable:
         pass
-    spec = DATASETS[name]
-    n_train, n_test = REAL_SIZES[name]
-    g = torch.Generator().manual_seed(0)
-
-    def split(n):
-        images = torch.randint(0, 256, (n, spec.channels, 32, 32), dtype=torch.uint8, generator=g)
-        return ImageSplit(images, torch.randint(0, spec.num_classes, (n,), generator=g))
-
-    return Dataset(spec, split(n_train), split(n_test), spec.mean, spec.std, "random"), "random"
+    return random_dataset(DATASETS[name], *REAL_SIZES[name], source="random"), "random"
 
 
 class _PILImages(torch.utils.data.Dataset):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from harness.store import schema
-from harness.store.record import finite
+from harness.store.record import write_json_atomic
 
 REPORT_BYTES = 4 << 20
 LINE_BYTES = 1024
@@ -58,9 +58,7 @@ def weights_name(epoch: int) -> str:
 
 def write_json(folder: Path, name: str, payload: dict) -> None:
     """Atomically (temporary file, then rename): the parent sees the whole file or none."""
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(json.dumps(finite(payload), allow_nan=False))
-    os.replace(tmp, folder / name)
+    write_json_atomic(folder / name, payload)
 
 
 # -- the training process's side ---------------------------------------------------------------

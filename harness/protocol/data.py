@@ -173,15 +173,20 @@ def _load_digits() -> Dataset:
                    source="sklearn.datasets.load_digits")
 
 
-def _noise(n_train: int = 50_000, n_test: int = 10_000) -> Dataset:
+def random_dataset(spec: DatasetSpec, n_train: int, n_test: int, source: str) -> Dataset:
+    """Uniform random images and labels of ``spec``'s shape (seed 0): speed measurements only."""
     g = torch.Generator().manual_seed(0)
 
     def split(n: int) -> ImageSplit:
-        return ImageSplit(torch.randint(0, 256, (n, 3, SIZE, SIZE), dtype=torch.uint8, generator=g),
-                          torch.randint(0, 10, (n,), generator=g))
+        return ImageSplit(torch.randint(0, 256, (n, spec.channels, SIZE, SIZE), dtype=torch.uint8,
+                                        generator=g),
+                          torch.randint(0, spec.num_classes, (n,), generator=g))
 
-    spec = DATASETS["noise"]
-    return Dataset(spec, split(n_train), split(n_test), spec.mean, spec.std, source="noise (seed 0)")
+    return Dataset(spec, split(n_train), split(n_test), spec.mean, spec.std, source=source)
+
+
+def _noise(n_train: int = 50_000, n_test: int = 10_000) -> Dataset:
+    return random_dataset(DATASETS["noise"], n_train, n_test, "noise (seed 0)")
 
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool = True) -> Dataset:
