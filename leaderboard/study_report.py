@@ -46,7 +46,10 @@ def _mean(values) -> float | None:
 
 
 @dataclass
-class Cell:
+class StudyCell:
+    """One (entry, setting) of a study: the accuracy statistics of a leaderboard cell (the same
+    t-interval, harness.leaderboard.stats) and how its runs trained, cost and compared."""
+
     entry: str
     setting: str
     expected: int
@@ -81,9 +84,9 @@ class Cell:
         return len(self.values)
 
 
-def summarise(entry: str, setting: str, runs: list[dict[str, Any]], expected: int) -> Cell:
+def summarise(entry: str, setting: str, runs: list[dict[str, Any]], expected: int) -> StudyCell:
     done = [r for r in runs if r["status"] in COMPLETED and r.get("best_acc") is not None]
-    cell = Cell(entry, setting, expected, runs)
+    cell = StudyCell(entry, setting, expected, runs)
     cell.values = [float(r["best_acc"]) for r in done]
     cell.failed = sum(r["status"] == "failed" for r in runs)
     cell.diverged = sum(r["status"] == "diverged" for r in runs)
@@ -120,7 +123,7 @@ def _compare(x: list[float], y: list[float]) -> dict[str, Any]:
             "p_value": finite(p), "poi": finite(S.probability_of_improvement(x, y))}
 
 
-def compare_with_reference(study: Study, cells: dict[tuple[str, str], Cell]) -> None:
+def compare_with_reference(study: Study, cells: dict[tuple[str, str], StudyCell]) -> None:
     """Fill ``versus`` and ``versus_reach`` of every non-reference cell, Holm-adjusted per family."""
     for attr, values in (("versus", "values"), ("versus_reach", "reach95")):
         pairs = []
@@ -144,7 +147,7 @@ def _points(v: float) -> str:
     return f"{v:+.2f} points"
 
 
-def summary_lines(study: Study, cells: dict[tuple[str, str], Cell]) -> list[str]:
+def summary_lines(study: Study, cells: dict[tuple[str, str], StudyCell]) -> list[str]:
     """Plain sentences: what differs significantly from the reference, what could not be tested,
     and what failed."""
     lines = []

@@ -142,3 +142,17 @@ def test_the_reference_flags_accept_allow_hidden_as_harness_eval_does():
                               "--dataset", "cifar100", "--output-dir", "out"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--allow-hidden" in refused.stderr
+
+
+@pytest.mark.slow
+def test_json_means_json_on_stdout_and_nothing_else(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "harness", "eval", "batch_norm", *SMOKE, "--json",
+                          "--results", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)  # the record, and nothing else
+    assert record["submission"]["name"] == "batch_norm" and record["status"] == "ok"
+    assert "TRAIN_METRICS" not in out.stdout
+    listed = json.loads(subprocess.run([sys.executable, "-m", "harness", "list", "--json"],
+                                       capture_output=True, text=True, timeout=120).stdout)
+    assert "batch_norm" in listed["baselines"] and "demo" in listed["suites"]

@@ -10,7 +10,7 @@ from harness.cli import EXIT_USAGE, main
 from harness.engine.runner import run_eval
 from harness.execution.sweep import run_study
 from harness.leaderboard.stats import runs_frame
-from harness.leaderboard.study_report import Cell, build_report, compare_with_reference, summary_lines
+from harness.leaderboard.study_report import StudyCell, build_report, compare_with_reference, summary_lines
 from harness.protocol.studies import load_study
 from harness.protocol.suites import SuiteError
 from harness.store.results import ResultsStore
@@ -102,7 +102,7 @@ def test_the_shipped_studies_parse():
 
 
 def _cell(entry, values, reach):
-    c = Cell(entry, "s", len(values), [{"status": "ok"} for _ in values])
+    c = StudyCell(entry, "s", len(values), [{"status": "ok"} for _ in values])
     c.values, c.reach95, c.mean = values, reach, sum(values) / len(values)
     return c
 

@@ -156,3 +156,18 @@ def test_a_commands_entries_run_as_one_batch_and_their_records_go_back_to_each(t
     again = [prepare(store, name, name, "baseline", SMOKE, True) for name in done]
     assert all(not p.tasks and len(p.result.skipped) == runs for p in again)
     assert [r.ran for r in run_prepared(again, store, executor=executor)] == [[], []]
+
+
+def test_a_sweeps_json_summary_names_what_ran_and_what_was_skipped(tmp_path):
+    import json
+
+    from harness.cli.sweeps import summary_json
+
+    store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
+    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(FakeExecutor()))
+    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True,
+                   executor=InProcess(FakeExecutor(status="failed")))
+    summary = json.loads(json.dumps(summary_json(result)))
+    assert summary["entry"] == "mine" and summary["submitted"] is None
+    assert [(r["setting"], r["status"]) for r in summary["ran"]] == [("resnet56-digits", "failed")] * 2
+    assert {(s["setting"], s["why"]) for s in summary["skipped"]} == {("resnet20-digits", "done")}

@@ -70,6 +70,18 @@ def output_options(fn):
                         help="Only results, warnings and errors.")(with_console)
 
 
+def json_option(help: str):
+    """``--json``: print JSON to standard output; everything else goes to standard error, quietly."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def for_json(console: ConsoleReporter, as_json: bool) -> ConsoleReporter:
+    """With --json, standard output carries the JSON alone: the console goes quiet, to stderr."""
+    if not as_json:
+        return console
+    return ConsoleReporter(QUIET, lambda message, err=False: click.echo(message, err=True))
+
+
 def results_option(help: str = "Results folder (records in RESULTS/runs/; see docs/run-record.md)."):
     return click.option("--results", "results_dir", default="results", show_default=True,
                         type=click.Path(file_okay=False, path_type=str), help=help)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -13,8 +14,10 @@ from harness.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
     fail,
+    for_json,
     guarded,
     isolation_options,
+    json_option,
     output_options,
     results_option,
     run_options,
@@ -22,6 +25,7 @@ from harness.cli.common import (
 from harness.protocol.catalog import ARCHITECTURES, DATASET_ALIASES, DATASETS
 from harness.protocol.recipe import PROTOCOL_RECIPE, Recipe
 from harness.reporting import ConsoleReporter
+from harness.store.record import finite
 
 DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
 
@@ -103,13 +107,15 @@ def preflight(console: ConsoleReporter, submission: str, timeout: float):
               help="Use only the first N test images (smoke runs; recorded as not comparable).")
 @click.option("--allow-hidden", is_flag=True,
               help="Allow a setting that is hidden in a suite (do not tune on it).")
+@json_option("Print the run record as JSON (nothing else on standard output).")
 @results_option()
 @run_options
 @isolation_options(untrusted_default=False)
 @output_options
 def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
              lr: float, momentum: float, weight_decay: float, limit_train: int | None,
-             limit_test: int | None, allow_hidden: bool, results_dir: str, data_root: str | None,
+             limit_test: int | None, allow_hidden: bool, as_json: bool, results_dir: str,
+             data_root: str | None,
              download: bool, device: str, check_timeout: float, precision: str, speed, resume: bool,
              isolation, vetting, console: ConsoleReporter) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
@@ -132,6 +138,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     from harness.protocol.suites import hidden_in
     from harness.store.results import ResultsStore
 
+    console = for_json(console, as_json)
     hidden = hidden_in(arch, dataset)
     if hidden and not allow_hidden:
         fail(f"{arch} on {dataset} is a hidden setting of suite {', '.join(hidden)}: it is evaluated "
@@ -164,9 +171,11 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
                                               "test set is batched")):
         if flag in record.get("flags", []):
             console.warn(f"flag: {flag}: {meaning}")
+    if as_json:
+        click.echo(json.dumps(finite(record), indent=2))
     if record["status"] == "failed":
         fail(f"run failed: {record['failure']['message']} (record: {path})")
-    if record["best_acc"] is not None:
+    if record["best_acc"] is not None and not as_json:
         click.echo(f"TEST_METRICS: test_acc={record['best_acc']:.2f}")
     if record["status"] == "diverged":
         fail(f"run diverged: {record['failure']['message']}; best accuracy before it is kept",
@@ -242,8 +251,6 @@ def list_cmd(as_json: bool) -> None:
     from harness.protocol.suites import all_suites
 
     if as_json:
-        import json
-
         click.echo(json.dumps({
             "architectures": {a.name: {"description": a.description, "in_reference": a.in_reference}
                               for a in ARCHITECTURES.values()},

@@ -13,8 +13,10 @@ from harness.cli.common import (
     EXIT_USAGE,
     executor_options,
     fail,
+    for_json,
     guarded,
     isolation_options,
+    json_option,
     output_options,
     results_option,
     run_options,
@@ -40,13 +42,15 @@ def study_group() -> None:
 @click.option("--dry-run", is_flag=True, help="List the runs and whether each is done; run nothing.")
 @click.option("--allow-hidden", is_flag=True,
               help="Allow settings that a leaderboard suite keeps hidden (do not tune on them).")
+@json_option("Print each entry's runs as JSON (nothing else on standard output).")
 @results_option()
 @run_options
 @isolation_options(untrusted_default=False)
 @executor_options
 @output_options
 def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry_run: bool,
-                  allow_hidden: bool, results_dir: str, data_root: str | None, download: bool,
+                  allow_hidden: bool, as_json: bool, results_dir: str, data_root: str | None,
+                  download: bool,
                   device: str, check_timeout: float, precision: str, speed, resume: bool,
                   isolation, vetting, executor, detach: bool, console: ConsoleReporter) -> None:
     """Run every entry x setting x seed of STUDY_FILE that the results folder does not have yet.
@@ -67,6 +71,7 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry
     from harness.store.results import ResultsStore
     from harness.store.status import plan_study
 
+    console = for_json(console, as_json)
     study = study_or_fail(study_file)
     hidden = hidden_settings(study)
     if hidden and not allow_hidden:
@@ -92,11 +97,12 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry
     results = sweep_and_report(store, [sweep_arguments(study, entry) for entry in entries], rerun,
                                device, data_root, download, check_timeout, precision, speed, jobs,
                                resume, isolation, vetting, console, executor=executor,
-                               detach=detach, batch_name=f"study-{study.name}")
+                               detach=detach, batch_name=f"study-{study.name}", as_json=as_json)
     ran = [r for res in results for r in res.ran]
     failed = [r for r in ran if r["status"] == "failed"]
     diverged = [r for r in ran if r["status"] == "diverged"]
-    click.echo(f"\nstudy {study.name}: {len(ran)} run(s), "
+    say = console.info if as_json else click.echo  # with --json, the summary goes to stderr
+    say(f"\nstudy {study.name}: {len(ran)} run(s), "
                f"{sum(len(res.skipped) for res in results)} already done, {len(failed)} failed, "
                f"{len(diverged)} diverged. Report: harness study report {study_file} "
                f"--results {results_dir} --out DIR")

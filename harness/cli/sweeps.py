@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 
@@ -14,8 +15,10 @@ from harness.cli.common import (
     EXIT_USAGE,
     executor_options,
     fail,
+    for_json,
     guarded,
     isolation_options,
+    json_option,
     output_options,
     results_folder_or_fail,
     results_option,
@@ -24,16 +27,21 @@ from harness.cli.common import (
     suite_or_fail,
 )
 from harness.reporting import ConsoleReporter
+from harness.store.record import finite
 
 
 def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_root,
                      download: bool, check_timeout: float, precision: str, speed, jobs: int,
                      resume: bool, isolation, vetting, console: ConsoleReporter, executor=None,
-                     detach: bool = False, batch_name: str = "harness", replace: bool = False):
+                     detach: bool = False, batch_name: str = "harness", replace: bool = False,
+                     as_json: bool = False):
     """Prepare every entry (each a dict of source, name, kind, suite, final and optionally
     register and record_extra), run all their runs as one batch (one pool of workers, or one job
-    array), and print a summary per entry. Returns the SweepResults in entry order."""
+    array), and print a summary per entry (with ``as_json``, JSON: each entry's runs). Returns the
+    SweepResults in entry order."""
     from harness.execution.sweep import prepare, run_prepared
+
+    console = for_json(console, as_json)
 
     prepared = []
     for entry in entries:
@@ -56,8 +64,10 @@ def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_
                      f"{len(submitted.job_ids)} run(s) (jobs {', '.join(submitted.job_ids[:3])}"
                      f"{', ...' if len(submitted.job_ids) > 3 else ''}); logs in "
                      f"{submitted.folder}; follow with `harness status --results {store.root}`")
+    if as_json:
+        click.echo(json.dumps([summary_json(r) for r in results], indent=2))
     for result in results:
-        if result.submitted is not None:
+        if result.submitted is not None or as_json:
             continue
         name = result.entry
         diverged = [r for r in result.ran if r["status"] == "diverged"]
@@ -75,6 +85,19 @@ def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_
     return results
 
 
+def summary_json(result) -> dict:
+    """An entry's sweep as JSON: what ran (each record's key fields) and what was skipped."""
+    def ran(r: dict) -> dict:
+        return {"run_id": r["run_id"], "setting": (r.get("suite") or {}).get("setting"),
+                "seed": r["config"]["seed"], "status": r["status"], "best_acc": r.get("best_acc"),
+                "flags": r.get("flags", []), "failure": r.get("failure")}
+
+    return finite({"entry": result.entry, "ran": [ran(r) for r in result.ran],
+                   "skipped": [{"setting": s.setting.key, "seed": s.seed,
+                                "why": "done" if s.done else "running"} for s in result.skipped],
+                   "submitted": result.submitted.job_ids if result.submitted else None})
+
+
 @click.command("submit", context_settings=CONTEXT)
 @click.argument("submission")
 @click.option("--name", required=True, help="The entry's name on the leaderboard.")
@@ -89,13 +112,14 @@ def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Runs at once per GPU (or in all on a CPU), each in its own worker process, "
                    "spread over every visible GPU; logs go to RESULTS/logs/.")
+@json_option("Print the entry's runs as JSON (nothing else on standard output).")
 @results_option()
 @run_options
 @isolation_options(untrusted_default=True)
 @executor_options
 @output_options
 def submit_cmd(submission: str, name: str, suite_name: str, final: bool, replace: bool,
-               rerun: bool, jobs: int, results_dir: str, data_root: str | None, download: bool,
+               rerun: bool, jobs: int, as_json: bool, results_dir: str, data_root: str | None, download: bool,
                device: str, check_timeout: float, precision: str, speed, resume: bool, isolation,
                vetting, executor, detach: bool, console: ConsoleReporter) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
@@ -126,7 +150,7 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, replace
     [result] = sweep_and_report(ResultsStore(results_dir), [entry], rerun, device, data_root,
                                 download, check_timeout, precision, speed, jobs, resume,
                                 isolation, vetting, console, executor=executor, detach=detach,
-                                batch_name=name, replace=replace)
+                                batch_name=name, replace=replace, as_json=as_json)
     if result.failed:
         sys.exit(EXIT_FAILED)
     if any(r["status"] == "diverged" for r in result.ran):
@@ -145,12 +169,14 @@ def baselines_group() -> None:
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Runs at once per GPU (or in all on a CPU), each in its own worker process, "
                    "spread over every visible GPU; logs go to RESULTS/logs/.")
+@json_option("Print each baseline's runs as JSON (nothing else on standard output).")
 @results_option()
 @run_options
 @isolation_options(untrusted_default=False)
 @executor_options
 @output_options
-def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int, results_dir: str,
+def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int, as_json: bool,
+                      results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
                       precision: str, speed, resume: bool, isolation, vetting,
                       executor, detach: bool, console: ConsoleReporter) -> None:
@@ -177,7 +203,8 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
                for name in names]
     results = sweep_and_report(store, entries, rerun, device, data_root, download, check_timeout,
                                precision, speed, jobs, resume, isolation, vetting, console,
-                               executor=executor, detach=detach, batch_name=f"baselines-{suite.name}")
+                               executor=executor, detach=detach, batch_name=f"baselines-{suite.name}",
+                               as_json=as_json)
     failed = sum(len(result.failed) for result in results)
     if failed:
         fail(f"{failed} baseline run(s) failed")
