@@ -53,6 +53,37 @@ def config_fields(config: RunSpec, dataset: str) -> dict[str, Any]:
             "precision": config.precision}
 
 
+def record_start(spec: RunSpec, dataset: data_mod.Dataset, device: str, *, run_id: str,
+                 started_at: str, resumes: list[dict[str, Any]], submission: dict[str, Any],
+                 checks: list[dict[str, Any]], environment: dict[str, Any],
+                 isolation: dict[str, Any], reported: list[str], compile_mode: str,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run record knows when the run starts, for a run in this process (:func:`run_eval`)
+    and for a split one (harness.execution.split) alike: the run, its data, where it runs."""
+    name = dataset.spec.name
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "protocol_version": spec.protocol, "run_id": run_id,
+        "status": "running", "failure": None,
+        "config": {**config_fields(spec, name), "num_classes": dataset.spec.num_classes,
+                   "device": device,
+                   # "compile" and "speed" say what harness.engine.fast put in effect (filled in
+                   # once its checks have run).
+                   "compile": compile_mode, "speed": None,
+                   "data_root": None if name in ("digits", "noise") else str(dataset.source)},
+        "submission": submission,
+        "checks": checks,
+        "data": {"train_size": len(dataset.train), "test_size": len(dataset.test),
+                 "mean": list(dataset.mean), "std": list(dataset.std),
+                 "train_sha256": dataset.train.sha256(), "test_sha256": dataset.test.sha256()},
+        "environment": environment, "started_at": started_at, "resumes": resumes,
+        "isolation": isolation, "reported": reported,
+        **(extra or {}),
+    }
+    record["deviations"] = deviations(spec, dataset.spec)
+    record["comparable"] = not record["deviations"]
+    return record
+
+
 def failure_category(exc: BaseException) -> str:
     """``out-of-memory`` for every way an allocation fails (host or GPU), else ``exception``."""
     text = str(exc).lower()
@@ -136,40 +167,17 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
                                               "at": utc_now()}]
         reporter.warn(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])} "
              f"({checkpoint.path}); --no-resume starts over")
-    record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "protocol_version": config.protocol,
-        "run_id": run_id,
-        "status": "running",
-        "failure": None,
-        "comparable": True,
-        "deviations": [],
-        "config": {
-            **config_fields(config, dataset_name), "num_classes": dataset.spec.num_classes,
-            "device": str(device),
-            # fp32 is the protocol's; "compile" and "speed" say what harness.engine.fast put in effect
-            # (filled in once its checks have run).
-            "compile": compile_mode_name(PLAIN), "speed": None,
-            "data_root": None if dataset_name in ("digits", "noise") else str(dataset.source),
-        },
-        "submission": {"path": str(submission.path), "name": submission.name,
-                       "sha256": submission.sha256, "class": submission.norm_class.__qualname__},
-        "model": {"parameters": count_parameters(model), "init_overwritten": init_report.overwritten},
-        "norm_layers": norm_summary(model, submission.norm_class),
-        "checks": checks or [],
-        "data": {"train_size": len(dataset.train), "test_size": len(dataset.test),
-                 "mean": list(dataset.mean), "std": list(dataset.std),
-                 "train_sha256": dataset.train.sha256(), "test_sha256": dataset.test.sha256()},
-        "environment": environment(device),
-        "started_at": started_at,
-        "resumes": resumes,
-        "isolation": {"sandboxed": False, "sandbox": None,
-                      "scored_by": "the harness, in the run's own process (trusted code)"},
-        "reported": [],
-    }
-    record.update(extra or {})
-    record["deviations"] = deviations(config, dataset.spec)
-    record["comparable"] = not record["deviations"]
+    record = record_start(
+        config, dataset, str(device), run_id=run_id, started_at=started_at, resumes=resumes,
+        submission={"path": str(submission.path), "name": submission.name,
+                    "sha256": submission.sha256, "class": submission.norm_class.__qualname__},
+        checks=checks or [], environment=environment(device),
+        isolation={"sandboxed": False, "sandbox": None,
+                   "scored_by": "the harness, in the run's own process (trusted code)"},
+        reported=[], compile_mode=compile_mode_name(PLAIN), extra=extra)
+    record["model"] = {"parameters": count_parameters(model),
+                       "init_overwritten": init_report.overwritten}
+    record["norm_layers"] = norm_summary(model, submission.norm_class)
     reporter.run_started(record)
 
     result = TrainResult()

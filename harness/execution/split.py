@@ -38,7 +38,7 @@ from harness.execution.sandbox import NOBODY, Limits, Sandbox, SandboxUnavailabl
 from harness.execution.task import crash_record, safe_label
 from harness.execution.watch import CappedLog, Process, Watch
 from harness.execution.watch import Limits as WatchLimits
-from harness.protocol.data import DATASETS, Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
+from harness.protocol.data import Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.protocol.scoring import EvalPlan, score
 from harness.store import schema
 from harness.store.record import environment, new_run_id, utc_now
@@ -112,35 +112,26 @@ class SplitRun:
 
     def record_head(self) -> dict[str, Any]:
         """What the record knows before anything runs, all of it from the parent's side."""
-        from harness.engine.runner import config_fields, deviations
+        from harness.engine.runner import record_start
 
-        c, data, train, test = self.config, self.data, self.train_split, self.test_split
-        record: dict[str, Any] = {
-            "schema_version": 3, "protocol_version": c.protocol, "run_id": self.journal.run_id,
-            "status": "failed", "failure": None,
-            "deviations": deviations(c, DATASETS[self.dataset_name]),
-            "config": {**config_fields(c, self.dataset_name), "num_classes": data.spec.num_classes,
-                       "device": str(self.device), "compile": "eager", "speed": None,
-                       "data_root": None if self.dataset_name in ("digits", "noise")
-                       else str(data.source)},
-            "submission": {"path": c.submission, "name": Path(c.submission).stem,
-                           "sha256": self.task.spec.sha256, "class": "CustomNorm"},
-            "checks": self.task.checks,
-            "data": {"train_size": len(train), "test_size": len(test), "mean": list(data.mean),
-                     "std": list(data.std), "train_sha256": train.sha256(),
-                     "test_sha256": test.sha256()},
-            "environment": environment(None) | {"device": str(self.device)},
-            "started_at": self.journal.started_at, "resumes": self.journal.resumes,
-            "isolation": {"sandboxed": True,
-                          "sandbox": "bubblewrap" if self.isolation.namespaces else "none",
-                          "scored_by": "the harness, from the logits of a sandboxed scoring "
-                                       "process that holds no labels"},
-            "reported": ["epochs.train_loss", "epochs.train_acc", "epochs.lr", "model",
-                         "norm_layers", "probes", "inference", "config.speed",
-                         "environment.device_name", "checks"],
-            **self.task.extra,
-        }
-        record["comparable"] = not record["deviations"]
+        c = self.config
+        data = Dataset(self.data.spec, self.train_split, self.test_split, self.data.mean,
+                       self.data.std, self.data.source)
+        record = record_start(
+            c, data, str(self.device), run_id=self.journal.run_id,
+            started_at=self.journal.started_at, resumes=self.journal.resumes,
+            submission={"path": c.submission, "name": Path(c.submission).stem,
+                        "sha256": self.task.spec.sha256, "class": "CustomNorm"},
+            checks=self.task.checks, environment=environment(None) | {"device": str(self.device)},
+            isolation={"sandboxed": True,
+                       "sandbox": "bubblewrap" if self.isolation.namespaces else "none",
+                       "scored_by": "the harness, from the logits of a sandboxed scoring "
+                                    "process that holds no labels"},
+            reported=["epochs.train_loss", "epochs.train_acc", "epochs.lr", "model",
+                      "norm_layers", "probes", "inference", "config.speed",
+                      "environment.device_name", "checks"],
+            compile_mode="eager", extra=self.task.extra)
+        record["status"] = "failed"  # until the run says otherwise
         return record
 
     def record_tail(self, record: dict[str, Any]) -> dict[str, Any]:
