@@ -30,12 +30,12 @@ from harness import __version__
 from harness.leaderboard import plots
 from harness.leaderboard import stats as S
 from harness.leaderboard.provenance import provenance as provenance_of
+from harness.protocol.entries import sha256_file
 from harness.protocol.recipe import PROTOCOL_VERSION
 from harness.protocol.studies import Study
 from harness.store.record import finite, utc_now, write_json_atomic
 from harness.store.results import COMPLETED, ResultsStore
 from harness.store.status import study_records
-from harness.vetting.submission import sha256_file
 
 REACH = ("90%", "95%", "99%")
 

@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
+from harness.protocol.entries import baseline_names
 from harness.vetting.check import FAIL, PASS, SKIP, WARN, run_checks
 from harness.vetting.layer_checks import model_channel_counts
-from harness.vetting.submission import baseline_names
 
 from conftest import FIXTURES, ROOT
 
@@ -115,7 +115,7 @@ def test_every_baseline_passes_its_checks_beside_two_busy_processes():
     import subprocess
     import sys
 
-    from harness.vetting.submission import baseline_names
+    from harness.protocol.entries import baseline_names
 
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:

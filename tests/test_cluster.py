@@ -37,7 +37,7 @@ def test_detach_needs_a_cluster_executor(tmp_path):
 
 
 def _task():
-    from harness.execution.local import Task
+    from harness.execution.task import Task
     from harness.protocol.spec import RunSpec
 
     config = RunSpec("sub/abc.py", "resnet20", "digits", seed=1, sha256="a" * 64, planned=True)
@@ -49,7 +49,7 @@ def _task():
 def test_a_node_that_cannot_sandbox_fails_the_run_saying_so(tmp_path, monkeypatch):
     from harness.execution import sandbox
     from harness.execution import slurm as cluster
-    from harness.execution.local import Isolation
+    from harness.execution.task import Isolation
     from harness.store.results import ResultsStore
 
     monkeypatch.setattr(sandbox, "sandbox_unavailable", lambda: "no user namespaces")

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.protocol.data import DATASETS, DatasetUnavailable, default_data_root, load_dataset, resolve_dataset_name
+from harness.protocol.catalog import default_data_root
+from harness.protocol.data import DATASETS, DatasetUnavailable, load_dataset, resolve_dataset_name
 
 
 def _chw(hwc):

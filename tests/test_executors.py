@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 
 from harness.engine.runner import run_eval
-from harness.execution.local import Task, crash_record, visible_gpus, worker_slots
+from harness.execution.local import visible_gpus, worker_slots
 from harness.execution.sweep import sweep
+from harness.execution.task import Task, crash_record
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec, SpeedOptions
 from harness.protocol.suites import load_suite

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from harness.engine.runner import run_eval
-from harness.execution.local import Isolation, LocalExecutor, Task
+from harness.execution.local import LocalExecutor
 from harness.execution.sandbox import sandbox_unavailable
+from harness.execution.task import Isolation, Task
 from harness.execution.watch import LOG_BYTES
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec

@@ -17,10 +17,11 @@ from click.testing import CliRunner
 
 from harness.cli import EXIT_DIVERGED, main
 from harness.engine.runner import failure_category
-from harness.execution.local import Isolation, Task, _failure_of, accept_record
+from harness.execution.local import _failure_of, accept_record
 from harness.execution.sandbox import NOBODY, Sandbox, root_userns, sandbox_unavailable
 from harness.execution.sandbox import Limits as BoxLimits
 from harness.execution.seccomp import REFUSED, SYSCALLS, seccomp_program
+from harness.execution.task import Isolation, Task
 from harness.execution.watch import LINE_BYTES, LOG_BYTES, CappedLog, Limits, Process, Watch
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec

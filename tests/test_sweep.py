@@ -3,11 +3,11 @@
 import pytest
 
 from harness.execution.sweep import sweep
+from harness.protocol.entries import SubmissionError
 from harness.protocol.suites import load_suite
 from harness.reporting import Reporter
 from harness.store.record import write_json_atomic
 from harness.store.results import EntryTaken, ResultsStore
-from harness.vetting.submission import SubmissionError
 
 from conftest import FIXTURES
 from inprocess import InProcess

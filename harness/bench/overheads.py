@@ -35,7 +35,8 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     import tempfile
     from pathlib import Path
 
-    from harness.execution.local import LocalExecutor, Task, visible_gpus, worker_slots
+    from harness.execution.local import LocalExecutor, visible_gpus, worker_slots
+    from harness.execution.task import Task
     from harness.protocol.spec import RunSpec
     from harness.store.results import ResultsStore
     from harness.vetting.submission import load
@@ -84,8 +85,9 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
     import tempfile
     from pathlib import Path
 
-    from harness.execution.local import Isolation, LocalExecutor, Task, visible_gpus, worker_slots
+    from harness.execution.local import LocalExecutor, visible_gpus, worker_slots
     from harness.execution.split import _dataset  # the cache the split's parent loads data through
+    from harness.execution.task import Isolation, Task
     from harness.protocol.spec import RunSpec
     from harness.store.results import ResultsStore
     from harness.vetting.submission import load

@@ -242,7 +242,8 @@ def norm_costs(arch: str, norms: dict[str, Any], device: torch.device, steps: in
 def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, steps: int,
         rounds: int, data_root: str | None, compiled: bool, workers: int = 4,
         progress=print) -> dict[str, Any]:
-    from harness.vetting.submission import baseline_names, load
+    from harness.protocol.entries import baseline_names
+    from harness.vetting.submission import load
 
     data, source = dataset_or_random(dataset, data_root)
     n_train, n_test = REAL_SIZES[data.spec.name]

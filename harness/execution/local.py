@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from harness.engine.checkpoint import Checkpoint
 from harness.engine.runner import config_fields
-from harness.execution.task import DEFAULT_TIMEOUT_S, Isolation, Task, crash_record, safe_label  # noqa: F401
+from harness.execution.task import Isolation, Task, crash_record, safe_label
 from harness.execution.watch import CappedLog, Limits, Process, Watch
 from harness.reporting import Reporter
 from harness.store import schema
@@ -123,7 +123,7 @@ def _stem(label: str, index: int) -> str:
 
 def _failure_of(watch: Watch, code: int, log: CappedLog) -> tuple[str, str]:
     """Category and message for a worker that ended without a result."""
-    last = next((ln for ln in reversed(log.tail().splitlines()) if ln.strip()), "no output")
+    last = log.last_line()
     where = f"last line of {log.path.name}: {last}"
     if watch.killed_for:
         return watch.category(), f"killed: {watch.detail}; {where}"

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.execution.local import Isolation, LocalExecutor, Task, vet_in_worker
+from harness.execution.local import LocalExecutor, vet_in_worker
 from harness.execution.sandbox import sandbox_unavailable
+from harness.execution.task import Isolation, Task
+from harness.protocol.entries import SubmissionError, check_path, resolve
 from harness.protocol.spec import RunError, SpeedOptions
 from harness.protocol.studies import Study, StudyEntry, select_entries
 from harness.protocol.suites import Suite
@@ -24,7 +26,7 @@ from harness.store.results import ResultsStore
 from harness.store.status import PlannedRun, plan_entry
 from harness.vetting.check import preflight, refuse_on_fatal
 from harness.vetting.scan import refusing, scan_file, summary
-from harness.vetting.submission import SubmissionError, check_path, load, resolve
+from harness.vetting.submission import load
 
 
 @dataclass

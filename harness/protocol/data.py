@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.protocol.catalog import DATASET_ALIASES, DATASETS, DatasetSpec, default_data_root, resolve_dataset_name  # noqa: F401
+from harness.protocol.catalog import DATASETS, DatasetSpec, default_data_root, resolve_dataset_name
 
 PAD = 4
 SIZE = 32

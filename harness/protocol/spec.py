@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from harness.protocol.catalog import resolve_dataset_name
 from harness.protocol.recipe import PROTOCOL_RECIPE, PROTOCOL_VERSION, Recipe
 
 if TYPE_CHECKING:
@@ -97,8 +98,6 @@ class RunSpec:
     @property
     def dataset_name(self) -> str:
         """The dataset's canonical name (aliases such as fashion-mnist resolved)."""
-        from harness.protocol.catalog import resolve_dataset_name
-
         try:
             return resolve_dataset_name(self.dataset)
         except ValueError:

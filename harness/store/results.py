@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 from filelock import FileLock
 
-from harness.protocol.entries import validate_entry_name  # noqa: F401
+from harness.protocol.entries import validate_entry_name
 from harness.protocol.spec import RunSpec
 from harness.store import schema
 from harness.store.record import UMASK, read_record, utc_now, write_json_atomic

@@ -128,30 +128,37 @@ def plan_entry(store: ResultsStore, entry: str, sha256: str, suite: Suite, final
                precision: str = "fp32", rerun: bool = False) -> list[PlannedRun]:
     """Every run of one entry over ``suite`` (hidden settings for a final entry only), and whether
     the store has it (``done``; never with ``rerun``) or a live worker holds it (``running``)."""
-    done = set() if rerun else store.completed_keys()
-    busy = live_claims(store.root)
-    out = []
-    for setting in suite.settings_for(final):
-        for seed in suite.seeds:
-            spec = RunSpec("", setting.arch, setting.dataset, seed, suite.recipe, suite.limit_train,
-                           suite.limit_test, precision, sha256=sha256, planned=True)
-            out.append(PlannedRun(entry, setting, spec, spec.key() in done, spec.key() in busy))
-    return out
+    return _plan([(entry, sha256, final)], store, suite, precision, rerun)
 
 
 def plan_suite(store: ResultsStore, suite: Suite, precision: str = "fp32") -> list[PlannedRun]:
     """The runs of every entry registered to ``suite``: baselines first."""
-    return [run for entry in sorted(store.entries(), key=lambda e: (e.kind != "baseline", e.name))
-            if entry.suite == suite.name
-            for run in plan_entry(store, entry.name, entry.sha256, suite, entry.final,
-                                  precision=precision)]
+    entries = sorted(store.entries(), key=lambda e: (e.kind != "baseline", e.name))
+    return _plan([(e.name, e.sha256, e.final) for e in entries if e.suite == suite.name], store,
+                 suite, precision)
 
 
 def plan_study(study: Study, store: ResultsStore, precision: str = "fp32") -> list[PlannedRun]:
     """Every (entry, setting, seed) of a study, keyed by the entries' files as they are now."""
-    return [run for entry in study.entries
-            for run in plan_entry(store, entry.name, sha256_file(entry.path), study.as_suite(), True,
-                                  precision=precision)]
+    return _plan([(e.name, sha256_file(e.path), True) for e in study.entries], store,
+                 study.as_suite(), precision)
+
+
+def _plan(entries: list[tuple[str, str, bool]], store: ResultsStore, suite: Suite, precision: str,
+          rerun: bool = False) -> list[PlannedRun]:
+    """The runs of (name, sha256, final) entries, the store's index and claims read once."""
+    done = set() if rerun else store.completed_keys()
+    busy = live_claims(store.root)
+    out = []
+    for entry, sha256, final in entries:
+        for setting in suite.settings_for(final):
+            for seed in suite.seeds:
+                spec = RunSpec("", setting.arch, setting.dataset, seed, suite.recipe,
+                               suite.limit_train, suite.limit_test, precision, sha256=sha256,
+                               planned=True)
+                key = spec.key()
+                out.append(PlannedRun(entry, setting, spec, key in done, key in busy))
+    return out
 
 
 def study_records(study: Study, store: ResultsStore, precision: str = "fp32"

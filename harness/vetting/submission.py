@@ -16,16 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from harness.protocol.entries import (  # noqa: F401
-    CLASS_NAME,
-    SubmissionError,
-    baseline_names,
-    baselines_dir,
-    check_path,
-    describe,
-    resolve,
-    sha256_file,
-)
+from harness.protocol.entries import CLASS_NAME, SubmissionError, check_path, resolve, sha256_file
 from harness.vetting import tamper
 
 
