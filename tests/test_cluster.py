@@ -36,6 +36,12 @@ def test_detach_needs_a_cluster_executor(tmp_path):
     assert result.exit_code == EXIT_USAGE and "--detach needs a cluster executor" in result.output
 
 
+def test_threads_are_for_local_workers(tmp_path):
+    result = CliRunner().invoke(main, ["submit", "batch_norm", "--name", "x", "--threads", "2",
+                                       "--executor", "slurm", "--results", str(tmp_path)])
+    assert result.exit_code == EXIT_USAGE and "--threads is for local workers" in result.output
+
+
 def _task():
     from harness.execution.task import Task
     from harness.protocol.spec import RunSpec

@@ -1,9 +1,13 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from harness.protocol.catalog import default_data_root
-from harness.protocol.data import DATASETS, DatasetUnavailable, load_dataset, resolve_dataset_name
+from harness.protocol.data import DATASETS, DatasetUnavailable, load_dataset, resolve_dataset_name, stratified_split
 
 
 def _chw(hwc):
@@ -87,3 +91,28 @@ def test_digits_split_is_fixed_stratified_and_normalised_on_train():
     assert a.mean[0] == pytest.approx(scaled.mean().item())
     assert a.std[0] == pytest.approx(scaled.std(unbiased=False).item())
     assert a.test.sha256() != a.train.sha256()
+
+
+def test_digits_are_scikit_learns_digits_read_without_importing_it():
+    load_digits = pytest.importorskip("sklearn.datasets").load_digits
+    code = ("import sys; from harness.protocol.data import load_dataset; load_dataset('digits'); "
+            "print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    ours, theirs = load_dataset("digits"), load_digits()
+    train, test = stratified_split(theirs.target, 0.2, 0)
+    assert torch.equal(ours.train.labels, torch.as_tensor(theirs.target[train]))
+    assert torch.equal(ours.test.labels, torch.as_tensor(theirs.target[test]))
+    pixels = torch.as_tensor(theirs.images[test], dtype=torch.float32).unsqueeze(1) * (255 / 16)
+    resized = F.interpolate(pixels, size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.equal(ours.test.images, resized.round().clamp(0, 255).to(torch.uint8))
+
+
+def test_stratified_split_keeps_class_shares_and_the_test_size():
+    labels = np.repeat(np.arange(3), [50, 30, 21])
+    train, test = stratified_split(labels, 0.2, seed=0)
+    # ceil(0.2 * 101) = 21 test samples; shares 10.40, 6.24, 4.37: the one left over goes to class 0
+    assert np.bincount(labels[test]).tolist() == [11, 6, 4]
+    assert set(train).isdisjoint(test) and len(train) + len(test) == len(labels)
+    again, _ = stratified_split(labels, 0.2, seed=0)
+    assert np.array_equal(train, again) and not np.array_equal(test, stratified_split(labels, 0.2, 1)[1])

@@ -32,8 +32,9 @@ def test_smoke_suite_to_leaderboard(tmp_path):
     runner = CliRunner()
     results, site = tmp_path / "results", tmp_path / "site"
     base = runner.invoke(main, ["baselines", "run", "--suite", "smoke", "--only", "batch_norm",
-                                "--jobs", "2", "--results", str(results)])
+                                "--jobs", "2", "--threads", "1", "--results", str(results)])
     assert base.exit_code == 0, base.output
+    assert {r["environment"]["torch_threads"] for r in ResultsStore(results).records()} == {1}
 
     # The submission goes to the "cluster", detached; its jobs are stopped (SIGTERM, as scancel
     # sends) once a run has checkpointed an epoch.

@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 
+from harness.engine.device import usable_cpus
 from harness.engine.runner import run_eval
-from harness.execution.local import visible_gpus, worker_slots
+from harness.execution.local import LocalExecutor, visible_gpus, worker_slots
 from harness.execution.sweep import sweep
 from harness.execution.task import Task, crash_record
 from harness.protocol.recipe import Recipe
@@ -31,6 +32,16 @@ def test_slots_per_gpu_and_threads_shared_out():
     assert len(cpu) == 2 and all(s["OMP_NUM_THREADS"] == "1" for s in cpu)
     no_gpu = worker_slots(4, "auto", [], cpus=2)
     assert len(no_gpu) == 4 and all(s["OMP_NUM_THREADS"] == "1" for s in no_gpu)
+    chosen = worker_slots(2, "cpu", [], cpus=16, threads=3)  # --threads: beside other work
+    assert [s["OMP_NUM_THREADS"] for s in chosen] == ["3", "3"]
+
+
+def test_usable_cpus_follow_the_affinity_mask():
+    import os
+
+    assert usable_cpus() == len(os.sched_getaffinity(0)) >= 1
+    with pytest.raises(ValueError):
+        LocalExecutor(2, "cpu", threads=0)
 
 
 @pytest.mark.parametrize("env, expected", [("", []), ("-1", []), ("2,3", ["2", "3"]),
@@ -118,7 +129,8 @@ def test_jobs_option_on_the_cli():
     from harness.cli import main
 
     runner = CliRunner()
-    for cmd in (["submit"], ["baselines", "run"]):
-        assert "--jobs" in runner.invoke(main, cmd + ["--help"]).output
+    for cmd in (["submit"], ["baselines", "run"], ["study", "run"]):
+        shown = runner.invoke(main, cmd + ["--help"]).output
+        assert "--jobs" in shown and "--threads" in shown
     bad = runner.invoke(main, ["submit", SELECTIVE, "--name", "x", "--jobs", "0"])
     assert bad.exit_code == 2 and "--jobs" in bad.output

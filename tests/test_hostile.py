@@ -289,11 +289,13 @@ def test_a_file_in_the_reference_format_passes_the_default_submit(tmp_path):
     smoke = load_suite("smoke")
     suite = dataclasses.replace(smoke, settings=smoke.settings[:1], seeds=(1,), recipe=RECIPE,
                                 limit_train=96, limit_test=64)
+    isolation = Isolation(untrusted=True)
     result = sweep(ResultsStore(tmp_path / "results"), str(FIXTURES / "reference_format.py"),
-                   "reference", "submission", suite, False, device="cpu",
-                   isolation=Isolation(untrusted=True))
+                   "reference", "submission", suite, False, device="cpu", isolation=isolation,
+                   executor=LocalExecutor(1, "cpu", isolation, threads=1))
     (record,) = result.ran
     assert record["status"] == "ok" and record["isolation"]["sandboxed"]
+    assert record["environment"]["torch_threads"] == 1  # the sandboxed trainer's, not this process's
     assert [f["severity"] for f in record["scan"]["findings"]] == ["note", "note"]
     row, _ = scan_row(FIXTURES / "reference_format.py", "reference_format.py", "refuse")
     assert row["status"] == "pass"

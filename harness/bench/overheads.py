@@ -4,7 +4,6 @@ run's instruments (``--instruments``)."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from typing import Any
@@ -31,10 +30,10 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     executor once sequentially in worker processes and once with ``jobs`` workers per GPU, so
     both pay the same process start-up and data loading, as a real suite does.
     """
-    import os
     import tempfile
     from pathlib import Path
 
+    from harness.engine.device import usable_cpus
     from harness.execution.local import LocalExecutor, visible_gpus, worker_slots
     from harness.execution.task import Task
     from harness.protocol.spec import RunSpec
@@ -44,7 +43,7 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
     sub = load("batch_norm")
     # --jobs 1 as the CLI runs it: one run at a time on one device (here in a worker too, so that
     # both sides pay process start-up).
-    one_device = worker_slots(1, device, visible_gpus()[:1], os.cpu_count() or 1)
+    one_device = worker_slots(1, device, visible_gpus()[:1], usable_cpus())
     out: dict[str, Any] = {}
     for n in (1, jobs):
         with tempfile.TemporaryDirectory() as tmp:
@@ -85,6 +84,7 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
     import tempfile
     from pathlib import Path
 
+    from harness.engine.device import usable_cpus
     from harness.execution.local import LocalExecutor, visible_gpus, worker_slots
     from harness.execution.split import _dataset  # the cache the split's parent loads data through
     from harness.execution.task import Isolation, Task
@@ -93,7 +93,7 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
     from harness.vetting.submission import load
 
     sub = load("batch_norm")
-    slots = worker_slots(1, device, visible_gpus()[:1], os.cpu_count() or 1)
+    slots = worker_slots(1, device, visible_gpus()[:1], usable_cpus())
     walls: dict[tuple[str, int], list[float]] = {}
     per_epoch_s: list[float] = []
     eval_s: dict[str, list[float]] = {"in-process": [], "split": []}  # per epoch, as recorded

@@ -222,8 +222,16 @@ def isolation_options(untrusted_default: bool):
 
 
 def executor_options(fn):
-    """Where the runs of a sweep execute: here (default) or as a Slurm job array (submitit)."""
+    """Where the runs of a sweep execute: here (default; ``executor`` is a LocalExecutor of --jobs
+    workers) or as a Slurm job array (submitit)."""
     options = [
+        click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Runs at once per GPU (or in all on a CPU), each in its own worker "
+                          "process, spread over every visible GPU; logs go to RESULTS/logs/."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads per run (default: the usable CPUs shared out among the "
+                          "--jobs workers). Lower it when other work shares the machine: an "
+                          "oversubscribed run can slow down many times over."),
         click.option("--executor", type=click.Choice(["local", "slurm", "submitit-local"]),
                      default="local", show_default=True,
                      help="local: worker processes on this machine (--jobs). slurm: one job array "
@@ -250,11 +258,14 @@ def executor_options(fn):
     ]
 
     @functools.wraps(fn)
-    def with_executor(*args, executor, slurm_config, slurm_partition, slurm_time_min, slurm_gpus,
-                      slurm_cpus, slurm_mem_gb, slurm_array_parallelism, detach, isolation,
-                      **kwargs):
-        chosen = None
-        if executor != "local":
+    def with_executor(*args, jobs, threads, executor, slurm_config, slurm_partition, slurm_time_min,
+                      slurm_gpus, slurm_cpus, slurm_mem_gb, slurm_array_parallelism, detach,
+                      isolation, **kwargs):
+        if executor == "local":
+            from harness.execution.local import LocalExecutor
+
+            chosen = LocalExecutor(jobs, kwargs["device"], isolation, threads=threads)
+        else:
             from harness.execution.slurm import ClusterError, SlurmExecutor, SlurmOptions
 
             try:
@@ -265,8 +276,11 @@ def executor_options(fn):
                 chosen = SlurmExecutor(options, isolation, backend=executor)
             except ClusterError as exc:
                 fail(str(exc), EXIT_USAGE)
-        elif detach:
+        if detach and executor == "local":
             fail("--detach needs a cluster executor (--executor slurm)", EXIT_USAGE)
+        if threads is not None and executor != "local":
+            fail("--threads is for local workers; a cluster run's threads follow --slurm-cpus",
+                 EXIT_USAGE)
         return fn(*args, executor=chosen, detach=detach, isolation=isolation, **kwargs)
 
     for option in reversed(options):

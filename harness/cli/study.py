@@ -37,8 +37,6 @@ def study_group() -> None:
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--only", default=None, help="Comma-separated entry names to run (default: all).")
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Runs at once per GPU (or in all on a CPU), each in its own worker process.")
 @click.option("--dry-run", is_flag=True, help="List the runs and whether each is done; run nothing.")
 @click.option("--allow-hidden", is_flag=True,
               help="Allow settings that a leaderboard suite keeps hidden (do not tune on them).")
@@ -48,7 +46,7 @@ def study_group() -> None:
 @isolation_options(untrusted_default=False)
 @executor_options
 @output_options
-def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry_run: bool,
+def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
                   allow_hidden: bool, as_json: bool, results_dir: str, data_root: str | None,
                   download: bool,
                   device: str, check_timeout: float, precision: str, speed, resume: bool,
@@ -95,7 +93,7 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, jobs: int, dry
                  + ("; ".join(study.recipe.deviations()) or "the protocol's"))
     entries = guarded(console, select_entries, study, wanted)
     results = sweep_and_report(store, [sweep_arguments(study, entry) for entry in entries], rerun,
-                               device, data_root, download, check_timeout, precision, speed, jobs,
+                               device, data_root, download, check_timeout, precision, speed,
                                resume, isolation, vetting, console, executor=executor,
                                detach=detach, batch_name=f"study-{study.name}", as_json=as_json)
     ran = [r for res in results for r in res.ran]

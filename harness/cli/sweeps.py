@@ -31,7 +31,7 @@ from harness.store.record import finite
 
 
 def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_root,
-                     download: bool, check_timeout: float, precision: str, speed, jobs: int,
+                     download: bool, check_timeout: float, precision: str, speed,
                      resume: bool, isolation, vetting, console: ConsoleReporter, executor=None,
                      detach: bool = False, batch_name: str = "harness", replace: bool = False,
                      as_json: bool = False):
@@ -55,7 +55,7 @@ def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_
             precision=precision, speed=speed, resume=resume, isolation=isolation,
             trust_code=vetting.trust_code, scan_policy=vetting.scan_policy,
             replace=entry.get("replace", replace), reporter=console))
-    results = guarded(console, run_prepared, prepared, store, jobs=jobs, device=device,
+    results = guarded(console, run_prepared, prepared, store, device=device,
                       isolation=isolation, executor=executor, detach=detach, name=batch_name,
                       reporter=console)
     submitted = next((r.submitted for r in results if r.submitted is not None), None)
@@ -109,9 +109,6 @@ def summary_json(result) -> dict:
               help="The entry NAME exists with another file: make this file its current version "
                    "(recorded in the entry's history and shown on its page).")
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Runs at once per GPU (or in all on a CPU), each in its own worker process, "
-                   "spread over every visible GPU; logs go to RESULTS/logs/.")
 @json_option("Print the entry's runs as JSON (nothing else on standard output).")
 @results_option()
 @run_options
@@ -119,7 +116,7 @@ def summary_json(result) -> dict:
 @executor_options
 @output_options
 def submit_cmd(submission: str, name: str, suite_name: str, final: bool, replace: bool,
-               rerun: bool, jobs: int, as_json: bool, results_dir: str, data_root: str | None, download: bool,
+               rerun: bool, as_json: bool, results_dir: str, data_root: str | None, download: bool,
                device: str, check_timeout: float, precision: str, speed, resume: bool, isolation,
                vetting, executor, detach: bool, console: ConsoleReporter) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
@@ -148,7 +145,7 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, replace
     entry = {"source": submission, "name": name, "kind": "submission", "suite": suite,
              "final": final}
     [result] = sweep_and_report(ResultsStore(results_dir), [entry], rerun, device, data_root,
-                                download, check_timeout, precision, speed, jobs, resume,
+                                download, check_timeout, precision, speed, resume,
                                 isolation, vetting, console, executor=executor, detach=detach,
                                 batch_name=name, replace=replace, as_json=as_json)
     if result.failed:
@@ -166,16 +163,13 @@ def baselines_group() -> None:
 @click.option("--suite", "suite_name", default="default", show_default=True, help="Suite to run.")
 @click.option("--only", default=None, help="Comma-separated baseline names (default: all).")
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Runs at once per GPU (or in all on a CPU), each in its own worker process, "
-                   "spread over every visible GPU; logs go to RESULTS/logs/.")
 @json_option("Print each baseline's runs as JSON (nothing else on standard output).")
 @results_option()
 @run_options
 @isolation_options(untrusted_default=False)
 @executor_options
 @output_options
-def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int, as_json: bool,
+def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, as_json: bool,
                       results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
                       precision: str, speed, resume: bool, isolation, vetting,
@@ -202,7 +196,7 @@ def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, jobs: int,
                 "replace": True}
                for name in names]
     results = sweep_and_report(store, entries, rerun, device, data_root, download, check_timeout,
-                               precision, speed, jobs, resume, isolation, vetting, console,
+                               precision, speed, resume, isolation, vetting, console,
                                executor=executor, detach=detach, batch_name=f"baselines-{suite.name}",
                                as_json=as_json)
     failed = sum(len(result.failed) for result in results)

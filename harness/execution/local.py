@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.engine.checkpoint import Checkpoint
+from harness.engine.device import usable_cpus
 from harness.engine.runner import config_fields
 from harness.execution.task import Isolation, Task, crash_record, safe_label
 from harness.execution.watch import CappedLog, Limits, Process, Watch
@@ -55,12 +56,15 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int) -> list[dict[str, str]]:
+def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int,
+                 threads: int | None = None) -> list[dict[str, str]]:
     """The environment of each worker slot: ``jobs`` per GPU when the device lets the harness choose
-    (auto or cuda), else ``jobs`` in all; CPU threads shared out evenly so workers do not fight."""
+    (auto or cuda), else ``jobs`` in all; CPU threads (``threads`` per worker, or the CPUs shared
+    out evenly) so that workers do not fight: an OpenMP thread that has to wait for a core makes
+    its siblings spin, and a run beside another command's can slow down tenfold."""
     spread = device in ("auto", "cuda") and bool(gpus)
     gpu_of_slot = [g for g in gpus for _ in range(jobs)] if spread else [None] * jobs
-    threads = str(max(1, cpus // len(gpu_of_slot)))
+    threads = str(threads or max(1, cpus // len(gpu_of_slot)))
     slots = []
     for gpu in gpu_of_slot:
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -74,10 +78,11 @@ Echo = Callable[[str], None]
 
 
 class LocalExecutor:
-    def __init__(self, jobs: int = 1, device: str = "auto", isolation: Isolation | None = None):
-        if jobs < 1:
-            raise ValueError("jobs must be at least 1")
-        self.jobs, self.device = jobs, device
+    def __init__(self, jobs: int = 1, device: str = "auto", isolation: Isolation | None = None,
+                 threads: int | None = None):
+        if jobs < 1 or (threads is not None and threads < 1):
+            raise ValueError("jobs and threads must be at least 1")
+        self.jobs, self.device, self.threads = jobs, device, threads
         self.isolation = isolation or Isolation()
 
     def run(self, tasks: list[Task], store, *, reporter: Reporter | None = None,
@@ -87,7 +92,8 @@ class LocalExecutor:
         GPU); return their records in task order. Local runs cannot be detached."""
         if detach:
             raise ValueError("local runs cannot be detached; use a cluster executor")
-        slots = slots or worker_slots(self.jobs, self.device, visible_gpus(), os.cpu_count() or 1)
+        slots = slots or worker_slots(self.jobs, self.device, visible_gpus(), usable_cpus(),
+                                      self.threads)
         echo = reporter.worker_line if reporter is not None and len(slots) == 1 else None
         free = list(range(len(slots)))
         lock = threading.Lock()
@@ -204,7 +210,7 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
     work_dir.mkdir(parents=True, exist_ok=True)
     with Claim(store.root, task.spec.key(), task.label) as claim:
         if isolation.untrusted:
-            threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+            threads = int(env.get("OMP_NUM_THREADS") or usable_cpus())
             record = run_split(task, store, env, work_dir, stem, isolation, memory, threads, echo,
                                beat=claim.beat)
         else:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import torch
 
+from harness.engine.device import usable_cpus
 from harness.engine.train import EpochMetrics, should_stop, test_metrics
 from harness.execution import handover
 from harness.execution.exchange import Journal, give, private_dir, weights_limit, write_inputs
@@ -95,7 +96,7 @@ class SplitRun:
                                        max_threads=2 * self.limits.max_threads + 32,
                                        quota_dir=self.state, quota_bytes=isolation.disk_quota_bytes),
                            beat=beat)
-        self.env, self.work_dir, self.stem = env, work_dir, stem
+        self.env, self.work_dir, self.stem, self.threads = env, work_dir, stem, threads
         self.inputs = {"train": private_dir("harness-train-"), "score": private_dir("harness-score-")}
         self.trainer: Process | None = None
         self.scorer: Process | None = None
@@ -122,7 +123,9 @@ class SplitRun:
             started_at=self.journal.started_at, resumes=self.journal.resumes,
             submission={"path": c.submission, "name": Path(c.submission).stem,
                         "sha256": self.task.spec.sha256, "class": "CustomNorm"},
-            checks=self.task.checks, environment=environment(None) | {"device": str(self.device)},
+            checks=self.task.checks,
+            environment=environment(None) | {"device": str(self.device),
+                                             "torch_threads": min(self.threads, usable_cpus())},
             isolation={"sandboxed": True,
                        "sandbox": "bubblewrap" if self.isolation.namespaces else "none",
                        "scored_by": "the harness, from the logits of a sandboxed scoring "

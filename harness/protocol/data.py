@@ -15,6 +15,7 @@ torchvision's (see tests/test_augment.py).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,34 +144,53 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
     return Dataset(spec, splits[0], splits[1], spec.mean, spec.std, source=str(root))
 
 
+def _digits_file() -> Path:
+    """scikit-learn's bundled ``digits.csv.gz``, found without importing scikit-learn (3 s on a
+    slow CPU, paid by every run's process)."""
+    spec = importlib.util.find_spec("sklearn")
+    path = (Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+            if spec is not None and spec.origin else None)
+    if path is None or not path.is_file():
+        raise DatasetUnavailable("the digits dataset comes with scikit-learn, which is not installed: "
+                                 "pip install 'harness[digits]'")
+    return path
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test indices. The test split holds ceil(test_fraction * N) samples, shared
+    among the classes in proportion to their sizes (largest remainders first); each class's test
+    samples are the first of a seeded permutation of its indices."""
+    classes, counts = np.unique(labels, return_counts=True)
+    n_test = int(np.ceil(test_fraction * len(labels)))
+    exact = n_test * counts / len(labels)
+    quota = np.floor(exact).astype(int)
+    quota[np.argsort(-(exact - quota), kind="stable")[:n_test - quota.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    test = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
+    test_idx = np.sort(np.concatenate(test))
+    return np.setdiff1d(np.arange(len(labels)), test_idx), test_idx
+
+
 def _load_digits() -> Dataset:
     """scikit-learn's bundled 1,797 8x8 digits (0..16), scaled to uint8 and resized to 32x32.
 
-    A fixed stratified 80/20 split (seed 0); mean and std are those of the train split's pixels.
+    A fixed stratified 80/20 split (:func:`stratified_split`, seed 0); mean and std are those of
+    the train split's pixels.
     """
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError:
-        raise DatasetUnavailable("the digits dataset comes with scikit-learn, which is not installed: "
-                                 "pip install 'harness[digits]'") from None
-
-    bunch = load_digits()
-    pixels = torch.as_tensor(bunch.images, dtype=torch.float32)  # [N, 8, 8] in 0..16
+    rows = np.loadtxt(_digits_file(), delimiter=",", dtype=np.float32)  # 64 pixels, then the label
+    pixels = torch.as_tensor(rows[:, :64]).view(-1, 8, 8)
     images = F.interpolate((pixels * (255.0 / 16.0)).unsqueeze(1), size=(SIZE, SIZE),
                            mode="bilinear", align_corners=False)
     images = images.round().clamp(0, 255).to(torch.uint8)
-    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
-    idx = np.arange(len(labels))
-    train_idx, test_idx = train_test_split(idx, test_size=_DIGITS_TEST_FRACTION,
-                                           stratify=bunch.target, random_state=_DIGITS_SPLIT_SEED)
-    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    targets = rows[:, 64].astype(np.int64)
+    labels = torch.as_tensor(targets)
+    train_idx, test_idx = stratified_split(targets, _DIGITS_TEST_FRACTION, _DIGITS_SPLIT_SEED)
     train = ImageSplit(images[train_idx].contiguous(), labels[train_idx])
     test = ImageSplit(images[test_idx].contiguous(), labels[test_idx])
     scaled = train.images.double() / 255.0
     mean, std = float(scaled.mean()), float(scaled.std(unbiased=False))
     return Dataset(DATASETS["digits"], train, test, (mean,) * 3, (std,) * 3,
-                   source="sklearn.datasets.load_digits")
+                   source="scikit-learn's bundled digits.csv.gz (sklearn.datasets.load_digits)")
 
 
 def random_dataset(spec: DatasetSpec, n_train: int, n_test: int, source: str) -> Dataset:
