@@ -8,6 +8,8 @@ no running statistics.
 
 from torch import nn
 
+TRACKS = ("cnn", "mlp", "rnn", "transformer")
+
 
 def num_groups(num_features: int, max_groups: int = 32) -> int:
     groups = min(max_groups, num_features)

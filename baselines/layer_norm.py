@@ -2,9 +2,13 @@
 
 y = gamma_c * (x - mu) / sqrt(var + eps) + beta_c, with mu and the biased var over all of a sample's
 (C, H, W); per-channel affine; eps = 1e-5. Same in training and evaluation; batch-independent.
+On [B, C, T] the statistics are over a sample's (C, T), all its positions at once: the Transformer
+kind, per position, is `layer_norm_per_position`.
 """
 
 from torch import nn
+
+TRACKS = ("cnn", "mlp", "rnn", "transformer")
 
 
 class CustomNorm(nn.GroupNorm):

@@ -2,10 +2,14 @@
 
 y = gamma_c * x / sqrt(mean(x^2) + eps), the mean over all of a sample's (C, H, W); no re-centring
 and, as in the paper, no bias; eps = 1e-5. Same in training and evaluation; batch-independent.
+On [B, C, *positions] the mean is over all of a sample's channels and positions; per position, as
+Transformers use it, is `rms_norm_per_position`.
 """
 
 import torch
 from torch import nn
+
+TRACKS = ("cnn", "mlp", "rnn", "transformer")
 
 
 class CustomNorm(nn.Module):
@@ -15,5 +19,5 @@ class CustomNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rms = torch.sqrt(x.pow(2).mean(dim=(1, 2, 3), keepdim=True) + self.eps)
-        return x / rms * self.weight.view(1, -1, 1, 1)
+        rms = torch.sqrt(x.pow(2).mean(dim=tuple(range(1, x.dim())), keepdim=True) + self.eps)
+        return x / rms * self.weight.view((1, -1) + (1,) * (x.dim() - 2))

@@ -12,6 +12,35 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class TrackInfo:
+    """A family of architectures sharing one layout of a norm slot's input (the layer sees
+    ``[B, C, *positions]`` in every track; :mod:`harness.protocol.nets`)."""
+
+    name: str
+    description: str
+    layout: str
+
+
+TRACKS: dict[str, TrackInfo] = {t.name: t for t in [
+    TrackInfo("cnn", "the reference benchmark's CNNs on images", "[B, C, H, W]"),
+    TrackInfo("mlp", "multilayer perceptrons, a norm after every hidden linear layer", "[B, C]"),
+    TrackInfo("rnn", "stacked LSTMs, a norm between recurrent layers", "[B, C, T]"),
+    TrackInfo("transformer", "pre-norm Transformers, every LayerNorm slot (final norm included)",
+              "[B, C, T]"),
+]}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model is fed, per sample: ``image`` ``[C, H, W]``, ``features`` ``[F]``, ``sequence``
+    ``[T, F]`` (a vector per step) or ``tokens`` ``[T]`` (ids below ``vocab_size``; 0 is padding)."""
+
+    kind: str
+    shape: tuple[int, ...]
+    vocab_size: int = 0
+
+
+@dataclass(frozen=True)
 class ArchInfo:
     name: str
     description: str

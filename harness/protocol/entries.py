@@ -12,6 +12,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from harness.protocol.catalog import TRACKS
+
 CLASS_NAME = "CustomNorm"
 
 
@@ -46,6 +48,26 @@ def describe(path: str | Path) -> str:
     except (OSError, SyntaxError, ValueError):
         return ""
     return doc.strip().splitlines()[0] if doc else ""
+
+
+def declared_tracks(path: str | Path) -> tuple[str, ...]:
+    """The tracks a file says its layer supports: a literal ``TRACKS = (...)`` at module level, read
+    without importing the file. A file without one is a CNN layer (the reference's format);
+    ``harness check`` tells whether a layer really fits a track."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return ("cnn",)
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "TRACKS"):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                break
+            if isinstance(value, (tuple, list)):
+                return tuple(t for t in TRACKS if t in value)
+    return ("cnn",)
 
 
 def resolve(spec: str | Path) -> Path:
