@@ -14,9 +14,9 @@ from harness.vetting.submission import load
 def test_absent_dataset_is_replaced_by_random_data_of_its_shape(tmp_path):
     data, source = dataset_or_random("cifar100", str(tmp_path))
     assert source == "random" and len(data.train) == 50_000 and len(data.test) == 10_000
-    assert data.train.images.shape[1:] == (3, 32, 32) and int(data.train.labels.max()) < 100
+    assert data.train.inputs.shape[1:] == (3, 32, 32) and int(data.train.labels.max()) < 100
     grey, _ = dataset_or_random("fmnist", str(tmp_path))
-    assert grey.train.images.shape[1:] == (1, 32, 32) and len(grey.train) == 60_000
+    assert grey.train.inputs.shape[1:] == (1, 32, 32) and len(grey.train) == 60_000
 
 
 def test_reference_loader_yields_normalised_3_channel_batches():
@@ -70,10 +70,10 @@ def test_noise_dataset_has_cifar10_shape_and_size():
     from harness.protocol.data import load_dataset
 
     data = load_dataset("noise")
-    assert data.train.images.shape == (50_000, 3, 32, 32) and len(data.test) == 10_000
-    assert data.train.images.dtype == torch.uint8 and not data.spec.in_reference
+    assert data.train.inputs.shape == (50_000, 3, 32, 32) and len(data.test) == 10_000
+    assert data.train.inputs.dtype == torch.uint8 and not data.spec.in_reference
     again = load_dataset("noise")
-    assert torch.equal(again.train.images[:10], data.train.images[:10])
+    assert torch.equal(again.train.inputs[:10], data.train.inputs[:10])
 
 
 @pytest.mark.slow

@@ -17,10 +17,10 @@ def _chw(hwc):
 def test_cifar10_through_torchvision(cifar10_root):
     root, (train_x, train_y, test_x, test_y) = cifar10_root
     ds = load_dataset("cifar10", root, download=False)
-    assert ds.train.images.dtype == torch.uint8
-    assert ds.train.images.shape == (30, 3, 32, 32) and ds.test.images.shape == (10, 3, 32, 32)
-    assert torch.equal(ds.train.images, _chw(train_x))
-    assert torch.equal(ds.test.images, _chw(test_x))
+    assert ds.train.inputs.dtype == torch.uint8
+    assert ds.train.inputs.shape == (30, 3, 32, 32) and ds.test.inputs.shape == (10, 3, 32, 32)
+    assert torch.equal(ds.train.inputs, _chw(train_x))
+    assert torch.equal(ds.test.inputs, _chw(test_x))
     assert ds.train.labels.tolist() == train_y.tolist() and ds.test.labels.tolist() == test_y.tolist()
     assert ds.mean == DATASETS["cifar10"].mean and ds.spec.num_classes == 10
 
@@ -28,7 +28,7 @@ def test_cifar10_through_torchvision(cifar10_root):
 def test_cifar100_uses_fine_labels(cifar100_root):
     root, (train_x, train_y, test_x, test_y) = cifar100_root
     ds = load_dataset("cifar100", root, download=False)
-    assert torch.equal(ds.train.images, _chw(train_x))
+    assert torch.equal(ds.train.inputs, _chw(train_x))
     assert ds.train.labels.tolist() == train_y.tolist()
     assert ds.test.labels.tolist() == test_y.tolist() and ds.spec.num_classes == 100
 
@@ -40,10 +40,10 @@ def test_fmnist_is_resized_to_32(fmnist_root, name):
 
     root, (train_x, train_y, test_x, test_y) = fmnist_root
     ds = load_dataset(name, root, download=False)
-    assert ds.train.images.shape == (20, 1, 32, 32) and ds.test.images.shape == (8, 1, 32, 32)
+    assert ds.train.inputs.shape == (20, 1, 32, 32) and ds.test.inputs.shape == (8, 1, 32, 32)
     assert ds.train.labels.tolist() == train_y.tolist()
     pil = np.stack([np.asarray(T.Resize(32)(Image.fromarray(x))) for x in test_x])
-    assert np.array_equal(ds.test.images[:, 0].numpy(), pil)
+    assert np.array_equal(ds.test.inputs[:, 0].numpy(), pil)
 
 
 def test_missing_dataset_names_expected_files(tmp_path, no_network):
@@ -81,13 +81,13 @@ def test_unknown_dataset():
 
 def test_digits_split_is_fixed_stratified_and_normalised_on_train():
     a, b = load_dataset("digits"), load_dataset("digits")
-    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
+    assert torch.equal(a.train.inputs, b.train.inputs) and torch.equal(a.test.labels, b.test.labels)
     assert len(a.train) + len(a.test) == 1797 and len(a.test) == 360
-    assert a.train.images.shape[1:] == (1, 32, 32) and a.train.images.dtype == torch.uint8
+    assert a.train.inputs.shape[1:] == (1, 32, 32) and a.train.inputs.dtype == torch.uint8
     train_freq = np.bincount(a.train.labels.numpy()) / len(a.train)
     test_freq = np.bincount(a.test.labels.numpy()) / len(a.test)
     assert np.abs(train_freq - test_freq).max() < 0.01
-    scaled = a.train.images.double() / 255
+    scaled = a.train.inputs.double() / 255
     assert a.mean[0] == pytest.approx(scaled.mean().item())
     assert a.std[0] == pytest.approx(scaled.std(unbiased=False).item())
     assert a.test.sha256() != a.train.sha256()
@@ -105,7 +105,7 @@ def test_digits_are_scikit_learns_digits_read_without_importing_it():
     assert torch.equal(ours.test.labels, torch.as_tensor(theirs.target[test]))
     pixels = torch.as_tensor(theirs.images[test], dtype=torch.float32).unsqueeze(1) * (255 / 16)
     resized = F.interpolate(pixels, size=(32, 32), mode="bilinear", align_corners=False)
-    assert torch.equal(ours.test.images, resized.round().clamp(0, 255).to(torch.uint8))
+    assert torch.equal(ours.test.inputs, resized.round().clamp(0, 255).to(torch.uint8))
 
 
 def test_stratified_split_keeps_class_shares_and_the_test_size():

@@ -64,7 +64,7 @@ def setup(norm, batch=16, seed=0):
     torch.manual_seed(seed)
     data = load_dataset("digits")
     model = build_model("resnet20", 10, norm)
-    x = BatchPipeline(data.mean, data.std, 3, CPU).test_batch(data.train.images[:batch])
+    x = BatchPipeline(data.mean, data.std, 3, CPU).test_batch(data.train.inputs[:batch])
     return model, x, data.train.labels[:batch]
 
 

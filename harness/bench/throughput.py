@@ -34,7 +34,7 @@ from harness.protocol.data import (
     BatchPipeline,
     Dataset,
     DatasetUnavailable,
-    ImageSplit,
+    Split,
     load_dataset,
     random_dataset,
     resolve_dataset_name,
@@ -62,8 +62,8 @@ def dataset_or_random(name: str, data_root: str | None) -> tuple[Dataset, str]:
 class _PILImages(torch.utils.data.Dataset):
     """What torchvision's CIFAR10/FashionMNIST hand a DataLoader: a PIL image and a label."""
 
-    def __init__(self, split: ImageSplit, transform):
-        self.images = split.images.permute(0, 2, 3, 1).numpy()  # HWC, as CIFAR stores it
+    def __init__(self, split: Split, transform):
+        self.images = split.inputs.permute(0, 2, 3, 1).numpy()  # HWC, as CIFAR stores it
         self.labels = split.labels.tolist()
         self.transform = transform
 
@@ -170,7 +170,7 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
     torch.manual_seed(0)
     models = [build_model(arch, data.spec.num_classes, norm).to(device) for _ in range(3)]
     pipe = BatchPipeline(data.mean, data.std, data.spec.channels, device)
-    x = pipe.test_batch(small.train.images[:BATCH].to(device))
+    x = pipe.test_batch(small.train.inputs[:BATCH].to(device))
     y = small.train.labels[:BATCH].to(device)
     loader = reference_loader(small, device, workers)
     bound = prepare(models[2], x, y, device, speed)
@@ -188,7 +188,7 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
         progress(f"round {r + 1}/{rounds}: harness {result.harness[-1]:8.1f} img/s   "
                  f"reference {result.reference[-1]:8.1f} img/s   bound {result.bound[-1]:8.1f} img/s")
     plan = EvalPlan.build(len(small.test), BATCH, seed=0)
-    test_images = small.test.images[torch.as_tensor(plan.order)].to(device)
+    test_images = small.test.inputs[torch.as_tensor(plan.order)].to(device)
     test_labels = small.test.labels.to(device)
     synchronize(device)
     t0 = time.perf_counter()

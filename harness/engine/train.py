@@ -147,26 +147,26 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     reporter = reporter or Reporter()
     result = result if result is not None else TrainResult()
     pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device)
-    fast = prepare(model, pipeline.test_batch(data.train.images[:recipe.batch_size].to(device)),
+    fast = prepare(model, pipeline.test_batch(data.train.inputs[:recipe.batch_size].to(device)),
                    data.train.labels[:recipe.batch_size].to(device), device,
                    speed or SpeedOptions(), precision, reporter.warn)
     result.speed = fast.report
     net = fast.model  # the module the step calls; parameters and buffers are ``model``'s
     pipeline.memory_format = fast.memory_format  # batches from here on in the layout that passed
-    train_padded = pipeline.pad(data.train.images).to(device)
+    train_padded = pipeline.pad(data.train.inputs).to(device)
     train_labels = data.train.labels.to(device)
-    train_images = None if recipe.augment else data.train.images.to(device)
+    train_images = None if recipe.augment else data.train.inputs.to(device)
     n_train = len(data.train)
     if data.test is not None:  # the plan's images in feed order, resident like the training set
         eval_plan = EvalPlan.build(len(data.test), recipe.test_batch_size, seed)
-        plan_images = data.test.images[torch.as_tensor(eval_plan.order)].to(device)
+        plan_images = data.test.inputs[torch.as_tensor(eval_plan.order)].to(device)
         test_labels = data.test.labels.to(device)
 
     criterion = nn.CrossEntropyLoss()
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     # The probe batch: the first training images, un-augmented, the same after every epoch.
-    probe_x = pipeline.test_batch(data.train.images[:recipe.batch_size].to(device))
+    probe_x = pipeline.test_batch(data.train.inputs[:recipe.batch_size].to(device))
     probe_y = data.train.labels[:recipe.batch_size].to(device)
     probe_at = probe_epochs(recipe.epochs)
     generator = torch.Generator(device=device)

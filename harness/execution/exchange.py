@@ -93,9 +93,9 @@ def write_inputs(task, train_in: Path, score_in: Path, train_split, test_split, 
     source = Path(task.spec.submission).read_bytes()
     for folder in (train_in, score_in):
         (folder / "submission.py").write_bytes(source)
-    save_file({"images": train_split.images.contiguous(), "labels": train_split.labels.contiguous()},
+    save_file({"inputs": train_split.inputs.contiguous(), "labels": train_split.labels.contiguous()},
               str(train_in / "train.safetensors"))
-    save_file({"images": test_split.images[torch.as_tensor(plan.order)].contiguous()},
+    save_file({"inputs": test_split.inputs[torch.as_tensor(plan.order)].contiguous()},
               str(score_in / "eval.safetensors"))
     for folder in (train_in, score_in):
         for path in folder.iterdir():

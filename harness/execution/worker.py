@@ -116,7 +116,7 @@ def train_mode(spec: dict) -> int:
     from harness.engine.runner import failure_category
     from harness.engine.train import TrainResult, train
     from harness.execution import handover
-    from harness.protocol.data import Dataset, DatasetSpec, ImageSplit
+    from harness.protocol.data import Dataset, DatasetSpec, Split
     from harness.protocol.models import build_model, count_parameters
     from harness.protocol.spec import RunSpec
     from harness.reporting import ConsoleReporter
@@ -136,7 +136,7 @@ def train_mode(spec: dict) -> int:
             end["failure"] = {"category": "interface", "message": str(exc)[:500]}
             return 0
         split = load_file(spec["train"])
-        data = Dataset(DatasetSpec(**spec["dataset"]), ImageSplit(split["images"], split["labels"]),
+        data = Dataset(DatasetSpec(**spec["dataset"]), Split(split["inputs"], split["labels"]),
                        None, tuple(spec["mean"]), tuple(spec["std"]), source="handed over")
         seed_everything(config.seed)
         try:
@@ -212,7 +212,7 @@ def score_mode(spec: dict) -> int:
     config = RunSpec.from_json(spec["config"])
     device = resolve_device(config.device)
     requests, answers = spec["requests_fd"], spec["answers_fd"]
-    images = load_file(spec["eval"])["images"]
+    images = load_file(spec["eval"])["inputs"]
     _enter(spec, device)
 
     def fail(epoch: int, category: str, message: str) -> None:

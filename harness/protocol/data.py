@@ -39,10 +39,11 @@ _DIGITS_SPLIT_SEED = 0
 
 
 @dataclass
-class ImageSplit:
-    """Images after Resize(32), as stored uint8 ``[N, C, 32, 32]``, with int64 labels ``[N]``."""
+class Split:
+    """One split's inputs with int64 labels ``[N]``. Inputs by the dataset's kind: images after
+    Resize(32) as stored, uint8 ``[N, C, 32, 32]``; standardised features, float32 ``[N, F]``."""
 
-    images: torch.Tensor
+    inputs: torch.Tensor
     labels: torch.Tensor
 
     def __len__(self) -> int:
@@ -50,24 +51,24 @@ class ImageSplit:
 
     def sha256(self) -> str:
         h = hashlib.sha256()
-        h.update(self.images.contiguous().cpu().numpy().tobytes())
+        h.update(self.inputs.contiguous().cpu().numpy().tobytes())
         h.update(self.labels.cpu().numpy().astype("<i8").tobytes())
         return h.hexdigest()
 
-    def head(self, n: int | None) -> "ImageSplit":
+    def head(self, n: int | None) -> "Split":
         if n is None or n >= len(self):
             return self
-        return ImageSplit(self.images[:n], self.labels[:n])
+        return Split(self.inputs[:n], self.labels[:n])
 
-    def to(self, device: torch.device | str) -> "ImageSplit":
-        return ImageSplit(self.images.to(device), self.labels.to(device))
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.inputs.to(device), self.labels.to(device))
 
 
 @dataclass
 class Dataset:
     spec: DatasetSpec
-    train: ImageSplit
-    test: ImageSplit | None  # None in a sandboxed training process: it never holds the test split
+    train: Split
+    test: Split | None  # None in a sandboxed training process: it never holds the test split
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str  # where the files came from
@@ -140,7 +141,7 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
             images = images.permute(0, 3, 1, 2)
         images = resize_u8(images.contiguous())
         labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-        splits.append(ImageSplit(images.contiguous(), labels))
+        splits.append(Split(images.contiguous(), labels))
     return Dataset(spec, splits[0], splits[1], spec.mean, spec.std, source=str(root))
 
 
@@ -185,9 +186,9 @@ def _load_digits() -> Dataset:
     targets = rows[:, 64].astype(np.int64)
     labels = torch.as_tensor(targets)
     train_idx, test_idx = stratified_split(targets, _DIGITS_TEST_FRACTION, _DIGITS_SPLIT_SEED)
-    train = ImageSplit(images[train_idx].contiguous(), labels[train_idx])
-    test = ImageSplit(images[test_idx].contiguous(), labels[test_idx])
-    scaled = train.images.double() / 255.0
+    train = Split(images[train_idx].contiguous(), labels[train_idx])
+    test = Split(images[test_idx].contiguous(), labels[test_idx])
+    scaled = train.inputs.double() / 255.0
     mean, std = float(scaled.mean()), float(scaled.std(unbiased=False))
     return Dataset(DATASETS["digits"], train, test, (mean,) * 3, (std,) * 3,
                    source="scikit-learn's bundled digits.csv.gz (sklearn.datasets.load_digits)")
@@ -197,8 +198,8 @@ def random_dataset(spec: DatasetSpec, n_train: int, n_test: int, source: str) ->
     """Uniform random images and labels of ``spec``'s shape (seed 0): speed measurements only."""
     g = torch.Generator().manual_seed(0)
 
-    def split(n: int) -> ImageSplit:
-        return ImageSplit(torch.randint(0, 256, (n, spec.channels, SIZE, SIZE), dtype=torch.uint8,
+    def split(n: int) -> Split:
+        return Split(torch.randint(0, 256, (n, spec.channels, SIZE, SIZE), dtype=torch.uint8,
                                         generator=g),
                           torch.randint(0, spec.num_classes, (n,), generator=g))
 
