@@ -15,8 +15,10 @@ from harness.protocol.recipe import PROTOCOL_RECIPE
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train this file's CustomNorm under the reference protocol "
                                             "(same flags as the reference benchmark's script).")
-    p.add_argument("--arch", required=True, choices=list(ARCHITECTURES))
-    p.add_argument("--dataset", required=True, choices=list(DATASETS) + list(DATASET_ALIASES))
+    p.add_argument("--arch", required=True,
+                   choices=[a for a, info in ARCHITECTURES.items() if info.track == "cnn"])
+    p.add_argument("--dataset", required=True,
+                   choices=[d for d, s in DATASETS.items() if s.kind == "image"] + list(DATASET_ALIASES))
     p.add_argument("--data-root", default=None,
                    help="dataset folder (default: $HARNESS_DATA, else ~/.cache/harness/data)")
     p.add_argument("--epochs", type=int, default=PROTOCOL_RECIPE.epochs)

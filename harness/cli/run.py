@@ -22,7 +22,13 @@ from harness.cli.common import (
     results_option,
     run_options,
 )
-from harness.protocol.catalog import ARCHITECTURES, DATASET_ALIASES, DATASETS
+from harness.protocol.catalog import (
+    ARCHITECTURES,
+    DATASET_ALIASES,
+    DATASETS,
+    compatibility_error,
+    resolve_dataset_name,
+)
 from harness.protocol.recipe import PROTOCOL_RECIPE, Recipe
 from harness.reporting import ConsoleReporter
 from harness.store.record import finite
@@ -139,6 +145,9 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     from harness.store.results import ResultsStore
 
     console = for_json(console, as_json)
+    mismatch = compatibility_error(arch, resolve_dataset_name(dataset))
+    if mismatch:
+        fail(mismatch, EXIT_USAGE)
     hidden = hidden_in(arch, dataset)
     if hidden and not allow_hidden:
         fail(f"{arch} on {dataset} is a hidden setting of suite {', '.join(hidden)}: it is evaluated "

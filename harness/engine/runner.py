@@ -17,7 +17,8 @@ from harness.engine.fast import check_backend, compile_mode_name
 from harness.engine.instruments import norm_summary
 from harness.engine.train import EpochMetrics, TrainResult, train
 from harness.protocol import data as data_mod
-from harness.protocol.models import ARCHS, build_model, count_parameters
+from harness.protocol.catalog import ARCHITECTURES, compatibility_error
+from harness.protocol.models import build_model, count_parameters
 from harness.protocol.spec import PLAIN, RunError, RunSpec
 from harness.reporting import Reporter
 from harness.store.derived import finish_record
@@ -41,7 +42,7 @@ def deviations(config: RunSpec, spec: data_mod.DatasetSpec) -> list[str]:
         out.append(f"limit_test={config.limit_test} (smoke run: not comparable)")
     if not spec.in_reference:
         out.append(f"dataset {spec.name} is not in the reference benchmark")
-    if not ARCHS[config.arch].in_reference:
+    if not ARCHITECTURES[config.arch].in_reference:
         out.append(f"architecture {config.arch} is not in the reference benchmark")
     return out
 
@@ -120,12 +121,15 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
     saves nor resumes one. ``reporter`` hears of the run's start, steps, epochs and warnings.
     """
     reporter = reporter or Reporter()
-    if config.arch not in ARCHS:
-        raise RunError(f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHS)}")
+    if config.arch not in ARCHITECTURES:
+        raise RunError(f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHITECTURES)}")
     try:
         dataset_name = data_mod.resolve_dataset_name(config.dataset)
     except ValueError as exc:
         raise RunError(str(exc)) from None
+    mismatch = compatibility_error(config.arch, dataset_name)
+    if mismatch:
+        raise RunError(mismatch)
     if config.speed.compile or config.speed.cuda_graphs:
         try:
             check_backend(config.speed.compile_backend)
@@ -147,8 +151,8 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
 
     seed_everything(config.seed)
     try:
-        model, init_report = build_model(config.arch, dataset.spec.num_classes,
-                                         submission.norm_class, return_init_report=True)
+        model, init_report = build_model(config.arch, dataset.spec.num_classes, submission.norm_class,
+                                         inputs=dataset.spec.inputs(), return_init_report=True)
     except Exception as exc:  # noqa: BLE001 - a constructor failure is the submission's
         raise RunError(f"{submission.path}: building {config.arch} with {submission.norm_class.__name__} "
                        f"failed: {type(exc).__name__}: {exc}", "interface") from None

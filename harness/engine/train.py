@@ -25,7 +25,7 @@ from harness.engine.checkpoint import Checkpoint, global_rng_state, set_global_r
 from harness.engine.device import autocast, synchronize
 from harness.engine.fast import prepare
 from harness.engine.instruments import BatchTimer, layer_probe, probe_epochs
-from harness.protocol.data import BatchPipeline, Dataset, draw_epoch
+from harness.protocol.data import Dataset, draw_epoch, make_pipeline
 from harness.protocol.recipe import Recipe
 from harness.protocol.scoring import EvalPlan, best_index, forward_plan, score
 from harness.protocol.spec import SpeedOptions
@@ -146,16 +146,17 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     model.to(device)
     reporter = reporter or Reporter()
     result = result if result is not None else TrainResult()
-    pipeline = BatchPipeline(data.mean, data.std, data.spec.channels, device)
+    pipeline = make_pipeline(data, device)
+    augment = recipe.augment and data.spec.kind == "image"  # crop+flip is for images
     fast = prepare(model, pipeline.test_batch(data.train.inputs[:recipe.batch_size].to(device)),
                    data.train.labels[:recipe.batch_size].to(device), device,
                    speed or SpeedOptions(), precision, reporter.warn)
     result.speed = fast.report
     net = fast.model  # the module the step calls; parameters and buffers are ``model``'s
     pipeline.memory_format = fast.memory_format  # batches from here on in the layout that passed
-    train_padded = pipeline.pad(data.train.inputs).to(device)
+    train_padded = pipeline.pad(data.train.inputs).to(device) if augment else None
     train_labels = data.train.labels.to(device)
-    train_images = None if recipe.augment else data.train.inputs.to(device)
+    train_images = None if augment else data.train.inputs.to(device)
     n_train = len(data.train)
     if data.test is not None:  # the plan's images in feed order, resident like the training set
         eval_plan = EvalPlan.build(len(data.test), recipe.test_batch_size, seed)
@@ -200,7 +201,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         for start in range(0, n_train, bs):
             sl = slice(start, start + bs)
             idx = plan.order[sl]
-            if recipe.augment:
+            if augment:
                 x = pipeline.train_batch(train_padded[idx], plan.top[sl], plan.left[sl], plan.flip[sl])
             else:
                 x = pipeline.test_batch(train_images[idx])

@@ -15,15 +15,17 @@ from harness.execution.sandbox import NOBODY, as_root
 from harness.store.record import utc_now, write_json_atomic
 
 
-def weights_limit(arch: str, num_classes: int) -> int:
-    """The largest weights file a model of ``arch`` may hand over: four times its BatchNorm
-    version's state (a layer may keep more state than BatchNorm, not orders of magnitude more)."""
+def weights_limit(arch: str, num_classes: int, inputs) -> int:
+    """The largest weights file a model of ``arch`` (fed ``inputs``) may hand over: four times its
+    BatchNorm version's state (a layer may keep more state than BatchNorm, not orders of
+    magnitude more)."""
     from torch import nn
 
-    from harness.protocol.models import ARCHS
+    from harness.protocol.models import ARCHS, TRACK_BUILDERS
 
-    with torch.device("meta"):
-        model = ARCHS[arch].build(num_classes, nn.BatchNorm2d)
+    with torch.device("meta"):  # built, not initialised: no memory, no values
+        model = (ARCHS[arch].build(num_classes, nn.BatchNorm2d) if arch in ARCHS
+                 else TRACK_BUILDERS[arch](inputs, num_classes, nn.BatchNorm2d))
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return 4 * size + (64 << 20)
 

@@ -211,6 +211,7 @@ class SplitRun:
                 "eval": f"{box.inside('in')}/eval.safetensors", "weights": box.inside("weights"),
                 "batches": list(self.plan.batches), "num_classes": data.spec.num_classes,
                 "channels": data.spec.channels, "requests_fd": requests_r,
+                "dataset": {**asdict(data.spec), "name": self.dataset_name},
                 "answers_fd": answers_w},
                 CappedLog(self.work_dir / f"{self.stem}.score.log", self.echo,
                           "[score] " if self.echo else ""),
@@ -236,7 +237,7 @@ class SplitRun:
         """Score each epoch the training process hands over, in order, into the journal; return
         whether the run is done (every epoch, or early stopping)."""
         c, journal, exchange = self.config, self.journal, self.exchange
-        limit = weights_limit(c.arch, self.data.spec.num_classes)
+        limit = weights_limit(c.arch, self.data.spec.num_classes, self.data.spec.inputs())
         epoch = len(journal.epochs) + 1
         while epoch <= c.recipe.epochs:
             weights = exchange / handover.weights_name(epoch)

@@ -141,7 +141,7 @@ def train_mode(spec: dict) -> int:
         seed_everything(config.seed)
         try:
             model, init = build_model(config.arch, data.spec.num_classes, submission.norm_class,
-                                      return_init_report=True)
+                                      inputs=data.spec.inputs(), return_init_report=True)
         except Exception as exc:  # noqa: BLE001 - a constructor failure is the submission's
             end["failure"] = {"category": "interface", "message": (
                 f"building {config.arch} with CustomNorm failed: {type(exc).__name__}: {exc}")[:500]}
@@ -203,7 +203,8 @@ def score_mode(spec: dict) -> int:
     from harness.engine.instruments import BatchTimer
     from harness.engine.runner import failure_category
     from harness.execution import handover
-    from harness.protocol.data import BatchPipeline
+    from harness.protocol.catalog import DatasetSpec
+    from harness.protocol.data import Dataset, make_pipeline
     from harness.protocol.models import build_model
     from harness.protocol.scoring import forward_plan
     from harness.protocol.spec import RunSpec, SpeedOptions
@@ -221,7 +222,9 @@ def score_mode(spec: dict) -> int:
     try:
         submission = load(spec["submission"], tamper_check=False)
         seed_everything(config.seed)
-        model = build_model(config.arch, spec["num_classes"], submission.norm_class).to(device)
+        dataset = DatasetSpec(**spec["dataset"])
+        model = build_model(config.arch, spec["num_classes"], submission.norm_class,
+                            inputs=dataset.inputs()).to(device)
     except SubmissionError as exc:
         fail(0, "interface", str(exc))
         return 0
@@ -231,7 +234,8 @@ def score_mode(spec: dict) -> int:
     speed, _ = SpeedOptions().resolve(device)
     memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    pipeline = BatchPipeline(spec["mean"], spec["std"], spec["channels"], device, memory_format)
+    pipeline = make_pipeline(Dataset(dataset, None, None, spec["mean"], spec["std"], ""), device,
+                             memory_format)
     images = images.to(device)
     batches = tuple(spec["batches"])
     handover.send(answers, "ready")

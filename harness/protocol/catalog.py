@@ -45,6 +45,8 @@ class ArchInfo:
     name: str
     description: str
     in_reference: bool  # exists in the reference benchmark's --arch choices
+    track: str = "cnn"
+    takes: tuple[str, ...] = ("image",)  # the InputSpec kinds it is built for
 
 
 ARCHITECTURES: dict[str, ArchInfo] = {a.name: a for a in [
@@ -56,7 +58,21 @@ ARCHITECTURES: dict[str, ArchInfo] = {a.name: a for a in [
     ArchInfo("vgg16bn", "VGG-16 with a norm after every conv, 512-512 head (15M params)", True),
     ArchInfo("vgg19bn", "VGG-19 with a norm after every conv, 512-512 head (our addition)", False),
     ArchInfo("mobilenetv2", "MobileNetV2 width 1.0, CIFAR strides (2.2M params)", True),
+    ArchInfo("mlp3x100", "MLP, 3 hidden layers of 100 with a norm after each (the BatchNorm "
+             "paper's MNIST network)", False, track="mlp", takes=("features",)),
+    ArchInfo("mlp3x512", "MLP, 3 hidden layers of 512 with a norm after each", False, track="mlp",
+             takes=("features",)),
 ]}
+
+
+def compatibility_error(arch: str, dataset: str) -> str | None:
+    """Why ``arch`` cannot be trained on ``dataset`` (their kinds of input differ), or None."""
+    info, spec = ARCHITECTURES[arch], DATASETS[dataset]
+    if spec.kind in info.takes:
+        return None
+    fits = [a for a, i in ARCHITECTURES.items() if spec.kind in i.takes]
+    return (f"{arch} ({info.track} track) takes {' or '.join(info.takes)} inputs; {dataset} holds "
+            f"{spec.kind}: use {', '.join(fits) or 'no architecture yet'}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,14 @@ class DatasetSpec:
     channels: int  # stored channels; grey images are repeated to 3 after normalisation
     in_reference: bool
     expected_files: tuple[str, ...] = ()  # relative to the data root, for the "missing" message
+    kind: str = "image"  # what a sample is: InputSpec.kind
+    features: int = 0  # per sample, for kind "features"
+
+    def inputs(self) -> "InputSpec":
+        """What a model is fed: images as the pipeline hands them over (grey repeated to 3)."""
+        if self.kind == "image":
+            return InputSpec("image", (3, 32, 32))
+        return InputSpec(self.kind, (self.features,))
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -92,6 +116,11 @@ DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
         "digits", "scikit-learn's 8x8 digits scaled to 32x32 (offline; demos and tests), 10 classes",
         10, (0.0,) * 3, (1.0,) * 3, 1, False),
+    # Standardised with the train split's per-feature mean and std when loaded (_load_breast_cancer).
+    "breast_cancer": DatasetSpec(
+        "breast_cancer", "scikit-learn's Wisconsin breast cancer: 569 samples of 30 features, "
+        "2 classes (offline; the mlp track's demo)", 2, (0.0,), (1.0,), 0, False,
+        kind="features", features=30),
     # Learning nothing, costing exactly what CIFAR-10 costs: speed measurements where CIFAR is absent.
     "noise": DatasetSpec(
         "noise", "random 32x32 colour images and labels of CIFAR-10's size (50k/10k, 10 classes; "

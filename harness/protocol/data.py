@@ -145,15 +145,15 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
     return Dataset(spec, splits[0], splits[1], spec.mean, spec.std, source=str(root))
 
 
-def _digits_file() -> Path:
-    """scikit-learn's bundled ``digits.csv.gz``, found without importing scikit-learn (3 s on a
-    slow CPU, paid by every run's process)."""
+def _sklearn_file(name: str, dataset: str) -> Path:
+    """A data file scikit-learn bundles, found without importing scikit-learn (3 s on a slow CPU,
+    paid by every run's process)."""
     spec = importlib.util.find_spec("sklearn")
-    path = (Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    path = (Path(spec.origin).parent / "datasets" / "data" / name
             if spec is not None and spec.origin else None)
     if path is None or not path.is_file():
-        raise DatasetUnavailable("the digits dataset comes with scikit-learn, which is not installed: "
-                                 "pip install 'harness[digits]'")
+        raise DatasetUnavailable(f"the {dataset} dataset comes with scikit-learn, which is not "
+                                 "installed: pip install 'harness[digits]'")
     return path
 
 
@@ -178,7 +178,8 @@ def _load_digits() -> Dataset:
     A fixed stratified 80/20 split (:func:`stratified_split`, seed 0); mean and std are those of
     the train split's pixels.
     """
-    rows = np.loadtxt(_digits_file(), delimiter=",", dtype=np.float32)  # 64 pixels, then the label
+    # Each row: 64 pixels, then the label.
+    rows = np.loadtxt(_sklearn_file("digits.csv.gz", "digits"), delimiter=",", dtype=np.float32)
     pixels = torch.as_tensor(rows[:, :64]).view(-1, 8, 8)
     images = F.interpolate((pixels * (255.0 / 16.0)).unsqueeze(1), size=(SIZE, SIZE),
                            mode="bilinear", align_corners=False)
@@ -192,6 +193,26 @@ def _load_digits() -> Dataset:
     mean, std = float(scaled.mean()), float(scaled.std(unbiased=False))
     return Dataset(DATASETS["digits"], train, test, (mean,) * 3, (std,) * 3,
                    source="scikit-learn's bundled digits.csv.gz (sklearn.datasets.load_digits)")
+
+
+def _load_breast_cancer() -> Dataset:
+    """scikit-learn's bundled Wisconsin breast cancer data: 569 samples, 30 features, 2 classes.
+
+    The same fixed stratified 80/20 split as digits (seed 0); each feature standardised with the
+    train split's mean and (biased) std, which the record keeps as the dataset's mean and std.
+    """
+    path = _sklearn_file("breast_cancer.csv", "breast_cancer")
+    rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)  # 30 features, the label
+    targets = rows[:, -1].astype(np.int64)
+    train_idx, test_idx = stratified_split(targets, _DIGITS_TEST_FRACTION, _DIGITS_SPLIT_SEED)
+    features = rows[:, :-1]
+    mean, std = features[train_idx].mean(0), features[train_idx].std(0)
+    standard = torch.as_tensor((features - mean) / std, dtype=torch.float32)
+    labels = torch.as_tensor(targets)
+    train = Split(standard[train_idx].contiguous(), labels[train_idx])
+    test = Split(standard[test_idx].contiguous(), labels[test_idx])
+    return Dataset(DATASETS["breast_cancer"], train, test, tuple(mean.tolist()), tuple(std.tolist()),
+                   source="scikit-learn's bundled breast_cancer.csv (sklearn.datasets.load_breast_cancer)")
 
 
 def random_dataset(spec: DatasetSpec, n_train: int, n_test: int, source: str) -> Dataset:
@@ -215,6 +236,8 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
     name = resolve_dataset_name(name)
     if name == "digits":
         return _load_digits()
+    if name == "breast_cancer":
+        return _load_breast_cancer()
     if name == "noise":
         return _noise()
     root = Path(root).expanduser() if root else default_data_root()
@@ -272,6 +295,24 @@ class BatchPipeline:
 
     def test_batch(self, images_u8: torch.Tensor) -> torch.Tensor:
         return self.normalize(images_u8)
+
+
+class FeaturePipeline:
+    """Batches of standardised features go to the model as they are: no augmentation, and no
+    normalisation beyond the one done when the dataset was loaded."""
+
+    memory_format = torch.contiguous_format
+
+    def test_batch(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def make_pipeline(data: "Dataset", device: torch.device | str,
+                  memory_format: torch.memory_format = torch.contiguous_format):
+    """The batch pipeline of ``data``'s kind of input."""
+    if data.spec.kind == "image":
+        return BatchPipeline(data.mean, data.std, data.spec.channels, device, memory_format)
+    return FeaturePipeline()
 
 
 @dataclass

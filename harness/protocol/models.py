@@ -17,7 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from harness.protocol.catalog import ARCHITECTURES
+from harness.protocol.catalog import ARCHITECTURES, InputSpec
+from harness.protocol.nets import MLP
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -199,7 +200,12 @@ _BUILDERS: dict[str, Callable[[int, NormLayer], nn.Module]] = {
     "mobilenetv2": lambda k, norm: MobileNetV2(k, norm),
 }
 ARCHS: dict[str, ArchSpec] = {name: ArchSpec(name, info.description, _BUILDERS[name], info.in_reference)
-                              for name, info in ARCHITECTURES.items()}
+                              for name, info in ARCHITECTURES.items() if info.track == "cnn"}
+# The other tracks: (inputs, num_classes, norm_layer) -> model.
+TRACK_BUILDERS: dict[str, Callable[[InputSpec, int, NormLayer], nn.Module]] = {
+    "mlp3x100": lambda inputs, k, norm: MLP(inputs.shape[0], k, norm, width=100, depth=3),
+    "mlp3x512": lambda inputs, k, norm: MLP(inputs.shape[0], k, norm, width=512, depth=3),
+}
 
 
 @dataclass
@@ -255,15 +261,22 @@ def init_weights(model: nn.Module) -> InitReport:
 
 
 def build_model(arch: str, num_classes: int, norm_layer: NormLayer, *,
-                return_init_report: bool = False):
-    """Build ``arch`` with ``norm_layer`` in every norm slot and the protocol's initialisation.
+                inputs: InputSpec | None = None, return_init_report: bool = False):
+    """Build ``arch`` with ``norm_layer`` in every norm slot. A CNN gets the protocol's
+    initialisation; the other tracks' models (:mod:`harness.protocol.nets`) keep their own and
+    need ``inputs``, what they are fed.
 
     >>> model = build_model("resnet20", 10, torch.nn.BatchNorm2d)
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
-    model = ARCHS[arch].build(num_classes, norm_layer)
-    report = init_weights(model)
+    if arch in ARCHS:
+        model = ARCHS[arch].build(num_classes, norm_layer)
+        report = init_weights(model)
+    elif arch in TRACK_BUILDERS:
+        if inputs is None:
+            raise ValueError(f"{arch} needs the inputs it is fed (an InputSpec)")
+        model, report = TRACK_BUILDERS[arch](inputs, num_classes, norm_layer), InitReport()
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
     return (model, report) if return_init_report else model
 
 

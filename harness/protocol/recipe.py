@@ -32,7 +32,8 @@ class Recipe:
     "cosine" is CosineAnnealingLR(T_max=epochs) stepped per epoch after evaluation; "constant"
     keeps lr. ``early_stopping_patience`` N stops after N epochs in a row without a new best test
     accuracy (the protocol has no validation split, so this monitors the test set, as the score
-    does). ``augment`` False trains on the un-cropped, un-flipped images.
+    does). ``augment`` False trains on the un-cropped, un-flipped images (crop+flip is for images;
+features and sequences are never augmented).
     """
 
     epochs: int = 200

@@ -1,0 +1,80 @@
+"""The tracks beyond CNNs, end to end: data of their kind, models built for it, trained and scored."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.engine.runner import run_eval
+from harness.protocol.catalog import ARCHITECTURES, DATASETS, compatibility_error
+from harness.protocol.data import load_dataset, stratified_split
+from harness.protocol.recipe import Recipe
+from harness.protocol.spec import RunError, RunSpec
+from harness.protocol.suites import Setting, load_suite
+
+
+def test_breast_cancer_is_scikit_learns_standardised_on_its_train_split():
+    theirs = pytest.importorskip("sklearn.datasets").load_breast_cancer()
+    ours = load_dataset("breast_cancer")
+    train, test = stratified_split(theirs.target, 0.2, 0)
+    assert torch.equal(ours.test.labels, torch.as_tensor(theirs.target[test]))
+    mean, std = theirs.data[train].mean(0), theirs.data[train].std(0)
+    expected = torch.as_tensor((theirs.data[test] - mean) / std, dtype=torch.float32)
+    assert torch.allclose(ours.test.inputs, expected, atol=1e-5)
+    assert ours.train.inputs.shape == (455, 30) and ours.spec.inputs().shape == (30,)
+    assert np.allclose(ours.train.inputs.mean(0).numpy(), 0, atol=1e-5)
+
+
+def test_an_architecture_refuses_a_dataset_of_another_kind():
+    assert compatibility_error("resnet20", "cifar10") is None
+    assert compatibility_error("mlp3x100", "breast_cancer") is None
+    message = compatibility_error("resnet20", "breast_cancer")
+    assert "takes image inputs; breast_cancer holds features: use mlp3x100" in message
+    with pytest.raises(RunError, match="holds image"):
+        run_eval(RunSpec("batch_norm", "mlp3x100", "digits", seed=0, recipe=Recipe(epochs=1)), None)
+    refused = CliRunner().invoke(main, ["eval", "batch_norm", "--arch", "resnet20", "--dataset",
+                                        "breast_cancer", "--epochs", "1"])
+    assert refused.exit_code == 2 and "holds features" in refused.output
+
+
+def test_the_reference_flags_offer_the_references_choices_only():
+    from harness.cli.reference import parser
+
+    choices = {a.dest: a.choices for a in parser()._actions if a.choices}
+    assert "mlp3x100" not in choices["arch"] and "breast_cancer" not in choices["dataset"]
+    assert {"resnet20", "resnet56", "vgg16bn"} <= set(choices["arch"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", ["batch_norm", "layer_norm_per_position", "dyt"])
+def test_an_mlp_learns_breast_cancer_with_each_layer(tmp_path, layer):
+    spec = RunSpec(layer, "mlp3x100", "breast_cancer", seed=0, recipe=Recipe(epochs=3, batch_size=32),
+                   device="cpu")
+    record, _ = run_eval(spec, tmp_path)
+    assert record["status"] == "ok" and record["best_acc"] > 90.0  # chance: 62.7% (the majority class)
+
+
+@pytest.mark.slow
+def test_an_untrusted_mlp_run_is_trained_and_scored_apart(tmp_path):
+    from harness.execution.sweep import sweep
+    from harness.execution.task import Isolation
+    from harness.store.results import ResultsStore
+
+    smoke = load_suite("smoke")
+    suite = dataclasses.replace(smoke, settings=(Setting("mlp3x100", "breast_cancer", False),),
+                                seeds=(1,), recipe=Recipe(epochs=2, batch_size=32))
+    result = sweep(ResultsStore(tmp_path), "batch_norm", "bn-mlp", "submission", suite, False,
+                   device="cpu", isolation=Isolation(untrusted=True))
+    (record,) = result.ran
+    assert record["status"] == "ok" and record["isolation"]["sandboxed"], record.get("failure")
+    assert record["best_acc"] > 80.0
+
+
+def test_the_tracks_architectures_are_listed_with_their_track():
+    assert {ARCHITECTURES[a].track for a in ("mlp3x100", "mlp3x512")} == {"mlp"}
+    assert DATASETS["breast_cancer"].kind == "features"
+    listed = CliRunner().invoke(main, ["list"])
+    assert "mlp3x100" in listed.output and "breast_cancer" in listed.output
