@@ -7,6 +7,8 @@ in what they normalise.
 
 from torch import nn
 
+TRACKS = ("cnn", "mlp", "rnn", "transformer")
+
 
 class CustomNorm(nn.Dropout):
     def __init__(self, num_features: int):

@@ -9,12 +9,20 @@ training and evaluation that SelectiveNorm is designed to avoid.
 import torch
 from torch import nn
 
+TRACKS = ("cnn", "mlp", "rnn", "transformer")
+
+
+class _AnyLayoutBatchNorm(nn.BatchNorm2d):
+    def _check_input_dim(self, input: torch.Tensor) -> None:  # any [B, C, *positions]
+        if input.dim() < 2:
+            raise ValueError(f"expected [B, C, *positions], got {input.dim()}-D input")
+
 
 class CustomNorm(nn.Module):
     def __init__(self, num_features: int):
         super().__init__()
         self.dropout = nn.Dropout(p=0.1)
-        self.norm = nn.BatchNorm2d(num_features)
+        self.norm = _AnyLayoutBatchNorm(num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.dropout(x))

@@ -7,6 +7,8 @@ expect them to train worse, or diverge at lr 0.1: that is the comparison's point
 import torch
 from torch import nn
 
+TRACKS = ("cnn", "mlp", "rnn", "transformer")
+
 
 class CustomNorm(nn.Module):
     def __init__(self, num_features: int):

@@ -4,7 +4,8 @@ From the selective-normalization research plan: conventional "dropout then Batch
 with statistics that include the units dropout has just zeroed, so the statistics describe a
 network that does not exist at that step. SelectiveNorm normalises only the active units.
 
-Training, for input x of shape [B, C, H, W]:
+Training, for input x of shape [B, C, H, W] (or [B, C] and [B, C, T]: the sums run over the batch
+and every position):
     m ~ Bernoulli(1 - p), one draw per element                     (the dropout mask)
     n_c    = sum_{b,h,w} m                                          (kept units of channel c)
     mu_c   = sum_{b,h,w} m * x / n_c                                (mean of the kept units)
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 DROP_RATE = 0.1
+TRACKS = ("cnn", "mlp", "rnn", "transformer")
 
 
 class CustomNorm(nn.Module):
@@ -52,17 +54,18 @@ class CustomNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``mask`` (1 = kept) overrides the random draw; it exists for tests and analysis."""
-        w = self.weight.view(1, -1, 1, 1)
-        b = self.bias.view(1, -1, 1, 1)
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # [B, C, *positions]: per channel
+        w = self.weight.view(shape)
+        b = self.bias.view(shape)
         if not self.training:
-            mean = self.running_mean.view(1, -1, 1, 1)
-            var = self.running_var.view(1, -1, 1, 1)
+            mean = self.running_mean.view(shape)
+            var = self.running_var.view(shape)
             return (x - mean) * torch.rsqrt(var + self.eps) * w + b
         if mask is None:
             # torch.rand, not rand_like: the mask depends on the element's position, not on how x
             # is laid out in memory, so a channels_last run draws the same mask as a plain one.
             mask = (torch.rand(x.shape, dtype=x.dtype, device=x.device) >= self.drop_rate).to(x.dtype)
-        dims = (0, 2, 3)
+        dims = (0,) + tuple(range(2, x.dim()))  # batch and positions
         n = mask.sum(dims, keepdim=True).clamp_min(1)
         mean = (x * mask).sum(dims, keepdim=True) / n
         centred = x - mean

@@ -97,3 +97,30 @@ def test_generalising_rms_norm_left_its_cnn_computation_as_it_was():
     x = torch.randn(4, 16, 5, 5)
     before = x / torch.sqrt(x.pow(2).mean(dim=(1, 2, 3), keepdim=True) + 1e-5)  # the CNN-only file's
     assert torch.equal(norm("rms_norm")(16)(x), before)
+
+
+ARMS = ["selective_norm", "no_norm", "dropout_only", "norm_only", "dropout_then_norm"]
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_selective_norm_and_its_arms_fit_every_track(arm):
+    path = ROOT / "submissions" / f"{arm}.py"
+    assert declared_tracks(path) == tuple(TRACKS)
+    layer = load(str(path)).norm_class(16)
+    for track, shape in LAYOUTS.items():
+        x = torch.randn(*shape, requires_grad=True)
+        y = layer.train()(x)
+        assert y.shape == x.shape, track
+        y.sum().backward()
+        assert layer.eval()(x).shape == x.shape
+
+
+def test_selective_norm_without_dropout_is_batchnorm_on_sequences_and_features():
+    selective = load(str(ROOT / "submissions" / "selective_norm.py")).norm_class
+    for shape in [(8, 16, 5), (8, 16)]:
+        x = torch.randn(*shape)
+        ours, reference = selective(16, drop_rate=0.0), nn.BatchNorm1d(16)
+        assert torch.allclose(ours(x), reference(x), atol=1e-5)
+        assert torch.allclose(ours.running_var, reference.running_var, atol=1e-6)
+        ours.eval(), reference.eval()
+        assert torch.allclose(ours(x), reference(x), atol=1e-5)
