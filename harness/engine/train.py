@@ -146,7 +146,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     model.to(device)
     reporter = reporter or Reporter()
     result = result if result is not None else TrainResult()
-    pipeline = make_pipeline(data, device)
+    pipeline = make_pipeline(data.spec, data.mean, data.std, device)
     augment = recipe.augment and data.spec.kind == "image"  # crop+flip is for images
     fast = prepare(model, pipeline.test_batch(data.train.inputs[:recipe.batch_size].to(device)),
                    data.train.labels[:recipe.batch_size].to(device), device,

@@ -21,11 +21,10 @@ def weights_limit(arch: str, num_classes: int, inputs) -> int:
     magnitude more)."""
     from torch import nn
 
-    from harness.protocol.models import ARCHS, TRACK_BUILDERS
+    from harness.protocol.models import construct
 
     with torch.device("meta"):  # built, not initialised: no memory, no values
-        model = (ARCHS[arch].build(num_classes, nn.BatchNorm2d) if arch in ARCHS
-                 else TRACK_BUILDERS[arch](inputs, num_classes, nn.BatchNorm2d))
+        model = construct(arch, num_classes, nn.BatchNorm2d, inputs)
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return 4 * size + (64 << 20)
 

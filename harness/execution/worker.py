@@ -204,7 +204,7 @@ def score_mode(spec: dict) -> int:
     from harness.engine.runner import failure_category
     from harness.execution import handover
     from harness.protocol.catalog import DatasetSpec
-    from harness.protocol.data import Dataset, make_pipeline
+    from harness.protocol.data import make_pipeline
     from harness.protocol.models import build_model
     from harness.protocol.scoring import forward_plan
     from harness.protocol.spec import RunSpec, SpeedOptions
@@ -234,8 +234,7 @@ def score_mode(spec: dict) -> int:
     speed, _ = SpeedOptions().resolve(device)
     memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    pipeline = make_pipeline(Dataset(dataset, None, None, spec["mean"], spec["std"], ""), device,
-                             memory_format)
+    pipeline = make_pipeline(dataset, spec["mean"], spec["std"], device, memory_format)
     images = images.to(device)
     batches = tuple(spec["batches"])
     handover.send(answers, "ready")

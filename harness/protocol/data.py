@@ -34,8 +34,8 @@ class DatasetUnavailable(RuntimeError):
     """The dataset's files are missing or corrupt and could not be downloaded."""
 
 
-_DIGITS_TEST_FRACTION = 0.2
-_DIGITS_SPLIT_SEED = 0
+_OFFLINE_TEST_FRACTION = 0.2
+_OFFLINE_SPLIT_SEED = 0
 
 
 @dataclass
@@ -186,7 +186,7 @@ def _load_digits() -> Dataset:
     images = images.round().clamp(0, 255).to(torch.uint8)
     targets = rows[:, 64].astype(np.int64)
     labels = torch.as_tensor(targets)
-    train_idx, test_idx = stratified_split(targets, _DIGITS_TEST_FRACTION, _DIGITS_SPLIT_SEED)
+    train_idx, test_idx = stratified_split(targets, _OFFLINE_TEST_FRACTION, _OFFLINE_SPLIT_SEED)
     train = Split(images[train_idx].contiguous(), labels[train_idx])
     test = Split(images[test_idx].contiguous(), labels[test_idx])
     scaled = train.inputs.double() / 255.0
@@ -204,7 +204,7 @@ def _load_breast_cancer() -> Dataset:
     path = _sklearn_file("breast_cancer.csv", "breast_cancer")
     rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)  # 30 features, the label
     targets = rows[:, -1].astype(np.int64)
-    train_idx, test_idx = stratified_split(targets, _DIGITS_TEST_FRACTION, _DIGITS_SPLIT_SEED)
+    train_idx, test_idx = stratified_split(targets, _OFFLINE_TEST_FRACTION, _OFFLINE_SPLIT_SEED)
     features = rows[:, :-1]
     mean, std = features[train_idx].mean(0), features[train_idx].std(0)
     standard = torch.as_tensor((features - mean) / std, dtype=torch.float32)
@@ -221,8 +221,8 @@ def random_dataset(spec: DatasetSpec, n_train: int, n_test: int, source: str) ->
 
     def split(n: int) -> Split:
         return Split(torch.randint(0, 256, (n, spec.channels, SIZE, SIZE), dtype=torch.uint8,
-                                        generator=g),
-                          torch.randint(0, spec.num_classes, (n,), generator=g))
+                                   generator=g),
+                     torch.randint(0, spec.num_classes, (n,), generator=g))
 
     return Dataset(spec, split(n_train), split(n_test), spec.mean, spec.std, source=source)
 
@@ -307,11 +307,11 @@ class FeaturePipeline:
         return features
 
 
-def make_pipeline(data: "Dataset", device: torch.device | str,
+def make_pipeline(spec: DatasetSpec, mean, std, device: torch.device | str,
                   memory_format: torch.memory_format = torch.contiguous_format):
-    """The batch pipeline of ``data``'s kind of input."""
-    if data.spec.kind == "image":
-        return BatchPipeline(data.mean, data.std, data.spec.channels, device, memory_format)
+    """The batch pipeline of ``spec``'s kind of input (``mean`` and ``std``: the loaded data's)."""
+    if spec.kind == "image":
+        return BatchPipeline(mean, std, spec.channels, device, memory_format)
     return FeaturePipeline()
 
 

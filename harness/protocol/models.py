@@ -268,16 +268,22 @@ def build_model(arch: str, num_classes: int, norm_layer: NormLayer, *,
 
     >>> model = build_model("resnet20", 10, torch.nn.BatchNorm2d)
     """
+    model = construct(arch, num_classes, norm_layer, inputs)
+    report = init_weights(model) if arch in ARCHS else InitReport()
+    return (model, report) if return_init_report else model
+
+
+def construct(arch: str, num_classes: int, norm_layer: NormLayer,
+              inputs: InputSpec | None = None) -> nn.Module:
+    """``arch`` with ``norm_layer`` in every slot, as its constructor leaves it (no protocol
+    initialisation: :func:`build_model` adds it; under ``torch.device("meta")``, sizes only)."""
     if arch in ARCHS:
-        model = ARCHS[arch].build(num_classes, norm_layer)
-        report = init_weights(model)
-    elif arch in TRACK_BUILDERS:
+        return ARCHS[arch].build(num_classes, norm_layer)
+    if arch in TRACK_BUILDERS:
         if inputs is None:
             raise ValueError(f"{arch} needs the inputs it is fed (an InputSpec)")
-        model, report = TRACK_BUILDERS[arch](inputs, num_classes, norm_layer), InitReport()
-    else:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
-    return (model, report) if return_init_report else model
+        return TRACK_BUILDERS[arch](inputs, num_classes, norm_layer)
+    raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
 def count_parameters(model: nn.Module) -> int:
