@@ -25,6 +25,7 @@ from harness.leaderboard import plots
 from harness.leaderboard import stats as S
 from harness.leaderboard.provenance import distinct_values
 from harness.leaderboard.provenance import provenance as provenance_of
+from harness.protocol.catalog import TRACKS
 from harness.protocol.recipe import PROTOCOL_VERSION
 from harness.protocol.suites import Setting, Suite, SuiteError, load_suite
 from harness.store.record import finite, utc_now, write_json_atomic
@@ -151,7 +152,7 @@ def _export_rows(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for t in tables:
         for r in t["rows"]:
-            row = {"suite": t["suite"].name, "rank": r.rank, "entry": r.entry.name, "kind": r.entry.kind,
+            row = {"track": t["suite"].track, "suite": t["suite"].name, "rank": r.rank, "entry": r.entry.name, "kind": r.entry.kind,
                    "final": r.entry.final, "sha256": r.entry.sha256,
                    f"aggregate_{t['group_label'].replace(' ', '_')}": r.aggregate,
                    "mean_rank": r.mean_rank, "flags": ";".join(r.flags)}
@@ -191,10 +192,12 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
                  "reveal_hidden": reveal_hidden, "results": str(Path(results).resolve())}
 
     tables = []
-    for suite_name in sorted(set(frame["suite"])):
-        suite = _suite(suite_name)
-        if suite is not None:
-            tables.append(build_table(suite, entries, frame, reveal_hidden))
+    suites = [s for s in map(_suite, sorted(set(frame["suite"]))) if s is not None]
+    order = list(TRACKS)
+    for suite in sorted(suites, key=lambda s: (order.index(s.track), s.name)):  # grouped by track
+        tables.append(build_table(suite, entries, frame, reveal_hidden))
+    tracks = [{"track": TRACKS[t], "tables": [x for x in tables if x["suite"].track == t]}
+              for t in order if any(x["suite"].track == t for x in tables)]
 
     for t in tables:
         suite = t["suite"]
@@ -218,14 +221,14 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
             (out / "entries" / f"{row.slug}.html").write_text(page, encoding="utf-8")
 
     skipped = dict(sorted(store.problems.items()))
-    index = env.get_template("index.html").render(tables=tables, generated=generated,
+    index = env.get_template("index.html").render(tables=tables, tracks=tracks, generated=generated,
                                                   method=S.__doc__, skipped=skipped)
     (out / "index.html").write_text(index, encoding="utf-8")
     rows = _export_rows(tables)
     write_json_atomic(out / "leaderboard.json", {"generated": generated, "rows": rows,
                                                  "skipped": skipped})
     with open(out / "leaderboard.csv", "w", newline="", encoding="utf-8") as fh:
-        fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("suite", "rank", "entry"), k))
+        fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("track", "suite", "rank", "entry"), k))
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)

@@ -12,13 +12,16 @@ from harness.vetting.layer_checks import model_channel_counts
 
 from conftest import FIXTURES, ROOT
 
-# What each shipped layer is expected to warn about; everything else must pass.
+# What each shipped layer is expected to warn about, (track, check); everything else must pass.
 EXPECTED_WARNINGS = {
-    "batch_instance_norm": {"eval-batch-independent"},  # batch statistics at evaluation
-    "switchable_norm": {"eval-batch-independent"},
-    "group_norm": {"shape"},  # one channel per group: raises on 1x1 maps
-    "instance_norm": {"shape"},  # needs more than one spatial element
+    "batch_instance_norm": {("cnn", "eval-batch-independent")},  # batch statistics at evaluation
+    "switchable_norm": {("cnn", "eval-batch-independent")},
+    "group_norm": {("cnn", "shape")},  # one channel per group: raises on 1x1 maps
+    "instance_norm": {("cnn", "shape")},  # needs more than one spatial element
+    # BatchNorm1d refuses a training batch of one [1, C] sample.
+    "batch_norm": {("mlp", "shape")},
 }
+
 SUBMISSIONS = ["selective_norm", "no_norm", "dropout_only", "norm_only", "dropout_then_norm"]
 # The edit loop (make test-fast) checks these in full; the full suite checks every shipped layer.
 FAST_TIER = {"batch_norm", "group_norm", "selective_norm"}
@@ -41,7 +44,7 @@ def test_baseline_passes_with_expected_warnings(name):
     # turning a 2 s gradcheck into a time-out (seen once when two test suites shared 2 cores).
     report = run_checks(name, timeout=120)
     assert report.ok, [r for r in report.rows if r.status == FAIL]
-    assert {r.name for r in report.rows if r.status == WARN} == EXPECTED_WARNINGS.get(name, set())
+    assert {(r.track, r.name) for r in report.rows if r.status == WARN} == EXPECTED_WARNINGS.get(name, set())
     assert all(r.status in (PASS, WARN) for r in report.rows)
 
 
@@ -49,6 +52,7 @@ def test_baseline_passes_with_expected_warnings(name):
 def test_our_submissions_pass(name):
     report = run_checks(str(ROOT / "submissions" / f"{name}.py"), timeout=120)
     assert report.ok and not [r for r in report.rows if r.status == WARN]
+    assert set(report.fits()) == {"cnn", "mlp", "rnn", "transformer"}  # every track declared
 
 
 def test_channel_counts_cover_every_model():
@@ -196,3 +200,28 @@ def test_list_shows_archs_datasets_and_baselines():
     for word in ("resnet56", "mobilenetv2", "cifar100", "fashionmnist", "digits", "switchable_norm_paper",
                  "Switchable Norm as the reference benchmark defines it"):
         assert word in result.output
+
+
+def test_a_cnn_only_layer_is_checked_per_track_and_fits_the_cnn_track_only():
+    """The reference's own file (no TRACKS): checked on the cnn layout by default; asked for every
+    track, it fits the CNNs and fails the others at 'shape', the rest of those tracks skipped."""
+    path = str(ROOT / "custom_norm.py")
+    assert {r.track for r in run_checks(path).rows if r.track} == {"cnn"}
+    report = run_checks(path, tracks=("cnn", "mlp", "transformer"))
+    assert report.fits() == {"cnn": True, "mlp": False, "transformer": False}
+    for track, shape in (("mlp", "[2, 100]"), ("transformer", "[2, 128, 8]")):
+        rows = [r for r in report.rows if r.track == track]
+        assert rows[0].name == "construct" and rows[0].status == PASS
+        assert rows[1].name == "shape" and rows[1].status == FAIL and shape in rows[1].detail
+        assert all(r.status == SKIP for r in rows[2:]) and len(rows) > 5
+
+
+def test_check_cli_takes_a_track(tmp_path):
+    result = CliRunner().invoke(main, ["check", str(ROOT / "custom_norm.py"), "--track", "mlp",
+                                       "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["fits"] == {"mlp": False} and not report["ok"]
+    result = CliRunner().invoke(main, ["check", "layer_norm", "--track", "rnn"])
+    assert result.exit_code == 0 and "rnn track" in result.output, result.output
+    assert CliRunner().invoke(main, ["check", "layer_norm", "--track", "nope"]).exit_code == 2

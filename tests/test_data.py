@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.protocol.catalog import default_data_root
-from harness.protocol.data import DATASETS, DatasetUnavailable, load_dataset, resolve_dataset_name, stratified_split
+from harness.protocol.data import DATASETS, DatasetUnavailable, load_dataset, resolve_dataset_name
+from harness.protocol.offline import stratified_split
 
 
 def _chw(hwc):
@@ -75,8 +76,8 @@ def test_default_data_root(monkeypatch, tmp_path):
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
-        resolve_dataset_name("mnist")
+    with pytest.raises(ValueError, match="unknown dataset 'kmnist'"):
+        resolve_dataset_name("kmnist")
 
 
 def test_digits_split_is_fixed_stratified_and_normalised_on_train():

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from harness.cli import main
 from harness.engine.runner import run_eval
 from harness.protocol.catalog import ARCHITECTURES, DATASETS, compatibility_error
-from harness.protocol.data import load_dataset, stratified_split
+from harness.protocol.data import load_dataset
+from harness.protocol.offline import stratified_split
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunError, RunSpec
 from harness.protocol.suites import Setting, load_suite
@@ -78,3 +79,47 @@ def test_the_tracks_architectures_are_listed_with_their_track():
     assert DATASETS["breast_cancer"].kind == "features"
     listed = CliRunner().invoke(main, ["list"])
     assert "mlp3x100" in listed.output and "breast_cancer" in listed.output
+
+
+def test_digits_rows_are_the_digits_read_row_by_row():
+    rows, images = load_dataset("digits_rows"), load_dataset("digits")
+    assert tuple(rows.train.inputs.shape) == (1437, 8, 8) and rows.spec.inputs().shape == (8, 8)
+    assert torch.equal(rows.train.labels, images.train.labels)  # the same split
+    x = rows.train.inputs.double()
+    assert abs(float(x.mean())) < 1e-6 and abs(float(x.std(unbiased=False)) - 1) < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, layer, floor", [
+    ("lstm2", "layer_norm_per_position", 85.0), ("gru2", "batch_norm", 85.0),
+    ("transformer4", "layer_norm_per_position", 85.0), ("transformer4", "dyt", 50.0)])
+def test_sequence_models_learn_digits_rows_under_their_tracks_recipe(tmp_path, arch, layer, floor):
+    """Chance is 10%. A few epochs at batch 32 of the track's recipe (AdamW, warm-up + cosine)."""
+    from harness.protocol.catalog import track_of
+    from harness.protocol.recipe import TRACK_RECIPES
+
+    recipe = dataclasses.replace(TRACK_RECIPES[track_of(arch)], epochs=8, batch_size=32,
+                                 warmup_epochs=1)
+    record, _ = run_eval(RunSpec(layer, arch, "digits_rows", seed=0, recipe=recipe, device="cpu"),
+                         tmp_path)
+    assert record["status"] == "ok" and record["best_acc"] > floor, record["best_acc"]
+
+
+def test_a_sequence_model_skips_the_channels_last_probe(tmp_path):
+    from harness.protocol.spec import SpeedOptions
+
+    spec = RunSpec("batch_norm", "lstm2", "digits_rows", seed=0, recipe=Recipe(epochs=1, batch_size=64),
+                   device="cpu", limit_train=128, limit_test=64,
+                   speed=SpeedOptions(channels_last=True))
+    record, _ = run_eval(spec, tmp_path)
+    speed = record["config"]["speed"]
+    assert record["status"] == "ok" and not speed["channels_last"] and speed["checks"] == []
+    assert any("3-D" in n for n in speed["notes"])
+
+
+def test_a_dataset_spec_survives_the_json_round_trip_to_a_worker():
+    import json
+
+    spec = DATASETS["imdb"]
+    back = type(spec).from_json(json.loads(json.dumps(dataclasses.asdict(spec))))
+    assert back == spec and back.inputs() == spec.inputs()

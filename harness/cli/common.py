@@ -96,13 +96,33 @@ def results_folder_or_fail(results_dir: str) -> None:
              "`harness submit` or `harness baselines run` first, or pass --results", EXIT_USAGE)
 
 
-def suite_or_fail(name: str):
+# Each track's leaderboard suite: what --track T runs when no --suite is given.
+TRACK_SUITES = {"cnn": "default", "mlp": "mlp", "rnn": "rnn", "transformer": "transformer"}
+
+
+def suite_option(f):
+    """``--suite`` and ``--track`` (a track's suite: cnn's is default)."""
+    f = click.option("--track", type=click.Choice(list(TRACK_SUITES)), default=None,
+                     help="Run the track's suite (cnn: default, mlp: mlp, rnn: rnn, transformer: "
+                          "transformer) unless --suite names another suite of that track. "
+                          "Default: cnn.")(f)
+    return click.option("--suite", "suite_name", default=None,
+                        help="Suite to run (see `harness list`). Default: the track's suite, "
+                             "default for cnn.")(f)
+
+
+def suite_or_fail(name: str | None, track: str | None = None):
+    """The suite named, else the track's (cnn's when no track is given); exit 2 when it does not
+    exist or belongs to another track than ``track``."""
     from harness.protocol.suites import SuiteError, load_suite
 
     try:
-        return load_suite(name)
+        suite = load_suite(name or TRACK_SUITES[track or "cnn"])
     except SuiteError as exc:
         fail(str(exc), EXIT_USAGE)
+    if track is not None and suite.track != track:
+        fail(f"suite {suite.name} belongs to the {suite.track} track, not {track}", EXIT_USAGE)
+    return suite
 
 
 def study_or_fail(path: str):

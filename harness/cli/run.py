@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -26,10 +27,12 @@ from harness.protocol.catalog import (
     ARCHITECTURES,
     DATASET_ALIASES,
     DATASETS,
+    TRACKS,
     compatibility_error,
     resolve_dataset_name,
+    track_of,
 )
-from harness.protocol.recipe import PROTOCOL_RECIPE, Recipe
+from harness.protocol.recipe import TRACK_RECIPES
 from harness.reporting import ConsoleReporter
 from harness.store.record import finite
 
@@ -76,14 +79,15 @@ def execute(config, results_dir, console: ConsoleReporter, *, submission=None, c
     return record, path
 
 
-def preflight(console: ConsoleReporter, submission: str, timeout: float):
-    """Load the file and run the pre-flight checks; exit with one line on a fatal failure."""
+def preflight(console: ConsoleReporter, submission: str, timeout: float, track: str = "cnn"):
+    """Load the file and run the pre-flight checks on ``track``'s layout; exit with one line on a
+    fatal failure."""
     from harness.vetting.check import WARN
     from harness.vetting.check import preflight as run_preflight
     from harness.vetting.submission import load
 
     loaded = guarded(console, load, submission)
-    report = guarded(console, run_preflight, loaded, timeout, submission)
+    report = guarded(console, run_preflight, loaded, timeout, submission, (track,))
     for row in report.rows:
         if row.status == WARN:
             console.warn(row.detail)
@@ -97,16 +101,21 @@ def preflight(console: ConsoleReporter, submission: str, timeout: float):
               help="Dataset (digits is bundled and needs no download).")
 @click.option("--seed", default=42, show_default=True, type=int,
               help="Seeds python, numpy and torch; the data order and augmentation derive from it.")
-@click.option("--epochs", default=PROTOCOL_RECIPE.epochs, show_default=True,
-              type=click.IntRange(min=1), help="Training epochs (other than 200: not comparable).")
-@click.option("--batch-size", default=PROTOCOL_RECIPE.batch_size, show_default=True,
-              type=click.IntRange(min=2), help="Training batch size (other than 128: not comparable).")
-@click.option("--lr", default=PROTOCOL_RECIPE.lr, show_default=True, type=click.FloatRange(min=0),
-              help="SGD learning rate (changing it makes the run not comparable).")
-@click.option("--momentum", default=PROTOCOL_RECIPE.momentum, show_default=True,
-              type=click.FloatRange(0, 1), help="SGD momentum (changing it: not comparable).")
-@click.option("--weight-decay", default=PROTOCOL_RECIPE.weight_decay, show_default=True,
-              type=click.FloatRange(min=0), help="SGD weight decay (changing it: not comparable).")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Training epochs. Default: the track's recipe (cnn: 200; other: not comparable).")
+@click.option("--batch-size", type=click.IntRange(min=2),
+              help="Training batch size. Default: the track's recipe (cnn: 128).")
+@click.option("--lr", type=click.FloatRange(min=0),
+              help="Learning rate. Default: the track's recipe (cnn: SGD 0.1; changing it makes "
+                   "the run not comparable).")
+@click.option("--momentum", type=click.FloatRange(0, 1),
+              help="SGD momentum. Default: the track's recipe (cnn: 0.9).")
+@click.option("--weight-decay", type=click.FloatRange(min=0),
+              help="Weight decay. Default: the track's recipe (cnn: 5e-4). `harness list "
+                   "--track T` shows each track's recipe.")
+@click.option("--warmup-epochs", type=click.IntRange(min=0),
+              help="Warm-up epochs of a warmup_cosine recipe (transformer: 10; rnn: 1); fewer "
+                   "than --epochs.")
 @click.option("--limit-train", type=click.IntRange(min=2), default=None,
               help="Use only the first N training images (smoke runs; recorded as not comparable).")
 @click.option("--limit-test", type=click.IntRange(min=1), default=None,
@@ -119,12 +128,14 @@ def preflight(console: ConsoleReporter, submission: str, timeout: float):
 @isolation_options(untrusted_default=False)
 @output_options
 def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
-             lr: float, momentum: float, weight_decay: float, limit_train: int | None,
+             lr: float, momentum: float, weight_decay: float, warmup_epochs: int | None,
+             limit_train: int | None,
              limit_test: int | None, allow_hidden: bool, as_json: bool, results_dir: str,
              data_root: str | None,
              download: bool, device: str, check_timeout: float, precision: str, speed, resume: bool,
              isolation, vetting, console: ConsoleReporter) -> None:
-    """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol.
+    """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol (a CNN), or
+    under the recipe of ARCH's track (mlp, rnn, transformer: docs/tracks.md).
 
     SUBMISSION is a .py file defining CustomNorm(num_features), or a baseline's name (see
     `harness list`). The fatal checks of `harness check` run first; a layer that fails one is not
@@ -137,8 +148,9 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     labels, and this process scores them.
 
     \b
-    Example:
+    Examples:
       harness eval custom_norm.py --arch resnet20 --dataset digits --epochs 15
+      harness eval dyt --arch transformer4 --dataset digits_rows --epochs 5 --warmup-epochs 1
     """
     from harness.protocol.spec import RunSpec
     from harness.protocol.suites import hidden_in
@@ -153,8 +165,14 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
         fail(f"{arch} on {dataset} is a hidden setting of suite {', '.join(hidden)}: it is evaluated "
              "only for final submissions, so that nobody tunes on it. Pass --allow-hidden if you "
              "really mean to run it.", EXIT_USAGE)
-    recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                    weight_decay=weight_decay)
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+             "weight_decay": weight_decay, "warmup_epochs": warmup_epochs}
+    try:
+        recipe = replace(TRACK_RECIPES[track_of(arch)],
+                         **{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        fail(f"the {track_of(arch)} track's recipe with these options: {exc}"
+             + (" (pass --warmup-epochs)" if "warmup" in str(exc) else ""), EXIT_USAGE)
     config = RunSpec(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
                        recipe=recipe, limit_train=limit_train, limit_test=limit_test,
                        device=device, data_root=data_root, download=download, precision=precision,
@@ -165,7 +183,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     else:
         from harness.execution.sweep import scan_row
 
-        loaded, report = preflight(console, submission, check_timeout)
+        loaded, report = preflight(console, submission, check_timeout, track_of(arch))
         config = config.with_(submission=str(loaded.path))
         row, scan = guarded(console, scan_row, loaded.path, submission, vetting.scan_policy,
                             vetting.trust_code)
@@ -202,7 +220,7 @@ def eval_untrusted(config, results_dir: str, isolation, vetting, check_timeout: 
 
     store = ResultsStore(results_dir)
     vetted = vet(store, config.submission, isolation, vetting.trust_code, vetting.scan_policy,
-                 check_timeout)
+                 check_timeout, (track_of(config.arch),))
     config = config.with_(submission=str(vetted.copy), sha256=vetted.sha256)
     task = Task(config, f"{vetted.path.stem} {config.arch}-{config.dataset} seed {config.seed}",
                 {"submission_source": str(vetted.path), "scan": vetted.scan},
@@ -225,65 +243,116 @@ _STATUS_COLOURS = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "br
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds each check may take before it counts as hung (0: no limit).")
+@click.option("--track", "tracks", multiple=True, type=click.Choice(list(TRACKS) + ["all"]),
+              help="Check on this track's layout (repeatable; all: every track). Default: the "
+                   "tracks the file declares in TRACKS (a file without it: cnn).")
 @output_options
-def check_cmd(submission: str, as_json: bool, timeout: float, console: ConsoleReporter) -> None:
+def check_cmd(submission: str, as_json: bool, timeout: float, tracks: tuple[str, ...],
+              console: ConsoleReporter) -> None:
     """Vet SUBMISSION's CustomNorm in seconds: one row per check, pass / warn / fail.
 
-    SUBMISSION is a .py file or a baseline's name. Exit 0 when nothing fails, 1 otherwise.
-    Warnings (e.g. batch-dependent at evaluation) do not fail; they are what a reader of a
-    result needs to know.
+    SUBMISSION is a .py file or a baseline's name. Each track feeds the layer its own layout
+    ([B, C, H, W] in a CNN, [B, C] in an MLP, [B, C, T] in an RNN or a Transformer); the checks
+    run on each track asked for and the report says which tracks the layer fits. Exit 0 when
+    nothing fails, 1 otherwise. Warnings (e.g. batch-dependent at evaluation) do not fail; they
+    are what a reader of a result needs to know.
     """
     import json as json_mod
 
     from harness.vetting.check import run_checks
 
-    report = guarded(console, run_checks, submission, timeout=timeout)
+    chosen = tuple(t for t in TRACKS if "all" in tracks or t in tracks) or None
+    report = guarded(console, run_checks, submission, timeout=timeout, tracks=chosen)
     if as_json:
         click.echo(json_mod.dumps(report.to_json(), indent=2))
     else:
         click.echo(f"{report.submission}" + (f"  (sha256 {report.sha256[:12]})" if report.sha256 else ""))
         width = max(len(r.name) for r in report.rows)
+        shown = None
         for r in report.rows:
+            if r.track and r.track != shown:
+                shown = r.track
+                click.echo(f" {r.track} track, layout {TRACKS[r.track].layout}:")
             status = click.style(f"{r.status.upper():<4}", fg=_STATUS_COLOURS[r.status], bold=True)
             click.echo(f"  {status}  {r.name:<{width}}  {r.detail}")
         counts = {s: sum(r.status == s for r in report.rows) for s in _STATUS_COLOURS}
         click.echo(f"{counts['pass']} passed, {counts['warn']} warned, {counts['fail']} failed"
                    + (f", {counts['skip']} skipped" if counts["skip"] else ""))
+        fits = report.fits()
+        if fits:
+            click.echo("fits: " + ", ".join(f"{t} {'yes' if ok else 'no'}" for t, ok in fits.items()))
     sys.exit(0 if report.ok else EXIT_FAILED)
 
 
 @click.command("list", context_settings=CONTEXT)
+@click.option("--track", type=click.Choice(list(TRACKS)), default=None,
+              help="Only this track's architectures, datasets, baselines and suites.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lists as JSON.")
-def list_cmd(as_json: bool) -> None:
-    """List architectures, datasets, baselines and suites, with one-line descriptions."""
-    from harness.protocol.entries import baseline_names, baselines_dir, describe
+def list_cmd(track: str | None, as_json: bool) -> None:
+    """List tracks, architectures, datasets, baselines and suites, with one-line descriptions.
+
+    Grouped by track: cnn (the reference benchmark's CNNs), mlp, rnn and transformer. Each
+    track's recipe is shown with it; a dataset is listed under every track that has an
+    architecture for its kind of input.
+    """
+    from dataclasses import asdict
+
+    from harness.protocol.entries import baseline_names, baselines_dir, declared_tracks, describe
+    from harness.protocol.recipe import TRACK_RECIPES
     from harness.protocol.suites import all_suites
 
+    tracks = [track] if track else list(TRACKS)
+    suites = all_suites()
+    baselines = {n: (describe(baselines_dir() / f"{n}.py"),
+                     declared_tracks(baselines_dir() / f"{n}.py")) for n in baseline_names()}
+
+    def datasets_of(t: str) -> list[str]:
+        kinds = {k for a in ARCHITECTURES.values() if a.track == t for k in a.takes}
+        return [d.name for d in DATASETS.values() if d.kind in kinds]
+
     if as_json:
-        click.echo(json.dumps({
-            "architectures": {a.name: {"description": a.description, "in_reference": a.in_reference}
-                              for a in ARCHITECTURES.values()},
-            "datasets": {d.name: {"description": d.description, "classes": d.num_classes,
-                                  "in_reference": d.in_reference} for d in DATASETS.values()},
-            "baselines": {n: describe(baselines_dir() / f"{n}.py") for n in baseline_names()},
+        click.echo(json.dumps({"tracks": {t: {
+            "description": TRACKS[t].description, "layout": TRACKS[t].layout,
+            "recipe": asdict(TRACK_RECIPES[t]),
+            "architectures": {a.name: {"description": a.description, "in_reference": a.in_reference,
+                                       "takes": list(a.takes)}
+                              for a in ARCHITECTURES.values() if a.track == t},
+            "datasets": {n: {"description": DATASETS[n].description, "kind": DATASETS[n].kind,
+                             "classes": DATASETS[n].num_classes,
+                             "in_reference": DATASETS[n].in_reference} for n in datasets_of(t)},
+            "baselines": {n: d for n, (d, ts) in baselines.items() if t in ts},
             "suites": {s.name: {"version": s.version, "description": s.description,
                                 "settings": {x.key: "hidden" if x.hidden else "public"
                                              for x in s.settings}, "seeds": list(s.seeds)}
-                       for s in all_suites()}}, indent=2))
+                       for s in suites if s.track == t}} for t in tracks}}, indent=2))
         return
-    click.echo("Architectures (--arch):")
-    for spec in ARCHITECTURES.values():
-        click.echo(f"  {spec.name:<24} {spec.description}")
-    click.echo("\nDatasets (--dataset):")
-    for spec in DATASETS.values():
-        aliases = [a for a, t in DATASET_ALIASES.items() if t == spec.name]
-        extra = f" (alias: {', '.join(aliases)})" if aliases else ""
-        click.echo(f"  {spec.name:<24} {spec.description}{extra}")
-    click.echo(f"\nBaselines (a name works wherever a submission path does; {baselines_dir()}):")
-    for name in baseline_names():
-        click.echo(f"  {name:<24} {describe(baselines_dir() / f'{name}.py')}")
-    click.echo("\nSuites (--suite):")
-    for suite in all_suites():
-        click.echo(f"  {suite.name:<24} v{suite.version}: {suite.description}")
-        for setting in suite.settings:
-            click.echo(f"  {'':<24}   {setting.key:<24} {'hidden' if setting.hidden else 'public'}")
+    for i, t in enumerate(tracks):
+        info, recipe = TRACKS[t], TRACK_RECIPES[t]
+        click.echo(("\n" if i else "") + click.style(f"Track {t}", bold=True)
+                   + f": {info.description}; a norm sees {info.layout}")
+        click.echo(f"  recipe: {recipe.optimizer} lr {recipe.lr:g}, weight decay "
+                   f"{recipe.weight_decay:g}, {recipe.schedule}, batch {recipe.batch_size}, "
+                   f"{recipe.epochs} epochs"
+                   + (f", warm-up {recipe.warmup_epochs}" if recipe.warmup_epochs else "")
+                   + (f", label smoothing {recipe.label_smoothing:g}" if recipe.label_smoothing else "")
+                   + (f", clip {recipe.grad_clip:g}" if recipe.grad_clip else ""))
+        click.echo("  Architectures (--arch):")
+        for spec in ARCHITECTURES.values():
+            if spec.track == t:
+                click.echo(f"    {spec.name:<24} {spec.description}")
+        click.echo("  Datasets (--dataset):")
+        for name in datasets_of(t):
+            aliases = [a for a, target in DATASET_ALIASES.items() if target == name]
+            extra = f" (alias: {', '.join(aliases)})" if aliases else ""
+            click.echo(f"    {name:<24} {DATASETS[name].description}{extra}")
+        click.echo(f"  Baselines (a name works wherever a submission path does; {baselines_dir()}):")
+        for name, (description, ts) in baselines.items():
+            if t in ts:
+                click.echo(f"    {name:<24} {description}")
+        click.echo("  Suites (--suite):")
+        for suite in suites:
+            if suite.track != t:
+                continue
+            click.echo(f"    {suite.name:<24} v{suite.version}: {suite.description}")
+            for setting in suite.settings:
+                click.echo(f"    {'':<24}   {setting.key:<24} {'hidden' if setting.hidden else 'public'}")

@@ -24,6 +24,7 @@ from harness.cli.common import (
     results_option,
     run_options,
     study_or_fail,
+    suite_option,
     suite_or_fail,
 )
 from harness.reporting import ConsoleReporter
@@ -101,8 +102,7 @@ def summary_json(result) -> dict:
 @click.command("submit", context_settings=CONTEXT)
 @click.argument("submission")
 @click.option("--name", required=True, help="The entry's name on the leaderboard.")
-@click.option("--suite", "suite_name", default="default", show_default=True,
-              help="Suite to run (see `harness list`).")
+@suite_option
 @click.option("--final", is_flag=True,
               help="A final submission: also run the suite's hidden settings.")
 @click.option("--replace", is_flag=True,
@@ -115,7 +115,8 @@ def summary_json(result) -> dict:
 @isolation_options(untrusted_default=True)
 @executor_options
 @output_options
-def submit_cmd(submission: str, name: str, suite_name: str, final: bool, replace: bool,
+def submit_cmd(submission: str, name: str, suite_name: str | None, track: str | None, final: bool,
+               replace: bool,
                rerun: bool, as_json: bool, results_dir: str, data_root: str | None, download: bool,
                device: str, check_timeout: float, precision: str, speed, resume: bool, isolation,
                vetting, executor, detach: bool, console: ConsoleReporter) -> None:
@@ -141,7 +142,7 @@ def submit_cmd(submission: str, name: str, suite_name: str, final: bool, replace
         validate_entry_name(name)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    suite = suite_or_fail(suite_name)
+    suite = suite_or_fail(suite_name, track)
     entry = {"source": submission, "name": name, "kind": "submission", "suite": suite,
              "final": final}
     [result] = sweep_and_report(ResultsStore(results_dir), [entry], rerun, device, data_root,
@@ -160,7 +161,7 @@ def baselines_group() -> None:
 
 
 @baselines_group.command("run", context_settings=CONTEXT)
-@click.option("--suite", "suite_name", default="default", show_default=True, help="Suite to run.")
+@suite_option
 @click.option("--only", default=None, help="Comma-separated baseline names (default: all).")
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
 @json_option("Print each baseline's runs as JSON (nothing else on standard output).")
@@ -169,27 +170,36 @@ def baselines_group() -> None:
 @isolation_options(untrusted_default=False)
 @executor_options
 @output_options
-def baselines_run_cmd(suite_name: str, only: str | None, rerun: bool, as_json: bool,
+def baselines_run_cmd(suite_name: str | None, track: str | None, only: str | None, rerun: bool,
+                      as_json: bool,
                       results_dir: str,
                       data_root: str | None, download: bool, device: str, check_timeout: float,
                       precision: str, speed, resume: bool, isolation, vetting,
                       executor, detach: bool, console: ConsoleReporter) -> None:
     """Run every baseline on a suite as a final entry (public and hidden settings).
 
+    Every baseline that declares the suite's track (its TRACKS) runs, unless --only names some.
     Each run executes in its own process with a wall-clock timeout and a memory limit. The
     baselines ship with the harness, so they are trusted by default.
     """
-    from harness.protocol.entries import baseline_names
+    from harness.protocol.entries import baseline_names, baselines_dir, declared_tracks
     from harness.store.results import ResultsStore
 
-    suite = suite_or_fail(suite_name)
+    suite = suite_or_fail(suite_name, track)
     names = baseline_names()
+    fits = [n for n in names if suite.track in declared_tracks(baselines_dir() / f"{n}.py")]
     if only:
         wanted = [n.strip() for n in only.split(",") if n.strip()]
         unknown = sorted(set(wanted) - set(names))
         if unknown:
             fail(f"unknown baseline(s) {', '.join(unknown)}; baselines: {', '.join(names)}", EXIT_USAGE)
+        other = [n for n in wanted if n not in fits]
+        if other:
+            fail(f"{', '.join(other)} do(es) not declare the {suite.track} track (its TRACKS); "
+                 f"the {suite.track} track's baselines: {', '.join(fits)}", EXIT_USAGE)
         names = wanted
+    else:
+        names = fits  # the baselines that declare the suite's track
     store = ResultsStore(results_dir)
     # A baseline's file ships with the harness: a newer harness's version replaces the old one.
     entries = [{"source": name, "name": name, "kind": "baseline", "suite": suite, "final": True,

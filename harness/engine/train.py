@@ -1,7 +1,8 @@
 """The protocol's training loop, read top to bottom.
 
 SGD(lr 0.1, momentum 0.9, weight decay 5e-4, no Nesterov) over all parameters in one group;
-cross-entropy; CosineAnnealingLR(T_max=epochs) stepped once per epoch *after* evaluation; the full
+cross-entropy (other tracks' recipes: AdamW, warm-up, label smoothing, gradient clipping;
+harness.protocol.recipe); CosineAnnealingLR(T_max=epochs) stepped once per epoch *after* evaluation; the full
 test set evaluated every epoch in dataset order, batches of 128, last partial batch kept. The score
 is the best test accuracy over all epochs (the protocol selects on the test set; we also keep the
 final epoch's accuracy).
@@ -163,7 +164,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         plan_images = data.test.inputs[torch.as_tensor(eval_plan.order)].to(device)
         test_labels = data.test.labels.to(device)
 
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     # The probe batch: the first training images, un-augmented, the same after every epoch.
@@ -212,6 +213,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
                 loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if recipe.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             optimizer.step()
             loss_sum += loss.detach().double() * y.shape[0]
             correct += (logits.detach().argmax(1) == y).sum()
@@ -285,8 +288,9 @@ def test_metrics(metrics: EpochMetrics, loss_sum: float, correct: float, change:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
+        return cls(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                            weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
 
@@ -294,6 +298,9 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
     if recipe.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _epoch: 1.0)
+    if recipe.schedule == "warmup_cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: recipe.lr_at(epoch) / recipe.lr if recipe.lr else 1.0)
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
 
 

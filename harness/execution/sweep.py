@@ -17,6 +17,7 @@ from typing import Any
 from harness.execution.local import LocalExecutor, vet_in_worker
 from harness.execution.sandbox import sandbox_unavailable
 from harness.execution.task import Isolation, Task
+from harness.protocol.catalog import track_of
 from harness.protocol.entries import SubmissionError, check_path, resolve
 from harness.protocol.spec import RunError, SpeedOptions
 from harness.protocol.studies import Study, StudyEntry, select_entries
@@ -90,11 +91,13 @@ class Vetted:
 
 
 def vet(store: ResultsStore, source: str, isolation: Isolation, trust_code: bool = False,
-        scan_policy: str = "report", check_timeout: float = 10.0) -> Vetted:
-    """Scan and pre-flight-check a submission, then keep it in the store (a refused file is not
-    kept). Untrusted, this process never imports it: the checks run in a sandboxed worker, and
-    their rows are the file's own account. Raises SubmissionError (messages name ``source``, as
-    the user named the file) or RunError (no sandbox here)."""
+        scan_policy: str = "report", check_timeout: float = 10.0,
+        tracks: tuple[str, ...] = ("cnn",)) -> Vetted:
+    """Scan and pre-flight-check a submission on the layouts of ``tracks`` (those of the runs to
+    come), then keep it in the store (a refused file is not kept). Untrusted, this process never
+    imports it: the checks run in a sandboxed worker, and their rows are the file's own account.
+    Raises SubmissionError (messages name ``source``, as the user named the file) or RunError (no
+    sandbox here)."""
     path = resolve(source).resolve()
     check_path(path)
     data = path.read_bytes()
@@ -103,7 +106,7 @@ def vet(store: ResultsStore, source: str, isolation: Isolation, trust_code: bool
         staged.write_bytes(data)
         try:
             row, scan = scan_row(staged, source, scan_policy, trust_code)
-            checks = _preflight_rows(staged, store, source, isolation, check_timeout)
+            checks = _preflight_rows(staged, store, source, isolation, check_timeout, tracks)
         except SubmissionError as exc:
             raise SubmissionError(str(exc).replace(str(staged), source), exc.category) from None
     copy, digest = store.store_bytes(data)
@@ -111,16 +114,16 @@ def vet(store: ResultsStore, source: str, isolation: Isolation, trust_code: bool
 
 
 def _preflight_rows(staged: Path, store: ResultsStore, source: str, isolation: Isolation,
-                    check_timeout: float) -> list[dict[str, Any]]:
+                    check_timeout: float, tracks: tuple[str, ...]) -> list[dict[str, Any]]:
     """The pre-flight check rows: in a sandboxed worker (untrusted), else in this process."""
     if not isolation.untrusted:
-        return preflight(load(staged), check_timeout, source).to_json()["checks"]
+        return preflight(load(staged), check_timeout, source, tracks).to_json()["checks"]
     reason = sandbox_unavailable() if isolation.namespaces else None
     if reason:
         raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
                        "--unsafe-no-namespaces to run it without the sandbox's file-system and "
                        "network isolation (resource limits and the filter still apply)")
-    outcome = vet_in_worker(staged, store, isolation, shown=source)
+    outcome = vet_in_worker(staged, store, isolation, shown=source, tracks=tracks)
     if "error" in outcome:
         raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
     refuse_on_fatal(outcome["report"]["checks"], source)
@@ -152,7 +155,8 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
     when the file is unusable or fails a fatal check.
     """
     isolation = isolation or Isolation(check_timeout=check_timeout)
-    vetted = vet(store, source, isolation, trust_code, scan_policy, check_timeout)
+    tracks = tuple(dict.fromkeys(track_of(s.arch) for s in suite.settings_for(final)))
+    vetted = vet(store, source, isolation, trust_code, scan_policy, check_timeout, tracks)
     path, copy, digest, checks = vetted.path, vetted.copy, vetted.sha256, vetted.checks
     if register:
         store.register_entry(name, kind, digest, suite.name, final, str(path), replace=replace)

@@ -99,7 +99,7 @@ def check_mode(spec: dict) -> int:
         _write_result(spec["result"], {"error": str(exc), "category": exc.category})
         return 0
     report = run_checks(spec["submission"], timeout=spec["check_timeout"], only=PREFLIGHT,
-                        submission=loaded)
+                        submission=loaded, tracks=tuple(spec.get("tracks", ("cnn",))))
     _write_result(spec["result"], {"report": report.to_json()})
     return 0
 
@@ -136,7 +136,7 @@ def train_mode(spec: dict) -> int:
             end["failure"] = {"category": "interface", "message": str(exc)[:500]}
             return 0
         split = load_file(spec["train"])
-        data = Dataset(DatasetSpec(**spec["dataset"]), Split(split["inputs"], split["labels"]),
+        data = Dataset(DatasetSpec.from_json(spec["dataset"]), Split(split["inputs"], split["labels"]),
                        None, tuple(spec["mean"]), tuple(spec["std"]), source="handed over")
         seed_everything(config.seed)
         try:
@@ -222,7 +222,7 @@ def score_mode(spec: dict) -> int:
     try:
         submission = load(spec["submission"], tamper_check=False)
         seed_everything(config.seed)
-        dataset = DatasetSpec(**spec["dataset"])
+        dataset = DatasetSpec.from_json(spec["dataset"])
         model = build_model(config.arch, spec["num_classes"], submission.norm_class,
                             inputs=dataset.inputs()).to(device)
     except SubmissionError as exc:

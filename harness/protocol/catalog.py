@@ -62,7 +62,21 @@ ARCHITECTURES: dict[str, ArchInfo] = {a.name: a for a in [
              "paper's MNIST network)", False, track="mlp", takes=("features",)),
     ArchInfo("mlp3x512", "MLP, 3 hidden layers of 512 with a norm after each", False, track="mlp",
              takes=("features",)),
+    ArchInfo("lstm2", "2-layer LSTM, width 128, a norm after each layer; mean over steps",
+             False, track="rnn", takes=("sequence", "tokens")),
+    ArchInfo("gru2", "2-layer GRU, width 128, a norm after each layer; mean over steps",
+             False, track="rnn", takes=("sequence", "tokens")),
+    ArchInfo("transformer4", "pre-norm Transformer encoder: 4 blocks, width 128, 4 heads, MLP "
+             "ratio 2; mean over steps", False, track="transformer", takes=("sequence", "tokens")),
+    ArchInfo("vit_lite7", "ViT-Lite-7/4 (Hassani et al. 2021): 7 blocks, width 256, 4 heads, MLP "
+             "ratio 2, 4x4 patches (3.72M params)", False, track="transformer", takes=("image",)),
+    ArchInfo("vit_lite2", "ViT-Lite-2/4, CPU-sized: 2 blocks, width 128, 2 heads, MLP ratio 1, "
+             "4x4 patches", False, track="transformer", takes=("image",)),
 ]}
+
+
+def track_of(arch: str) -> str:
+    return ARCHITECTURES[arch].track
 
 
 def compatibility_error(arch: str, dataset: str) -> str | None:
@@ -86,13 +100,20 @@ class DatasetSpec:
     in_reference: bool
     expected_files: tuple[str, ...] = ()  # relative to the data root, for the "missing" message
     kind: str = "image"  # what a sample is: InputSpec.kind
-    features: int = 0  # per sample, for kind "features"
+    shape: tuple[int, ...] = (32, 32)  # per sample: image (H, W); features (F,); sequence (T, F); tokens (T,)
+    vocab_size: int = 0  # kind "tokens": ids below it, 0 padding, 1 out of vocabulary
+    download: str = ""  # where the files come from, for the "missing" message
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DatasetSpec":
+        """A spec from its ``asdict`` after a JSON round trip (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def inputs(self) -> "InputSpec":
         """What a model is fed: images as the pipeline hands them over (grey repeated to 3)."""
         if self.kind == "image":
-            return InputSpec("image", (3, 32, 32))
-        return InputSpec(self.kind, (self.features,))
+            return InputSpec("image", (3, *self.shape))
+        return InputSpec(self.kind, self.shape, self.vocab_size)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -112,21 +133,55 @@ DATASETS: dict[str, DatasetSpec] = {
         tuple(f"FashionMNIST/raw/{f}" for f in
               ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])),
-    # mean/std of digits are computed from its train split when it is loaded (see _load_digits).
+    # mean/std of digits are computed from its train split when it is loaded (harness.protocol.offline).
     "digits": DatasetSpec(
         "digits", "scikit-learn's 8x8 digits scaled to 32x32 (offline; demos and tests), 10 classes",
         10, (0.0,) * 3, (1.0,) * 3, 1, False),
-    # Standardised with the train split's per-feature mean and std when loaded (_load_breast_cancer).
+    # Standardised with the train split's per-feature mean and std when loaded (harness.protocol.offline).
     "breast_cancer": DatasetSpec(
         "breast_cancer", "scikit-learn's Wisconsin breast cancer: 569 samples of 30 features, "
         "2 classes (offline; the mlp track's demo)", 2, (0.0,), (1.0,), 0, False,
-        kind="features", features=30),
+        kind="features", shape=(30,)),
+    # The digits' 8 rows as 8 steps of 8 pixels (0..16), standardised with the train split's
+    # pixel mean and std (harness.protocol.offline): the rnn and transformer tracks' offline data.
+    "digits_rows": DatasetSpec(
+        "digits_rows", "scikit-learn's 8x8 digits read row by row: 8 steps of 8 values, 10 classes "
+        "(offline; the rnn and transformer tracks' demo)", 10, (0.0,), (1.0,), 0, False,
+        kind="sequence", shape=(8, 8)),
+    "mnist": DatasetSpec(
+        "mnist", "MNIST: 60k/10k 28x28 digits as 784 standardised features, 10 classes (the mlp "
+        "track)", 10, (0.1307,), (0.3081,), 1, False,
+        tuple(f"MNIST/raw/{f}" for f in
+              ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+        kind="features", shape=(784,)),
+    # One-hot over the categories adult.names lists, continuous columns standardised on the train
+    # split (harness.protocol.tabular): 6 + 99 = 105 features.
+    "adult": DatasetSpec(
+        "adult", "UCI Adult (census income > 50K): 32,561/16,281 people, 105 features, 2 classes "
+        "(the mlp track)", 2, (0.0,), (1.0,), 0, False, ("adult/adult.data", "adult/adult.test"),
+        kind="features", shape=(105,),
+        download="https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"),
+    # Lower-cased words of the training reviews; the 20,000 most frequent form the vocabulary
+    # (harness.protocol.text); reviews cut to their first 256 tokens.
+    "imdb": DatasetSpec(
+        "imdb", "IMDB movie reviews (Maas et al. 2011): 25k/25k, sentiment, 2 classes; 256 tokens "
+        "of a 20,000-word vocabulary (the rnn and transformer tracks)", 2, (0.0,), (1.0,), 0,
+        False, ("aclImdb/train/pos/", "aclImdb/train/neg/", "aclImdb/test/pos/",
+                "aclImdb/test/neg/"), kind="tokens", shape=(256,), vocab_size=20_002,
+        download="https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"),
+    "tinyimagenet": DatasetSpec(
+        "tinyimagenet", "Tiny ImageNet: 100k/10k 64x64 colour images (the validation set is the "
+        "test set), 200 classes", 200, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), 3,
+        False, ("tiny-imagenet-200/wnids.txt", "tiny-imagenet-200/train/",
+                "tiny-imagenet-200/val/images/", "tiny-imagenet-200/val/val_annotations.txt"),
+        shape=(64, 64), download="http://cs231n.stanford.edu/tiny-imagenet-200.zip"),
     # Learning nothing, costing exactly what CIFAR-10 costs: speed measurements where CIFAR is absent.
     "noise": DatasetSpec(
         "noise", "random 32x32 colour images and labels of CIFAR-10's size (50k/10k, 10 classes; "
         "speed measurements only)", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 3, False),
 }
-DATASET_ALIASES = {"fashionmnist": "fmnist", "fashion-mnist": "fmnist"}
+DATASET_ALIASES = {"fashionmnist": "fmnist", "fashion-mnist": "fmnist", "tiny-imagenet": "tinyimagenet"}
 
 
 def resolve_dataset_name(name: str) -> str:

@@ -14,8 +14,6 @@ torchvision's (see tests/test_augment.py).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,53 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from harness.protocol.catalog import DATASETS, DatasetSpec, default_data_root, resolve_dataset_name
+from harness.protocol.splits import Dataset, DatasetUnavailable, Split
+
+__all__ = ["Dataset", "DatasetUnavailable", "Split", "load_dataset", "make_pipeline"]
 
 PAD = 4
 SIZE = 32
-
-
-class DatasetUnavailable(RuntimeError):
-    """The dataset's files are missing or corrupt and could not be downloaded."""
-
-
-_OFFLINE_TEST_FRACTION = 0.2
-_OFFLINE_SPLIT_SEED = 0
-
-
-@dataclass
-class Split:
-    """One split's inputs with int64 labels ``[N]``. Inputs by the dataset's kind: images after
-    Resize(32) as stored, uint8 ``[N, C, 32, 32]``; standardised features, float32 ``[N, F]``."""
-
-    inputs: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def sha256(self) -> str:
-        h = hashlib.sha256()
-        h.update(self.inputs.contiguous().cpu().numpy().tobytes())
-        h.update(self.labels.cpu().numpy().astype("<i8").tobytes())
-        return h.hexdigest()
-
-    def head(self, n: int | None) -> "Split":
-        if n is None or n >= len(self):
-            return self
-        return Split(self.inputs[:n], self.labels[:n])
-
-    def to(self, device: torch.device | str) -> "Split":
-        return Split(self.inputs.to(device), self.labels.to(device))
-
-
-@dataclass
-class Dataset:
-    spec: DatasetSpec
-    train: Split
-    test: Split | None  # None in a sandboxed training process: it never holds the test split
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    source: str  # where the files came from
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +56,8 @@ def resize_u8(images: torch.Tensor, size: int = SIZE) -> torch.Tensor:
 def _torchvision_class(name: str):
     import torchvision.datasets as tvd
 
-    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "fmnist": tvd.FashionMNIST}[name]
+    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "fmnist": tvd.FashionMNIST,
+            "mnist": tvd.MNIST}[name]
 
 
 def _open_torchvision(name: str, root: Path, train: bool, download: bool):
@@ -124,8 +82,36 @@ def _open_torchvision(name: str, root: Path, train: bool, download: bool):
 def _missing_message(name: str, root: Path, reason: str) -> str:
     spec = DATASETS[name]
     files = ", ".join(spec.expected_files)
-    return (f"{name} is not available under {root} ({reason}). Expected files: {files}. "
+    source = f" (from {spec.download})" if spec.download else ""
+    return (f"{name} is not available under {root} ({reason}). Expected files{source}: {files}. "
             f"Put them there, or point --data-root / $HARNESS_DATA at a folder that has them.")
+
+
+def _fetch_files(name: str, root: Path, download: bool) -> None:
+    """Make sure ``name``'s files (its spec's ``expected_files``) are under ``root``: download and
+    unpack ``spec.download`` when they are not and ``download`` allows, else one clear message."""
+    from torchvision.datasets.utils import download_and_extract_archive, download_url
+
+    spec = DATASETS[name]
+    missing = [f for f in spec.expected_files if not (root / f).exists()]
+    if not missing:
+        return
+    if not download:
+        raise DatasetUnavailable(_missing_message(name, root, f"missing {missing[0]}"))
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        if spec.download.endswith("/"):  # a folder of plain files (UCI)
+            folder = root / Path(spec.expected_files[0]).parent
+            for f in missing:
+                download_url(spec.download + Path(f).name, str(folder))
+        else:
+            download_and_extract_archive(spec.download, str(root))
+    except Exception as exc:  # noqa: BLE001 - any download failure becomes the same message
+        reason = f"download failed: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+        raise DatasetUnavailable(_missing_message(name, root, reason)) from None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
@@ -139,80 +125,46 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
             images = images.unsqueeze(1)
         else:  # [N, H, W, C] colour, as CIFAR stores it
             images = images.permute(0, 3, 1, 2)
-        images = resize_u8(images.contiguous())
         labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+        if spec.kind == "features":  # ToTensor, Normalize, flatten: MNIST for the MLPs
+            x = images.to(torch.float32).div(255).sub(spec.mean[0]).div(spec.std[0])
+            splits.append(Split(x.flatten(1).contiguous(), labels))
+            continue
+        images = resize_u8(images.contiguous())
         splits.append(Split(images.contiguous(), labels))
     return Dataset(spec, splits[0], splits[1], spec.mean, spec.std, source=str(root))
 
 
-def _sklearn_file(name: str, dataset: str) -> Path:
-    """A data file scikit-learn bundles, found without importing scikit-learn (3 s on a slow CPU,
-    paid by every run's process)."""
-    spec = importlib.util.find_spec("sklearn")
-    path = (Path(spec.origin).parent / "datasets" / "data" / name
-            if spec is not None and spec.origin else None)
-    if path is None or not path.is_file():
-        raise DatasetUnavailable(f"the {dataset} dataset comes with scikit-learn, which is not "
-                                 "installed: pip install 'harness[digits]'")
-    return path
+def _from_arrays(name: str, arrays: dict, mean, std, source: str) -> Dataset:
+    def split(part: str) -> Split:
+        return Split(torch.as_tensor(arrays[f"{part}_x"]).contiguous(),
+                     torch.as_tensor(arrays[f"{part}_y"], dtype=torch.int64))
+
+    return Dataset(DATASETS[name], split("train"), split("test"), tuple(mean), tuple(std), source)
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted train and test indices. The test split holds ceil(test_fraction * N) samples, shared
-    among the classes in proportion to their sizes (largest remainders first); each class's test
-    samples are the first of a seeded permutation of its indices."""
-    classes, counts = np.unique(labels, return_counts=True)
-    n_test = int(np.ceil(test_fraction * len(labels)))
-    exact = n_test * counts / len(labels)
-    quota = np.floor(exact).astype(int)
-    quota[np.argsort(-(exact - quota), kind="stable")[:n_test - quota.sum()]] += 1
-    rng = np.random.default_rng(seed)
-    test = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
-    test_idx = np.sort(np.concatenate(test))
-    return np.setdiff1d(np.arange(len(labels)), test_idx), test_idx
+def _load_files(name: str, root: Path, download: bool) -> Dataset:
+    """A dataset the harness reads from its published files (harness.protocol.sources)."""
+    from harness.protocol import sources
 
-
-def _load_digits() -> Dataset:
-    """scikit-learn's bundled 1,797 8x8 digits (0..16), scaled to uint8 and resized to 32x32.
-
-    A fixed stratified 80/20 split (:func:`stratified_split`, seed 0); mean and std are those of
-    the train split's pixels.
-    """
-    # Each row: 64 pixels, then the label.
-    rows = np.loadtxt(_sklearn_file("digits.csv.gz", "digits"), delimiter=",", dtype=np.float32)
-    pixels = torch.as_tensor(rows[:, :64]).view(-1, 8, 8)
-    images = F.interpolate((pixels * (255.0 / 16.0)).unsqueeze(1), size=(SIZE, SIZE),
-                           mode="bilinear", align_corners=False)
-    images = images.round().clamp(0, 255).to(torch.uint8)
-    targets = rows[:, 64].astype(np.int64)
-    labels = torch.as_tensor(targets)
-    train_idx, test_idx = stratified_split(targets, _OFFLINE_TEST_FRACTION, _OFFLINE_SPLIT_SEED)
-    train = Split(images[train_idx].contiguous(), labels[train_idx])
-    test = Split(images[test_idx].contiguous(), labels[test_idx])
-    scaled = train.inputs.double() / 255.0
-    mean, std = float(scaled.mean()), float(scaled.std(unbiased=False))
-    return Dataset(DATASETS["digits"], train, test, (mean,) * 3, (std,) * 3,
-                   source="scikit-learn's bundled digits.csv.gz (sklearn.datasets.load_digits)")
-
-
-def _load_breast_cancer() -> Dataset:
-    """scikit-learn's bundled Wisconsin breast cancer data: 569 samples, 30 features, 2 classes.
-
-    The same fixed stratified 80/20 split as digits (seed 0); each feature standardised with the
-    train split's mean and (biased) std, which the record keeps as the dataset's mean and std.
-    """
-    path = _sklearn_file("breast_cancer.csv", "breast_cancer")
-    rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)  # 30 features, the label
-    targets = rows[:, -1].astype(np.int64)
-    train_idx, test_idx = stratified_split(targets, _OFFLINE_TEST_FRACTION, _OFFLINE_SPLIT_SEED)
-    features = rows[:, :-1]
-    mean, std = features[train_idx].mean(0), features[train_idx].std(0)
-    standard = torch.as_tensor((features - mean) / std, dtype=torch.float32)
-    labels = torch.as_tensor(targets)
-    train = Split(standard[train_idx].contiguous(), labels[train_idx])
-    test = Split(standard[test_idx].contiguous(), labels[test_idx])
-    return Dataset(DATASETS["breast_cancer"], train, test, tuple(mean.tolist()), tuple(std.tolist()),
-                   source="scikit-learn's bundled breast_cancer.csv (sklearn.datasets.load_breast_cancer)")
+    _fetch_files(name, root, download)
+    spec = DATASETS[name]
+    try:
+        if name == "adult":
+            arrays = sources.read_adult(root / "adult")
+            return _from_arrays(name, arrays, arrays["mean"].tolist(), arrays["std"].tolist(),
+                                str(root / "adult"))
+        if name == "imdb":
+            arrays = sources.read_imdb(root / "aclImdb", spec.vocab_size, spec.shape[0])
+            return _from_arrays(name, arrays, spec.mean, spec.std, str(root / "aclImdb"))
+        arrays = sources.read_tinyimagenet(root / "tiny-imagenet-200")
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetUnavailable(_missing_message(name, root, f"unreadable: {exc}"[:200])) from None
+    # Normalised with the train split's own per-channel mean and std (every pixel counted).
+    scaled = arrays["train_x"].reshape(len(arrays["train_x"]), 3, -1) / 255.0
+    mean = scaled.mean(axis=(0, 2)).tolist()
+    std = np.sqrt((scaled ** 2).mean(axis=(0, 2)) - np.square(mean)).tolist()
+    return _from_arrays(name, arrays, mean, std, str(root / "tiny-imagenet-200"))
 
 
 def random_dataset(spec: DatasetSpec, n_train: int, n_test: int, source: str) -> Dataset:
@@ -234,13 +186,15 @@ def _noise(n_train: int = 50_000, n_test: int = 10_000) -> Dataset:
 def load_dataset(name: str, root: str | Path | None = None, download: bool = True) -> Dataset:
     """Load a dataset by name (aliases allowed) as resident uint8 tensors on the CPU."""
     name = resolve_dataset_name(name)
-    if name == "digits":
-        return _load_digits()
-    if name == "breast_cancer":
-        return _load_breast_cancer()
+    if name in ("digits", "digits_rows", "breast_cancer"):
+        from harness.protocol import offline
+
+        return offline.LOADERS[name]()
     if name == "noise":
         return _noise()
     root = Path(root).expanduser() if root else default_data_root()
+    if name in ("adult", "imdb", "tinyimagenet"):
+        return _load_files(name, root, download)
     return _load_torchvision(name, root, download)
 
 
@@ -257,14 +211,15 @@ class BatchPipeline:
     """
 
     def __init__(self, mean, std, channels: int, device: torch.device | str,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+                 memory_format: torch.memory_format = torch.contiguous_format, size: int = SIZE):
         self.device = torch.device(device)
+        self.size = size
         self.memory_format = memory_format
         self.channels = channels
         c = channels
         self.mean = torch.tensor(mean[:c], dtype=torch.float32, device=self.device).view(1, c, 1, 1)
         self.std = torch.tensor(std[:c], dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-        self._ramp = torch.arange(SIZE, device=self.device)
+        self._ramp = torch.arange(size, device=self.device)
 
     @staticmethod
     def pad(images: torch.Tensor) -> torch.Tensor:
@@ -281,10 +236,11 @@ class BatchPipeline:
 
     def crop_flip(self, padded_u8: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
                   flip: torch.Tensor) -> torch.Tensor:
-        """Take 32x32 windows at (top, left) of padded images, mirrored where ``flip``; one gather."""
+        """Take size x size windows at (top, left) of padded images, mirrored where ``flip``; one
+        gather."""
         b, c = padded_u8.shape[:2]
         rows = top[:, None] + self._ramp  # [B, 32]
-        cols = torch.where(flip[:, None], left[:, None] + (SIZE - 1) - self._ramp,
+        cols = torch.where(flip[:, None], left[:, None] + (self.size - 1) - self._ramp,
                            left[:, None] + self._ramp)  # [B, 32]
         bi = torch.arange(b, device=padded_u8.device)[:, None, None, None]
         ci = torch.arange(c, device=padded_u8.device)[None, :, None, None]
@@ -298,8 +254,8 @@ class BatchPipeline:
 
 
 class FeaturePipeline:
-    """Batches of standardised features go to the model as they are: no augmentation, and no
-    normalisation beyond the one done when the dataset was loaded."""
+    """Batches of standardised features, of vector sequences and of token ids go to the model as
+    they are: no augmentation, and no normalisation beyond the one done when the data was loaded."""
 
     memory_format = torch.contiguous_format
 
@@ -311,7 +267,7 @@ def make_pipeline(spec: DatasetSpec, mean, std, device: torch.device | str,
                   memory_format: torch.memory_format = torch.contiguous_format):
     """The batch pipeline of ``spec``'s kind of input (``mean`` and ``std``: the loaded data's)."""
     if spec.kind == "image":
-        return BatchPipeline(mean, std, spec.channels, device, memory_format)
+        return BatchPipeline(mean, std, spec.channels, device, memory_format, size=spec.shape[-1])
     return FeaturePipeline()
 
 

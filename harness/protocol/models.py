@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from harness.protocol.catalog import ARCHITECTURES, InputSpec
-from harness.protocol.nets import MLP
+from harness.protocol.nets import MLP, RecurrentNet, SequenceTransformer, VisionTransformer
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -205,6 +205,15 @@ ARCHS: dict[str, ArchSpec] = {name: ArchSpec(name, info.description, _BUILDERS[n
 TRACK_BUILDERS: dict[str, Callable[[InputSpec, int, NormLayer], nn.Module]] = {
     "mlp3x100": lambda inputs, k, norm: MLP(inputs.shape[0], k, norm, width=100, depth=3),
     "mlp3x512": lambda inputs, k, norm: MLP(inputs.shape[0], k, norm, width=512, depth=3),
+    "lstm2": lambda inputs, k, norm: RecurrentNet(inputs, k, norm, width=128, depth=2, cell="lstm"),
+    "gru2": lambda inputs, k, norm: RecurrentNet(inputs, k, norm, width=128, depth=2, cell="gru"),
+    "transformer4": lambda inputs, k, norm: SequenceTransformer(inputs, k, norm, width=128, depth=4,
+                                                                heads=4, mlp_ratio=2),
+    # ViT-Lite-7/4 as in Hassani et al. 2021, Table 1 (CIFAR): 3.72M parameters.
+    "vit_lite7": lambda inputs, k, norm: VisionTransformer(inputs, k, norm, width=256, depth=7,
+                                                           heads=4, mlp_ratio=2, patch=4),
+    "vit_lite2": lambda inputs, k, norm: VisionTransformer(inputs, k, norm, width=128, depth=2,
+                                                           heads=2, mlp_ratio=1, patch=4),
 }
 
 

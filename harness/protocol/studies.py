@@ -11,8 +11,9 @@ study-only; see harness.engine.train.STUDY_ONLY_FIELDS)::
     reference = "norm only"            # what the others are compared with (default: the first)
     limit_train = 512                  # optional, as in suites
     limit_test = 256
+    track = "cnn"                      # optional (default cnn): the settings' track
 
-    [recipe]                           # optional: the protocol's, with these fields changed
+    [recipe]                           # optional: the track's recipe, with these fields changed
     optimizer = "adam"
     lr = 0.001
 
@@ -40,7 +41,16 @@ from typing import Any
 
 from harness.protocol.entries import SubmissionError, resolve, sha256_file, validate_entry_name
 from harness.protocol.recipe import Recipe
-from harness.protocol.suites import Setting, Suite, SuiteError, field_errors, parse_recipe, parse_seeds, parse_settings
+from harness.protocol.suites import (
+    Setting,
+    Suite,
+    SuiteError,
+    field_errors,
+    parse_recipe,
+    parse_seeds,
+    parse_settings,
+    parse_track,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +58,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 STUDY_KEYS = {"name", "version", "description", "seeds", "reference", "limit_train", "limit_test",
-              "recipe", "entries", "settings"}
+              "recipe", "entries", "settings", "track"}
 
 
 @dataclass(frozen=True)
@@ -71,12 +81,13 @@ class Study:
     reference: str
     limit_train: int | None = None
     limit_test: int | None = None
+    track: str = "cnn"
 
     def as_suite(self) -> Suite:
         """The study's runs, in the shape the sweep takes (every setting public)."""
         return Suite(name=f"study:{self.name}", version=self.version, description=self.description,
                      settings=self.settings, seeds=self.seeds, recipe=self.recipe,
-                     limit_train=self.limit_train, limit_test=self.limit_test)
+                     limit_train=self.limit_train, limit_test=self.limit_test, track=self.track)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "file": str(self.path)}
@@ -99,8 +110,9 @@ def parse_study(data: dict, path: Path) -> Study:
         name = data["name"]
         if not isinstance(name, str) or not name.strip():
             raise SuiteError(f"{origin}: name must be a non-empty string")
-        recipe = parse_recipe(data.get("recipe", {}), origin, study=True)
-        settings = parse_settings(data["settings"], origin, visibility=False)
+        track = parse_track(data, origin)
+        recipe = parse_recipe(data.get("recipe", {}), origin, study=True, track=track)
+        settings = parse_settings(data["settings"], origin, visibility=False, track=track)
         seeds = parse_seeds(data["seeds"], origin)
         entries = []
         for row in data["entries"]:
@@ -139,7 +151,7 @@ def parse_study(data: dict, path: Path) -> Study:
                      entries=tuple(entries), settings=settings, seeds=seeds, recipe=recipe,
                      reference=reference,
                      limit_train=_limit(data.get("limit_train"), "limit_train", origin),
-                     limit_test=_limit(data.get("limit_test"), "limit_test", origin))
+                     limit_test=_limit(data.get("limit_test"), "limit_test", origin), track=track)
 
 
 def load_study(path: str | Path) -> Study:

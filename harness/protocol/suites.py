@@ -1,20 +1,22 @@
 """Suites: versioned sets of settings (arch x dataset, public or hidden), seeds and one recipe.
 
-A suite is a TOML file in ``harness/suites/``; ``harness list`` shows them. Public settings are run
-for every submission; hidden ones only for final submissions (and for the baselines), so nobody
-can tune on them by accident.
+A suite is a TOML file in ``harness/protocol/suites/``; ``harness list`` shows them. Public
+settings are run for every submission; hidden ones only for final submissions (and for the
+baselines), so nobody can tune on them by accident. A suite belongs to one track (``track``,
+default ``cnn``): its architectures are that track's, each fed a dataset it can take, and its
+recipe is the track's (harness.protocol.recipe.TRACK_RECIPES) with only its size changed.
 """
 
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from harness.protocol.catalog import ARCHITECTURES as ARCHS
-from harness.protocol.catalog import resolve_dataset_name
-from harness.protocol.recipe import PROTOCOL_RECIPE, STUDY_ONLY_FIELDS, Recipe
+from harness.protocol.catalog import TRACKS, compatibility_error, resolve_dataset_name
+from harness.protocol.recipe import STUDY_ONLY_FIELDS, TRACK_RECIPES, Recipe
 from harness.protocol.spec import recipe_id
 
 if sys.version_info >= (3, 11):
@@ -51,6 +53,7 @@ class Suite:
     recipe: Recipe
     limit_train: int | None = None
     limit_test: int | None = None
+    track: str = "cnn"
 
     def settings_for(self, final: bool) -> tuple[Setting, ...]:
         return tuple(s for s in self.settings if final or not s.hidden)
@@ -70,28 +73,46 @@ def suite_names() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
 
 
-def parse_recipe(table: dict, origin: str, study: bool = False) -> Recipe:
-    """A ``[recipe]`` table over the protocol's defaults. Only a study may change the fields in
-    STUDY_ONLY_FIELDS (optimizer, schedule, early stopping, augmentation)."""
+def parse_recipe(table: dict, origin: str, study: bool = False, track: str = "cnn") -> Recipe:
+    """A ``[recipe]`` table over the track's recipe (the protocol's, for cnn). Only a study may
+    change the fields in STUDY_ONLY_FIELDS (optimizer, schedule, warm-up, early stopping,
+    augmentation, label smoothing, clipping)."""
     unknown = set(table) - {f.name for f in fields(Recipe)}
     if unknown:
         raise SuiteError(f"{origin}: unknown recipe field(s) {sorted(unknown)}")
+    base = TRACK_RECIPES[track]
     try:
-        recipe = Recipe(**table)
+        recipe = replace(base, **table)
     except (TypeError, ValueError) as exc:
         raise SuiteError(f"{origin}: recipe: {exc}") from None
-    changed = [k for k in STUDY_ONLY_FIELDS if getattr(recipe, k) != getattr(PROTOCOL_RECIPE, k)]
+    changed = [k for k in STUDY_ONLY_FIELDS if getattr(recipe, k) != getattr(base, k)]
     if changed and not study:
-        raise SuiteError(f"{origin}: a leaderboard suite trains with the protocol's "
+        raise SuiteError(f"{origin}: a leaderboard suite trains with the {track} track's "
                          f"{', '.join(changed)}; change them in a study (harness study), not a suite")
     return recipe
 
 
-def parse_settings(rows: list, origin: str, visibility: bool = True) -> tuple[Setting, ...]:
+def parse_track(data: dict, origin: str) -> str:
+    track = data.get("track", "cnn")
+    if track not in TRACKS:
+        raise SuiteError(f"{origin}: unknown track {track!r}; tracks: {', '.join(TRACKS)}")
+    return track
+
+
+def parse_settings(rows: list, origin: str, visibility: bool = True,
+                   track: str | None = "cnn") -> tuple[Setting, ...]:
+    """The settings, each an architecture of ``track`` (any, when None) and a dataset it takes."""
     settings = []
     for s in rows:
         if s["arch"] not in ARCHS:
             raise SuiteError(f"{origin}: unknown architecture {s['arch']!r}")
+        if track is not None and ARCHS[s["arch"]].track != track:
+            raise SuiteError(f"{origin}: {s['arch']} is an architecture of the "
+                             f"{ARCHS[s['arch']].track} track, not of this file's {track} track "
+                             "(set track = ... at the top)")
+        mismatch = compatibility_error(s["arch"], resolve_dataset_name(s["dataset"]))
+        if mismatch:
+            raise SuiteError(f"{origin}: {mismatch}")
         if not visibility and "visibility" in s:
             raise SuiteError(f"{origin}: a study has no hidden settings; drop 'visibility'")
         if s.get("visibility", "public") not in VISIBILITIES:
@@ -130,13 +151,14 @@ def field_errors(origin: str):
 
 def _parse(data: dict, origin: str) -> Suite:
     with field_errors(origin):
-        recipe = parse_recipe(data.get("recipe", {}), origin)
-        settings = parse_settings(data["settings"], origin)
+        track = parse_track(data, origin)
+        recipe = parse_recipe(data.get("recipe", {}), origin, track=track)
+        settings = parse_settings(data["settings"], origin, track=track)
         seeds = parse_seeds(data["seeds"], origin)
         return Suite(name=str(data["name"]), version=int(data["version"]),
                      description=str(data.get("description", "")), settings=tuple(settings),
                      seeds=seeds, recipe=recipe, limit_train=data.get("limit_train"),
-                     limit_test=data.get("limit_test"))
+                     limit_test=data.get("limit_test"), track=track)
 
 
 def load_suite(name: str) -> Suite:

@@ -178,6 +178,7 @@ class Check(Open):
     status: Literal["pass", "warn", "fail", "skip"]
     detail: LongText
     fatal: bool = False
+    track: Name = ""  # the track whose layout was checked ("" for the file's own rows, old records)
 
 
 class Suite(Open):
@@ -193,12 +194,14 @@ class CheckRow(Strict):
     status: Literal["pass", "warn", "fail", "skip"]
     detail: LongText
     fatal: bool
+    track: Literal["", "cnn", "mlp", "rnn", "transformer"] = ""
 
 
 class CheckReport(Strict):
     submission: LongText
     sha256: Sha | None
     ok: bool
+    fits: dict[Literal["cnn", "mlp", "rnn", "transformer"], bool] = Field(default_factory=dict)
     checks: Annotated[list[CheckRow], Field(max_length=100)]
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from harness.vetting.layer_checks import (
     FAIL,
+    LAYOUTS,
     PASS,
     WARN,
     CheckFailed,
@@ -57,6 +58,7 @@ class Row:
     status: str
     detail: str
     fatal: bool = False
+    track: str = ""  # the track whose layout the check fed the layer; "" for the file's own rows
 
 
 WALL_FACTOR = 4.0  # a hang is caught at this many times the CPU limit, on the wall clock
@@ -131,6 +133,7 @@ class Check:
     fn: Callable
     fatal: bool
     description: str
+    tracks: tuple[str, ...] = tuple(LAYOUTS)
 
 
 CHECKS: list[Check] = [
@@ -145,7 +148,8 @@ CHECKS: list[Check] = [
           "evaluation output does not depend on the batch"),
     Check("buffers", check_buffers, False, "buffers change only in train mode"),
     Check("state-dict", check_state_dict, False, "state_dict round trip reproduces outputs"),
-    Check("init-override", check_init_override, False, "the protocol's initialisation keeps your init"),
+    Check("init-override", check_init_override, False,
+          "the protocol's initialisation keeps your init (the CNNs' protocol only)", ("cnn",)),
     Check("cost", check_cost, False, "parameters and step time relative to BatchNorm"),
 ]
 
@@ -160,13 +164,18 @@ class Report:
     def ok(self) -> bool:
         return not any(r.status == FAIL for r in self.rows)
 
+    def fits(self) -> dict[str, bool]:
+        """Per track checked: whether no check failed on its layout."""
+        tracks = dict.fromkeys(r.track for r in self.rows if r.track)
+        return {t: not any(r.status == FAIL and r.track == t for r in self.rows) for t in tracks}
+
     @property
     def fatal_failure(self) -> Row | None:
         return next((r for r in self.rows if r.status == FAIL and r.fatal), None)
 
     def to_json(self) -> dict:
         return {"submission": self.submission, "sha256": self.sha256, "ok": self.ok,
-                "checks": [asdict(r) for r in self.rows]}
+                "fits": self.fits(), "checks": [asdict(r) for r in self.rows]}
 
 
 # What ``harness eval`` runs before training: the fatal checks, plus the cheap one whose warning a
@@ -179,22 +188,30 @@ def refuse_on_fatal(checks: list[dict], source: str) -> None:
     first fatal failure among ``checks`` (rows as in ``Report.to_json()``)."""
     failed = next((c for c in checks if c["status"] == FAIL and c["fatal"]), None)
     if failed is not None:
-        raise SubmissionError(f"{source}: check '{failed['name']}' failed: {failed['detail']} "
-                              f"(`harness check {source}` for the full report)")
+        track = failed.get("track") or "cnn"
+        where, option = ("", "") if track == "cnn" else (f" on the {track} track's layout",
+                                                         f" --track {track}")
+        raise SubmissionError(f"{source}: check '{failed['name']}' failed{where}: {failed['detail']} "
+                              f"(`harness check {source}{option}` for the full report)")
 
 
-def preflight(submission: Submission, timeout: float, source: str) -> Report:
-    """The pre-flight checks of ``harness eval`` and ``harness submit``; raises SubmissionError on
-    the first fatal failure (:func:`refuse_on_fatal`)."""
-    report = run_checks(str(submission.path), timeout=timeout, only=PREFLIGHT, submission=submission)
+def preflight(submission: Submission, timeout: float, source: str,
+              tracks: tuple[str, ...] = ("cnn",)) -> Report:
+    """The pre-flight checks of ``harness eval`` and ``harness submit`` on the layouts of
+    ``tracks`` (those of the runs to come); raises SubmissionError on the first fatal failure
+    (:func:`refuse_on_fatal`)."""
+    report = run_checks(str(submission.path), timeout=timeout, only=PREFLIGHT, submission=submission,
+                        tracks=tracks)
     refuse_on_fatal(report.to_json()["checks"], source)
     return report
 
 
 def run_checks(path: str, timeout: float = 10.0, only: frozenset[str] | None = None,
-               submission: Submission | None = None) -> Report:
-    """Load the submission (unless given) and run the checks (or ``only`` those named), each
-    within ``timeout`` seconds of single-threaded CPU time scaled by :func:`machine_speed`.
+               submission: Submission | None = None, tracks: tuple[str, ...] | None = None) -> Report:
+    """Load the submission (unless given) and run the checks (or ``only`` those named) on the
+    layout of each of ``tracks`` (default: those the file declares in ``TRACKS``; a file without
+    it is a CNN layer), each within ``timeout`` seconds of single-threaded CPU time scaled by
+    :func:`machine_speed`.
 
     Never raises for a bad layer: every problem is a failed (or, for a non-fatal check that ran
     out of time, a warned) row.
@@ -225,19 +242,31 @@ def run_checks(path: str, timeout: float = 10.0, only: frozenset[str] | None = N
     if only is None:
         rows.append(scan_check(submission.path))
     cls = submission.norm_class
+    if tracks is None:
+        from harness.protocol.entries import declared_tracks
+
+        tracks = declared_tracks(submission.path)
+    for track in tracks:
+        rows += _track_rows(cls, LAYOUTS[track], only, limit, timeout, ran_out)
+    return Report(str(submission.path), submission.sha256, rows)
+
+
+def _track_rows(cls, layout, only, limit: float, timeout: float, ran_out) -> list[Row]:
+    """The checks' rows on one track's layout; a fatal failure stops that track's checks."""
+    rows: list[Row] = []
     stop_reason = None
     for check in CHECKS:
-        if only is not None and check.name not in only:
+        if (only is not None and check.name not in only) or layout.track not in check.tracks:
             continue
         if stop_reason:
-            rows.append(Row(check.name, SKIP, stop_reason, check.fatal))
+            rows.append(Row(check.name, SKIP, stop_reason, check.fatal, layout.track))
             continue
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), single_threaded():
             warnings.simplefilter("ignore")  # the layer's own warnings would break the one-row report
             torch.manual_seed(0)
             try:
                 with time_limit(limit if timeout else 0):
-                    status, detail = check.fn(cls)
+                    status, detail = check.fn(cls, layout)
             except CheckFailed as exc:
                 status, detail = FAIL, str(exc)
             except CheckTimeout as exc:
@@ -248,7 +277,9 @@ def run_checks(path: str, timeout: float = 10.0, only: frozenset[str] | None = N
                     status, detail = WARN, f"{ran_out(exc)}; not judged"
             except Exception as exc:  # noqa: BLE001 - any error of the layer is a failed check
                 status, detail = FAIL, f"raised {one_line(exc)}"
-        rows.append(Row(check.name, status, detail, check.fatal))
+        rows.append(Row(check.name, status, detail, check.fatal, layout.track))
         if status == FAIL and check.name == "construct":
             stop_reason = "not run: CustomNorm cannot be constructed"
-    return Report(str(submission.path), submission.sha256, rows)
+        elif status == FAIL and check.fatal and layout.track != "cnn":
+            stop_reason = f"not run: '{check.name}' failed on this layout"
+    return rows

@@ -1,19 +1,77 @@
-"""The checks of ``harness check``, one function each: given the CustomNorm class, return
-(status, one-line detail) or raise :class:`CheckFailed`. :mod:`harness.vetting.check` runs them
-under time limits and turns them into a report."""
+"""The checks of ``harness check``, one function each: given the CustomNorm class and the
+:class:`Layout` of a track's norm slots, return (status, one-line detail) or raise
+:class:`CheckFailed`. :mod:`harness.vetting.check` runs them under time limits and turns them into
+a report.
+
+Every track feeds a norm slot ``[B, C, *positions]`` (harness.protocol.nets): ``[B, C, H, W]`` in
+a CNN, ``[B, C]`` in an MLP, ``[B, C, T]`` in a recurrent net or a Transformer. A check builds its
+inputs from the layout, so the same check asks the same question of each track.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import nn
 
-from harness.protocol.models import ARCHS, build_model, count_parameters, init_weights
+from harness.protocol.catalog import ARCHITECTURES, InputSpec
+from harness.protocol.models import build_model, construct, count_parameters, init_weights
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
-CHANNELS = 16  # the smallest channel count the models use: where per-group statistics are thinnest
+CHANNELS = 16  # the smallest channel count the CNNs use: where per-group statistics are thinnest
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a track's norm slots are fed. Shapes are (batch, *positions); channels are added."""
+
+    track: str
+    positions: tuple[int, ...]  # a typical input's positions
+    train: tuple[tuple[int, ...], ...]  # shapes every layer must take in train mode
+    eval: tuple[tuple[int, ...], ...]
+    tiny_train: tuple[tuple[int, ...], ...]  # degenerate ones: a failure here is a warning
+    tiny_eval: tuple[tuple[int, ...], ...]
+    tiny_words: str  # what the tiny shapes are, for the warning
+    cost_arch: str  # the model of the cost check
+    cost_input: InputSpec
+
+    @property
+    def channels(self) -> int:
+        """The smallest channel count the track's models give a norm."""
+        return model_channel_counts(self.track)[0]
+
+    def shape(self, batch: int, positions: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        return (batch, self.channels, *(self.positions if positions is None else positions))
+
+    def rand(self, batch: int, positions=None, dtype=torch.float32, seed: int = 0) -> torch.Tensor:
+        return _rand(*self.shape(batch, positions), dtype=dtype, seed=seed)
+
+
+_CNN_SHAPES = ((2, 8, 8), (1, 8, 8), (3, 5, 7), (2, 2, 2))
+_SEQUENCE_SHAPES = ((2, 8), (1, 8), (3, 5), (2, 2))
+LAYOUTS: dict[str, Layout] = {
+    # No CNN feeds a 1x1 map to a norm (the smallest is VGG's 2x2), so a layer that cannot handle
+    # one, like GroupNorm with one channel per group, is warned about rather than failed.
+    "cnn": Layout("cnn", (6, 6), _CNN_SHAPES, _CNN_SHAPES, ((4, 1, 1),), ((4, 1, 1), (1, 1, 1)),
+                  "1x1 maps, which the benchmark's models never produce", "resnet20",
+                  InputSpec("image", (3, 32, 32))),
+    # A training batch of one sample has one value per channel: degenerate for batch statistics
+    # (torch's BatchNorm1d refuses it), and the harness never trains on one.
+    "mlp": Layout("mlp", (), ((2,), (3,), (8,)), ((2,), (1,), (3,)), ((1,),), (),
+                  "a training batch of one sample, which the harness never trains on", "mlp3x100",
+                  InputSpec("features", (784,))),
+    "rnn": Layout("rnn", (6,), _SEQUENCE_SHAPES, _SEQUENCE_SHAPES, ((4, 1),), ((4, 1), (1, 1)),
+                  "one-step sequences", "lstm2", InputSpec("sequence", (32, 16))),
+    "transformer": Layout("transformer", (6,), _SEQUENCE_SHAPES, _SEQUENCE_SHAPES, ((4, 1),),
+                          ((4, 1), (1, 1)), "one-token sequences", "vit_lite2",
+                          InputSpec("image", (3, 32, 32))),
+}
+_EXAMPLE_INPUTS = {"image": InputSpec("image", (3, 32, 32)), "features": InputSpec("features", (30,)),
+                   "sequence": InputSpec("sequence", (8, 8)),
+                   "tokens": InputSpec("tokens", (16,), vocab_size=100)}
 
 
 class CheckTimeout(Exception):
@@ -24,9 +82,10 @@ class CheckFailed(Exception):
     """Raised inside a check to fail it with a one-line reason."""
 
 
-@lru_cache(maxsize=1)
-def model_channel_counts() -> tuple[int, ...]:
-    """Every channel count any architecture asks its norm layer for (built on the meta device)."""
+@lru_cache(maxsize=None)
+def model_channel_counts(track: str = "cnn") -> tuple[int, ...]:
+    """Every channel count the track's architectures ask their norm layer for (built on the meta
+    device)."""
     counts: set[int] = set()
 
     def record(c: int) -> nn.Module:
@@ -34,8 +93,9 @@ def model_channel_counts() -> tuple[int, ...]:
         return nn.Identity()
 
     with torch.device("meta"):
-        for spec in ARCHS.values():
-            spec.build(10, record)
+        for name, info in ARCHITECTURES.items():
+            if info.track == track:
+                construct(name, 10, record, _EXAMPLE_INPUTS[info.takes[0]])
     return tuple(sorted(counts))
 
 
@@ -49,12 +109,12 @@ def _rand(*shape, dtype=torch.float32, seed=0) -> torch.Tensor:
     return (torch.randn(*shape, generator=g) * 2.0 + 0.5).to(dtype)
 
 
-def _warm(m: nn.Module, steps: int = 3) -> nn.Module:
+def _warm(m: nn.Module, layout: Layout, steps: int = 3) -> nn.Module:
     """A few training-mode forwards, so running statistics (if any) are not at their initial values."""
     m.train()
     with torch.no_grad():
         for i in range(steps):
-            m(_rand(8, CHANNELS, 6, 6, seed=100 + i))
+            m(layout.rand(8, seed=100 + i))
     return m
 
 
@@ -68,8 +128,8 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> float:
 # The checks. Each takes the CustomNorm class and returns (status, detail) or raises CheckFailed.
 # --------------------------------------------------------------------------------------------
 
-def check_construct(cls):
-    counts = model_channel_counts()
+def check_construct(cls, layout: Layout):
+    counts = model_channel_counts(layout.track)
     for c in counts:
         try:
             module = cls(c)
@@ -78,14 +138,6 @@ def check_construct(cls):
         if not isinstance(module, nn.Module):
             raise CheckFailed(f"CustomNorm({c}) is not an nn.Module")
     return PASS, f"constructs for all {len(counts)} channel counts the models use ({counts[0]}..{counts[-1]})"
-
-
-TRAIN_SHAPES = [(2, CHANNELS, 8, 8), (1, CHANNELS, 8, 8), (3, CHANNELS, 5, 7), (2, CHANNELS, 2, 2)]
-EVAL_SHAPES = TRAIN_SHAPES
-# No model feeds a 1x1 map to a norm (the smallest is VGG's 2x2), so a layer that cannot handle
-# one, like GroupNorm with one channel per group, is warned about rather than failed. A training
-# batch of a single 1x1 sample has one value per channel, degenerate for any batch statistic.
-TINY_SHAPES = {"train": [(4, CHANNELS, 1, 1)], "eval": [(4, CHANNELS, 1, 1), (1, CHANNELS, 1, 1)]}
 
 
 def _forward_shape(cls, mode: str, shape) -> None:
@@ -104,59 +156,65 @@ def _forward_shape(cls, mode: str, shape) -> None:
         raise CheckFailed(f"output shape {list(y.shape)} != input shape {list(shape)} ({mode} mode)")
 
 
-def check_shape(cls):
-    for mode, shapes in (("train", TRAIN_SHAPES), ("eval", EVAL_SHAPES)):
-        for shape in shapes:
-            _forward_shape(cls, mode, shape)
-    m = cls(CHANNELS)
-    x = _rand(4, CHANNELS, 6, 6).contiguous(memory_format=torch.channels_last)
-    for mode in ("train", "eval"):
-        with torch.no_grad():
-            y = m.train(mode == "train")(x)
-        if tuple(y.shape) != tuple(x.shape):
-            raise CheckFailed(f"channels_last input: output shape {list(y.shape)} != {list(x.shape)}")
+def check_shape(cls, layout: Layout):
+    for mode, shapes in (("train", layout.train), ("eval", layout.eval)):
+        for b, *positions in shapes:
+            _forward_shape(cls, mode, layout.shape(b, tuple(positions)))
+    done = f"output shape = input shape {list(layout.shape(0))[1:]} in train and eval mode"
+    if layout.track == "cnn":
+        m = cls(CHANNELS)
+        x = _rand(4, CHANNELS, 6, 6).contiguous(memory_format=torch.channels_last)
+        for mode in ("train", "eval"):
+            with torch.no_grad():
+                y = m.train(mode == "train")(x)
+            if tuple(y.shape) != tuple(x.shape):
+                raise CheckFailed(f"channels_last input: output shape {list(y.shape)} != {list(x.shape)}")
+        done = ("output shape = input shape in train and eval mode for B=1, B=2, non-square and "
+                "channels_last inputs")
     tiny_problems = []
-    for mode, shapes in TINY_SHAPES.items():
-        for shape in shapes:
+    for mode, shapes in (("train", layout.tiny_train), ("eval", layout.tiny_eval)):
+        for b, *positions in shapes:
+            shape = layout.shape(b, tuple(positions))
             try:
                 _forward_shape(cls, mode, shape)
             except CheckFailed as exc:
                 if "output shape" in str(exc) or "not a tensor" in str(exc):
                     raise
                 tiny_problems.append(f"{mode} {list(shape)}")
-    done = "output shape = input shape in train and eval mode for B=1, B=2, non-square and channels_last inputs"
     if tiny_problems:
-        return WARN, (f"{done}; raises on 1x1 maps ({', '.join(tiny_problems)}), which the "
-                      "benchmark's models never produce")
-    return PASS, done + ", and H=W=1"
+        return WARN, f"{done}; raises on {layout.tiny_words} ({', '.join(tiny_problems)})"
+    return PASS, done + (", and H=W=1" if layout.track == "cnn" else
+                         f", and on {layout.tiny_words.split(',')[0]}")
 
 
-def check_modes(cls):
-    m = cls(CHANNELS)
+def check_modes(cls, layout: Layout):
+    m = cls(layout.channels)
     with torch.no_grad():
-        m.train()(_rand(4, CHANNELS, 6, 6))
-        m.eval()(_rand(4, CHANNELS, 6, 6))
-        m.train()(_rand(4, CHANNELS, 6, 6))
+        m.train()(layout.rand(4))
+        m.eval()(layout.rand(4))
+        m.train()(layout.rand(4))
     return PASS, "train -> eval -> train switching works"
 
 
-def check_dtype(cls):
+def check_dtype(cls, layout: Layout):
     for dtype in (torch.float32, torch.float64):
-        m = cls(CHANNELS).to(dtype)
+        m = cls(layout.channels).to(dtype)
         for mode in ("train", "eval"):
             with torch.no_grad():
-                y = m.train(mode == "train")(_rand(4, CHANNELS, 6, 6, dtype=dtype))
+                y = m.train(mode == "train")(layout.rand(4, dtype=dtype))
             if y.dtype != dtype:
                 raise CheckFailed(f"{str(dtype).replace('torch.', '')} input gave "
                                   f"{str(y.dtype).replace('torch.', '')} output ({mode} mode)")
     return PASS, "float32 and float64 preserved in train and eval mode"
 
 
-def check_finite(cls):
-    inputs = {"random": _rand(4, CHANNELS, 8, 8), "all-zero": torch.zeros(4, CHANNELS, 8, 8),
-              "constant": torch.full((4, CHANNELS, 8, 8), 3.0)}
+def check_finite(cls, layout: Layout):
+    big = tuple(p + 2 for p in layout.positions)  # 8x8 in a CNN
+    shape = layout.shape(4, big)
+    inputs = {"random": layout.rand(4, big), "all-zero": torch.zeros(shape),
+              "constant": torch.full(shape, 3.0)}
     for label, x in inputs.items():
-        m = _warm(cls(CHANNELS))
+        m = _warm(cls(layout.channels), layout)
         xg = x.clone().requires_grad_(True)
         y = m.train()(xg)
         if not torch.isfinite(y).all():
@@ -172,9 +230,12 @@ def check_finite(cls):
     return PASS, "outputs and gradients finite on random, all-zero and constant inputs"
 
 
-def check_gradcheck(cls):
-    m = cls(CHANNELS).double().train()
-    x = _rand(2, CHANNELS, 3, 3, dtype=torch.float64).requires_grad_(True)
+def check_gradcheck(cls, layout: Layout):
+    channels = CHANNELS if layout.track == "cnn" else min(layout.channels, 32)
+    m = cls(channels).double().train()
+    batch = 2 if layout.positions else 4  # [B, C] needs more than one sample per channel
+    x = _rand(batch, channels, *(3 for _ in layout.positions), dtype=torch.float64)
+    x.requires_grad_(True)
 
     def fn(inp):
         with torch.random.fork_rng(devices=[]):
@@ -192,9 +253,9 @@ def check_gradcheck(cls):
     return PASS, "analytical gradients match finite differences (float64, train mode)"
 
 
-def check_eval_deterministic(cls):
-    m = _warm(cls(CHANNELS)).eval()
-    x = _rand(8, CHANNELS, 6, 6)
+def check_eval_deterministic(cls, layout: Layout):
+    m = _warm(cls(layout.channels), layout).eval()
+    x = layout.rand(8)
     with torch.no_grad():
         a, b = m(x), m(x)
     if not torch.equal(a, b):
@@ -202,10 +263,10 @@ def check_eval_deterministic(cls):
     return PASS, "evaluating the same batch twice gives identical outputs"
 
 
-def check_batch_independent(cls):
-    m = _warm(cls(CHANNELS)).eval()
-    x = _rand(8, CHANNELS, 6, 6, seed=1)
-    other = _rand(7, CHANNELS, 6, 6, seed=2) * 3.0 - 1.0
+def check_batch_independent(cls, layout: Layout):
+    m = _warm(cls(layout.channels), layout).eval()
+    x = layout.rand(8, seed=1)
+    other = layout.rand(7, seed=2) * 3.0 - 1.0
     with torch.no_grad():
         alone = m(x[:1])
         in_batch = m(x)[:1]
@@ -222,11 +283,11 @@ def _buffers(m: nn.Module) -> dict[str, torch.Tensor]:
     return {n: b.detach().clone() for n, b in m.named_buffers()}
 
 
-def check_buffers(cls):
-    m = _warm(cls(CHANNELS), steps=1)
+def check_buffers(cls, layout: Layout):
+    m = _warm(cls(layout.channels), layout, steps=1)
     before = _buffers(m)
     with torch.no_grad():
-        m.eval()(_rand(8, CHANNELS, 6, 6, seed=3))
+        m.eval()(layout.rand(8, seed=3))
     changed = [n for n, b in _buffers(m).items() if not torch.equal(b, before[n])]
     if changed:
         raise CheckFailed(f"evaluation changed buffer(s) {', '.join(changed[:3])}: the test set "
@@ -234,23 +295,23 @@ def check_buffers(cls):
     if not before:
         return PASS, "no buffers"
     with torch.no_grad():
-        m.train()(_rand(8, CHANNELS, 6, 6, seed=4))
+        m.train()(layout.rand(8, seed=4))
     updated = [n for n, b in _buffers(m).items() if not torch.equal(b, before[n])]
     return PASS, (f"buffers unchanged in eval mode; {len(updated)} of {len(before)} updated in "
                   "train mode")
 
 
-def check_state_dict(cls):
-    a = _warm(cls(CHANNELS))
+def check_state_dict(cls, layout: Layout):
+    a = _warm(cls(layout.channels), layout)
     with torch.no_grad():
         for p in a.parameters():
             p.add_(0.01 * _rand(*p.shape, seed=5))
-    b = cls(CHANNELS)
+    b = cls(layout.channels)
     try:
         b.load_state_dict(a.state_dict())
     except Exception as exc:  # noqa: BLE001
         raise CheckFailed(f"load_state_dict failed: {one_line(exc)}") from None
-    x = _rand(8, CHANNELS, 6, 6, seed=6)
+    x = layout.rand(8, seed=6)
     with torch.no_grad():
         ya, yb = a.eval()(x), b.eval()(x)
     if not torch.allclose(ya, yb, rtol=1e-6, atol=1e-6):
@@ -259,8 +320,8 @@ def check_state_dict(cls):
     return PASS, "a copy loaded from state_dict evaluates identically"
 
 
-def check_init_override(cls):
-    holder = nn.Sequential(cls(CHANNELS))
+def check_init_override(cls, layout: Layout):
+    holder = nn.Sequential(cls(layout.channels))
     report = init_weights(holder)
     if report.overwritten:
         names = ", ".join(n.removeprefix("0.") for n in report.overwritten)
@@ -282,11 +343,13 @@ def _step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int) ->
     return min(times)
 
 
-def check_cost(cls):
+def check_cost(cls, layout: Layout):
     torch.manual_seed(0)
-    ours = build_model("resnet20", 10, cls)
-    bn = build_model("resnet20", 10, nn.BatchNorm2d)
-    x, y = _rand(32, 3, 32, 32), torch.arange(32) % 10
+    arch, inputs = layout.cost_arch, layout.cost_input
+    reference = nn.BatchNorm2d if layout.track == "cnn" else nn.BatchNorm1d
+    ours = build_model(arch, 10, cls, inputs=inputs)
+    bn = build_model(arch, 10, reference, inputs=inputs)
+    x, y = _rand(32, *inputs.shape), torch.arange(32) % 10
     _step_time(ours, x, y, 1)  # warm-up
     _step_time(bn, x, y, 1)
     t_ours, t_bn = [], []
@@ -295,8 +358,6 @@ def check_cost(cls):
         t_bn.append(_step_time(bn, x, y, 2))
     ratio = min(t_ours) / min(t_bn)
     norm_params = sum(count_parameters(m) for m in ours.modules() if isinstance(m, cls))
-    return PASS, (f"resnet20: {count_parameters(ours):,} parameters ({norm_params:,} in norm layers; "
+    return PASS, (f"{arch}: {count_parameters(ours):,} parameters ({norm_params:,} in norm layers; "
                   f"BatchNorm: {count_parameters(bn):,}); forward+backward {ratio:.2f}x BatchNorm's "
                   f"time (batch 32, CPU, one thread)")
-
-
