@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo demo-eval study test test-fast lint bench clean
+.PHONY: setup demo demo-tracks demo-eval study test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,21 @@ demo: setup
 	baselines=$$?; wait $$submit; submitted=$$?; cat demo/submit.log; \
 	[ $$baselines -eq 0 ] && [ $$submitted -eq 0 ]
 	$(BIN)/harness leaderboard build --results demo/results --out demo/site
+
+# The tracks beyond CNNs (docs/tracks.md), offline: their smoke suites (an MLP on breast_cancer, an
+# LSTM and a GRU on the digits read row by row, a Transformer encoder on those rows and a ViT-Lite on
+# the digits images) with BatchNorm, LayerNorm per position and DyT, and SelectiveNorm submitted
+# as untrusted code; then one leaderboard grouped by track (open demo/tracks/site/index.html).
+TRACK_BASELINES = batch_norm,layer_norm_per_position,dyt
+demo-tracks: setup
+	@mkdir -p demo/tracks
+	for track in mlp rnn transformer; do \
+		$(BIN)/harness baselines run --track $$track --suite $${track}_smoke --only $(TRACK_BASELINES) \
+			--jobs 2 --threads 1 --results demo/tracks/results || exit 1; \
+		$(BIN)/harness submit submissions/selective_norm.py --name SelectiveNorm --track $$track \
+			--suite $${track}_smoke --jobs 2 --threads 1 --results demo/tracks/results || exit 1; \
+	done
+	$(BIN)/harness leaderboard build --results demo/tracks/results --out demo/tracks/site
 
 # One longer run that visibly learns: resnet20 on digits, 15 epochs (about 97% test accuracy).
 demo-eval: setup

@@ -116,3 +116,23 @@ def test_split_overhead_runs_both_ways_at_two_lengths_and_projects(monkeypatch):
     assert out["protocol_epoch_s"] == pytest.approx(1.0 * 60_000 / 192)
     expected = (max(out["fixed_s"], 0) + 200 * out["per_epoch_s"]) / out["protocol_run_s"]
     assert out["projected_protocol_overhead"] == pytest.approx(expected)
+
+
+def test_a_track_is_benched_against_its_bare_step_without_a_reference(tmp_path):
+    """MLPs, RNNs and Transformers have no reference pipeline; the harness's epoch is compared with
+    the bare step of the track's recipe, on random data of the real dataset's kind when absent."""
+    tokens, source = dataset_or_random("imdb", str(tmp_path))
+    assert source == "random" and tokens.train.inputs.dtype == torch.int64
+    assert tuple(tokens.train.inputs.shape) == (25_000, 256) and int(tokens.train.inputs.min()) >= 2
+    out = run("mlp3x100", "breast_cancer", [], torch.device("cpu"), steps=2, rounds=1,
+              data_root=None, compiled=False, workers=0, progress=lambda m: None)
+    assert out["track"] == "mlp" and out["reference_median"] is None
+    assert out["ratio_harness_over_reference"] is None and out["harness_median"] > 0
+    assert out["recipe_epochs"] == 50 and out["projected_run_s"] > 0
+    with pytest.raises(ValueError, match="lstm2 \\(rnn track\\) takes sequence or tokens"):
+        run("lstm2", "digits", [], torch.device("cpu"), steps=1, rounds=1, data_root=None,
+            compiled=False, progress=lambda m: None)
+    costs = norm_costs("lstm2", {"batch_norm": torch.nn.BatchNorm1d,
+                                 "dyt": load("dyt").norm_class}, torch.device("cpu"), steps=1,
+                       rounds=1, compiled=False, progress=lambda m: None)
+    assert costs["batch_norm"]["eager_ratio"] == 1.0 and costs["dyt"]["eager_ratio"] > 0

@@ -1,5 +1,6 @@
 """The MLP, recurrent and Transformer tracks' architectures: sizes, norm slots, the layout contract."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -83,3 +84,32 @@ def test_padding_is_neither_attended_nor_pooled():
         assert torch.allclose(model(short), before, atol=1e-6)
         model.position[:, :3] += torch.randn(1, 3, 16)  # (a constant shift, LayerNorm removes)
         assert not torch.allclose(model(short), before, atol=1e-3)
+
+
+# (arch, dataset): parameters with BatchNorm in every slot, and the number of slots. The counts
+# are those docs/tracks.md states; ViT-Lite-7/4 on CIFAR-10 is the paper's 3.72M.
+SIZES = [("mlp3x100", "mnist", 100_310, 3), ("mlp3x512", "mnist", 935_434, 3),
+         ("mlp3x100", "adult", 31_602, 3), ("lstm2", "imdb", 2_825_218, 2),
+         ("gru2", "imdb", 2_759_170, 2), ("transformer4", "imdb", 3_121_922, 9),
+         ("transformer4", "digits_rows", 532_106, 9), ("vit_lite7", "cifar10", 3_716_874, 15),
+         ("vit_lite7", "cifar100", 3_740_004, 15), ("vit_lite2", "digits", 214_666, 5)]
+
+
+@pytest.mark.parametrize("arch, dataset, params, slots", SIZES)
+def test_each_tracks_architecture_has_its_stated_size_and_every_slot_from_the_factory(
+        arch, dataset, params, slots):
+    from harness.protocol.catalog import DATASETS
+    from harness.protocol.models import build_model
+
+    spec, made = DATASETS[dataset], []
+
+    def factory(c):
+        made.append(torch.nn.BatchNorm1d(c))
+        return made[-1]
+
+    model = build_model(arch, spec.num_classes, factory, inputs=spec.inputs())
+    assert count(model) == params and len(made) == slots
+    # No norm of the model's own: every normalising module is one the factory returned.
+    own = [m for m in model.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm,
+                                                        torch.nn.modules.batchnorm._NormBase))]
+    assert {id(m) for m in own} == {id(m) for m in made}

@@ -10,7 +10,11 @@
 (c) bound: forward + backward + SGD on one resident, already-normalised batch.
 The three alternate round by round so that drift of the machine hits all of them; figures are
 medians over rounds, and the ratios are what matter. When the dataset's files are absent, random
-uint8 images of the real dataset's shape and size stand in.
+data of the real dataset's shape and size stand in.
+
+The other tracks (MLPs, RNNs, Transformers) have no reference pipeline: the reference benchmark
+has CNNs only. For them (a) and (c) are measured, each with the track's recipe (its optimiser,
+label smoothing and clipping: harness.protocol.recipe.TRACK_RECIPES).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import platform
 import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -28,25 +32,28 @@ from torch import nn
 
 from harness.engine.device import autocast, synchronize
 from harness.engine.fast import prepare
-from harness.engine.train import train
+from harness.engine.train import make_optimizer, train
+from harness.protocol.catalog import ARCHITECTURES, DATASETS, InputSpec, compatibility_error, track_of
 from harness.protocol.data import (
-    DATASETS,
-    BatchPipeline,
     Dataset,
     DatasetUnavailable,
     Split,
     load_dataset,
+    make_pipeline,
     random_dataset,
+    random_inputs,
     resolve_dataset_name,
 )
 from harness.protocol.models import build_model
-from harness.protocol.recipe import Recipe
+from harness.protocol.recipe import PROTOCOL_RECIPE, TRACK_RECIPES, Recipe
 from harness.protocol.scoring import EvalPlan, forward_plan, score
 from harness.protocol.spec import SpeedOptions
 from harness.store.record import cpu_model, utc_now
 
 REAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "fmnist": (60_000, 10_000),
-              "digits": (1_437, 360), "noise": (50_000, 10_000)}
+              "digits": (1_437, 360), "noise": (50_000, 10_000), "mnist": (60_000, 10_000),
+              "adult": (32_561, 16_281), "imdb": (25_000, 25_000), "tinyimagenet": (100_000, 10_000),
+              "digits_rows": (1_437, 360), "breast_cancer": (455, 114)}
 BATCH = 128
 
 
@@ -119,10 +126,11 @@ def reference_epoch(model: nn.Module, loader, device: torch.device) -> float:
 
 
 def bare_step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
-                   device: torch.device) -> float:
-    """Seconds per step of forward + backward + SGD on one resident batch."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    criterion = nn.CrossEntropyLoss()
+                   device: torch.device, recipe: Recipe = PROTOCOL_RECIPE) -> float:
+    """Seconds per step of forward + backward + the recipe's optimiser step (the protocol's SGD by
+    default; its clipping and label smoothing too) on one resident batch."""
+    opt = make_optimizer(model, recipe)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     model.train()
     synchronize(device)
     t0 = time.perf_counter()
@@ -130,9 +138,19 @@ def bare_step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: in
         loss = criterion(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if recipe.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         opt.step()
     synchronize(device)
     return (time.perf_counter() - t0) / steps
+
+
+def example_inputs(arch: str) -> InputSpec:
+    """What the norm-cost comparison feeds ``arch``: a dataset of its kind's inputs (CIFAR's for
+    CNNs)."""
+    takes = ARCHITECTURES[arch].takes
+    name = {"image": "cifar10", "features": "mnist", "sequence": "digits_rows", "tokens": "imdb"}[takes[0]]
+    return DATASETS[name].inputs()
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -154,8 +172,9 @@ class ThroughputResult:
     eval_images_per_s: float
     speed: dict[str, Any]  # what harness.engine.fast put in effect for the harness's runs
 
-    def medians(self) -> tuple[float, float, float]:
-        return (statistics.median(self.harness), statistics.median(self.reference),
+    def medians(self) -> tuple[float, float | None, float]:
+        return (statistics.median(self.harness),
+                statistics.median(self.reference) if self.reference else None,
                 statistics.median(self.bound))
 
 
@@ -167,26 +186,33 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
     speed = speed or SpeedOptions()
     small = Dataset(data.spec, data.train.head(steps * BATCH), data.test.head(2 * BATCH),
                     data.mean, data.std, data.source)
+    cnn = track_of(arch) == "cnn"
+    # One epoch of the track's recipe (the protocol's SGD for CNNs), without its warm-up.
+    recipe = Recipe(epochs=1) if cnn else replace(TRACK_RECIPES[track_of(arch)], epochs=1,
+                                                  batch_size=BATCH, warmup_epochs=0)
     torch.manual_seed(0)
-    models = [build_model(arch, data.spec.num_classes, norm).to(device) for _ in range(3)]
-    pipe = BatchPipeline(data.mean, data.std, data.spec.channels, device)
+    models = [build_model(arch, data.spec.num_classes, norm, inputs=data.spec.inputs()).to(device)
+              for _ in range(3)]
+    pipe = make_pipeline(data.spec, data.mean, data.std, device)
     x = pipe.test_batch(small.train.inputs[:BATCH].to(device))
     y = small.train.labels[:BATCH].to(device)
-    loader = reference_loader(small, device, workers)
+    loader = reference_loader(small, device, workers) if cnn else None
     bound = prepare(models[2], x, y, device, speed)
-    x_bound = x.contiguous(memory_format=bound.memory_format)
+    x_bound = x.contiguous(memory_format=bound.memory_format) if x.dim() == 4 else x
 
     # Warm-up: allocator, kernels, thread pools, worker start-up paths, compilation.
-    warm = train(models[0], small, Recipe(epochs=1), device, seed=0, speed=speed)
-    bare_step_time(bound.model, x_bound, y, 2, device)
+    warm = train(models[0], small, recipe, device, seed=0, speed=speed)
+    bare_step_time(bound.model, x_bound, y, 2, device, recipe)
     result = ThroughputResult([], [], [], 0.0, warm.speed)
     for r in range(rounds):
-        res = train(models[0], small, Recipe(epochs=1), device, seed=r + 1, speed=speed)
+        res = train(models[0], small, recipe, device, seed=r + 1, speed=speed)
         result.harness.append(len(small.train) / res.train_s)
-        result.reference.append(reference_epoch(models[1], loader, device))
-        result.bound.append(BATCH / bare_step_time(bound.model, x_bound, y, steps, device))
-        progress(f"round {r + 1}/{rounds}: harness {result.harness[-1]:8.1f} img/s   "
-                 f"reference {result.reference[-1]:8.1f} img/s   bound {result.bound[-1]:8.1f} img/s")
+        if loader is not None:
+            result.reference.append(reference_epoch(models[1], loader, device))
+        result.bound.append(BATCH / bare_step_time(bound.model, x_bound, y, steps, device, recipe))
+        progress(f"round {r + 1}/{rounds}: harness {result.harness[-1]:8.1f} samples/s   "
+                 + (f"reference {result.reference[-1]:8.1f} samples/s   " if loader else "")
+                 + f"bound {result.bound[-1]:8.1f} samples/s")
     plan = EvalPlan.build(len(small.test), BATCH, seed=0)
     test_images = small.test.inputs[torch.as_tensor(plan.order)].to(device)
     test_labels = small.test.labels.to(device)
@@ -202,7 +228,8 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
 def norm_costs(arch: str, norms: dict[str, Any], device: torch.device, steps: int, rounds: int,
                compiled: bool, progress=print) -> dict[str, dict[str, float | str | None]]:
     """Step time of the bare model with each norm relative to BatchNorm, eager (and compiled)."""
-    x = torch.randn(BATCH, 3, 32, 32, device=device)
+    inputs = example_inputs(arch)
+    x = random_inputs(inputs, BATCH, torch.Generator().manual_seed(0)).to(device)
     y = torch.randint(0, 10, (BATCH,), device=device)
     modes = ["eager"] + (["compiled"] if compiled else [])
     times: dict[tuple[str, str], list[float]] = {}
@@ -211,7 +238,7 @@ def norm_costs(arch: str, norms: dict[str, Any], device: torch.device, steps: in
     for name, cls in norms.items():
         for mode in modes:
             torch.manual_seed(0)
-            model = build_model(arch, 10, cls).to(device)
+            model = build_model(arch, 10, cls, inputs=inputs).to(device)
             try:
                 if mode == "compiled":
                     model = torch.compile(model)
@@ -246,23 +273,32 @@ def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, st
     from harness.vetting.submission import load
 
     data, source = dataset_or_random(dataset, data_root)
+    mismatch = compatibility_error(arch, data.spec.name)
+    if mismatch:
+        raise ValueError(mismatch)
     n_train, n_test = REAL_SIZES[data.spec.name]
     out: dict[str, Any] = {"benchmark": "harness bench", "date": utc_now(), "arch": arch,
                            "dataset": data.spec.name, "data": source, "device": str(device),
                            "machine": machine(device), "batch_size": BATCH, "steps_per_round": steps,
                            "rounds": rounds, "reference_workers": workers}
     if not norm_specs:
-        tp = throughput(arch, data, nn.BatchNorm2d, device, steps, rounds, workers, progress,
+        bn = nn.BatchNorm2d if track_of(arch) == "cnn" else nn.BatchNorm1d
+        tp = throughput(arch, data, bn, device, steps, rounds, workers, progress,
                         SpeedOptions(compile=compiled))
         h, ref, b = tp.medians()
-        out.update({"speed": tp.speed, "harness_images_per_s": tp.harness, "reference_images_per_s": tp.reference,
+        out.update({"track": track_of(arch), "speed": tp.speed, "harness_images_per_s": tp.harness,
+                    "reference_images_per_s": tp.reference,
                     "bound_images_per_s": tp.bound, "harness_median": h, "reference_median": ref,
-                    "bound_median": b, "ratio_harness_over_reference": h / ref,
+                    "bound_median": b, "ratio_harness_over_reference": h / ref if ref else None,
                     "ratio_harness_over_bound": h / b, "eval_images_per_s": tp.eval_images_per_s,
-                    "projected_200_epoch_s": 200 * (n_train / h + n_test / tp.eval_images_per_s)})
+                    "projected_200_epoch_s": 200 * (n_train / h + n_test / tp.eval_images_per_s),
+                    # A whole run of the track's recipe (200 epochs for CNNs), at these speeds.
+                    "recipe_epochs": TRACK_RECIPES[track_of(arch)].epochs,
+                    "projected_run_s": TRACK_RECIPES[track_of(arch)].epochs
+                    * (n_train / h + n_test / tp.eval_images_per_s)})
         return out
     names = baseline_names() if norm_specs == ["all"] else norm_specs
-    norms = {"batch_norm": nn.BatchNorm2d}
+    norms = {"batch_norm": nn.BatchNorm2d if track_of(arch) == "cnn" else nn.BatchNorm1d}
     for spec in names:
         sub = load(spec)
         norms[sub.name] = sub.norm_class

@@ -142,12 +142,15 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
                                  else f"{mode}: {row.get(f'{mode}_error', 'n/a')}")
             say(f"  {name:<28} {'   '.join(cells)}")
     else:
-        say(f"  harness   {out['harness_median']:9.1f} img/s\n"
-                   f"  reference {out['reference_median']:9.1f} img/s\n"
-                   f"  bound     {out['bound_median']:9.1f} img/s\n"
-                   f"  harness/reference {out['ratio_harness_over_reference']:.2f}x, "
-                   f"harness/bound {out['ratio_harness_over_bound']:.2f}x; projected 200-epoch run "
-                   f"{out['projected_200_epoch_s'] / 60:.0f} min\n"
+        ref = out["reference_median"]
+        say(f"  harness   {out['harness_median']:9.1f} samples/s\n"
+            + (f"  reference {ref:9.1f} samples/s\n" if ref else
+               "  reference (none: the reference benchmark has CNNs only)\n")
+            + f"  bound     {out['bound_median']:9.1f} samples/s\n"
+            + (f"  harness/reference {out['ratio_harness_over_reference']:.2f}x, " if ref else "  ")
+            + f"harness/bound {out['ratio_harness_over_bound']:.2f}x; projected "
+              f"{out['recipe_epochs']}-epoch run (the {out['track']} recipe) "
+              f"{out['projected_run_s'] / 60:.0f} min\n"
                    f"  harness speed options in effect: channels_last "
                    f"{out['speed']['channels_last']}, cudnn.benchmark {out['speed']['cudnn_benchmark']}, "
                    f"compile {out['speed']['compile']}")

@@ -167,13 +167,23 @@ def _load_files(name: str, root: Path, download: bool) -> Dataset:
     return _from_arrays(name, arrays, mean, std, str(root / "tiny-imagenet-200"))
 
 
+def random_inputs(inputs, n: int, generator: torch.Generator, channels: int = 3) -> torch.Tensor:
+    """``n`` random samples of an InputSpec's kind: uint8 images (``channels`` stored), standard
+    normal features or sequences, token ids above the padding and unknown ids."""
+    if inputs.kind == "image":
+        return torch.randint(0, 256, (n, channels, *inputs.shape[1:]), dtype=torch.uint8,
+                             generator=generator)
+    if inputs.kind == "tokens":
+        return torch.randint(2, inputs.vocab_size, (n, *inputs.shape), generator=generator)
+    return torch.randn((n, *inputs.shape), generator=generator)
+
+
 def random_dataset(spec: DatasetSpec, n_train: int, n_test: int, source: str) -> Dataset:
-    """Uniform random images and labels of ``spec``'s shape (seed 0): speed measurements only."""
+    """Random inputs and labels of ``spec``'s shape and kind (seed 0): speed measurements only."""
     g = torch.Generator().manual_seed(0)
 
     def split(n: int) -> Split:
-        return Split(torch.randint(0, 256, (n, spec.channels, SIZE, SIZE), dtype=torch.uint8,
-                                   generator=g),
+        return Split(random_inputs(spec.inputs(), n, g, spec.channels),
                      torch.randint(0, spec.num_classes, (n,), generator=g))
 
     return Dataset(spec, split(n_train), split(n_test), spec.mean, spec.std, source=source)
