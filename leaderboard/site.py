@@ -152,7 +152,8 @@ def _export_rows(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for t in tables:
         for r in t["rows"]:
-            row = {"track": t["suite"].track, "suite": t["suite"].name, "rank": r.rank, "entry": r.entry.name, "kind": r.entry.kind,
+            row = {"track": t["suite"].track, "suite": t["suite"].name, "rank": r.rank,
+                   "entry": r.entry.name, "kind": r.entry.kind,
                    "final": r.entry.final, "sha256": r.entry.sha256,
                    f"aggregate_{t['group_label'].replace(' ', '_')}": r.aggregate,
                    "mean_rank": r.mean_rank, "flags": ";".join(r.flags)}

@@ -23,6 +23,9 @@ EXPECTED_WARNINGS = {
 }
 
 SUBMISSIONS = ["selective_norm", "no_norm", "dropout_only", "norm_only", "dropout_then_norm"]
+# The two arms that end in torch's BatchNorm refuse a training batch of one [1, C] sample, as it
+# does; SelectiveNorm computes its statistics itself and takes it.
+SUBMISSION_WARNINGS = {"norm_only": {("mlp", "shape")}, "dropout_then_norm": {("mlp", "shape")}}
 # The edit loop (make test-fast) checks these in full; the full suite checks every shipped layer.
 FAST_TIER = {"batch_norm", "group_norm", "selective_norm"}
 
@@ -51,7 +54,8 @@ def test_baseline_passes_with_expected_warnings(name):
 @pytest.mark.parametrize("name", tiered(SUBMISSIONS))
 def test_our_submissions_pass(name):
     report = run_checks(str(ROOT / "submissions" / f"{name}.py"), timeout=120)
-    assert report.ok and not [r for r in report.rows if r.status == WARN]
+    assert report.ok
+    assert {(r.track, r.name) for r in report.rows if r.status == WARN} == SUBMISSION_WARNINGS.get(name, set())
     assert set(report.fits()) == {"cnn", "mlp", "rnn", "transformer"}  # every track declared
 
 

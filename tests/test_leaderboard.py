@@ -243,3 +243,22 @@ def test_diverged_and_chance_runs_are_flagged_on_both_pages(tmp_path):
     text = page.read_text()
     assert text.count('<span class="chip chance">chance</span>') == 1  # on seed 2's row only
     assert "&dagger;" in text and "the best accuracy before the loss or a parameter" in text
+
+
+def test_the_board_is_grouped_by_track(tmp_path):
+    """Suites of several tracks: one section per track, the CNN's first, each suite's table in its
+    track's section; the exports name the track."""
+    store = populate(tmp_path / "results")
+    src = tmp_path / "mlp_layer.py"
+    src.write_text("from torch import nn\nCustomNorm = nn.BatchNorm1d\nTRACKS = ('mlp',)\n")
+    _, sha = store.store_submission(src)
+    store.register_entry("mlp-entry", "submission", sha, "mlp_smoke", False, str(src))
+    for seed in (0, 1):
+        store.add(make_record("mlp-entry", sha, "mlp3x100-breast_cancer", seed, 97.0 + seed,
+                              suite="mlp_smoke"))
+    build_site(tmp_path / "results", tmp_path / "site")
+    html = (tmp_path / "site" / "index.html").read_text()
+    cnn, mlp = html.index('id="track-cnn"'), html.index('id="track-mlp"')
+    assert cnn < html.index('id="suite-smoke"') < mlp < html.index('id="suite-mlp_smoke"')
+    rows = json.loads((tmp_path / "site" / "leaderboard.json").read_text())["rows"]
+    assert {(r["track"], r["suite"]) for r in rows} == {("cnn", "smoke"), ("mlp", "mlp_smoke")}
