@@ -229,7 +229,9 @@ def norm_costs(arch: str, norms: dict[str, Any], device: torch.device, steps: in
                compiled: bool, progress=print) -> dict[str, dict[str, float | str | None]]:
     """Step time of the bare model with each norm relative to BatchNorm, eager (and compiled)."""
     inputs = example_inputs(arch)
-    x = random_inputs(inputs, BATCH, torch.Generator().manual_seed(0)).to(device)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn((BATCH, *inputs.shape), generator=g) if inputs.kind == "image"  # normalised
+         else random_inputs(inputs, BATCH, g)).to(device)
     y = torch.randint(0, 10, (BATCH,), device=device)
     modes = ["eager"] + (["compiled"] if compiled else [])
     times: dict[tuple[str, str], list[float]] = {}
