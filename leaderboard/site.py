@@ -197,8 +197,8 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
     order = list(TRACKS)
     for suite in sorted(suites, key=lambda s: (order.index(s.track), s.name)):  # grouped by track
         tables.append(build_table(suite, entries, frame, reveal_hidden))
-    tracks = [{"track": TRACKS[t], "tables": [x for x in tables if x["suite"].track == t]}
-              for t in order if any(x["suite"].track == t for x in tables)]
+    tracks = [{"track": TRACKS[t], "tables": group} for t in order
+              if (group := [x for x in tables if x["suite"].track == t])]
 
     for t in tables:
         suite = t["suite"]

@@ -125,6 +125,7 @@ def test_tinyimagenet_in_its_folder_format(tmp_path):
     assert (data.test.inputs[0] == 200).all()  # a grey JPEG becomes three equal channels
     scaled = data.train.inputs.double() / 255
     assert np.allclose(data.mean, scaled.mean(dim=(0, 2, 3)).tolist())  # the train split's own
+    assert np.allclose(data.std, scaled.std(dim=(0, 2, 3), unbiased=False).tolist())
     assert data.spec.inputs().shape == (3, 64, 64)
 
 

@@ -33,7 +33,13 @@ from torch import nn
 from harness.engine.device import autocast, synchronize
 from harness.engine.fast import prepare
 from harness.engine.train import make_optimizer, train
-from harness.protocol.catalog import ARCHITECTURES, DATASETS, InputSpec, compatibility_error, track_of
+from harness.protocol.catalog import (
+    ARCHITECTURES,
+    DATASETS,
+    compatibility_error,
+    example_inputs,
+    track_of,
+)
 from harness.protocol.data import (
     Dataset,
     DatasetUnavailable,
@@ -44,7 +50,7 @@ from harness.protocol.data import (
     random_inputs,
     resolve_dataset_name,
 )
-from harness.protocol.models import build_model
+from harness.protocol.models import batch_norm_for, build_model
 from harness.protocol.recipe import PROTOCOL_RECIPE, TRACK_RECIPES, Recipe
 from harness.protocol.scoring import EvalPlan, forward_plan, score
 from harness.protocol.spec import SpeedOptions
@@ -145,14 +151,6 @@ def bare_step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: in
     return (time.perf_counter() - t0) / steps
 
 
-def example_inputs(arch: str) -> InputSpec:
-    """What the norm-cost comparison feeds ``arch``: a dataset of its kind's inputs (CIFAR's for
-    CNNs)."""
-    takes = ARCHITECTURES[arch].takes
-    name = {"image": "cifar10", "features": "mnist", "sequence": "digits_rows", "tokens": "imdb"}[takes[0]]
-    return DATASETS[name].inputs()
-
-
 def machine(device: torch.device) -> dict[str, Any]:
     return {
         "description": (torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -188,8 +186,7 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
                     data.mean, data.std, data.source)
     cnn = track_of(arch) == "cnn"
     # One epoch of the track's recipe (the protocol's SGD for CNNs), without its warm-up.
-    recipe = Recipe(epochs=1) if cnn else replace(TRACK_RECIPES[track_of(arch)], epochs=1,
-                                                  batch_size=BATCH, warmup_epochs=0)
+    recipe = replace(TRACK_RECIPES[track_of(arch)], epochs=1, batch_size=BATCH, warmup_epochs=0)
     torch.manual_seed(0)
     models = [build_model(arch, data.spec.num_classes, norm, inputs=data.spec.inputs()).to(device)
               for _ in range(3)]
@@ -228,7 +225,7 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
 def norm_costs(arch: str, norms: dict[str, Any], device: torch.device, steps: int, rounds: int,
                compiled: bool, progress=print) -> dict[str, dict[str, float | str | None]]:
     """Step time of the bare model with each norm relative to BatchNorm, eager (and compiled)."""
-    inputs = example_inputs(arch)
+    inputs = example_inputs(ARCHITECTURES[arch].takes[0])
     g = torch.Generator().manual_seed(0)
     x = (torch.randn((BATCH, *inputs.shape), generator=g) if inputs.kind == "image"  # normalised
          else random_inputs(inputs, BATCH, g)).to(device)
@@ -279,28 +276,28 @@ def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, st
     if mismatch:
         raise ValueError(mismatch)
     n_train, n_test = REAL_SIZES[data.spec.name]
+    track = track_of(arch)
     out: dict[str, Any] = {"benchmark": "harness bench", "date": utc_now(), "arch": arch,
                            "dataset": data.spec.name, "data": source, "device": str(device),
                            "machine": machine(device), "batch_size": BATCH, "steps_per_round": steps,
                            "rounds": rounds, "reference_workers": workers}
     if not norm_specs:
-        bn = nn.BatchNorm2d if track_of(arch) == "cnn" else nn.BatchNorm1d
-        tp = throughput(arch, data, bn, device, steps, rounds, workers, progress,
+        tp = throughput(arch, data, batch_norm_for(track), device, steps, rounds, workers, progress,
                         SpeedOptions(compile=compiled))
         h, ref, b = tp.medians()
-        out.update({"track": track_of(arch), "speed": tp.speed, "harness_images_per_s": tp.harness,
+        epoch_s = n_train / h + n_test / tp.eval_images_per_s
+        epochs = TRACK_RECIPES[track].epochs
+        out.update({"track": track, "speed": tp.speed, "harness_images_per_s": tp.harness,
                     "reference_images_per_s": tp.reference,
                     "bound_images_per_s": tp.bound, "harness_median": h, "reference_median": ref,
                     "bound_median": b, "ratio_harness_over_reference": h / ref if ref else None,
                     "ratio_harness_over_bound": h / b, "eval_images_per_s": tp.eval_images_per_s,
-                    "projected_200_epoch_s": 200 * (n_train / h + n_test / tp.eval_images_per_s),
+                    "projected_200_epoch_s": 200 * epoch_s,
                     # A whole run of the track's recipe (200 epochs for CNNs), at these speeds.
-                    "recipe_epochs": TRACK_RECIPES[track_of(arch)].epochs,
-                    "projected_run_s": TRACK_RECIPES[track_of(arch)].epochs
-                    * (n_train / h + n_test / tp.eval_images_per_s)})
+                    "recipe_epochs": epochs, "projected_run_s": epochs * epoch_s})
         return out
     names = baseline_names() if norm_specs == ["all"] else norm_specs
-    norms = {"batch_norm": nn.BatchNorm2d if track_of(arch) == "cnn" else nn.BatchNorm1d}
+    norms = {"batch_norm": batch_norm_for(track)}
     for spec in names:
         sub = load(spec)
         norms[sub.name] = sub.norm_class

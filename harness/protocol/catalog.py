@@ -79,6 +79,13 @@ def track_of(arch: str) -> str:
     return ARCHITECTURES[arch].track
 
 
+def example_inputs(kind: str) -> "InputSpec":
+    """What a dataset of ``kind`` feeds a model, from a real one of that kind (CIFAR's images,
+    MNIST's features, digits_rows' sequences, IMDB's tokens): for models built without data."""
+    name = {"image": "cifar10", "features": "mnist", "sequence": "digits_rows", "tokens": "imdb"}[kind]
+    return DATASETS[name].inputs()
+
+
 def compatibility_error(arch: str, dataset: str) -> str | None:
     """Why ``arch`` cannot be trained on ``dataset`` (their kinds of input differ), or None."""
     info, spec = ARCHITECTURES[arch], DATASETS[dataset]
@@ -156,23 +163,24 @@ DATASETS: dict[str, DatasetSpec] = {
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
         kind="features", shape=(784,)),
     # One-hot over the categories adult.names lists, continuous columns standardised on the train
-    # split (harness.protocol.tabular): 6 + 99 = 105 features.
+    # split (harness.protocol.sources): 6 + 99 = 105 features.
     "adult": DatasetSpec(
         "adult", "UCI Adult (census income > 50K): 32,561/16,281 people, 105 features, 2 classes "
         "(the mlp track)", 2, (0.0,), (1.0,), 0, False, ("adult/adult.data", "adult/adult.test"),
         kind="features", shape=(105,),
         download="https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"),
     # Lower-cased words of the training reviews; the 20,000 most frequent form the vocabulary
-    # (harness.protocol.text); reviews cut to their first 256 tokens.
+    # (harness.protocol.sources); reviews cut to their first 256 tokens.
     "imdb": DatasetSpec(
         "imdb", "IMDB movie reviews (Maas et al. 2011): 25k/25k, sentiment, 2 classes; 256 tokens "
         "of a 20,000-word vocabulary (the rnn and transformer tracks)", 2, (0.0,), (1.0,), 0,
         False, ("aclImdb/train/pos/", "aclImdb/train/neg/", "aclImdb/test/pos/",
                 "aclImdb/test/neg/"), kind="tokens", shape=(256,), vocab_size=20_002,
         download="https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"),
+    # mean/std are the train split's per-channel ones, computed when it is loaded (harness.protocol.data).
     "tinyimagenet": DatasetSpec(
         "tinyimagenet", "Tiny ImageNet: 100k/10k 64x64 colour images (the validation set is the "
-        "test set), 200 classes", 200, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), 3,
+        "test set), 200 classes", 200, (0.0,) * 3, (1.0,) * 3, 3,
         False, ("tiny-imagenet-200/wnids.txt", "tiny-imagenet-200/train/",
                 "tiny-imagenet-200/val/images/", "tiny-imagenet-200/val/val_annotations.txt"),
         shape=(64, 64), download="http://cs231n.stanford.edu/tiny-imagenet-200.zip"),

@@ -295,5 +295,11 @@ def construct(arch: str, num_classes: int, norm_layer: NormLayer,
     raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
+def batch_norm_for(track: str) -> type[nn.Module]:
+    """torch's BatchNorm for a track's layout: 2d on ``[B, C, H, W]``, 1d on ``[B, C]`` and
+    ``[B, C, T]`` (what other layers are measured against)."""
+    return nn.BatchNorm2d if track == "cnn" else nn.BatchNorm1d
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

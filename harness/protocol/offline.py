@@ -47,21 +47,26 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     return np.setdiff1d(np.arange(len(labels)), test_idx), test_idx
 
 
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The 1,797 digits' pixels ``[N, 64]`` (0..16), labels, and the fixed split's train and test
+    indices (:func:`stratified_split`, seed 0), which ``digits`` and ``digits_rows`` share."""
+    # Each row: 64 pixels, then the label.
+    rows = np.loadtxt(sklearn_file("digits.csv.gz", "digits"), delimiter=",", dtype=np.float64)
+    targets = rows[:, 64].astype(np.int64)
+    return rows[:, :64], targets, *stratified_split(targets, TEST_FRACTION, SPLIT_SEED)
+
+
 def load_digits() -> Dataset:
     """scikit-learn's bundled 1,797 8x8 digits (0..16), scaled to uint8 and resized to 32x32.
 
-    A fixed stratified 80/20 split (:func:`stratified_split`, seed 0); mean and std are those of
-    the train split's pixels.
+    A fixed stratified 80/20 split; mean and std are those of the train split's pixels.
     """
-    # Each row: 64 pixels, then the label.
-    rows = np.loadtxt(sklearn_file("digits.csv.gz", "digits"), delimiter=",", dtype=np.float32)
-    pixels = torch.as_tensor(rows[:, :64]).view(-1, 8, 8)
+    values, targets, train_idx, test_idx = _digits()
+    pixels = torch.as_tensor(values, dtype=torch.float32).view(-1, 8, 8)
     images = F.interpolate((pixels * (255.0 / 16.0)).unsqueeze(1), size=DATASETS["digits"].shape,
                            mode="bilinear", align_corners=False)
     images = images.round().clamp(0, 255).to(torch.uint8)
-    targets = rows[:, 64].astype(np.int64)
     labels = torch.as_tensor(targets)
-    train_idx, test_idx = stratified_split(targets, TEST_FRACTION, SPLIT_SEED)
     train = Split(images[train_idx].contiguous(), labels[train_idx])
     test = Split(images[test_idx].contiguous(), labels[test_idx])
     scaled = train.inputs.double() / 255.0
@@ -73,10 +78,7 @@ def load_digits() -> Dataset:
 def load_digits_rows() -> Dataset:
     """The digits (same split as ``digits``) read row by row: ``[N, 8 steps, 8 values]``, the
     pixel values (0..16) standardised with the train split's mean and std."""
-    rows = np.loadtxt(sklearn_file("digits.csv.gz", "digits"), delimiter=",", dtype=np.float64)
-    targets = rows[:, 64].astype(np.int64)
-    train_idx, test_idx = stratified_split(targets, TEST_FRACTION, SPLIT_SEED)
-    pixels = rows[:, :64]
+    pixels, targets, train_idx, test_idx = _digits()
     mean, std = float(pixels[train_idx].mean()), float(pixels[train_idx].std())
     steps = torch.as_tensor((pixels - mean) / std, dtype=torch.float32).view(-1, 8, 8)
     labels = torch.as_tensor(targets)

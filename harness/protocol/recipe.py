@@ -69,7 +69,7 @@ class Recipe:
             raise ValueError("epochs and batch sizes must be at least 1")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be at least 1 (or absent)")
-        if not 0 <= self.warmup_epochs < self.epochs + (self.schedule != "warmup_cosine"):
+        if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError("warmup_epochs must be at least 0 and fewer than epochs")
         if self.warmup_epochs and self.schedule != "warmup_cosine":
             raise ValueError("warmup_epochs needs schedule 'warmup_cosine'")

@@ -152,16 +152,12 @@ def read_reviews(folder: Path) -> tuple[list[list[str]], np.ndarray]:
 
 
 def read_imdb(folder: Path, vocab_size: int, length: int) -> dict[str, np.ndarray]:
-    """Token ids and labels of both splits, the vocabulary built from the training reviews only;
-    ``unknown_rate``: the share of test words outside it."""
+    """Token ids and labels of both splits, the vocabulary built from the training reviews only."""
     train_docs, train_y = read_reviews(folder / "train")
     test_docs, test_y = read_reviews(folder / "test")
     vocabulary = build_vocabulary(train_docs, vocab_size)
-    test_x = encode(test_docs, vocabulary, length)
-    kept = test_x != PAD_ID
     return {"train_x": encode(train_docs, vocabulary, length), "train_y": train_y,
-            "test_x": test_x, "test_y": test_y,
-            "unknown_rate": np.asarray(float((test_x[kept] == UNKNOWN_ID).mean()) if kept.any() else 0.0)}
+            "test_x": encode(test_docs, vocabulary, length), "test_y": test_y}
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A study file (TOML) names its entries, settings and seeds, and may override the recipe, which a
 leaderboard suite never may (the optimizer, schedule, early stopping and augmentation are
-study-only; see harness.engine.train.STUDY_ONLY_FIELDS)::
+study-only; see harness.protocol.recipe.STUDY_ONLY_FIELDS)::
 
     name = "selective-norm"            # also names the study's records
     version = 1

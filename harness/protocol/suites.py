@@ -110,14 +110,15 @@ def parse_settings(rows: list, origin: str, visibility: bool = True,
             raise SuiteError(f"{origin}: {s['arch']} is an architecture of the "
                              f"{ARCHS[s['arch']].track} track, not of this file's {track} track "
                              "(set track = ... at the top)")
-        mismatch = compatibility_error(s["arch"], resolve_dataset_name(s["dataset"]))
+        dataset = resolve_dataset_name(s["dataset"])
+        mismatch = compatibility_error(s["arch"], dataset)
         if mismatch:
             raise SuiteError(f"{origin}: {mismatch}")
         if not visibility and "visibility" in s:
             raise SuiteError(f"{origin}: a study has no hidden settings; drop 'visibility'")
         if s.get("visibility", "public") not in VISIBILITIES:
             raise SuiteError(f"{origin}: visibility must be public or hidden, got {s['visibility']!r}")
-        settings.append(Setting(s["arch"], resolve_dataset_name(s["dataset"]),
+        settings.append(Setting(s["arch"], dataset,
                                 s.get("visibility", "public") == "hidden"))
     if not settings:
         raise SuiteError(f"{origin}: no settings")

@@ -17,8 +17,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from harness.protocol.catalog import ARCHITECTURES, InputSpec
-from harness.protocol.models import build_model, construct, count_parameters, init_weights
+from harness.protocol.catalog import ARCHITECTURES, InputSpec, example_inputs
+from harness.protocol.models import batch_norm_for, build_model, construct, count_parameters, init_weights
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 CHANNELS = 16  # the smallest channel count the CNNs use: where per-group statistics are thinnest
@@ -34,7 +34,8 @@ class Layout:
     eval: tuple[tuple[int, ...], ...]
     tiny_train: tuple[tuple[int, ...], ...]  # degenerate ones: a failure here is a warning
     tiny_eval: tuple[tuple[int, ...], ...]
-    tiny_words: str  # what the tiny shapes are, for the warning
+    tiny_words: str  # what the tiny shapes are
+    tiny_why: str  # why a layer that raises on them is only warned about
     cost_arch: str  # the model of the cost check
     cost_input: InputSpec
 
@@ -56,22 +57,21 @@ LAYOUTS: dict[str, Layout] = {
     # No CNN feeds a 1x1 map to a norm (the smallest is VGG's 2x2), so a layer that cannot handle
     # one, like GroupNorm with one channel per group, is warned about rather than failed.
     "cnn": Layout("cnn", (6, 6), _CNN_SHAPES, _CNN_SHAPES, ((4, 1, 1),), ((4, 1, 1), (1, 1, 1)),
-                  "1x1 maps, which the benchmark's models never produce", "resnet20",
+                  "1x1 maps", "which the benchmark's models never produce", "resnet20",
                   InputSpec("image", (3, 32, 32))),
     # A training batch of one sample has one value per channel: degenerate for batch statistics
     # (torch's BatchNorm1d refuses it), and the harness never trains on one.
     "mlp": Layout("mlp", (), ((2,), (3,), (8,)), ((2,), (1,), (3,)), ((1,),), (),
-                  "a training batch of one sample, which the harness never trains on", "mlp3x100",
-                  InputSpec("features", (784,))),
+                  "a training batch of one sample", "which the harness never trains on",
+                  "mlp3x100", InputSpec("features", (784,))),
     "rnn": Layout("rnn", (6,), _SEQUENCE_SHAPES, _SEQUENCE_SHAPES, ((4, 1),), ((4, 1), (1, 1)),
-                  "one-step sequences", "lstm2", InputSpec("sequence", (32, 16))),
+                  "one-step sequences", "which the track's datasets do not have", "lstm2",
+                  InputSpec("sequence", (32, 16))),
     "transformer": Layout("transformer", (6,), _SEQUENCE_SHAPES, _SEQUENCE_SHAPES, ((4, 1),),
-                          ((4, 1), (1, 1)), "one-token sequences", "vit_lite2",
+                          ((4, 1), (1, 1)), "one-token sequences",
+                          "which the track's datasets do not have", "vit_lite2",
                           InputSpec("image", (3, 32, 32))),
 }
-_EXAMPLE_INPUTS = {"image": InputSpec("image", (3, 32, 32)), "features": InputSpec("features", (30,)),
-                   "sequence": InputSpec("sequence", (8, 8)),
-                   "tokens": InputSpec("tokens", (16,), vocab_size=100)}
 
 
 class CheckTimeout(Exception):
@@ -95,7 +95,7 @@ def model_channel_counts(track: str = "cnn") -> tuple[int, ...]:
     with torch.device("meta"):
         for name, info in ARCHITECTURES.items():
             if info.track == track:
-                construct(name, 10, record, _EXAMPLE_INPUTS[info.takes[0]])
+                construct(name, 10, record, example_inputs(info.takes[0]))
     return tuple(sorted(counts))
 
 
@@ -182,9 +182,10 @@ def check_shape(cls, layout: Layout):
                     raise
                 tiny_problems.append(f"{mode} {list(shape)}")
     if tiny_problems:
-        return WARN, f"{done}; raises on {layout.tiny_words} ({', '.join(tiny_problems)})"
+        return WARN, (f"{done}; raises on {layout.tiny_words} ({', '.join(tiny_problems)}), "
+                      f"{layout.tiny_why}")
     return PASS, done + (", and H=W=1" if layout.track == "cnn" else
-                         f", and on {layout.tiny_words.split(',')[0]}")
+                         f", and on {layout.tiny_words}")
 
 
 def check_modes(cls, layout: Layout):
@@ -346,7 +347,7 @@ def _step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int) ->
 def check_cost(cls, layout: Layout):
     torch.manual_seed(0)
     arch, inputs = layout.cost_arch, layout.cost_input
-    reference = nn.BatchNorm2d if layout.track == "cnn" else nn.BatchNorm1d
+    reference = batch_norm_for(layout.track)
     ours = build_model(arch, 10, cls, inputs=inputs)
     bn = build_model(arch, 10, reference, inputs=inputs)
     x, y = _rand(32, *inputs.shape), torch.arange(32) % 10
