@@ -310,21 +310,27 @@ def list_cmd(track: str | None, as_json: bool) -> None:
         kinds = {k for a in ARCHITECTURES.values() if a.track == t for k in a.takes}
         return [d.name for d in DATASETS.values() if d.kind in kinds]
 
-    if as_json:
-        click.echo(json.dumps({"tracks": {t: {
-            "description": TRACKS[t].description, "layout": TRACKS[t].layout,
-            "recipe": asdict(TRACK_RECIPES[t]),
+    if as_json:  # every thing once, as before tracks existed; "tracks" names what each holds
+        archs = [a for a in ARCHITECTURES.values() if a.track in tracks]
+        names = [n for n in DATASETS if any(n in datasets_of(t) for t in tracks)]
+        click.echo(json.dumps({
             "architectures": {a.name: {"description": a.description, "in_reference": a.in_reference,
-                                       "takes": list(a.takes)}
-                              for a in ARCHITECTURES.values() if a.track == t},
+                                       "track": a.track, "takes": list(a.takes)} for a in archs},
             "datasets": {n: {"description": DATASETS[n].description, "kind": DATASETS[n].kind,
                              "classes": DATASETS[n].num_classes,
-                             "in_reference": DATASETS[n].in_reference} for n in datasets_of(t)},
-            "baselines": {n: d for n, (d, ts) in baselines.items() if t in ts},
-            "suites": {s.name: {"version": s.version, "description": s.description,
+                             "in_reference": DATASETS[n].in_reference} for n in names},
+            "baselines": {n: d for n, (d, ts) in baselines.items() if set(ts) & set(tracks)},
+            "suites": {s.name: {"track": s.track, "version": s.version, "description": s.description,
                                 "settings": {x.key: "hidden" if x.hidden else "public"
                                              for x in s.settings}, "seeds": list(s.seeds)}
-                       for s in suites if s.track == t}} for t in tracks}}, indent=2))
+                       for s in suites if s.track in tracks},
+            "tracks": {t: {"description": TRACKS[t].description, "layout": TRACKS[t].layout,
+                           "recipe": asdict(TRACK_RECIPES[t]),
+                           "architectures": [a.name for a in archs if a.track == t],
+                           "datasets": datasets_of(t),
+                           "baselines": [n for n, (_, ts) in baselines.items() if t in ts],
+                           "suites": [s.name for s in suites if s.track == t]} for t in tracks}},
+            indent=2))
         return
     for i, t in enumerate(tracks):
         info, recipe = TRACKS[t], TRACK_RECIPES[t]
