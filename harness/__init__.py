@@ -6,6 +6,9 @@ Public API for notebooks and scripts::
     CustomNorm = harness.load_submission("submissions/my_norm.py")
     model = harness.build_model("resnet56", 100, CustomNorm)
 
+    from harness import results
+    runs = results.load("results")        # every run record as a pandas DataFrame
+
 The version lives here and nowhere else (pyproject.toml reads it). The API is imported on first
 use, so that ``import harness`` (and ``harness --help``) does not import torch.
 """

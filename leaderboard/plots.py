@@ -180,3 +180,37 @@ def accuracy_intervals(rows: list[dict[str, Any]], title: str) -> str | None:
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return svg_uri(fig)
+
+
+def along_axis(rows: list[dict[str, Any]], axis: str, values: list[str], title: str) -> str | None:
+    """Best test accuracy against an axis's values: per row, the means joined by a line with their
+    95% intervals as error bars; a ``flat`` row (a layer that does not take the axis: the same
+    runs at every value) is a dashed line with its interval as a band. Values are placed evenly,
+    in the study's order, whatever their type (a learning rate, an optimiser's name)."""
+    if not any(m is not None for r in rows for m, _, _ in r["points"]):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    xs = list(range(len(values)))
+    for r in rows:
+        mean, low, high = (list(t) for t in zip(*r["points"]))
+        if r["flat"]:
+            if mean[0] is None:
+                continue
+            (line,) = ax.plot([xs[0], xs[-1]], [mean[0]] * 2, linestyle="--", linewidth=1.2,
+                              label=f"{r['label']} (takes no {axis})")
+            if low[0] is not None and high[0] is not None:
+                ax.fill_between([xs[0], xs[-1]], [low[0]] * 2, [high[0]] * 2,
+                                color=line.get_color(), alpha=0.1, linewidth=0)
+            continue
+        y = [_value(m) for m in mean]
+        below = [_value(m) - _value(lo) if lo is not None else 0 for m, lo in zip(mean, low)]
+        above = [_value(hi) - _value(m) if hi is not None else 0 for m, hi in zip(mean, high)]
+        ax.errorbar(xs, y, yerr=[below, above], marker="o", markersize=4, capsize=3,
+                    linewidth=1.4, label=r["label"])
+    ax.set_xticks(xs, values)
+    ax.set(xlabel=axis, ylabel="best test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", frameon=False)
+    fig.tight_layout()
+    return svg_uri(fig)

@@ -17,7 +17,8 @@ Evaluation: no mask and no rescaling; y = gamma_c * (x - running_mean) / sqrt(ru
 so evaluation is deterministic and each sample's output is independent of its batch.
 
 The choices, and why:
-- p = 0.1. The layer sits in every norm slot (57 in ResNet-56), so dropout is applied that many
+- p = 0.1 by default (a study can vary it: CustomNorm(num_features, p=0.2), docs/studies.md). The
+  layer sits in every norm slot (57 in ResNet-56), so dropout is applied that many
   times along a path; the usual 0.5 would drown the signal, 0.1 is the common rate for dropout
   inside deep conv nets.
 - Element mask, not channel mask: the plan's unit is the neuron, and in a conv net that is one
@@ -36,17 +37,15 @@ The choices, and why:
 import torch
 from torch import nn
 
-DROP_RATE = 0.1
 TRACKS = ("cnn", "mlp", "rnn", "transformer")
 
 
 class CustomNorm(nn.Module):
-    def __init__(self, num_features: int, drop_rate: float = DROP_RATE, eps: float = 1e-5,
-                 momentum: float = 0.1):
+    def __init__(self, num_features: int, p: float = 0.1, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
-        self.drop_rate, self.eps, self.momentum = drop_rate, eps, momentum
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"p (the drop rate) must be in [0, 1), got {p}")
+        self.p, self.eps, self.momentum = p, eps, momentum
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -64,7 +63,7 @@ class CustomNorm(nn.Module):
         if mask is None:
             # torch.rand, not rand_like: the mask depends on the element's position, not on how x
             # is laid out in memory, so a channels_last run draws the same mask as a plain one.
-            mask = (torch.rand(x.shape, dtype=x.dtype, device=x.device) >= self.drop_rate).to(x.dtype)
+            mask = (torch.rand(x.shape, dtype=x.dtype, device=x.device) >= self.p).to(x.dtype)
         dims = (0,) + tuple(range(2, x.dim()))  # batch and positions
         n = mask.sum(dims, keepdim=True).clamp_min(1)
         mean = (x * mask).sum(dims, keepdim=True) / n
@@ -75,4 +74,4 @@ class CustomNorm(nn.Module):
             self.running_mean.lerp_(mean.flatten(), self.momentum)
             self.running_var.lerp_(unbiased.flatten(), self.momentum)
         y = centred * torch.rsqrt(var + self.eps) * w + b
-        return y * mask / (1.0 - self.drop_rate)
+        return y * mask / (1.0 - self.p)

@@ -24,7 +24,7 @@ def test_statistics_are_those_of_the_kept_units():
     rng = np.random.default_rng(0)
     x = rng.normal(1.0, 2.0, (5, 8, 6, 6))
     mask = (rng.uniform(size=x.shape) >= 0.3).astype(np.float64)
-    m = selective(drop_rate=0.3).double().train()
+    m = selective(p=0.3).double().train()
     g, b = rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.2, 8)
     with torch.no_grad():
         m.weight.copy_(torch.from_numpy(g))
@@ -43,7 +43,7 @@ def test_statistics_are_those_of_the_kept_units():
 
 def test_random_mask_statistics_match_the_units_it_kept():
     torch.manual_seed(0)
-    m = selective(drop_rate=0.1).double().train()
+    m = selective(p=0.1).double().train()
     x = torch.randn(16, 8, 8, 8, dtype=torch.float64) * 3 + 2
     with torch.no_grad():
         y = m(x)
@@ -54,9 +54,9 @@ def test_random_mask_statistics_match_the_units_it_kept():
         assert m.running_mean[c].item() == pytest.approx(0.1 * mu, rel=1e-9)
 
 
-def test_drop_rate_zero_is_batchnorm_in_train_and_eval():
+def test_p_zero_is_batchnorm_in_train_and_eval():
     torch.manual_seed(0)
-    ours, bn = selective(16, drop_rate=0.0), nn.BatchNorm2d(16)
+    ours, bn = selective(16, p=0.0), nn.BatchNorm2d(16)
     with torch.no_grad():
         for p in (ours.weight, ours.bias):
             p.copy_(torch.randn(16))
@@ -72,7 +72,7 @@ def test_drop_rate_zero_is_batchnorm_in_train_and_eval():
 
 
 def test_gradients_flow_through_the_masked_statistics():
-    m = selective(4, drop_rate=0.25).double().train()
+    m = selective(4, p=0.25).double().train()
     x = torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     mask = (torch.rand(3, 4, 3, 3) >= 0.25).double()
     assert torch.autograd.gradcheck(lambda inp: m(inp, mask=mask), (x,))
@@ -95,7 +95,7 @@ def test_evaluation_is_deterministic_and_batch_independent():
 
 def test_rejects_an_impossible_drop_rate():
     with pytest.raises(ValueError):
-        selective(drop_rate=1.0)
+        selective(p=1.0)
 
 
 def test_the_four_other_arms():

@@ -113,16 +113,16 @@ def test_significance_against_the_reference_is_holm_adjusted():
         settings = [type("S", (), {"key": "s"})()]
         entries = [type("E", (), {"name": n})() for n in ("ref", "better", "same")]
 
-    cells = {("ref", "s"): _cell("ref", [70.0, 70.1, 69.9], [5, 5, 5]),
-             ("better", "s"): _cell("better", [75.0, 75.2, 74.8], [5, 6, 5]),
-             ("same", "s"): _cell("same", [70.0, 70.2, 69.8], [9, 9, 10])}
+    cells = {("ref", "s", ()): _cell("ref", [70.0, 70.1, 69.9], [5, 5, 5]),
+             ("better", "s", ()): _cell("better", [75.0, 75.2, 74.8], [5, 6, 5]),
+             ("same", "s", ()): _cell("same", [70.0, 70.2, 69.8], [9, 9, 10])}
     compare_with_reference(FakeStudy, cells)
-    better, same = cells[("better", "s")].versus, cells[("same", "s")].versus
+    better, same = cells[("better", "s", ())].versus, cells[("same", "s", ())].versus
     assert better["significant"] and better["difference"] == pytest.approx(5.0)
     assert better["p_holm"] == pytest.approx(min(1.0, 2 * better["p_value"]))  # smallest of 2
     assert not same["significant"] and same["p_value"] > 0.5
-    assert cells[("same", "s")].versus_reach["significant"]  # 9.3 vs 5 epochs: slower
-    assert cells[("ref", "s")].versus is None
+    assert cells[("same", "s", ())].versus_reach["significant"]  # 9.3 vs 5 epochs: slower
+    assert cells[("ref", "s", ())].versus is None
     lines = summary_lines(FakeStudy, cells)
     assert any(line.startswith("better on s: best test accuracy higher than ref (+5.00 points")
                for line in lines)
@@ -186,7 +186,7 @@ def test_the_smoke_study_runs_on_cpu_and_its_report_builds(tmp_path):
     assert all(run.done for run in plan_study(study, store))  # the store now has every run
     found = study_records(study, store)
     assert {k for k, v in found.items() if len(v) == len(study.seeds)} == \
-        {(e.name, "resnet20-digits") for e in study.entries}
+        {(e.name, "resnet20-digits", ()) for e in study.entries}
     index = build_report(study, store.root, tmp_path / "report")
     html = index.read_text()
     for entry in study.entries:

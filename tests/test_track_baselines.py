@@ -119,7 +119,7 @@ def test_selective_norm_without_dropout_is_batchnorm_on_sequences_and_features()
     selective = load(str(ROOT / "submissions" / "selective_norm.py")).norm_class
     for shape in [(8, 16, 5), (8, 16)]:
         x = torch.randn(*shape)
-        ours, reference = selective(16, drop_rate=0.0), nn.BatchNorm1d(16)
+        ours, reference = selective(16, p=0.0), nn.BatchNorm1d(16)
         assert torch.allclose(ours(x), reference(x), atol=1e-5)
         assert torch.allclose(ours.running_var, reference.running_var, atol=1e-6)
         ours.eval(), reference.eval()

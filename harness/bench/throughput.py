@@ -36,6 +36,7 @@ from harness.engine.train import make_optimizer, train
 from harness.protocol.catalog import (
     ARCHITECTURES,
     DATASETS,
+    SPLIT_SIZES,
     compatibility_error,
     example_inputs,
     track_of,
@@ -56,10 +57,6 @@ from harness.protocol.scoring import EvalPlan, forward_plan, score
 from harness.protocol.spec import SpeedOptions
 from harness.store.record import cpu_model, utc_now
 
-REAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "fmnist": (60_000, 10_000),
-              "digits": (1_437, 360), "noise": (50_000, 10_000), "mnist": (60_000, 10_000),
-              "adult": (32_561, 16_281), "imdb": (25_000, 25_000), "tinyimagenet": (100_000, 10_000),
-              "digits_rows": (1_437, 360), "breast_cancer": (455, 114)}
 BATCH = 128
 
 
@@ -69,7 +66,7 @@ def dataset_or_random(name: str, data_root: str | None) -> tuple[Dataset, str]:
         return load_dataset(name, data_root, download=False), "real"
     except DatasetUnavailable:
         pass
-    return random_dataset(DATASETS[name], *REAL_SIZES[name], source="random"), "random"
+    return random_dataset(DATASETS[name], *SPLIT_SIZES[name], source="random"), "random"
 
 
 class _PILImages(torch.utils.data.Dataset):
@@ -275,7 +272,7 @@ def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, st
     mismatch = compatibility_error(arch, data.spec.name)
     if mismatch:
         raise ValueError(mismatch)
-    n_train, n_test = REAL_SIZES[data.spec.name]
+    n_train, n_test = SPLIT_SIZES[data.spec.name]
     track = track_of(arch)
     out: dict[str, Any] = {"benchmark": "harness bench", "date": utc_now(), "arch": arch,
                            "dataset": data.spec.name, "data": source, "device": str(device),

@@ -75,6 +75,23 @@ def json_option(help: str):
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
+def param_option(func):
+    """``--param NAME=VALUE`` (repeatable): keyword parameters of the layer, as a dict ``params``."""
+
+    def parse(ctx, param, values) -> dict:
+        from harness.protocol.entries import parse_param
+
+        try:
+            return dict(parse_param(v) for v in values)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return click.option("--param", "params", multiple=True, metavar="NAME=VALUE", callback=parse,
+                        help="A keyword parameter of the layer: CustomNorm(num_features, "
+                             "NAME=VALUE) (repeatable; VALUE is read as JSON, e.g. p=0.2). Part of "
+                             "a run's identity: its key and record carry it.")(func)
+
+
 def for_json(console: ConsoleReporter, as_json: bool) -> ConsoleReporter:
     """With --json, standard output carries the JSON alone: the console goes quiet, to stderr."""
     if not as_json:

@@ -20,6 +20,7 @@ from harness.cli.common import (
     isolation_options,
     json_option,
     output_options,
+    param_option,
     results_option,
     run_options,
 )
@@ -32,6 +33,7 @@ from harness.protocol.catalog import (
     resolve_dataset_name,
     track_of,
 )
+from harness.protocol.entries import params_label
 from harness.protocol.recipe import TRACK_RECIPES
 from harness.reporting import ConsoleReporter
 from harness.store.record import finite
@@ -79,15 +81,16 @@ def execute(config, results_dir, console: ConsoleReporter, *, submission=None, c
     return record, path
 
 
-def preflight(console: ConsoleReporter, submission: str, timeout: float, track: str = "cnn"):
-    """Load the file and run the pre-flight checks on ``track``'s layout; exit with one line on a
-    fatal failure."""
+def preflight(console: ConsoleReporter, submission: str, timeout: float, track: str = "cnn",
+              params: dict | None = None):
+    """Load the file and run the pre-flight checks on ``track``'s layout, the layer built with
+    ``params``; exit with one line on a fatal failure."""
     from harness.vetting.check import WARN
     from harness.vetting.check import preflight as run_preflight
     from harness.vetting.submission import load
 
     loaded = guarded(console, load, submission)
-    report = guarded(console, run_preflight, loaded, timeout, submission, (track,))
+    report = guarded(console, run_preflight, loaded, timeout, submission, (track,), params)
     for row in report.rows:
         if row.status == WARN:
             console.warn(row.detail)
@@ -122,6 +125,7 @@ def preflight(console: ConsoleReporter, submission: str, timeout: float, track: 
               help="Use only the first N test images (smoke runs; recorded as not comparable).")
 @click.option("--allow-hidden", is_flag=True,
               help="Allow a setting that is hidden in a suite (do not tune on it).")
+@param_option
 @json_option("Print the run record as JSON (nothing else on standard output).")
 @results_option()
 @run_options
@@ -130,7 +134,8 @@ def preflight(console: ConsoleReporter, submission: str, timeout: float, track: 
 def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
              lr: float, momentum: float, weight_decay: float, warmup_epochs: int | None,
              limit_train: int | None,
-             limit_test: int | None, allow_hidden: bool, as_json: bool, results_dir: str,
+             limit_test: int | None, allow_hidden: bool, params: dict, as_json: bool,
+             results_dir: str,
              data_root: str | None,
              download: bool, device: str, check_timeout: float, precision: str, speed, resume: bool,
              isolation, vetting, console: ConsoleReporter) -> None:
@@ -176,14 +181,14 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
     config = RunSpec(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
                        recipe=recipe, limit_train=limit_train, limit_test=limit_test,
                        device=device, data_root=data_root, download=download, precision=precision,
-                       speed=speed, resume=resume)
+                       speed=speed, resume=resume, params=params)
     if isolation.untrusted:
         record, path = guarded(console, eval_untrusted, config, results_dir, isolation, vetting,
                                check_timeout, console)
     else:
         from harness.execution.sweep import scan_row
 
-        loaded, report = preflight(console, submission, check_timeout, track_of(arch))
+        loaded, report = preflight(console, submission, check_timeout, track_of(arch), params)
         config = config.with_(submission=str(loaded.path))
         row, scan = guarded(console, scan_row, loaded.path, submission, vetting.scan_policy,
                             vetting.trust_code)
@@ -220,11 +225,11 @@ def eval_untrusted(config, results_dir: str, isolation, vetting, check_timeout: 
 
     store = ResultsStore(results_dir)
     vetted = vet(store, config.submission, isolation, vetting.trust_code, vetting.scan_policy,
-                 check_timeout, (track_of(config.arch),))
+                 check_timeout, (track_of(config.arch),), (config.layer_params,))
     config = config.with_(submission=str(vetted.copy), sha256=vetted.sha256)
     task = Task(config, f"{vetted.path.stem} {config.arch}-{config.dataset} seed {config.seed}",
                 {"submission_source": str(vetted.path), "scan": vetted.scan},
-                vetted.checks)
+                vetted.checks_for(config.layer_params))
     record = run_in_worker(task, store, {}, store.root / "logs", 0, isolation,
                            echo=console.info)
     path = store.runs_dir / f"{record['run_id']}.json"
@@ -246,9 +251,10 @@ _STATUS_COLOURS = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "br
 @click.option("--track", "tracks", multiple=True, type=click.Choice(list(TRACKS) + ["all"]),
               help="Check on this track's layout (repeatable; all: every track). Default: the "
                    "tracks the file declares in TRACKS (a file without it: cnn).")
+@param_option
 @output_options
 def check_cmd(submission: str, as_json: bool, timeout: float, tracks: tuple[str, ...],
-              console: ConsoleReporter) -> None:
+              params: dict, console: ConsoleReporter) -> None:
     """Vet SUBMISSION's CustomNorm in seconds: one row per check, pass / warn / fail.
 
     SUBMISSION is a .py file or a baseline's name. Each track feeds the layer its own layout
@@ -262,11 +268,13 @@ def check_cmd(submission: str, as_json: bool, timeout: float, tracks: tuple[str,
     from harness.vetting.check import run_checks
 
     chosen = tuple(t for t in TRACKS if "all" in tracks or t in tracks) or None
-    report = guarded(console, run_checks, submission, timeout=timeout, tracks=chosen)
+    report = guarded(console, run_checks, submission, timeout=timeout, tracks=chosen, params=params)
     if as_json:
-        click.echo(json_mod.dumps(report.to_json(), indent=2))
+        click.echo(json_mod.dumps({**report.to_json(), "params": params}, indent=2))
     else:
-        click.echo(f"{report.submission}" + (f"  (sha256 {report.sha256[:12]})" if report.sha256 else ""))
+        given = f"  with {params_label(params)}" if params else ""
+        click.echo(f"{report.submission}{given}"
+                   + (f"  (sha256 {report.sha256[:12]})" if report.sha256 else ""))
         width = max(len(r.name) for r in report.rows)
         shown = None
         for r in report.rows:

@@ -37,7 +37,9 @@ def study_group() -> None:
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--only", default=None, help="Comma-separated entry names to run (default: all).")
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
-@click.option("--dry-run", is_flag=True, help="List the runs and whether each is done; run nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="List the runs (with their grid points) and whether each is done, and project "
+                   "the cost of those to do from step times measured here; run nothing.")
 @click.option("--allow-hidden", is_flag=True,
               help="Allow settings that a leaderboard suite keeps hidden (do not tune on them).")
 @json_option("Print each entry's runs as JSON (nothing else on standard output).")
@@ -79,17 +81,12 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
     store = ResultsStore(results_dir)
     wanted = [n.strip() for n in only.split(",") if n.strip()] if only else None
     if dry_run:
-        planned = guarded(console, plan_study, study, store, precision)
-        for run in planned:
-            if wanted is None or run.entry in wanted:
-                state = "done" if run.done and not rerun else "to run"
-                click.echo(f"{run.entry:<28} {run.setting.key:<24} seed {run.seed:<6} {state}")
-        todo = sum(1 for r in planned if (not r.done or rerun)
-                   and (wanted is None or r.entry in wanted))
-        click.echo(f"{todo} run(s) to do of {len(planned)}")
+        guarded(console, select_entries, study, wanted)
+        planned = [r for r in guarded(console, plan_study, study, store, precision)
+                   if wanted is None or r.entry in wanted]
+        dry_run_report(study, planned, rerun, device, executor, isolation, as_json, console)
         return
-    console.info(f"study {study.name}: {len(study.entries)} entries x {len(study.settings)} settings x "
-                 f"{len(study.seeds)} seeds; recipe: "
+    console.info(f"study {study.name}: {shape_of(study)}; recipe: "
                  + ("; ".join(study.recipe.deviations()) or "the protocol's"))
     entries = guarded(console, select_entries, study, wanted)
     results = sweep_and_report(store, [sweep_arguments(study, entry) for entry in entries], rerun,
@@ -108,6 +105,71 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
         sys.exit(EXIT_FAILED)
     if diverged:
         sys.exit(EXIT_DIVERGED)
+
+
+def shape_of(study) -> str:
+    """``5 entries x 1 settings x 2 seeds, grid lr (2) x p (4): 56 runs``."""
+    grid = " x ".join(f"{a.name} ({len(a.values)})" for a in study.axes)
+    return (f"{len(study.entries)} entries x {len(study.settings)} settings x {len(study.seeds)} "
+            f"seeds" + (f", grid {grid}" if grid else "") + f": {study.run_count()} runs")
+
+
+def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation, as_json: bool,
+                   console: ConsoleReporter) -> None:
+    """The runs a study would make (each with its grid point and whether it is done) and what
+    those still to run would cost here: measured step times, multiplied out
+    (harness.bench.estimate)."""
+    import json
+
+    from harness.bench.estimate import estimate, hours
+    from harness.engine.device import resolve_device, usable_cpus
+    from harness.protocol.entries import params_label
+
+    todo = [r for r in planned if not r.done or rerun]
+    jobs = getattr(executor, "jobs", None)  # None: a cluster's array, as wide as it gets
+    threads = getattr(executor, "threads", None) or max(1, usable_cpus() // (jobs or 1))
+    resolved = resolve_device(device)
+    if not as_json:
+        click.echo(f"study {study.name}: {shape_of(study)}")
+        for a in study.axes:
+            kind = "recipe field" if a.kind == "recipe" else "layer parameter"
+            takers = "" if a.kind == "recipe" else " (entries that take it: " + ", ".join(
+                e.name for e in study.entries if e.takes_param(a.name)) + ")"
+            click.echo(f"  axis {a.name} ({kind}): {', '.join(map(str, a.values))}{takers}")
+        for r in planned:
+            point = params_label(dict(r.point))
+            state = "done" if r.done and not rerun else "to run"
+            click.echo(f"{r.entry:<20} {point:<22} {r.setting.key:<22} seed {r.seed:<6} {state}")
+        click.echo(f"{len(todo)} run(s) to do of {len(planned)}")
+    found = guarded(console, estimate, [r.spec for r in todo], device=resolved, threads=threads,
+                    jobs=jobs or 1, untrusted=isolation.untrusted)
+    shapes = [{"arch": s.arch, "dataset": s.dataset, "batch_size": s.batch_size,
+               "test_batch_size": s.test_batch_size, "optimizer": s.optimizer,
+               "step_s": t.step_s, "test_batch_s": t.test_batch_s} for s, t in found.timings.items()]
+    if as_json:
+        click.echo(json.dumps({
+            "study": study.name, "runs": len(planned), "to_run": len(todo),
+            "grid": [{"name": a.name, "kind": a.kind, "values": list(a.values)} for a in study.axes],
+            "planned": [{"entry": r.entry, "point": dict(r.point), "setting": r.setting.key,
+                         "seed": r.seed, "key": r.key, "done": r.done and not rerun} for r in planned],
+            "estimate": {"device": str(resolved), "threads": threads, "jobs": jobs,
+                         "start_s": found.start_s, "shapes": shapes, "total_s": found.total_s,
+                         "wall_s": found.wall_s if jobs else None}}, indent=2))
+        return
+    if not todo:
+        return
+    click.echo(f"cost, measured here ({resolved}, {threads} thread(s) per run, BatchNorm's step; "
+               f"harness.bench.estimate says what is left out):")
+    for s in shapes:
+        click.echo(f"  {s['arch']} on {s['dataset']}, batch {s['batch_size']}, {s['optimizer']}: "
+                   f"{1000 * s['step_s']:.0f} ms per step, {1000 * s['test_batch_s']:.0f} ms per "
+                   f"test batch of {s['test_batch_size']}")
+    click.echo(f"  a worker's start: {found.start_s:.1f} s"
+               + (" (twice per untrusted run)" if isolation.untrusted else ""))
+    click.echo(f"projected: {len(todo)} runs x {hours(found.total_s / len(todo))} on average = "
+               f"{hours(found.total_s)} of runs"
+               + (f"; about {hours(found.wall_s)} of wall time on {jobs} worker(s)" if jobs else
+                  "; the wall time depends on how many of the array's tasks run at once"))
 
 
 @study_group.command("report", context_settings=CONTEXT)

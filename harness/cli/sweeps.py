@@ -37,7 +37,7 @@ def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_
                      detach: bool = False, batch_name: str = "harness", replace: bool = False,
                      as_json: bool = False):
     """Prepare every entry (each a dict of source, name, kind, suite, final and optionally
-    register and record_extra), run all their runs as one batch (one pool of workers, or one job
+    register, record_extra and study), run all their runs as one batch (one pool of workers, or one job
     array), and print a summary per entry (with ``as_json``, JSON: each entry's runs). Returns the
     SweepResults in entry order."""
     from harness.execution.sweep import prepare, run_prepared
@@ -51,7 +51,8 @@ def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_
         prepared.append(guarded(
             console, prepare, store, entry["source"], entry["name"], entry["kind"], entry["suite"],
             entry["final"], register=entry.get("register", True),
-            record_extra=entry.get("record_extra"), rerun=rerun, device=device,
+            record_extra=entry.get("record_extra"), study=entry.get("study"), rerun=rerun,
+            device=device,
             data_root=data_root, download=download, check_timeout=check_timeout,
             precision=precision, speed=speed, resume=resume, isolation=isolation,
             trust_code=vetting.trust_code, scan_policy=vetting.scan_policy,

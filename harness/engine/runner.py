@@ -18,6 +18,7 @@ from harness.engine.instruments import norm_summary
 from harness.engine.train import EpochMetrics, TrainResult, train
 from harness.protocol import data as data_mod
 from harness.protocol.catalog import ARCHITECTURES, compatibility_error
+from harness.protocol.entries import params_label
 from harness.protocol.models import build_model, count_parameters
 from harness.protocol.spec import PLAIN, RunError, RunSpec
 from harness.reporting import Reporter
@@ -51,7 +52,7 @@ def config_fields(config: RunSpec, dataset: str) -> dict[str, Any]:
     """The part of a record's ``config`` known before anything is loaded."""
     return {"arch": config.arch, "dataset": dataset, "seed": config.seed, **asdict(config.recipe),
             "limit_train": config.limit_train, "limit_test": config.limit_test,
-            "precision": config.precision}
+            "precision": config.precision, "params": config.layer_params}
 
 
 def record_start(spec: RunSpec, dataset: data_mod.Dataset, device: str, *, run_id: str,
@@ -151,11 +152,13 @@ def run_eval(config: RunSpec, out_dir: str | Path = "results", *,
 
     seed_everything(config.seed)
     try:
-        model, init_report = build_model(config.arch, dataset.spec.num_classes, submission.norm_class,
+        model, init_report = build_model(config.arch, dataset.spec.num_classes,
+                                         submission.norm_layer(config.layer_params),
                                          inputs=dataset.spec.inputs(), return_init_report=True)
     except Exception as exc:  # noqa: BLE001 - a constructor failure is the submission's
-        raise RunError(f"{submission.path}: building {config.arch} with {submission.norm_class.__name__} "
-                       f"failed: {type(exc).__name__}: {exc}", "interface") from None
+        given = f" ({params_label(config.layer_params)})" if config.params else ""
+        raise RunError(f"{submission.path}: building {config.arch} with {submission.norm_class.__name__}"
+                       f"{given} failed: {type(exc).__name__}: {exc}", "interface") from None
     if init_report.message():
         reporter.warn(init_report.message())
 

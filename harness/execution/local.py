@@ -238,7 +238,8 @@ def _run_trusted(task: Task, store, env, work_dir, stem, isolation, memory, echo
 
 
 def vet_in_worker(path: Path, store, isolation: Isolation, shown: str | None = None,
-                  tracks: tuple[str, ...] = ("cnn",)) -> dict[str, Any]:
+                  tracks: tuple[str, ...] = ("cnn",),
+                  params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The pre-flight checks of a submission, run in a worker (sandboxed, when untrusted) so that
     this process never imports it. Returns ``{"report": ...}`` or ``{"error", "category"}``, with
     the file named as ``shown`` (as the user named it); for an untrusted file, the report is its
@@ -249,7 +250,8 @@ def vet_in_worker(path: Path, store, isolation: Isolation, shown: str | None = N
     memory = isolation.memory_for(1)
     # Each check has its own limit inside; this one stops a worker that hangs outside them.
     limit = 300 + 30 * isolation.check_timeout if isolation.check_timeout else isolation.timeout_s
-    spec = {"mode": "check", "check_timeout": isolation.check_timeout, "tracks": list(tracks)}
+    spec = {"mode": "check", "check_timeout": isolation.check_timeout, "tracks": list(tracks),
+            "params": params or {}}
     stem = _stem(f"check-{path.stem}", 0)
     work_dir = store.root / "logs"
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -18,13 +18,13 @@ from harness.execution.local import LocalExecutor, vet_in_worker
 from harness.execution.sandbox import sandbox_unavailable
 from harness.execution.task import Isolation, Task
 from harness.protocol.catalog import track_of
-from harness.protocol.entries import SubmissionError, check_path, resolve
+from harness.protocol.entries import SubmissionError, check_path, params_label, resolve
 from harness.protocol.spec import RunError, SpeedOptions
 from harness.protocol.studies import Study, StudyEntry, select_entries
 from harness.protocol.suites import Suite
 from harness.reporting import Reporter
 from harness.store.results import ResultsStore
-from harness.store.status import PlannedRun, plan_entry
+from harness.store.status import PlannedRun, plan_entry, plan_study_entry
 from harness.vetting.check import preflight, refuse_on_fatal
 from harness.vetting.scan import refusing, scan_file, summary
 from harness.vetting.submission import load
@@ -81,52 +81,68 @@ def scan_row(path: Path, shown: str, policy: str = "report",
 
 @dataclass
 class Vetted:
-    """A submission that passed vetting: where it came from, its stored copy (what runs)."""
+    """A submission that passed vetting: where it came from, its stored copy (what runs), and
+    the check rows of each set of layer parameters it was checked with (the scan's row first)."""
 
     path: Path  # the file as the user named it, resolved
     copy: Path
     sha256: str
-    checks: list[dict[str, Any]]
+    checked: dict[str, list[dict[str, Any]]]  # params_label(params) -> rows
     scan: dict[str, Any]
+
+    @property
+    def checks(self) -> list[dict[str, Any]]:
+        """The rows of the layer as the file builds it, without parameters (or of the first set)."""
+        return self.checked.get("", next(iter(self.checked.values())))
+
+    def checks_for(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.checked[params_label(params)]
 
 
 def vet(store: ResultsStore, source: str, isolation: Isolation, trust_code: bool = False,
         scan_policy: str = "report", check_timeout: float = 10.0,
-        tracks: tuple[str, ...] = ("cnn",)) -> Vetted:
+        tracks: tuple[str, ...] = ("cnn",), params: tuple[dict[str, Any], ...] = ({},)) -> Vetted:
     """Scan and pre-flight-check a submission on the layouts of ``tracks`` (those of the runs to
-    come), then keep it in the store (a refused file is not kept). Untrusted, this process never
-    imports it: the checks run in a sandboxed worker, and their rows are the file's own account.
-    Raises SubmissionError (messages name ``source``, as the user named the file) or RunError (no
+    come), its layer built with each of ``params`` (those of the runs to come), then keep it in
+    the store (a refused file is not kept). Untrusted, this process never imports it: the checks
+    run in a sandboxed worker, and their rows are the file's own account. Raises SubmissionError
+    (messages name ``source``, as the user named the file, and the parameters) or RunError (no
     sandbox here)."""
     path = resolve(source).resolve()
     check_path(path)
     data = path.read_bytes()
+    checked = {}
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / path.name  # exactly these bytes are vetted, then stored
         staged.write_bytes(data)
-        try:
-            row, scan = scan_row(staged, source, scan_policy, trust_code)
-            checks = _preflight_rows(staged, store, source, isolation, check_timeout, tracks)
-        except SubmissionError as exc:
-            raise SubmissionError(str(exc).replace(str(staged), source), exc.category) from None
+        row, scan = None, None
+        for given in params:
+            try:
+                if row is None:
+                    row, scan = scan_row(staged, source, scan_policy, trust_code)
+                rows = _preflight_rows(staged, store, source, isolation, check_timeout, tracks, given)
+            except SubmissionError as exc:
+                raise SubmissionError(str(exc).replace(str(staged), source), exc.category) from None
+            checked[params_label(given)] = [row, *rows]
     copy, digest = store.store_bytes(data)
-    return Vetted(path, copy, digest, [row, *checks], scan)
+    return Vetted(path, copy, digest, checked, scan)
 
 
 def _preflight_rows(staged: Path, store: ResultsStore, source: str, isolation: Isolation,
-                    check_timeout: float, tracks: tuple[str, ...]) -> list[dict[str, Any]]:
+                    check_timeout: float, tracks: tuple[str, ...],
+                    params: dict[str, Any]) -> list[dict[str, Any]]:
     """The pre-flight check rows: in a sandboxed worker (untrusted), else in this process."""
     if not isolation.untrusted:
-        return preflight(load(staged), check_timeout, source, tracks).to_json()["checks"]
+        return preflight(load(staged), check_timeout, source, tracks, params).to_json()["checks"]
     reason = sandbox_unavailable() if isolation.namespaces else None
     if reason:
         raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
                        "--unsafe-no-namespaces to run it without the sandbox's file-system and "
                        "network isolation (resource limits and the filter still apply)")
-    outcome = vet_in_worker(staged, store, isolation, shown=source, tracks=tracks)
+    outcome = vet_in_worker(staged, store, isolation, shown=source, tracks=tracks, params=params)
     if "error" in outcome:
         raise SubmissionError(outcome["error"], outcome.get("category", "interface"))
-    refuse_on_fatal(outcome["report"]["checks"], source)
+    refuse_on_fatal(outcome["report"]["checks"], source, params)
     return outcome["report"]["checks"]
 
 
@@ -145,23 +161,28 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
             isolation: Isolation | None = None, trust_code: bool = False,
             scan_policy: str = "report", replace: bool = False,
             register: bool = True, record_extra: dict[str, Any] | None = None,
+            study: tuple[Study, StudyEntry] | None = None,
             reporter: Reporter | None = None) -> PreparedSweep:
-    """Store the file, register the entry, vet the layer, and plan every missing (setting, seed).
+    """Store the file, register the entry, vet the layer, and plan every missing (setting, seed),
+    or with ``study`` every missing (grid point, setting, seed) of that study's entry.
 
-    Vetting is :func:`vet`; an entry name already taken by another file needs ``replace``
-    (harness.store.results.ResultsStore.register_entry). A study passes
-    ``register=False`` (no leaderboard entry) and its ``record_extra``. A run already done, or
-    held by a live worker elsewhere (harness.store.status claims), is skipped. Raises SubmissionError
-    when the file is unusable or fails a fatal check.
+    Vetting is :func:`vet` (with each set of layer parameters the runs use); an entry name already
+    taken by another file needs ``replace`` (harness.store.results.ResultsStore.register_entry).
+    A study passes ``register=False`` (no leaderboard entry) and its ``record_extra``. A run
+    already done, or held by a live worker elsewhere (harness.store.status claims), is skipped.
+    Raises SubmissionError when the file is unusable or fails a fatal check.
     """
     isolation = isolation or Isolation(check_timeout=check_timeout)
     tracks = tuple(dict.fromkeys(track_of(s.arch) for s in suite.settings_for(final)))
-    vetted = vet(store, source, isolation, trust_code, scan_policy, check_timeout, tracks)
-    path, copy, digest, checks = vetted.path, vetted.copy, vetted.sha256, vetted.checks
+    params = (tuple({params_label(v.params): v.params for v in study[0].variants(study[1])}.values())
+              if study else ({},))
+    vetted = vet(store, source, isolation, trust_code, scan_policy, check_timeout, tracks, params)
+    path, copy, digest = vetted.path, vetted.copy, vetted.sha256
     if register:
         store.register_entry(name, kind, digest, suite.name, final, str(path), replace=replace)
     result = SweepResult(entry=name)
-    planned = plan_entry(store, name, digest, suite, final, precision=precision, rerun=rerun)
+    planned = (plan_study_entry(*study, digest, store, precision=precision, rerun=rerun) if study
+               else plan_entry(store, name, digest, suite, final, precision=precision, rerun=rerun))
     tasks = []
     for i, run in enumerate(planned, 1):
         if run.done or run.running:
@@ -173,11 +194,13 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
                               download=download, speed=speed or SpeedOptions(), resume=resume)
         extra = {"entry": name, "entry_kind": kind,
                  "submission_source": str(path), "scan": vetted.scan,
-                 "suite": {**suite.describe(), "setting": run.setting.key,
-                           "hidden": run.setting.hidden, "final": final},
+                 "suite": {**suite.describe(), "recipe_id": run.spec.recipe_id(),
+                           "setting": run.setting.key, "hidden": run.setting.hidden,
+                           "final": final},
                  **(record_extra or {})}
-        tasks.append(Task(spec, f"{name} {run.setting.key} seed {run.seed}", extra, checks, run,
-                          (i, len(planned))))
+        point = f" [{params_label(dict(run.point))}]" if run.point else ""
+        tasks.append(Task(spec, f"{name}{point} {run.setting.key} seed {run.seed}", extra,
+                          vetted.checks_for(run.spec.layer_params), run, (i, len(planned))))
     return PreparedSweep(result, tasks)
 
 
@@ -221,7 +244,8 @@ def sweep_arguments(study: Study, entry: StudyEntry) -> dict[str, Any]:
     final (a study has no hidden half), no leaderboard entry, the study named in each record."""
     return {"source": str(entry.path), "name": entry.name, "kind": "study",
             "suite": study.as_suite(), "final": True, "register": False,
-            "record_extra": {"study": {**study.describe(), "entry": entry.name}}}
+            "record_extra": {"study": {**study.describe(), "entry": entry.name}},
+            "study": (study, entry)}
 
 
 def run_study(study: Study, store: ResultsStore, *, only: list[str] | None = None,

@@ -99,7 +99,8 @@ def check_mode(spec: dict) -> int:
         _write_result(spec["result"], {"error": str(exc), "category": exc.category})
         return 0
     report = run_checks(spec["submission"], timeout=spec["check_timeout"], only=PREFLIGHT,
-                        submission=loaded, tracks=tuple(spec.get("tracks", ("cnn",))))
+                        submission=loaded, tracks=tuple(spec.get("tracks", ("cnn",))),
+                        params=spec.get("params") or {})
     _write_result(spec["result"], {"report": report.to_json()})
     return 0
 
@@ -140,7 +141,8 @@ def train_mode(spec: dict) -> int:
                        None, tuple(spec["mean"]), tuple(spec["std"]), source="handed over")
         seed_everything(config.seed)
         try:
-            model, init = build_model(config.arch, data.spec.num_classes, submission.norm_class,
+            model, init = build_model(config.arch, data.spec.num_classes,
+                                      submission.norm_layer(config.layer_params),
                                       inputs=data.spec.inputs(), return_init_report=True)
         except Exception as exc:  # noqa: BLE001 - a constructor failure is the submission's
             end["failure"] = {"category": "interface", "message": (
@@ -223,7 +225,8 @@ def score_mode(spec: dict) -> int:
         submission = load(spec["submission"], tamper_check=False)
         seed_everything(config.seed)
         dataset = DatasetSpec.from_json(spec["dataset"])
-        model = build_model(config.arch, spec["num_classes"], submission.norm_class,
+        model = build_model(config.arch, spec["num_classes"],
+                            submission.norm_layer(config.layer_params),
                             inputs=dataset.inputs()).to(device)
     except SubmissionError as exc:
         fail(0, "interface", str(exc))

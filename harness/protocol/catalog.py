@@ -189,6 +189,12 @@ DATASETS: dict[str, DatasetSpec] = {
         "noise", "random 32x32 colour images and labels of CIFAR-10's size (50k/10k, 10 classes; "
         "speed measurements only)", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 3, False),
 }
+# Each dataset's train and test sizes (the offline ones as harness.protocol.offline splits them):
+# what a cost estimate or a stand-in of random data needs before any file is read.
+SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "fmnist": (60_000, 10_000),
+               "digits": (1_437, 360), "noise": (50_000, 10_000), "mnist": (60_000, 10_000),
+               "adult": (32_561, 16_281), "imdb": (25_000, 25_000), "tinyimagenet": (100_000, 10_000),
+               "digits_rows": (1_437, 360), "breast_cancer": (455, 114)}
 DATASET_ALIASES = {"fashionmnist": "fmnist", "fashion-mnist": "fmnist", "tiny-imagenet": "tinyimagenet"}
 
 

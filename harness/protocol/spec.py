@@ -1,11 +1,12 @@
 """What a run is: one model of it, from the command line to the record.
 
-A :class:`RunSpec` names the submission (its file and sha256), the setting (architecture,
-dataset), the seed, the recipe, the data limits, the precision and the protocol version: together,
-everything that changes what its numbers mean. :meth:`RunSpec.key` is the one identity of a run:
-the store skips a planned run whose key already has a completed record, a claim names the run by
-it, and a checkpoint is kept under it. The rest of a spec (device, data folder, speed options,
-resume, instruments) says how the run executes; it never changes the key.
+A :class:`RunSpec` names the submission (its file and sha256, and the keyword parameters its layer
+is built with), the setting (architecture, dataset), the seed, the recipe, the data limits, the
+precision and the protocol version: together, everything that changes what its numbers mean.
+:meth:`RunSpec.key` is the one identity of a run: the store skips a planned run whose key already
+has a completed record, a claim names the run by it, and a checkpoint is kept under it. The rest
+of a spec (device, data folder, speed options, resume, instruments) says how the run executes; it
+never changes the key.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from harness.protocol.catalog import resolve_dataset_name
+from harness.protocol.entries import check_params
 from harness.protocol.recipe import PROTOCOL_RECIPE, PROTOCOL_VERSION, Recipe
 
 if TYPE_CHECKING:
@@ -70,7 +72,9 @@ def recipe_id(recipe: Recipe, limit_train: int | None, limit_test: int | None) -
 @dataclass(frozen=True)
 class RunSpec:
     """One run. ``submission`` is the file that runs (the store's copy in a sweep) and ``sha256``
-    its bytes' hash ("" until the file is read: :meth:`key` needs it)."""
+    its bytes' hash ("" until the file is read: :meth:`key` needs it). ``params`` are the keyword
+    parameters of its layer, ``CustomNorm(num_features, **params)`` (given as a dict, kept sorted
+    as pairs so that a spec stays hashable)."""
 
     submission: str
     arch: str
@@ -94,6 +98,15 @@ class RunSpec:
     resume: bool = True  # continue from this run's checkpoint when a killed attempt left one
     # The layer probes and evaluation timing of harness.engine.instruments (off only to measure their cost).
     instruments: bool = True
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        given = dict(self.params)
+        object.__setattr__(self, "params", tuple(check_params(given).items()))
+
+    @property
+    def layer_params(self) -> dict[str, Any]:
+        return dict(self.params)
 
     @property
     def dataset_name(self) -> str:
@@ -107,13 +120,18 @@ class RunSpec:
         return recipe_id(self.recipe, self.limit_train, self.limit_test)
 
     def key(self) -> str:
-        """What makes two runs the same run: code, setting, seed, recipe and data limits, protocol
-        and precision (``SHA256|ARCH|DATASET|SEED|RECIPE_ID|PROTOCOL|PRECISION``)."""
+        """What makes two runs the same run: code and its layer parameters, setting, seed, recipe
+        and data limits, protocol and precision (``SHA256|ARCH|DATASET|SEED|RECIPE_ID|PROTOCOL|
+        PRECISION``, then ``|params={...}`` when the layer is given parameters, so that the keys of
+        runs without them are what they always were)."""
         if not self.sha256:
             raise ValueError(f"the run of {self.submission} has no sha256 yet: read the file first")
         recipe = self.recipe_id() if self.planned else f"adhoc-{self.recipe_id()}"
-        return "|".join([self.sha256, self.arch, self.dataset_name, str(self.seed), recipe,
-                         self.protocol, self.precision])
+        parts = [self.sha256, self.arch, self.dataset_name, str(self.seed), recipe, self.protocol,
+                 self.precision]
+        if self.params:
+            parts.append("params=" + json.dumps(self.layer_params, sort_keys=True))
+        return "|".join(parts)
 
     def digest(self) -> str:
         """The key as a file name (checkpoints, journals, claims)."""
@@ -123,13 +141,14 @@ class RunSpec:
         return replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "params": self.layer_params}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunSpec":
         data = dict(data)
         data["recipe"] = Recipe(**data["recipe"])
         data["speed"] = SpeedOptions(**data["speed"])
+        data["params"] = tuple((data.get("params") or {}).items())
         return cls(**data)
 
     @classmethod
@@ -142,4 +161,5 @@ class RunSpec:
                    dataset=cfg["dataset"], seed=cfg["seed"], recipe=recipe,
                    limit_train=cfg.get("limit_train"), limit_test=cfg.get("limit_test"),
                    precision=cfg.get("precision", "fp32"), sha256=record["submission"]["sha256"],
-                   protocol=record["protocol_version"], planned="suite" in record)
+                   protocol=record["protocol_version"], planned="suite" in record,
+                   params=tuple((cfg.get("params") or {}).items()))

@@ -162,6 +162,8 @@ class Config(Open):
     lr: Number
     num_classes: Count | None = None
     speed: Json64k = None
+    # The layer's keyword parameters, CustomNorm(num_features, **params) (absent before they existed).
+    params: dict[Name, bool | int | float | Name] = {}
 
 
 class Submission(Open):

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from harness.protocol.entries import sha256_file
 from harness.protocol.spec import RunSpec
-from harness.protocol.studies import Study
+from harness.protocol.studies import Study, StudyEntry, Variant
 from harness.protocol.suites import Setting, Suite
 from harness.store.claims import STALE_S, claim_path, live_claims
 from harness.store.results import COMPLETED, ResultsStore
@@ -39,6 +39,7 @@ class PlannedRun:
     spec: RunSpec
     done: bool = False
     running: bool = False  # a worker elsewhere holds its claim
+    point: tuple[tuple[str, Any], ...] = ()  # a study grid's axes that apply to it, and their values
 
     @property
     def key(self) -> str:
@@ -128,43 +129,58 @@ def plan_entry(store: ResultsStore, entry: str, sha256: str, suite: Suite, final
                precision: str = "fp32", rerun: bool = False) -> list[PlannedRun]:
     """Every run of one entry over ``suite`` (hidden settings for a final entry only), and whether
     the store has it (``done``; never with ``rerun``) or a live worker holds it (``running``)."""
-    return _plan([(entry, sha256, final)], store, suite, precision, rerun)
+    return _plan([(entry, sha256, final, _one(suite))], store, suite, precision, rerun)
 
 
 def plan_suite(store: ResultsStore, suite: Suite, precision: str = "fp32") -> list[PlannedRun]:
     """The runs of every entry registered to ``suite``: baselines first."""
     entries = sorted(store.entries(), key=lambda e: (e.kind != "baseline", e.name))
-    return _plan([(e.name, e.sha256, e.final) for e in entries if e.suite == suite.name], store,
-                 suite, precision)
+    return _plan([(e.name, e.sha256, e.final, _one(suite)) for e in entries
+                  if e.suite == suite.name], store, suite, precision)
 
 
 def plan_study(study: Study, store: ResultsStore, precision: str = "fp32") -> list[PlannedRun]:
-    """Every (entry, setting, seed) of a study, keyed by the entries' files as they are now."""
-    return _plan([(e.name, sha256_file(e.path), True) for e in study.entries], store,
-                 study.as_suite(), precision)
+    """Every (entry, grid point, setting, seed) of a study, keyed by the entries' files as they
+    are now."""
+    return _plan([(e.name, sha256_file(e.path), True, study.variants(e)) for e in study.entries],
+                 store, study.as_suite(), precision)
 
 
-def _plan(entries: list[tuple[str, str, bool]], store: ResultsStore, suite: Suite, precision: str,
-          rerun: bool = False) -> list[PlannedRun]:
-    """The runs of (name, sha256, final) entries, the store's index and claims read once."""
+def plan_study_entry(study: Study, entry: StudyEntry, sha256: str, store: ResultsStore, *,
+                     precision: str = "fp32", rerun: bool = False) -> list[PlannedRun]:
+    """The runs of one entry of a study, its file's bytes hashing to ``sha256``."""
+    return _plan([(entry.name, sha256, True, study.variants(entry))], store, study.as_suite(),
+                 precision, rerun)
+
+
+def _one(suite: Suite) -> list[Variant]:
+    return [Variant((), suite.recipe)]
+
+
+def _plan(entries: list[tuple[str, str, bool, list[Variant]]], store: ResultsStore, suite: Suite,
+          precision: str, rerun: bool = False) -> list[PlannedRun]:
+    """The runs of (name, sha256, final, variants) entries, the store's index and claims read once."""
     done = set() if rerun else store.completed_keys()
     busy = live_claims(store.root)
     out = []
-    for entry, sha256, final in entries:
-        for setting in suite.settings_for(final):
-            for seed in suite.seeds:
-                spec = RunSpec("", setting.arch, setting.dataset, seed, suite.recipe,
-                               suite.limit_train, suite.limit_test, precision, sha256=sha256,
-                               planned=True)
-                key = spec.key()
-                out.append(PlannedRun(entry, setting, spec, key in done, key in busy))
+    for entry, sha256, final, variants in entries:
+        for variant in variants:
+            for setting in suite.settings_for(final):
+                for seed in suite.seeds:
+                    spec = RunSpec("", setting.arch, setting.dataset, seed, variant.recipe,
+                                   suite.limit_train, suite.limit_test, precision, sha256=sha256,
+                                   planned=True, params=variant.params)
+                    key = spec.key()
+                    out.append(PlannedRun(entry, setting, spec, key in done, key in busy,
+                                          variant.point))
     return out
 
 
 def study_records(study: Study, store: ResultsStore, precision: str = "fp32"
-                  ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """(entry name, setting key) -> one record per seed that has any: of the records with its
-    key, the latest completed one, else the latest."""
+                  ) -> dict[tuple[str, str, tuple], list[dict[str, Any]]]:
+    """(entry name, setting key, grid point) -> one record per seed that has any: of the records
+    with its key, the latest completed one, else the latest. The point is the planned run's
+    (``()`` without a grid)."""
     wanted = {run.key: run for run in plan_study(study, store, precision)}
     candidates: dict[str, list[dict[str, Any]]] = {}
     for line in store.index_lines().values():
@@ -178,5 +194,5 @@ def study_records(study: Study, store: ResultsStore, precision: str = "fp32"
         if key in candidates:
             chosen = max(candidates[key], key=lambda r: (r["status"] in COMPLETED,
                                                          r.get("ended_at") or "", r["run_id"]))
-            out.setdefault((run.entry, run.setting.key), []).append(chosen)
+            out.setdefault((run.entry, run.setting.key, run.point), []).append(chosen)
     return out

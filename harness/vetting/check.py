@@ -14,6 +14,7 @@ out of time fails and stops the report; any other is a warning, and the rest sti
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from harness.protocol.entries import params_label
 from harness.vetting.layer_checks import (
     FAIL,
     LAYOUTS,
@@ -183,35 +185,40 @@ class Report:
 PREFLIGHT = frozenset({c.name for c in CHECKS if c.fatal} | {"eval-batch-independent"})
 
 
-def refuse_on_fatal(checks: list[dict], source: str) -> None:
-    """Raise SubmissionError, naming ``source`` (the file or name as the user gave it), on the
-    first fatal failure among ``checks`` (rows as in ``Report.to_json()``)."""
+def refuse_on_fatal(checks: list[dict], source: str, params: dict | None = None) -> None:
+    """Raise SubmissionError, naming ``source`` (the file or name as the user gave it) and the
+    layer's ``params``, on the first fatal failure among ``checks`` (rows as in
+    ``Report.to_json()``)."""
     failed = next((c for c in checks if c["status"] == FAIL and c["fatal"]), None)
     if failed is not None:
         track = failed.get("track") or "cnn"
         where, option = ("", "") if track == "cnn" else (f" on the {track} track's layout",
                                                          f" --track {track}")
-        raise SubmissionError(f"{source}: check '{failed['name']}' failed{where}: {failed['detail']} "
-                              f"(`harness check {source}{option}` for the full report)")
+        given = "".join(f" --param {k}={json.dumps(v)}" for k, v in (params or {}).items())
+        with_params = f" with {params_label(params)}" if params else ""
+        raise SubmissionError(f"{source}{with_params}: check '{failed['name']}' failed{where}: "
+                              f"{failed['detail']} (`harness check {source}{option}{given}` for "
+                              "the full report)")
 
 
 def preflight(submission: Submission, timeout: float, source: str,
-              tracks: tuple[str, ...] = ("cnn",)) -> Report:
+              tracks: tuple[str, ...] = ("cnn",), params: dict | None = None) -> Report:
     """The pre-flight checks of ``harness eval`` and ``harness submit`` on the layouts of
-    ``tracks`` (those of the runs to come); raises SubmissionError on the first fatal failure
-    (:func:`refuse_on_fatal`)."""
+    ``tracks`` (those of the runs to come), the layer built with ``params``; raises
+    SubmissionError on the first fatal failure (:func:`refuse_on_fatal`)."""
     report = run_checks(str(submission.path), timeout=timeout, only=PREFLIGHT, submission=submission,
-                        tracks=tracks)
-    refuse_on_fatal(report.to_json()["checks"], source)
+                        tracks=tracks, params=params)
+    refuse_on_fatal(report.to_json()["checks"], source, params)
     return report
 
 
 def run_checks(path: str, timeout: float = 10.0, only: frozenset[str] | None = None,
-               submission: Submission | None = None, tracks: tuple[str, ...] | None = None) -> Report:
+               submission: Submission | None = None, tracks: tuple[str, ...] | None = None,
+               params: dict | None = None) -> Report:
     """Load the submission (unless given) and run the checks (or ``only`` those named) on the
     layout of each of ``tracks`` (default: those the file declares in ``TRACKS``; a file without
     it is a CNN layer), each within ``timeout`` seconds of single-threaded CPU time scaled by
-    :func:`machine_speed`.
+    :func:`machine_speed`. The layer is ``CustomNorm(C, **params)`` (the parameters a run gives it).
 
     Never raises for a bad layer: every problem is a failed (or, for a non-fatal check that ran
     out of time, a warned) row.
@@ -241,7 +248,7 @@ def run_checks(path: str, timeout: float = 10.0, only: frozenset[str] | None = N
     rows.append(Row("import", PASS, f"{submission.path.name} imports; CustomNorm is an nn.Module", True))
     if only is None:
         rows.append(scan_check(submission.path))
-    cls = submission.norm_class
+    cls = submission.norm_layer(params)
     if tracks is None:
         from harness.protocol.entries import declared_tracks
 

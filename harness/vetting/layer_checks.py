@@ -358,7 +358,8 @@ def check_cost(cls, layout: Layout):
         t_ours.append(_step_time(ours, x, y, 2))
         t_bn.append(_step_time(bn, x, y, 2))
     ratio = min(t_ours) / min(t_bn)
-    norm_params = sum(count_parameters(m) for m in ours.modules() if isinstance(m, cls))
+    norm_params = sum(count_parameters(m) for m in ours.modules()
+                      if isinstance(m, getattr(cls, "func", cls)))  # a partial: its class
     return PASS, (f"{arch}: {count_parameters(ours):,} parameters ({norm_params:,} in norm layers; "
                   f"BatchNorm: {count_parameters(bn):,}); forward+backward {ratio:.2f}x BatchNorm's "
                   f"time (batch 32, CPU, one thread)")

@@ -12,7 +12,9 @@ import importlib.util
 import sys
 import traceback
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 from torch import nn
 
@@ -26,6 +28,11 @@ class Submission:
     name: str  # the file's stem, e.g. "selective_norm"
     sha256: str
     norm_class: type[nn.Module]
+
+    def norm_layer(self, params: dict[str, Any] | None = None) -> Callable[[int], nn.Module]:
+        """What fills every norm slot: ``CustomNorm``, or ``CustomNorm(num_features, **params)``
+        when a run gives its layer parameters."""
+        return partial(self.norm_class, **params) if params else self.norm_class
 
 
 def error_message(exc: BaseException, path: str | Path, shown: str | Path | None = None) -> str:

@@ -1,0 +1,159 @@
+"""What planned runs will cost here: measured, then multiplied out (``harness study run --dry-run``).
+
+A run's time is modelled as
+
+    start + epochs * (train_steps * step_s + test_batches * test_batch_s) + 3 * step_s
+
+- ``step_s``: forward + backward + the recipe's optimiser step of the architecture with BatchNorm on
+  one resident batch of the run's training batch size and input shape, timed on this machine
+  (with the threads each worker will have) after a warm-up; ``test_batch_s`` likewise for one
+  forward of a test batch in eval mode. One measurement per distinct (architecture, dataset,
+  batch sizes, optimiser), shared by every run of that shape.
+- ``train_steps`` and ``test_batches``: the split sizes (harness.protocol.catalog.SPLIT_SIZES, cut
+  to the run's data limits) over the batch sizes.
+- ``start``: a worker process starting (Python, torch and the harness imported), measured once;
+  twice for an untrusted run (it trains in one sandbox and is scored from another).
+- the three layer probes of harness.engine.instruments cost about a training step each.
+
+What it leaves out: the data pipeline's augmentation, the per-epoch checkpoint, loading the data
+and a layer slower than BatchNorm (``harness check`` measures that ratio). Runs on several workers
+are assumed to share the work evenly: wall time = the sum over runs / jobs, and never less than the
+longest run. The dry run prints the figures per shape, so a wrong guess is visible.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+from harness.bench.throughput import bare_step_time
+from harness.engine.device import synchronize
+from harness.protocol.catalog import DATASETS, SPLIT_SIZES, track_of
+from harness.protocol.data import random_inputs, resolve_dataset_name
+from harness.protocol.models import batch_norm_for, build_model
+from harness.protocol.recipe import Recipe
+from harness.protocol.spec import RunSpec
+
+PROBES = 3  # harness.engine.instruments: first, middle and last epoch, one batch each
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a run's step time depends on."""
+
+    arch: str
+    dataset: str
+    batch_size: int
+    test_batch_size: int
+    optimizer: str
+
+    @classmethod
+    def of(cls, spec: RunSpec) -> "Shape":
+        r = spec.recipe
+        return cls(spec.arch, resolve_dataset_name(spec.dataset), r.batch_size, r.test_batch_size,
+                   r.optimizer)
+
+
+@dataclass
+class Timing:
+    step_s: float
+    test_batch_s: float
+
+
+@dataclass
+class Estimate:
+    runs: int
+    per_run_s: list[float]
+    start_s: float
+    timings: dict[Shape, Timing]
+    jobs: int
+
+    @property
+    def total_s(self) -> float:
+        """The runs' time added up (one worker after another)."""
+        return sum(self.per_run_s)
+
+    @property
+    def wall_s(self) -> float:
+        return max(self.total_s / max(self.jobs, 1), max(self.per_run_s, default=0.0))
+
+
+def start_seconds() -> float:
+    """Seconds for a fresh Python process to import torch and the harness's training code."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, harness.engine.train"], check=True,
+                   capture_output=True, timeout=300)
+    return time.perf_counter() - t0
+
+
+def time_shape(shape: Shape, device: torch.device, steps: int = 3) -> Timing:
+    """A step and a test batch of ``shape`` with BatchNorm, measured (after one warm-up each)."""
+    spec = DATASETS[shape.dataset]
+    inputs = spec.inputs()
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = build_model(shape.arch, spec.num_classes, batch_norm_for(track_of(shape.arch)),
+                        inputs=inputs).to(device)
+
+    def batch(n: int) -> torch.Tensor:
+        x = random_inputs(inputs, n, g)
+        return (x.float() / 255 if inputs.kind == "image" else x).to(device)
+
+    x, y = batch(shape.batch_size), torch.randint(0, spec.num_classes, (shape.batch_size,)).to(device)
+    recipe = Recipe(optimizer=shape.optimizer)
+    bare_step_time(model, x, y, 1, device, recipe)  # warm-up: allocations, kernels chosen
+    step = bare_step_time(model, x, y, steps, device, recipe)
+    test = batch(shape.test_batch_size)
+    model.eval()
+    with torch.no_grad():
+        model(test)
+        synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model(test)
+        synchronize(device)
+    return Timing(step, (time.perf_counter() - t0) / steps)
+
+
+def run_seconds(spec: RunSpec, timing: Timing, start_s: float, untrusted: bool = False) -> float:
+    n_train, n_test = SPLIT_SIZES[resolve_dataset_name(spec.dataset)]
+    n_train = min(n_train, spec.limit_train or n_train)
+    n_test = min(n_test, spec.limit_test or n_test)
+    r = spec.recipe
+    epoch = (math.ceil(n_train / r.batch_size) * timing.step_s
+             + math.ceil(n_test / r.test_batch_size) * timing.test_batch_s)
+    return start_s * (2 if untrusted else 1) + r.epochs * epoch + PROBES * timing.step_s
+
+
+def estimate(specs: Iterable[RunSpec], *, device: torch.device, threads: int, jobs: int,
+             untrusted: bool = False) -> Estimate:
+    """Measure each distinct shape of ``specs`` on ``device`` with ``threads`` CPU threads (as a
+    worker will have them), then project every run."""
+    specs = list(specs)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            timings = {shape: time_shape(shape, device)
+                       for shape in dict.fromkeys(Shape.of(s) for s in specs)}
+    finally:
+        torch.set_num_threads(before)
+    start = start_seconds() if specs else 0.0
+    per_run = [run_seconds(s, timings[Shape.of(s)], start, untrusted) for s in specs]
+    return Estimate(len(specs), per_run, start, timings, jobs)
+
+
+def hours(seconds: float) -> str:
+    """``42 s``, ``12.5 min`` or ``3.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
