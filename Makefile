@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo demo-tracks demo-eval study test test-fast lint bench clean
+.PHONY: setup demo demo-tracks demo-eval study test test-fast lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -81,6 +81,11 @@ lint: setup
 bench: setup
 	$(BIN)/harness bench --arch resnet20 --dataset cifar10 --rounds 5 \
 		--out bench/results/cpu-resnet20-cifar10.json
+
+# On a CUDA machine: every GPU check and speed target in one pass (at most 8 minutes), the figures to
+# bench/results/gpu-check-*.json and a one-screen summary (harness/bench/gpu_check.py).
+gpu-check: setup
+	$(BIN)/python bench/gpu_check.py --out-dir bench/results
 
 clean:
 	rm -rf $(VENV) results demo .pytest_cache

@@ -58,18 +58,32 @@ def _line(ax, series: Sequence[Sequence[float]], label: str, x: Sequence[float] 
         ax.fill_between(xs[:len(means)], lows, highs, color=line.get_color(), alpha=0.18, linewidth=0)
 
 
+def _colours(axes, n: int) -> None:
+    """Twenty colours instead of ten when a figure has more than ten lines (a study's grid)."""
+    if n > 10:
+        for ax in axes:
+            ax.set_prop_cycle(color=_plt().cm.tab20.colors)
+
+
 def _finish(fig, axes, legend: bool = True) -> str:
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    bottom = 0.0
     if legend:
         handles, labels = axes[0].get_legend_handles_labels()
         if handles:
-            fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8,
-                       frameon=False)
-    fig.tight_layout(rect=(0, 0.1 if legend else 0, 1, 1))
+            # A study grid has dozens of lines: the figure grows by a legend row per 4 labels.
+            ncol = min(len(labels), 4)
+            rows = math.ceil(len(labels) / ncol)
+            height = fig.get_figheight()
+            legend_in = 0.45 + 0.2 * rows
+            fig.set_figheight(height + legend_in)
+            bottom = legend_in / (height + legend_in)
+            fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return svg_uri(fig)
 
 
@@ -79,6 +93,7 @@ def learning_curves(groups: Groups, title: str) -> str | None:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    _colours(axes, len(groups))
     for label, records in groups.items():
         runs = [r["epochs"] for r in records if r.get("epochs")]
         if not runs:
@@ -130,6 +145,7 @@ def gradient_flow(groups: Groups, title: str) -> str | None:
     plt = _plt()
     fig, axes = plt.subplots(1, len(positions), figsize=(4.2 * len(positions), 3.4), squeeze=False)
     axes = axes[0]
+    _colours(axes, len(groups))
     every = [r for rs in groups.values() for r in rs]
     for ax, position in zip(axes, positions):
         for label, records in groups.items():
@@ -149,6 +165,7 @@ def activation_stats(groups: Groups, title: str) -> str | None:
         return None
     plt = _plt()
     fig, axes = plt.subplots(2, len(positions), figsize=(4.2 * len(positions), 5.6), squeeze=False)
+    _colours([ax for row in axes for ax in row], len(groups))
     every = [r for rs in groups.values() for r in rs]
     for col, position in enumerate(positions):
         for label, records in groups.items():
@@ -191,6 +208,7 @@ def along_axis(rows: list[dict[str, Any]], axis: str, values: list[str], title: 
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    _colours([ax], len(rows))
     xs = list(range(len(values)))
     for r in rows:
         mean, low, high = (list(t) for t in zip(*r["points"]))
@@ -201,7 +219,7 @@ def along_axis(rows: list[dict[str, Any]], axis: str, values: list[str], title: 
                               label=f"{r['label']} (takes no {axis})")
             if low[0] is not None and high[0] is not None:
                 ax.fill_between([xs[0], xs[-1]], [low[0]] * 2, [high[0]] * 2,
-                                color=line.get_color(), alpha=0.1, linewidth=0)
+                                color=line.get_color(), alpha=0.06, linewidth=0)
             continue
         y = [_value(m) for m in mean]
         below = [_value(m) - _value(lo) if lo is not None else 0 for m, lo in zip(mean, low)]

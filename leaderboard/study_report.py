@@ -323,7 +323,9 @@ def build_report(study: Study, results: str | Path, out: str | Path, precision: 
     every = [r for rs in found.values() for r in rs]
     summary = summary_lines(study, cells)
     entries = [{"name": e.name, "source": e.source, "path": str(e.path),
-                "sha256": sha256_file(e.path)} for e in study.entries]
+                "sha256": sha256_file(e.path), "params": e.params,
+                "axes": [a.name for a in study.axes if a.kind == "params" and e.takes_param(a.name)]}
+               for e in study.entries]
     generated = {"at": utc_now(), "harness": __version__, "protocol": PROTOCOL_VERSION,
                  "reveal_hidden": False, "results": str(Path(results).resolve())}
     out = Path(out)

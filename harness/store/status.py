@@ -58,6 +58,7 @@ class RunStatus:
     key: str
     state: str
     detail: str = ""
+    point: dict[str, Any] | None = None  # a study grid's point (None outside a grid)
 
 
 def _claim(root: Path, key: str, now: float) -> tuple[str, str] | None:
@@ -108,6 +109,8 @@ def run_states(store: ResultsStore, planned: Iterable[PlannedRun]) -> list[RunSt
             out.append(RunStatus(entry, setting, seed, key, "failed", record))
             continue
         out.append(RunStatus(entry, setting, seed, key, "missing"))
+    for status, run in zip(out, planned):
+        status.point = dict(run.point) if run.point else None
     return out
 
 
