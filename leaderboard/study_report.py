@@ -160,7 +160,7 @@ def reference_point(study: Study, point: tuple) -> tuple | None:
     axes that apply to the reference; None when one of them does not apply to the entry."""
     ref = next(e for e in study.entries if e.name == study.reference)
     given = dict(point)
-    wanted = [a.name for a in getattr(study, "axes", ()) if a.kind == "recipe" or ref.takes_param(a.name)]
+    wanted = [a.name for a in study.axes if a.kind == "recipe" or ref.takes_param(a.name)]
     if any(name not in given for name in wanted):
         return None
     return tuple((name, given[name]) for name in wanted)
@@ -267,7 +267,7 @@ def summary_lines(study: Study, cells: Cells) -> list[str]:
         if c.diverged - unscored:
             lines.append(f"{c.label} on {c.setting}: {c.diverged - unscored} run(s) diverged after "
                          "completing epochs; their best accuracy before divergence is counted.")
-    for axis in getattr(study, "axes", ()):
+    for axis in study.axes:
         for setting in study.settings:
             for row in sensitivity(study, cells, setting.key, axis.name):
                 if row["range"] is not None:

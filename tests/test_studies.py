@@ -110,6 +110,7 @@ def _cell(entry, values, reach):
 def test_significance_against_the_reference_is_holm_adjusted():
     class FakeStudy:
         reference = "ref"
+        axes = ()
         settings = [type("S", (), {"key": "s"})()]
         entries = [type("E", (), {"name": n})() for n in ("ref", "better", "same")]
 
