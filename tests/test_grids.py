@@ -237,15 +237,15 @@ def test_sensitivity_and_comparisons_follow_the_axes(tmp_path):
 def test_a_runs_projected_time_is_its_steps_times_the_measured_step():
     spec = RunSpec("f.py", "resnet20", "digits", recipe=Recipe(epochs=3, batch_size=32),
                    limit_train=256)
-    timing = Timing(step_s=0.2, test_batch_s=0.1)
+    timing = Timing(step_s=0.2, test_batch_s=0.1, start_s=2.0)
     # 256 / 32 = 8 steps and 360 / 128 -> 3 test batches per epoch; three probes of a step each
-    assert run_seconds(spec, timing, 2.0) == pytest.approx(2.0 + 3 * (8 * 0.2 + 3 * 0.1) + 3 * 0.2)
-    assert run_seconds(spec, timing, 2.0, untrusted=True) == pytest.approx(
-        run_seconds(spec, timing, 2.0) + 2.0)
+    assert run_seconds(spec, timing) == pytest.approx(2.0 + 3 * (8 * 0.2 + 3 * 0.1) + 3 * 0.2)
+    assert run_seconds(spec, timing, untrusted=True) == pytest.approx(run_seconds(spec, timing) + 2.0)
     full = RunSpec("f.py", "resnet56", "cifar100")  # the protocol: 200 epochs of 391 steps
-    assert run_seconds(full, timing, 0.0) == pytest.approx(200 * (391 * 0.2 + 79 * 0.1) + 0.6)
-    estimate = Estimate(3, [10.0, 10.0, 40.0], 2.0, {}, jobs=2)
+    assert run_seconds(full, Timing(0.2, 0.1)) == pytest.approx(200 * (391 * 0.2 + 79 * 0.1) + 0.6)
+    estimate = Estimate(3, [10.0, 10.0, 40.0], {}, jobs=2)
     assert estimate.total_s == 60.0 and estimate.wall_s == 40.0  # never below the longest run
+    assert Estimate(2, [10.0, 10.0], {}, jobs=2, vetting_s=5.0).wall_s == 15.0  # vetting first
 
 
 @pytest.mark.slow
@@ -260,8 +260,11 @@ def test_a_dry_run_shows_the_grid_and_its_measured_cost(tmp_path):
     assert {p["point"]["p"] for p in data["planned"] if p["entry"] == "SelectiveNorm"} == \
         {0.05, 0.1, 0.2, 0.3}
     cost = data["estimate"]
-    assert cost["jobs"] == 2 and len(cost["shapes"]) == 1 and cost["shapes"][0]["step_s"] > 0
-    assert cost["wall_s"] == pytest.approx(cost["total_s"] / 2, rel=0.01)
+    shape = cost["shapes"][0]
+    assert cost["jobs"] == 2 and len(cost["shapes"]) == 1 and shape["step_s"] > 0
+    assert shape["start_measured"] == "a run" and shape["start_s"] > 0  # digits is on disk
+    assert cost["wall_s"] == pytest.approx(cost["vetting_s"] + cost["total_s"] / 2, rel=0.01)
+    assert cost["vetting_s"] > 0  # 5 entries, 3 of them with 4 values of p: 14 pairs
     text = runner.invoke(main, ["study", "run", str(path), "--results", str(tmp_path), "--dry-run",
                                 "--only", "SelectiveNorm"])
     assert text.exit_code == 0, text.output

@@ -11,12 +11,17 @@ A run's time is modelled as
   batch sizes, optimiser), shared by every run of that shape.
 - ``train_steps`` and ``test_batches``: the split sizes (harness.protocol.catalog.SPLIT_SIZES, cut
   to the run's data limits) over the batch sizes.
-- ``start``: a worker process starting (Python, torch and the harness imported), measured once;
-  twice for an untrusted run (it trains in one sandbox and is scored from another).
+- ``start``: what a run costs besides its epochs, measured once per shape by one real run of
+  BatchNorm through a worker process (one training batch, one test batch, one epoch: the worker's
+  start, loading the data, building the model, the speed checks, the record) less its one step and
+  test batch; where the dataset is not on disk, a bare worker start (Python, torch and the harness
+  imported) stands in. Twice for an untrusted run (it trains in one sandbox, is scored from another).
 - the three layer probes of harness.engine.instruments cost about a training step each.
+- before the runs, each distinct (file, parameters) is vetted once: BatchNorm's pre-flight checks,
+  timed here, stand in for each.
 
-What it leaves out: the data pipeline's augmentation, the per-epoch checkpoint, loading the data
-and a layer slower than BatchNorm (``harness check`` measures that ratio). Runs on several workers
+What it leaves out: the data pipeline's augmentation, the per-epoch checkpoint and a layer slower
+than BatchNorm (``harness check`` measures that ratio). Runs on several workers
 are assumed to share the work evenly: wall time = the sum over runs / jobs, and never less than the
 longest run. The dry run prints the figures per shape, so a wrong guess is visible.
 """
@@ -26,8 +31,10 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -64,15 +71,17 @@ class Shape:
 class Timing:
     step_s: float
     test_batch_s: float
+    start_s: float = 0.0
+    start_measured: str = "a run"  # or "a bare worker start" (the dataset is not on disk)
 
 
 @dataclass
 class Estimate:
     runs: int
     per_run_s: list[float]
-    start_s: float
     timings: dict[Shape, Timing]
     jobs: int
+    vetting_s: float = 0.0  # every distinct (file, parameters) vetted before the runs start
 
     @property
     def total_s(self) -> float:
@@ -81,14 +90,53 @@ class Estimate:
 
     @property
     def wall_s(self) -> float:
-        return max(self.total_s / max(self.jobs, 1), max(self.per_run_s, default=0.0))
+        return self.vetting_s + max(self.total_s / max(self.jobs, 1), max(self.per_run_s, default=0.0))
 
 
-def start_seconds() -> float:
+def bare_start_seconds() -> float:
     """Seconds for a fresh Python process to import torch and the harness's training code."""
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch, harness.engine.train"], check=True,
                    capture_output=True, timeout=300)
+    return time.perf_counter() - t0
+
+
+def start_seconds(shape: Shape, device: str, threads: int, timing: Timing) -> tuple[float, str]:
+    """What a run of ``shape`` costs besides its epochs: one real run of BatchNorm (one batch of
+    each split, one epoch) through a worker process, less its step and test batch; a bare worker
+    start when the dataset is not on disk."""
+    from harness.execution.local import LocalExecutor
+    from harness.execution.task import Task
+    from harness.protocol.data import DatasetUnavailable, load_dataset
+    from harness.store.results import ResultsStore
+    from harness.vetting.submission import load
+
+    try:
+        load_dataset(shape.dataset, None, download=False)
+    except DatasetUnavailable:
+        return bare_start_seconds(), "a bare worker start"
+    sub = load("batch_norm")
+    spec = RunSpec(str(sub.path), shape.arch, shape.dataset, sha256=sub.sha256, device=device,
+                   recipe=Recipe(epochs=1, batch_size=shape.batch_size,
+                                 test_batch_size=shape.test_batch_size, optimizer=shape.optimizer),
+                   limit_train=shape.batch_size, limit_test=shape.test_batch_size)
+    with tempfile.TemporaryDirectory(prefix="harness-estimate-") as tmp:
+        t0 = time.perf_counter()
+        [record] = LocalExecutor(1, device, threads=threads).run([Task(spec, "estimate")],
+                                                                  ResultsStore(Path(tmp)))
+        elapsed = time.perf_counter() - t0
+    if record["status"] != "ok":
+        return bare_start_seconds(), "a bare worker start"
+    return max(elapsed - timing.step_s - timing.test_batch_s, 0.0), "a run"
+
+
+def vetting_seconds() -> float:
+    """BatchNorm's pre-flight checks (what vetting one file with one set of parameters costs)."""
+    from harness.vetting.check import preflight
+    from harness.vetting.submission import load
+
+    t0 = time.perf_counter()
+    preflight(load("batch_norm"), 10.0, "batch_norm")
     return time.perf_counter() - t0
 
 
@@ -121,20 +169,21 @@ def time_shape(shape: Shape, device: torch.device, steps: int = 3) -> Timing:
     return Timing(step, (time.perf_counter() - t0) / steps)
 
 
-def run_seconds(spec: RunSpec, timing: Timing, start_s: float, untrusted: bool = False) -> float:
+def run_seconds(spec: RunSpec, timing: Timing, untrusted: bool = False) -> float:
     n_train, n_test = SPLIT_SIZES[resolve_dataset_name(spec.dataset)]
     n_train = min(n_train, spec.limit_train or n_train)
     n_test = min(n_test, spec.limit_test or n_test)
     r = spec.recipe
     epoch = (math.ceil(n_train / r.batch_size) * timing.step_s
              + math.ceil(n_test / r.test_batch_size) * timing.test_batch_s)
-    return start_s * (2 if untrusted else 1) + r.epochs * epoch + PROBES * timing.step_s
+    return timing.start_s * (2 if untrusted else 1) + r.epochs * epoch + PROBES * timing.step_s
 
 
 def estimate(specs: Iterable[RunSpec], *, device: torch.device, threads: int, jobs: int,
-             untrusted: bool = False) -> Estimate:
+             untrusted: bool = False, vetted: int = 0) -> Estimate:
     """Measure each distinct shape of ``specs`` on ``device`` with ``threads`` CPU threads (as a
-    worker will have them), then project every run."""
+    worker will have them), then project every run, after ``vetted`` files (with their
+    parameters) are vetted."""
     specs = list(specs)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -142,11 +191,13 @@ def estimate(specs: Iterable[RunSpec], *, device: torch.device, threads: int, jo
         with torch.random.fork_rng(devices=[]):
             timings = {shape: time_shape(shape, device)
                        for shape in dict.fromkeys(Shape.of(s) for s in specs)}
+            vetting = vetting_seconds() * vetted if vetted and specs else 0.0
     finally:
         torch.set_num_threads(before)
-    start = start_seconds() if specs else 0.0
-    per_run = [run_seconds(s, timings[Shape.of(s)], start, untrusted) for s in specs]
-    return Estimate(len(specs), per_run, start, timings, jobs)
+    for shape, timing in timings.items():
+        timing.start_s, timing.start_measured = start_seconds(shape, str(device), threads, timing)
+    per_run = [run_seconds(s, timings[Shape.of(s)], untrusted) for s in specs]
+    return Estimate(len(specs), per_run, timings, jobs, vetting)
 
 
 def hours(seconds: float) -> str:

@@ -141,11 +141,13 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
             state = "done" if r.done and not rerun else "to run"
             click.echo(f"{r.entry:<20} {point:<22} {r.setting.key:<22} seed {r.seed:<6} {state}")
         click.echo(f"{len(todo)} run(s) to do of {len(planned)}")
+    vetted = len({(r.entry, params_label(r.spec.layer_params)) for r in todo})
     found = guarded(console, estimate, [r.spec for r in todo], device=resolved, threads=threads,
-                    jobs=jobs or 1, untrusted=isolation.untrusted)
+                    jobs=jobs or 1, untrusted=isolation.untrusted, vetted=vetted)
     shapes = [{"arch": s.arch, "dataset": s.dataset, "batch_size": s.batch_size,
                "test_batch_size": s.test_batch_size, "optimizer": s.optimizer,
-               "step_s": t.step_s, "test_batch_s": t.test_batch_s} for s, t in found.timings.items()]
+               "step_s": t.step_s, "test_batch_s": t.test_batch_s, "start_s": t.start_s,
+               "start_measured": t.start_measured} for s, t in found.timings.items()]
     if as_json:
         click.echo(json.dumps({
             "study": study.name, "runs": len(planned), "to_run": len(todo),
@@ -153,7 +155,7 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
             "planned": [{"entry": r.entry, "point": dict(r.point), "setting": r.setting.key,
                          "seed": r.seed, "key": r.key, "done": r.done and not rerun} for r in planned],
             "estimate": {"device": str(resolved), "threads": threads, "jobs": jobs,
-                         "start_s": found.start_s, "shapes": shapes, "total_s": found.total_s,
+                         "vetting_s": found.vetting_s, "shapes": shapes, "total_s": found.total_s,
                          "wall_s": found.wall_s if jobs else None}}, indent=2))
         return
     if not todo:
@@ -163,9 +165,10 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
     for s in shapes:
         click.echo(f"  {s['arch']} on {s['dataset']}, batch {s['batch_size']}, {s['optimizer']}: "
                    f"{1000 * s['step_s']:.0f} ms per step, {1000 * s['test_batch_s']:.0f} ms per "
-                   f"test batch of {s['test_batch_size']}")
-    click.echo(f"  a worker's start: {found.start_s:.1f} s"
-               + (" (twice per untrusted run)" if isolation.untrusted else ""))
+                   f"test batch of {s['test_batch_size']}, {s['start_s']:.1f} s per run besides "
+                   f"its epochs (from {s['start_measured']}"
+                   + ("; twice per untrusted run)" if isolation.untrusted else ")"))
+    click.echo(f"  vetting {vetted} (file, parameters) pair(s) before the runs: {found.vetting_s:.0f} s")
     click.echo(f"projected: {len(todo)} runs x {hours(found.total_s / len(todo))} on average = "
                f"{hours(found.total_s)} of runs"
                + (f"; about {hours(found.wall_s)} of wall time on {jobs} worker(s)" if jobs else
