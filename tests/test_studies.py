@@ -150,8 +150,10 @@ def test_the_cli_checks_the_study_before_running(tmp_path):
     path = write_study(tmp_path)
     only = runner.invoke(main, ["study", "run", str(path), "--only", "nobody", "--results", str(tmp_path)])
     assert only.exit_code == EXIT_USAGE and "no entry named 'nobody'" in only.output
-    dry = runner.invoke(main, ["study", "run", str(path), "--dry-run", "--results", str(tmp_path)])
+    dry = runner.invoke(main, ["study", "run", str(path), "--dry-run", "--no-estimate",
+                               "--results", str(tmp_path)])
     assert dry.exit_code == 0 and "4 run(s) to do of 4" in dry.output
+    assert "projected" not in dry.output  # the cost is measured only when asked for
     empty = runner.invoke(main, ["study", "report", str(path), "--results", str(tmp_path),
                                  "--out", str(tmp_path / "r")])
     assert empty.exit_code == 1 and "harness study run" in empty.output

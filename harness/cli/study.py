@@ -40,6 +40,9 @@ def study_group() -> None:
 @click.option("--dry-run", is_flag=True,
               help="List the runs (with their grid points) and whether each is done, and project "
                    "the cost of those to do from step times measured here; run nothing.")
+@click.option("--estimate/--no-estimate", default=True, show_default=True,
+              help="With --dry-run: measure and project the cost (a few seconds; on a cluster's "
+                   "login node it measures the login node).")
 @click.option("--allow-hidden", is_flag=True,
               help="Allow settings that a leaderboard suite keeps hidden (do not tune on them).")
 @json_option("Print each entry's runs as JSON (nothing else on standard output).")
@@ -48,7 +51,7 @@ def study_group() -> None:
 @isolation_options(untrusted_default=False)
 @executor_options
 @output_options
-def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
+def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool, estimate: bool,
                   allow_hidden: bool, as_json: bool, results_dir: str, data_root: str | None,
                   download: bool,
                   device: str, check_timeout: float, precision: str, speed, resume: bool,
@@ -84,7 +87,8 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
         guarded(console, select_entries, study, wanted)
         planned = [r for r in guarded(console, plan_study, study, store, precision)
                    if wanted is None or r.entry in wanted]
-        dry_run_report(study, planned, rerun, device, executor, isolation, as_json, console)
+        dry_run_report(study, planned, rerun, device, executor, isolation, as_json, console,
+                       measure=estimate)
         return
     console.info(f"study {study.name}: {shape_of(study)}; recipe: "
                  + ("; ".join(study.recipe.deviations()) or "the protocol's"))
@@ -115,7 +119,7 @@ def shape_of(study) -> str:
 
 
 def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation, as_json: bool,
-                   console: ConsoleReporter) -> None:
+                   console: ConsoleReporter, measure: bool = True) -> None:
     """The runs a study would make (each with its grid point and whether it is done) and what
     those still to run would cost here: measured step times, multiplied out
     (harness.bench.estimate)."""
@@ -126,6 +130,11 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
     from harness.protocol.entries import params_label
 
     todo = [r for r in planned if not r.done or rerun]
+    planned_json = [{"entry": r.entry, "point": dict(r.point), "setting": r.setting.key,
+                     "seed": r.seed, "key": r.key, "done": r.done and not rerun} for r in planned]
+    summary_json = {"study": study.name, "runs": len(planned), "to_run": len(todo),
+                    "grid": [{"name": a.name, "kind": a.kind, "values": list(a.values)}
+                             for a in study.axes], "planned": planned_json}
     jobs = getattr(executor, "jobs", None)  # None: a cluster's array, as wide as it gets
     threads = getattr(executor, "threads", None) or max(1, usable_cpus() // (jobs or 1))
     resolved = resolve_device(device)
@@ -141,6 +150,10 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
             state = "done" if r.done and not rerun else "to run"
             click.echo(f"{r.entry:<20} {point:<22} {r.setting.key:<22} seed {r.seed:<6} {state}")
         click.echo(f"{len(todo)} run(s) to do of {len(planned)}")
+    if not measure:
+        if as_json:
+            click.echo(json.dumps({**summary_json, "estimate": None}, indent=2))
+        return
     vetted = len({(r.entry, params_label(r.spec.layer_params)) for r in todo})
     found = guarded(console, estimate, [r.spec for r in todo], device=resolved, threads=threads,
                     jobs=jobs or 1, untrusted=isolation.untrusted, vetted=vetted)
@@ -150,10 +163,7 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
                "start_measured": t.start_measured} for s, t in found.timings.items()]
     if as_json:
         click.echo(json.dumps({
-            "study": study.name, "runs": len(planned), "to_run": len(todo),
-            "grid": [{"name": a.name, "kind": a.kind, "values": list(a.values)} for a in study.axes],
-            "planned": [{"entry": r.entry, "point": dict(r.point), "setting": r.setting.key,
-                         "seed": r.seed, "key": r.key, "done": r.done and not rerun} for r in planned],
+            **summary_json,
             "estimate": {"device": str(resolved), "threads": threads, "jobs": jobs,
                          "vetting_s": found.vetting_s, "shapes": shapes, "total_s": found.total_s,
                          "wall_s": found.wall_s if jobs else None}}, indent=2))
@@ -161,7 +171,8 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
     if not todo:
         return
     click.echo(f"cost, measured here ({resolved}, {threads} thread(s) per run, BatchNorm's step; "
-               f"harness.bench.estimate says what is left out):")
+               f"harness.bench.estimate says what is left out)"
+               + (": this machine, not the cluster's nodes" if jobs is None else "") + ":")
     for s in shapes:
         click.echo(f"  {s['arch']} on {s['dataset']}, batch {s['batch_size']}, {s['optimizer']}: "
                    f"{1000 * s['step_s']:.0f} ms per step, {1000 * s['test_batch_s']:.0f} ms per "
