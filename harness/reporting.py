@@ -121,8 +121,14 @@ class ConsoleReporter(Reporter):
             self.bar.close()
             self.bar = None
 
+    @staticmethod
+    def _entry(run: Any) -> str:
+        """The entry, and a study grid's point when the run has one: ``SN [lr=0.1, p=0.3]``."""
+        point = getattr(run, "point", ())
+        return run.entry + (" [" + ", ".join(f"{k}={v}" for k, v in point) + "]" if point else "")
+
     def planned(self, run: Any, index: int, total: int, state: str) -> None:
-        where = f"[{index}/{total}] {run.entry}: {run.setting.key}" \
+        where = f"[{index}/{total}] {self._entry(run)}: {run.setting.key}" \
                 + (" (hidden)" if run.setting.hidden else "") + f", seed {run.seed}"
         if state == "started":
             self.info(f"{where}: started")
@@ -134,7 +140,7 @@ class ConsoleReporter(Reporter):
 
     def finished(self, run: Any, record: dict[str, Any]) -> None:
         best, failure = record.get("best_acc"), record.get("failure")
-        line = (f"  {run.entry}: {run.setting.key}, seed {run.seed}: {record['status']}"
+        line = (f"  {self._entry(run)}: {run.setting.key}, seed {run.seed}: {record['status']}"
                 + (f", best {best:.2f}%" if best is not None else "")
                 + (f" [{failure['category']}] {failure['message']}" if failure else ""))
         if record["status"] == "failed":
