@@ -291,6 +291,10 @@ def test_a_grid_study_runs_reports_per_axis_and_loads_as_a_dataframe(tmp_path):
     assert sum(len(r.ran) for r in ran) == 12 and not any(r.failed for r in ran)
     again = run_study(study, store, executor=InProcess(run_eval))
     assert sum(len(r.ran) for r in again) == 0  # every grid point's run is found by its key
+    status = CliRunner().invoke(main, ["status", "--study", str(study.path), "--results",
+                                       str(store.root), "--all"])
+    assert status.exit_code == 0 and "12 run(s): 12 done" in status.output
+    assert "SelectiveNorm [lr=0.05, p=0.3]" in status.output and "norm only [lr=0.1]" in status.output
 
     index = build_report(study, store.root, tmp_path / "report")
     html = index.read_text()
@@ -342,5 +346,8 @@ def test_eval_trains_the_layer_with_its_parameters(tmp_path):
     a, b = run("--param", "p=0.5"), run()
     assert a["config"]["params"] == {"p": 0.5} and b["config"]["params"] == {}
     assert a["final_acc"] != b["final_acc"] or a["epochs"][0]["train_loss"] != b["epochs"][0]["train_loss"]
+    sandboxed = run("--param", "p=0.5", "--untrusted")  # the sandboxed worker builds it the same
+    assert sandboxed["isolation"]["sandboxed"] and sandboxed["config"]["params"] == {"p": 0.5}
+    assert sandboxed["final_acc"] == a["final_acc"] and sandboxed["best_acc"] == a["best_acc"]
     runs = results.load(tmp_path)
-    assert runs["key"].str.endswith('params={"p": 0.5}').sum() == 1
+    assert runs["key"].str.endswith('params={"p": 0.5}').sum() == 2
