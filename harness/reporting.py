@@ -49,9 +49,9 @@ class Reporter:
 
     # -- a sweep ---------------------------------------------------------------------------
     def planned(self, run: Any, index: int, total: int, state: str) -> None:
-        """``run`` (a harness.store.status.PlannedRun) is ``started``, ``queued`` (in a cluster
-        array), ``done`` (skipped: the store has it) or ``running`` (skipped: a worker elsewhere
-        holds it)."""
+        """``run`` (a harness.store.status.PlannedRun, named by its ``label``) is ``started``,
+        ``queued`` (in a cluster array), ``done`` (skipped: the store has it) or ``running``
+        (skipped: a worker elsewhere holds it)."""
 
     def finished(self, run: Any, record: dict[str, Any]) -> None:
         """A planned run ended with ``record``."""
@@ -121,14 +121,8 @@ class ConsoleReporter(Reporter):
             self.bar.close()
             self.bar = None
 
-    @staticmethod
-    def _entry(run: Any) -> str:
-        """The entry, and a study grid's point when the run has one: ``SN [lr=0.1, p=0.3]``."""
-        point = getattr(run, "point", ())
-        return run.entry + (" [" + ", ".join(f"{k}={v}" for k, v in point) + "]" if point else "")
-
     def planned(self, run: Any, index: int, total: int, state: str) -> None:
-        where = f"[{index}/{total}] {self._entry(run)}: {run.setting.key}" \
+        where = f"[{index}/{total}] {run.label}: {run.setting.key}" \
                 + (" (hidden)" if run.setting.hidden else "") + f", seed {run.seed}"
         if state == "started":
             self.info(f"{where}: started")
@@ -140,7 +134,7 @@ class ConsoleReporter(Reporter):
 
     def finished(self, run: Any, record: dict[str, Any]) -> None:
         best, failure = record.get("best_acc"), record.get("failure")
-        line = (f"  {self._entry(run)}: {run.setting.key}, seed {run.seed}: {record['status']}"
+        line = (f"  {run.label}: {run.setting.key}, seed {run.seed}: {record['status']}"
                 + (f", best {best:.2f}%" if best is not None else "")
                 + (f" [{failure['category']}] {failure['message']}" if failure else ""))
         if record["status"] == "failed":

@@ -36,9 +36,9 @@ from harness import __version__
 from harness.leaderboard import plots
 from harness.leaderboard import stats as S
 from harness.leaderboard.provenance import provenance as provenance_of
-from harness.protocol.entries import params_label, sha256_file
+from harness.protocol.entries import sha256_file
 from harness.protocol.recipe import PROTOCOL_VERSION
-from harness.protocol.studies import Study
+from harness.protocol.studies import Study, point_label
 from harness.store.record import finite, utc_now, write_json_atomic
 from harness.store.results import COMPLETED, ResultsStore
 from harness.store.status import study_records
@@ -96,7 +96,7 @@ class StudyCell:
 
     @property
     def label(self) -> str:
-        return self.entry + (f" [{params_label(dict(self.point))}]" if self.point else "")
+        return point_label(self.entry, self.point)
 
 
 def _probe_summary(record: dict[str, Any]) -> tuple[float, float]:
@@ -200,19 +200,20 @@ def along(study: Study, cells: Cells, setting: str, axis_name: str) -> list[dict
                 groups.setdefault(rest, {})[repr(given[axis_name]) if axis_name in given else None] = cell
         for rest, by_value in groups.items():
             flat = None in by_value
-            rows.append({"label": e.name + (f" [{params_label(dict(rest))}]" if rest else ""),
+            rows.append({"label": point_label(e.name, rest),
                          "entry": e.name, "flat": flat,
                          "cells": [by_value[None] if flat else by_value.get(repr(v))
                                    for v in axis.values]})
     return rows
 
 
-def sensitivity(study: Study, cells: Cells, setting: str, axis_name: str) -> list[dict[str, Any]]:
-    """Per row of :func:`along`: the range (highest minus lowest) of the mean best accuracy over
-    the axis's values and the value with the highest; None for a flat row or fewer than two means."""
+def sensitivity(study: Study, rows: list[dict[str, Any]], axis_name: str) -> list[dict[str, Any]]:
+    """Per row of :func:`along` (``rows``): the range (highest minus lowest) of the mean best
+    accuracy over the axis's values and the value with the highest; None for a flat row or fewer
+    than two means."""
     axis = study.axis(axis_name)
     out = []
-    for row in along(study, cells, setting, axis_name):
+    for row in rows:
         means = [(c.mean, v) for c, v in zip(row["cells"], axis.values) if c and c.mean is not None]
         usable = not row["flat"] and len(means) >= 2
         out.append({"label": row["label"], "flat": row["flat"],
@@ -269,7 +270,7 @@ def summary_lines(study: Study, cells: Cells) -> list[str]:
                          "completing epochs; their best accuracy before divergence is counted.")
     for axis in study.axes:
         for setting in study.settings:
-            for row in sensitivity(study, cells, setting.key, axis.name):
+            for row in sensitivity(study, along(study, cells, setting.key, axis.name), axis.name):
                 if row["range"] is not None:
                     lines.append(f"Sensitivity to {axis.name} on {setting.key}: {row['label']} "
                                  f"ranges {row['range']:.2f} points over {axis.name} "
@@ -302,7 +303,7 @@ def build_report(study: Study, results: str | Path, out: str | Path, precision: 
         for axis in study.axes:
             rows = along(study, cells, s.key, axis.name)
             axes.append({"axis": axis, "rows": rows,
-                         "sensitivity": sensitivity(study, cells, s.key, axis.name),
+                         "sensitivity": sensitivity(study, rows, axis.name),
                          "figure": plots.along_axis(
                              [{"label": r["label"], "flat": r["flat"],
                                "points": [(c.mean, c.ci_low, c.ci_high) if c else (None, None, None)

@@ -16,6 +16,7 @@ from harness.engine.runner import run_eval
 from harness.execution.sweep import run_study
 from harness.leaderboard.study_report import (
     StudyCell,
+    along,
     build_report,
     compare_with_reference,
     reference_point,
@@ -219,11 +220,11 @@ def test_sensitivity_and_comparisons_follow_the_axes(tmp_path):
         for p, m in ((0.1, 85.0), (0.3, 81.0)):
             means[("SelectiveNorm", (("lr", lr), ("p", p)))] = m - (lr == 0.05)
     cells = _cells(study, means)
-    rows = sensitivity(study, cells, "resnet20-digits", "p")
+    rows = sensitivity(study, along(study, cells, "resnet20-digits", "p"), "p")
     assert [(r["label"], r["flat"], r["range"], r["best"]) for r in rows] == [
         ("norm only [lr=0.1]", True, None, None), ("norm only [lr=0.05]", True, None, None),
         ("SelectiveNorm [lr=0.1]", False, 4.0, 0.1), ("SelectiveNorm [lr=0.05]", False, 4.0, 0.1)]
-    by_lr = sensitivity(study, cells, "resnet20-digits", "lr")
+    by_lr = sensitivity(study, along(study, cells, "resnet20-digits", "lr"), "lr")
     assert by_lr[0]["range"] == 2.0 and by_lr[0]["best"] == 0.1  # norm only is not flat along lr
     # each SelectiveNorm cell is compared with norm only at its own lr
     assert reference_point(study, (("lr", 0.05), ("p", 0.3))) == (("lr", 0.05),)

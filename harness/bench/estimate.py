@@ -14,8 +14,9 @@ A run's time is modelled as
 - ``start``: what a run costs besides its epochs, measured once per shape by one real run of
   BatchNorm through a worker process (one training batch, one test batch, one epoch: the worker's
   start, loading the data, building the model, the speed checks, the record) less its one step and
-  test batch; where the dataset is not on disk, a bare worker start (Python, torch and the harness
-  imported) stands in. Twice for an untrusted run (it trains in one sandbox, is scored from another).
+  test batch; where the dataset is not on disk, that run fails at loading it, and its time (the
+  worker's start and the failure's record) stands in. Twice for an untrusted run (it trains in one
+  sandbox, is scored from another).
 - the three layer probes of harness.engine.instruments cost about a training step each.
 - before the runs, each distinct (file, parameters) is vetted once: BatchNorm's pre-flight checks,
   timed here, stand in for each.
@@ -29,8 +30,6 @@ longest run. The dry run prints the figures per shape, so a wrong guess is visib
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ class Timing:
     step_s: float
     test_batch_s: float
     start_s: float = 0.0
-    start_measured: str = "a run"  # or "a bare worker start" (the dataset is not on disk)
+    start_measured: str = "a run"  # or "a worker start" (the dataset is not on disk)
 
 
 @dataclass
@@ -93,30 +92,18 @@ class Estimate:
         return self.vetting_s + max(self.total_s / max(self.jobs, 1), max(self.per_run_s, default=0.0))
 
 
-def bare_start_seconds() -> float:
-    """Seconds for a fresh Python process to import torch and the harness's training code."""
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch, harness.engine.train"], check=True,
-                   capture_output=True, timeout=300)
-    return time.perf_counter() - t0
-
-
 def start_seconds(shape: Shape, device: str, threads: int, timing: Timing) -> tuple[float, str]:
     """What a run of ``shape`` costs besides its epochs: one real run of BatchNorm (one batch of
-    each split, one epoch) through a worker process, less its step and test batch; a bare worker
-    start when the dataset is not on disk."""
+    each split, one epoch) through a worker process, less its step and test batch; when the
+    dataset is not on disk, the time of that run failing at loading it (a worker's start)."""
     from harness.execution.local import LocalExecutor
     from harness.execution.task import Task
-    from harness.protocol.data import DatasetUnavailable, load_dataset
     from harness.store.results import ResultsStore
     from harness.vetting.submission import load
 
-    try:
-        load_dataset(shape.dataset, None, download=False)
-    except DatasetUnavailable:
-        return bare_start_seconds(), "a bare worker start"
     sub = load("batch_norm")
     spec = RunSpec(str(sub.path), shape.arch, shape.dataset, sha256=sub.sha256, device=device,
+                   download=False,  # a dataset that is not on disk fails the run at once
                    recipe=Recipe(epochs=1, batch_size=shape.batch_size,
                                  test_batch_size=shape.test_batch_size, optimizer=shape.optimizer),
                    limit_train=shape.batch_size, limit_test=shape.test_batch_size)
@@ -126,7 +113,7 @@ def start_seconds(shape: Shape, device: str, threads: int, timing: Timing) -> tu
                                                                   ResultsStore(Path(tmp)))
         elapsed = time.perf_counter() - t0
     if record["status"] != "ok":
-        return bare_start_seconds(), "a bare worker start"
+        return elapsed, "a worker start"
     return max(elapsed - timing.step_s - timing.test_batch_s, 0.0), "a run"
 
 

@@ -242,7 +242,7 @@ def status_cmd(suite_name: str | None, study_file: str | None, results_dir: str,
     import json as json_mod
     from dataclasses import asdict
 
-    from harness.protocol.entries import params_label
+    from harness.protocol.studies import point_label
     from harness.protocol.suites import all_suites
     from harness.store.results import ResultsStore
     from harness.store.status import STATES, plan_study, plan_suite, run_states
@@ -277,9 +277,8 @@ def status_cmd(suite_name: str | None, study_file: str | None, results_dir: str,
             click.echo("  no entries registered to it")
         for r in states:
             if show_all or r.state not in ("done", "diverged"):
-                entry = r.entry + (f" [{params_label(r.point)}]" if r.point else "")
                 click.echo(f"  {click.style(f'{r.state:<11}', fg=_STATE_COLOURS[r.state])} "
-                           f"{entry:<24} {r.setting:<22} seed {r.seed:<6} {r.detail}")
+                           f"{point_label(r.entry, r.point):<24} {r.setting:<22} seed {r.seed:<6} {r.detail}")
         left = counts["missing"] + counts["failed"] + counts["interrupted"]
         if left:
             click.echo(f"  left to run: {left} ({counts['missing']} missing, {counts['failed']} "

@@ -90,11 +90,6 @@ class Vetted:
     checked: dict[str, list[dict[str, Any]]]  # params_label(params) -> rows
     scan: dict[str, Any]
 
-    @property
-    def checks(self) -> list[dict[str, Any]]:
-        """The rows of the layer as the file builds it, without parameters (or of the first set)."""
-        return self.checked.get("", next(iter(self.checked.values())))
-
     def checks_for(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         return self.checked[params_label(params)]
 
@@ -198,8 +193,7 @@ def prepare(store: ResultsStore, source: str, name: str, kind: str, suite: Suite
                            "setting": run.setting.key, "hidden": run.setting.hidden,
                            "final": final},
                  **(record_extra or {})}
-        point = f" [{params_label(dict(run.point))}]" if run.point else ""
-        tasks.append(Task(spec, f"{name}{point} {run.setting.key} seed {run.seed}", extra,
+        tasks.append(Task(spec, f"{run.label} {run.setting.key} seed {run.seed}", extra,
                           vetted.checks_for(run.spec.layer_params), run, (i, len(planned))))
     return PreparedSweep(result, tasks)
 

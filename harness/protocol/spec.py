@@ -148,7 +148,6 @@ class RunSpec:
         data = dict(data)
         data["recipe"] = Recipe(**data["recipe"])
         data["speed"] = SpeedOptions(**data["speed"])
-        data["params"] = tuple((data.get("params") or {}).items())
         return cls(**data)
 
     @classmethod
@@ -162,4 +161,4 @@ class RunSpec:
                    limit_train=cfg.get("limit_train"), limit_test=cfg.get("limit_test"),
                    precision=cfg.get("precision", "fp32"), sha256=record["submission"]["sha256"],
                    protocol=record["protocol_version"], planned="suite" in record,
-                   params=tuple((cfg.get("params") or {}).items()))
+                   params=cfg.get("params") or {})

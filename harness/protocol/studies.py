@@ -113,10 +113,6 @@ class Variant:
     recipe: Recipe
     params: dict[str, Any] = field(default_factory=dict, hash=False)
 
-    @property
-    def label(self) -> str:
-        return params_label(dict(self.point))
-
 
 @dataclass(frozen=True)
 class Study:
@@ -168,6 +164,13 @@ class Study:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "file": str(self.path)}
+
+def point_label(entry: str, point: Any) -> str:
+    """How a run or a cell of a grid is named: the entry, then its point when it has one
+    (``SelectiveNorm [lr=0.1, p=0.3]``); ``point`` is (axis, value) pairs or a dict."""
+    point = dict(point or ())
+    return entry + (f" [{params_label(point)}]" if point else "")
+
 
 def _limit(value: Any, name: str, origin: str) -> int | None:
     if value is None:
@@ -273,11 +276,6 @@ def parse_grid(table: Any, origin: str, recipe: Recipe,
                 if name not in recipe_fields:
                     raise SuiteError(f"{where}: not a recipe field (fields: "
                                      f"{', '.join(sorted(recipe_fields))})")
-                for v in values:
-                    try:
-                        replace(recipe, **{name: v})
-                    except (TypeError, ValueError) as exc:
-                        raise SuiteError(f"{where} = {v!r}: {exc}") from None
             else:
                 try:
                     for v in values:

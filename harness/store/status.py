@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from harness.protocol.entries import sha256_file
 from harness.protocol.spec import RunSpec
-from harness.protocol.studies import Study, StudyEntry, Variant
+from harness.protocol.studies import Study, StudyEntry, Variant, point_label
 from harness.protocol.suites import Setting, Suite
 from harness.store.claims import STALE_S, claim_path, live_claims
 from harness.store.results import COMPLETED, ResultsStore
@@ -48,6 +48,11 @@ class PlannedRun:
     @property
     def seed(self) -> int:
         return self.spec.seed
+
+    @property
+    def label(self) -> str:
+        """The entry, with its grid point when it has one: ``SelectiveNorm [lr=0.1, p=0.3]``."""
+        return point_label(self.entry, self.point)
 
 
 @dataclass
