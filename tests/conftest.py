@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,27 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "no-data-here"))
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(2)
+
+
+def sandbox_gate() -> None:
+    """Skip where bubblewrap cannot start, except where HARNESS_REQUIRE_SANDBOX=1 (CI): there
+    fail, so that the security tests never go unnoticed."""
+    from harness.execution import sandbox
+
+    reason = sandbox.sandbox_unavailable()
+    if reason is not None:
+        if os.environ.get("HARNESS_REQUIRE_SANDBOX") == "1":
+            pytest.fail(f"HARNESS_REQUIRE_SANDBOX=1 but no sandbox can start here: {reason}")
+        pytest.skip(f"no sandbox here: {reason}")
+
+
+@pytest.fixture
+def sandbox():
+    """For tests that start sandboxes (tests/hostile/, the isolation tests): see sandbox_gate."""
+    sandbox_gate()
+
+
+needs_sandbox = pytest.mark.usefixtures("sandbox")
 
 
 @pytest.fixture

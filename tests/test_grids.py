@@ -30,7 +30,7 @@ from harness.protocol.suites import SuiteError
 from harness.store.results import ResultsStore
 from harness.store.status import plan_study
 
-from conftest import ROOT
+from conftest import ROOT, needs_sandbox
 from inprocess import InProcess
 
 SHA = "a" * 64
@@ -334,6 +334,7 @@ def test_a_grid_study_runs_reports_per_axis_and_loads_as_a_dataframe(tmp_path):
         assert row["n"].iloc[0] == cell["n"] == 2
 
 
+@needs_sandbox
 @pytest.mark.slow
 def test_eval_trains_the_layer_with_its_parameters(tmp_path):
     args = ["eval", str(ROOT / "submissions/dropout_only.py"), "--arch", "mlp3x100", "--dataset",

@@ -21,22 +21,19 @@ import pytest
 
 from harness.engine.runner import run_eval
 from harness.execution.local import LocalExecutor
-from harness.execution.sandbox import sandbox_unavailable
 from harness.execution.task import Isolation, Task
 from harness.execution.watch import LOG_BYTES
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec
 from harness.store.results import ResultsStore
 
-from conftest import ROOT
+from conftest import ROOT, needs_sandbox
 
 HOSTILE = ROOT / "tests" / "hostile"
 RECIPE = Recipe(epochs=1, batch_size=32)
 SLOT = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # as torch has in this process
 
-pytestmark = [pytest.mark.slow,  # each runs sandboxed processes
-              pytest.mark.skipif(sandbox_unavailable() is not None,
-                                 reason=f"no sandbox here: {sandbox_unavailable()}")]
+pytestmark = [pytest.mark.slow, needs_sandbox]  # each runs sandboxed processes
 
 
 def materialise(name: str, tmp_path: Path, **values: str) -> Path:
@@ -129,14 +126,31 @@ def test_an_edited_checkpoint_never_decides_a_score(tmp_path):
     assert accuracies(second[2]) == honest(2, 2) and max(honest(2, 2)) < 100.0
 
 
-def test_a_malformed_handover_is_recorded_and_the_other_run_kept(tmp_path):
-    store, runs = run_untrusted(materialise("malformed_handover", tmp_path), tmp_path / "results",
-                                seeds=(1, 2))
+@pytest.mark.parametrize("variant, words", [
+    ("report", "not a valid EpochReport"),
+    ("header", "not a hand-over"),
+    ("huge", "its weights hand-over is 999999999999 bytes"),
+    ("weights", "the weights are not safetensors"),
+    ("checkpoint", "a checkpoint of epoch 5 after epoch 0 was handed over"),
+    ("end", "not a valid EndReport"),
+    ("nested", "RecursionError"),
+    ("median", "the scoring process answered 'logits 1 64 10 1.2.3'"),
+    ("short", "sent 12 of 2560 bytes"),
+])
+def test_a_malformed_handover_is_recorded_and_the_other_run_kept(tmp_path, variant, words):
+    """Frames of its own in the harness's pipes, malformed each in its own way: that run is
+    recorded as malformed with the reason, the other run of the sweep is recorded as it would
+    be, and the board builds."""
+    from harness.leaderboard.site import build_site
+
+    store, runs = run_untrusted(materialise("malformed_handover", tmp_path, variant=variant),
+                                tmp_path / "results", seeds=(1, 2))
     assert runs[1]["status"] == "ok" and accuracies(runs[1]) == honest(1)
     assert runs[2]["status"] == "failed" and runs[2]["best_acc"] is None
     category, message = failure(runs[2])
-    assert category == "malformed" and "not a valid EpochReport" in message
+    assert category == "malformed" and words in message, message
     assert sorted(line["status"] for line in store.index_lines().values()) == ["failed", "ok"]
+    build_site(store.root, tmp_path / "site", False)
 
 
 # -- the sandbox -------------------------------------------------------------------------------
@@ -222,11 +236,28 @@ def test_threads_are_capped(tmp_path):
     assert runs[2]["peak_threads"] < 300
 
 
-def test_the_state_folder_has_a_quota(tmp_path):
-    _, runs = run_untrusted(materialise("fills_state", tmp_path), tmp_path / "results",
+@pytest.mark.parametrize("folder, quota", [("/state", 64 << 20), ("/scratch", 1 << 30)])
+def test_the_writable_space_is_held_by_the_kernel(tmp_path, folder, quota):
+    """Writing past its size fails inside the sandbox (tmpfs): nothing is polled, nothing of the
+    host fills up, and the run is recorded with the layer's own error."""
+    _, runs = run_untrusted(materialise("fills_state", tmp_path, folder=folder), tmp_path / "results",
                             disk_quota_bytes=64 << 20)
     category, message = failure(runs[2])
-    assert category == "resource-limit" and "quota 64 MiB" in message
+    assert category == "exception" and "No space left on device" in message, message
+    assert int(message.split("wrote ")[1].split()[0]) <= quota
+
+
+@pytest.mark.parametrize("folder, inodes", [("/state", "STATE_INODES"), ("/scratch", "SCRATCH_INODES"),
+                                            ("/dev/shm", "SHM_INODES")])
+def test_inodes_are_held_by_the_kernel_too(tmp_path, folder, inodes):
+    """Directories and empty files take no data blocks: the kernel's inode limit stops them."""
+    from harness.execution import sandbox
+
+    _, runs = run_untrusted(materialise("fills_inodes", tmp_path, folder=folder), tmp_path / "results",
+                            disk_quota_bytes=64 << 20)
+    category, message = failure(runs[2])
+    assert category == "exception" and "No space left on device" in message, message
+    assert int(message.split("made ")[1].split()[0]) < getattr(sandbox, inodes)
 
 
 def test_leaving_the_session_does_not_leave_the_memory_watch(tmp_path):
@@ -255,6 +286,20 @@ def test_batch_statistics_beyond_the_checked_sizes_are_flagged(tmp_path):
     path = materialise("batch_stats_for_large_batches", tmp_path)
     row = next(r for r in run_checks(str(path)).rows if r.name == "eval-batch-independent")
     assert row.status == "pass"
+    _, runs = run_untrusted(path, tmp_path / "results")
+    assert "batch-dependent" in runs[2]["flags"]
+    assert runs[2]["evaluation"]["max_change"] > runs[2]["evaluation"]["tolerance"]
+
+
+def test_a_memory_of_the_protocol_batches_cannot_hide_batch_statistics(tmp_path):
+    """A layer that uses test-batch statistics and remembers what it answered for each image:
+    where one process scores both batchings (a trusted run), its memory makes them agree and
+    the check sees nothing; a sandboxed run's check batches are scored by a process of their
+    own, which never saw the protocol batches, and the run is flagged."""
+    path = materialise("remembers_outputs", tmp_path)
+    trusted, _ = run_eval(config(path, 2), tmp_path / "trusted")
+    assert "batch-dependent" not in trusted["flags"]  # the evasion, where it works
+    assert trusted["evaluation"]["max_change"] == 0.0
     _, runs = run_untrusted(path, tmp_path / "results")
     assert "batch-dependent" in runs[2]["flags"]
     assert runs[2]["evaluation"]["max_change"] > runs[2]["evaluation"]["tolerance"]
@@ -320,3 +365,46 @@ def test_nan_after_some_steps_is_divergence(tmp_path):
     _, runs = run_untrusted(HOSTILE / "turns_nan.py", tmp_path / "results")
     assert runs[2]["status"] == "diverged" and runs[2]["failure"]["step"] == 2
     assert "diverged" in runs[2]["flags"] and runs[2]["failure"]["reported"]
+
+
+# -- what a sandbox leaves behind ----------------------------------------------------------------
+
+def snapshot(folder: Path) -> dict[str, tuple]:
+    """Owner, mode and content of everything under ``folder`` (itself included), links unfollowed."""
+    import hashlib
+    import os
+
+    out = {}
+    for path in [folder, *sorted(folder.rglob("*"))]:
+        st = os.lstat(path)
+        content = (os.readlink(path) if path.is_symlink() else
+                   hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
+        out[str(path.relative_to(folder))] = (st.st_uid, st.st_gid, st.st_mode, content)
+    return out
+
+
+def canary_folder(tmp_path: Path) -> Path:
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    canary.chmod(0o700)
+    for name, text in (("notes.txt", "the operator's notes"),
+                       (".hidden", "dot file"), ("labels.bin", "0123456789")):
+        (canary / name).write_text(text)
+    return canary
+
+
+def test_links_left_in_the_sandbox_are_never_followed(tmp_path):
+    """Symbolic links planted where the sandbox writes, then a death, then the (default) resumed
+    attempt: no host file is deleted, re-owned, read or given to a sandbox, and every attempt
+    ends in a record without a score above the honest layer's."""
+    canary = canary_folder(tmp_path)
+    before = snapshot(canary)
+    path = materialise("links_state", tmp_path, canary=str(canary))
+    store, first = run_untrusted(path, tmp_path / "results", epochs=2)
+    _, second = run_untrusted(path, tmp_path / "results", epochs=2)
+    assert snapshot(canary) == before
+    for record in (first[2], second[2]):
+        assert record["status"] == "failed" and failure(record)[0] == "crashed"
+        assert all(a <= max(honest(2, 2)) for a in accuracies(record))
+        assert "operator's notes" not in json.dumps(record)
+    assert len(list(store.runs_dir.glob("*.json"))) == 2

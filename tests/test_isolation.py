@@ -5,6 +5,7 @@ codes. Hostile files against the whole of it are in test_hostile.py."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 from harness.cli import EXIT_DIVERGED, main
 from harness.engine.runner import failure_category
 from harness.execution.local import _failure_of, accept_record
-from harness.execution.sandbox import NOBODY, Sandbox, root_userns, sandbox_unavailable
+from harness.execution.sandbox import NOBODY, Sandbox, root_userns
 from harness.execution.sandbox import Limits as BoxLimits
 from harness.execution.seccomp import REFUSED, SYSCALLS, seccomp_program
 from harness.execution.task import Isolation, Task
@@ -28,12 +29,10 @@ from harness.protocol.spec import RunSpec
 from harness.protocol.suites import load_suite
 from harness.vetting import tamper
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, needs_sandbox
 from records import make_record
 
 HOSTILE = ROOT / "tests" / "hostile"
-needs_sandbox = pytest.mark.skipif(sandbox_unavailable() is not None,
-                                   reason=f"no sandbox here: {sandbox_unavailable()}")
 
 
 def py(code: str) -> list[str]:
@@ -87,6 +86,20 @@ def test_output_is_logged_cut_and_never_parsed(tmp_path):
     assert f"line cut, {(64 << 20) - LINE_BYTES} more bytes" in first
     assert '@@harness-result@@ {"record": 1}' in text  # logged as text, and nothing more
     assert text.endswith("bytes of output not kept]\n")
+
+
+def test_terminal_escapes_never_reach_the_terminal_or_the_log(tmp_path):
+    """A sandbox's lines are echoed to the user's terminal: ESC sequences (clear the screen, set
+    the clipboard with OSC 52, rewrite a line with CR) are shown as text, in the log too."""
+    echoed = []
+    log = CappedLog(tmp_path / "log", echo=echoed.append)
+    r, w = os.pipe()
+    os.write(w, "clear\x1b[2J, clip\x1b]52;c;aGk=\x07 back\rover \x9b1m \u00e9\ttab\n".encode())
+    os.close(w)
+    log.pump(r)
+    (line,) = echoed
+    assert line == "clear\\x1b[2J, clip\\x1b]52;c;aGk=\\x07 back\\x0dover \\x9b1m \u00e9\ttab"
+    assert log.path.read_text() == line + "\n"
 
 
 @pytest.mark.parametrize("code, category", [(-signal.SIGXCPU, "timeout"), (-signal.SIGKILL, "crashed"),
@@ -224,6 +237,15 @@ attempt("io_uring", io_uring)
 attempt("memfd", memfd)
 attempt("write_usr", lambda: open("/usr/x", "w"))
 attempt("write_scratch", lambda: open("ok.txt", "w").write("fine"))
+attempt("write_state", lambda: open("/state/ok.txt", "w").write("fine"))
+def remount():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"none", b"/state", b"tmpfs", 0, b"nr_inodes=0") < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+attempt("mount", remount)
+out["caps"] = {l.split(":")[0]: int(l.split(":")[1], 16) for l in open("/proc/self/status")
+               if l.startswith("Cap")}
+out["tmpfs"] = {l.split()[4]: l.split()[-1] for l in open("/proc/self/mountinfo") if " - tmpfs harness " in l}
 started = 0
 try:
     for _ in range(500):
@@ -242,12 +264,14 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
     """The sandbox on its own, without the harness around it: what every sandboxed worker gets."""
     import os
 
+    from harness.execution.sandbox import SCRATCH_BYTES, SCRATCH_INODES, SHM_BYTES, SHM_INODES, STATE_INODES
+
     results = tmp_path / "results"
     results.mkdir()
     inputs = Path(tempfile.mkdtemp())
     inputs.chmod(0o755)
     limits = BoxLimits(memory_bytes=1 << 30, cpu_seconds=60, max_threads=64,
-                       drop_to=NOBODY if os.geteuid() == 0 else None)
+                       drop_to=NOBODY if os.geteuid() == 0 else None, state_bytes=8 << 20)
     box = Sandbox(inputs=str(inputs), limits=limits)
     fd = root_userns() if os.geteuid() == 0 else None
     try:
@@ -267,6 +291,18 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
         assert out[call] == "Operation not permitted", call
     assert out["write_usr"] == "Read-only file system" and out["write_scratch"] == "allowed"
     assert 0 < out["threads"] < 64
+    # Its writable space: tmpfs the kernel holds in bytes and inodes, mounted before the
+    # capability to mount (CAP_SYS_ADMIN, in its own user namespace) was given up with the rest.
+    assert out["write_state"] == "allowed" and out["mount"] == "Operation not permitted"
+    assert set(out["caps"].values()) == {0}, out["caps"]  # effective, permitted, ambient, ...
+    assert {path: {o.split("=")[0]: o.split("=")[1] for o in opts.split(",") if "=" in o}
+            for path, opts in out["tmpfs"].items()} == {
+        "/scratch": {"size": f"{SCRATCH_BYTES >> 10}k", "nr_inodes": str(SCRATCH_INODES), "mode": "700",
+                     "uid": str(out["uid"]), "gid": str(out["uid"])},
+        "/dev/shm": {"size": f"{SHM_BYTES >> 10}k", "nr_inodes": str(SHM_INODES),
+                     "uid": str(out["uid"]), "gid": str(out["uid"])},
+        "/state": {"size": "8192k", "nr_inodes": str(STATE_INODES), "mode": "700",
+                   "uid": str(out["uid"]), "gid": str(out["uid"])}}
 
 
 @pytest.mark.slow
@@ -372,3 +408,20 @@ def test_submit_summarises_failures_and_exits_by_the_worst(tmp_path, monkeypatch
     assert raises.exit_code == 1
     assert "failures by category: exception 1" in raises.output
     assert "exception: resnet20-digits seed 2: ValueError: third call" in raises.output
+
+
+def test_ci_fails_the_security_tests_where_they_would_skip(monkeypatch):
+    """HARNESS_REQUIRE_SANDBOX=1 (set by .ci/run): a machine without a sandbox fails the
+    sandboxed tests instead of skipping them; elsewhere they skip with the reason."""
+    from harness.execution import sandbox
+
+    from conftest import sandbox_gate
+
+    monkeypatch.setattr(sandbox, "sandbox_unavailable", lambda: "bwrap missing (test)")
+    monkeypatch.setenv("HARNESS_REQUIRE_SANDBOX", "1")
+    with pytest.raises(pytest.fail.Exception, match="HARNESS_REQUIRE_SANDBOX=1 .*bwrap missing"):
+        sandbox_gate()
+    monkeypatch.delenv("HARNESS_REQUIRE_SANDBOX")
+    with pytest.raises(pytest.skip.Exception, match="no sandbox here: bwrap missing"):
+        sandbox_gate()
+    assert "HARNESS_REQUIRE_SANDBOX=1" in (ROOT / ".ci" / "run").read_text()

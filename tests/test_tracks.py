@@ -16,6 +16,8 @@ from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunError, RunSpec
 from harness.protocol.suites import Setting, load_suite
 
+from conftest import needs_sandbox
+
 
 def test_breast_cancer_is_scikit_learns_standardised_on_its_train_split():
     theirs = pytest.importorskip("sklearn.datasets").load_breast_cancer()
@@ -58,6 +60,7 @@ def test_an_mlp_learns_breast_cancer_with_each_layer(tmp_path, layer):
     assert record["status"] == "ok" and record["best_acc"] > 90.0  # chance: 62.7% (the majority class)
 
 
+@needs_sandbox
 @pytest.mark.slow
 def test_an_untrusted_mlp_run_is_trained_and_scored_apart(tmp_path):
     from harness.execution.sweep import sweep

@@ -212,10 +212,12 @@ def isolation_options(untrusted_default: bool):
                          help="Resident memory (GiB) a run's processes may use before they are killed "
                               "and recorded as out-of-memory. Default: 80% of this machine's memory "
                               "shared out over the parallel runs."),
-            click.option("--disk-quota", default=4.0, show_default=True,
+            click.option("--disk-quota", default=1.0, show_default=True,
                          type=click.FloatRange(min=0.01), metavar="GIB",
-                         help="Disk space (GiB) an untrusted run's checkpoint and hand-over folder "
-                              "may take before the run is killed and recorded as resource-limit."),
+                         help="Size (GiB) of an untrusted training process's writable /state, a "
+                              "tmpfs the kernel holds to this size and to 16384 inodes (a write "
+                              "past it fails inside the sandbox). tmpfs lives in memory, beside "
+                              "--memory-limit."),
             click.option("--untrusted/--trusted", default=untrusted_default, show_default=True,
                          help="Untrusted: this process never imports the file. Its checks run in a "
                               "sandbox (bubblewrap: no network, no results folder, no data, a "

@@ -130,9 +130,10 @@ def submit_cmd(submission: str, name: str, suite_name: str | None, track: str | 
 
     A submission is untrusted by default (see --untrusted and docs/security.md): vetted in a
     sandbox, trained in one without the test set, scored by this process from the logits of
-    another that holds no labels. Each run is held to a wall-clock timeout, a memory limit and a
-    disk quota; a run that fails is recorded with its category (interface, exception, timeout,
-    out-of-memory, resource-limit, malformed, diverged, crashed) and never stops the others. An
+    others that hold no labels. Each run is held to a wall-clock timeout, a memory limit and a
+    disk quota (the kernel's, on its tmpfs); a run that fails is recorded with its category
+    (interface, exception, timeout, out-of-memory, resource-limit, malformed, diverged, crashed)
+    and never stops the others. An
     entry name belongs to its first file: another file needs --replace. Ends with a summary;
     exit 1 when any run failed, else 3 when any diverged.
     """

@@ -125,14 +125,15 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
           speed: SpeedOptions | None = None,
           checkpoint: Checkpoint | None = None, resume_state: dict | None = None,
           checkpoint_extra: dict | None = None, norm_class: type | None = None,
-          hand_over: Callable[[EpochMetrics, nn.Module, dict | None], None] | None = None,
+          hand_over: Callable[[EpochMetrics, nn.Module, dict | None], bool] | None = None,
           ) -> TrainResult:
     """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
 
     Each epoch ends with the scoring of :mod:`harness.protocol.scoring` on ``data.test``. Without a test
     split (``data.test`` None: a sandboxed training process), the test numbers stay None and
     ``hand_over(metrics, model, probe)`` passes each epoch's model to whoever scores it, before
-    the epoch's checkpoint is written.
+    the epoch's checkpoint is written, and returns whether the run stops there (early stopping
+    decided by the scoring side).
 
     The run stops, with status ``diverged``, at the first non-finite loss or parameter
     (:class:`DivergenceWatch`); the completed epochs before it (and their best accuracy) are kept.
@@ -262,8 +263,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
             result.probes.append(probe)
             synchronize(device)
             result.probe_s += time.perf_counter() - t3
-        if hand_over is not None:
-            hand_over(metrics, model, probe)
+        if hand_over is not None and hand_over(metrics, model, probe):
+            stop = True  # the scoring side's early stopping
         reporter.epoch(metrics)
         scheduler.step()
         if stop:

@@ -1,9 +1,15 @@
 """What the parent of a split run keeps and hands out (harness.execution.split): its journal of
 scored epochs, the sandboxes' input folders (the submission, the training split, the test
-images in plan order; never a label) and the size a weights hand-over may have."""
+images of each scoring process; never a label), the files it writes into them, and the size a
+hand-over may have.
+
+Every folder a sandbox sees is one the parent created and alone writes; a sandbox sees it
+read-only. Nothing here reads, follows or changes the owner of anything a sandbox wrote.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -11,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from harness.execution.sandbox import NOBODY, as_root
 from harness.store.record import utc_now, write_json_atomic
 
 
 def weights_limit(arch: str, num_classes: int, inputs) -> int:
-    """The largest weights file a model of ``arch`` (fed ``inputs``) may hand over: four times its
-    BatchNorm version's state (a layer may keep more state than BatchNorm, not orders of
+    """The largest weights hand-over a model of ``arch`` (fed ``inputs``) may send: four times
+    its BatchNorm version's state (a layer may keep more state than BatchNorm, not orders of
     magnitude more)."""
     from torch import nn
 
@@ -27,6 +32,12 @@ def weights_limit(arch: str, num_classes: int, inputs) -> int:
         model = construct(arch, num_classes, nn.BatchNorm2d, inputs)
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return 4 * size + (64 << 20)
+
+
+def checkpoint_limit(weights: int) -> int:
+    """The largest checkpoint hand-over: the weights, the optimiser's state (Adam's two moments)
+    and the random states and epoch lists beside them."""
+    return 3 * weights + (64 << 20)
 
 
 @dataclass
@@ -42,21 +53,20 @@ class Journal:
     probes: list[dict] = field(default_factory=list)
     inference_ms: float | None = None
     start: dict | None = None
+    checkpoint_epoch: int | None = None  # the epoch of the training checkpoint the parent keeps
 
     @classmethod
     def open(cls, path: Path, identity: str, run_id: str) -> "Journal":
-        import json
-
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("identity") == identity:
                 journal = cls(path, identity, data["run_id"], data["started_at"], data["resumes"],
                               data["epochs"], data["probes"], data.get("inference_ms"),
-                              data.get("start"))
+                              data.get("start"), data.get("checkpoint_epoch"))
                 if journal.epochs:
                     journal.resumes.append({"from_epoch": len(journal.epochs), "at": utc_now()})
                 return journal
-        except (OSError, ValueError, KeyError):
+        except Exception:  # noqa: BLE001 - a journal that cannot be read is a run not started
             pass
         return cls(path, identity, run_id, utc_now())
 
@@ -64,40 +74,56 @@ class Journal:
         write_json_atomic(self.path, {
             "identity": self.identity, "run_id": self.run_id, "started_at": self.started_at,
             "resumes": self.resumes, "epochs": self.epochs, "probes": self.probes,
-            "inference_ms": self.inference_ms, "start": self.start})
+            "inference_ms": self.inference_ms, "start": self.start,
+            "checkpoint_epoch": self.checkpoint_epoch})
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
 
 def private_dir(prefix: str) -> Path:
+    """A fresh folder of the parent's (mkdtemp: a new name, created with O_EXCL semantics),
+    readable by the sandbox's unprivileged user."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)  # readable by the sandbox's unprivileged user
+    path.chmod(0o755)
     return path
 
 
-def give(path: Path) -> None:
-    """Make ``path`` (and what is in it) the sandbox user's, when the harness runs as root."""
-    if not as_root():
-        return
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(root, name), NOBODY, NOBODY)
-    os.chown(path, NOBODY, NOBODY)
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """``data`` into ``path``, a name in a folder only the parent writes: a new temporary file
+    (O_EXCL), then a rename, so that a reader sees the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def write_inputs(task, train_in: Path, score_in: Path, train_split, test_split, plan) -> None:
-    """The training process's inputs (the submission and the training split) and the scoring
-    process's (the submission and the plan's test images; no labels), each in its own folder."""
+def write_inputs(task, folders: dict[str, Path], train_split, test_split, plan,
+                 resume: Path | None = None) -> None:
+    """Each sandbox's inputs, each in its own folder: the training process's (the submission, the
+    training split, and the checkpoint to resume from), the protocol scoring process's (the
+    submission and the test images of the protocol batches) and the check scoring process's
+    (the submission and the check batches' images). No labels but the training split's."""
     from safetensors.torch import save_file
 
     source = Path(task.spec.submission).read_bytes()
-    for folder in (train_in, score_in):
+    for folder in folders.values():
         (folder / "submission.py").write_bytes(source)
     save_file({"inputs": train_split.inputs.contiguous(), "labels": train_split.labels.contiguous()},
-              str(train_in / "train.safetensors"))
-    save_file({"inputs": test_split.inputs[torch.as_tensor(plan.order)].contiguous()},
-              str(score_in / "eval.safetensors"))
-    for folder in (train_in, score_in):
+              str(folders["train"] / "train.safetensors"))
+    for kind in ("protocol", "check"):
+        order, _, _ = plan.feed(kind)
+        save_file({"inputs": test_split.inputs[torch.as_tensor(order)].contiguous()},
+                  str(folders[kind] / "eval.safetensors"))
+    if resume is not None:
+        write_bytes_atomic(folders["train"] / "resume.pt", resume.read_bytes())
+    for folder in folders.values():
         for path in folder.iterdir():
             path.chmod(0o644)  # safetensors writes 0600; the sandbox's user must read them

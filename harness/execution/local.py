@@ -15,8 +15,9 @@ out-of-memory or exception of one run is recorded with its category and never st
 another run. Categories (``failure.category``): ``interface`` (the layer does not fit the model),
 ``exception``, ``timeout``, ``out-of-memory``, ``diverged``, ``tampered`` (trusted runs: the layer
 changed the harness or torch), ``crashed`` (a worker died without a word), ``setup`` (missing
-data, unusable device), ``resource-limit`` (threads, disk quota), ``malformed`` (a sandboxed
-process handed over something that is not what was asked for).
+data, unusable device), ``resource-limit`` (threads), ``malformed`` (a sandboxed process handed
+over something that is not what was asked for). Every record is validated before it is stored;
+one that is not valid is replaced by a ``malformed`` failure record, so no run is lost.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from harness.store.derived import finish_record
 from harness.store.record import new_run_id, utc_now, write_json_atomic
 
 RESULT_BYTES = 64 << 20  # a trusted worker's record, or a check report
+CHECK_SCRATCH_BYTES = 256 << 20  # a check worker's writable space
 
 
 def visible_gpus() -> list[str]:
@@ -142,13 +144,22 @@ def _failure_of(watch: Watch, code: int, log: CappedLog) -> tuple[str, str]:
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
-    """A worker's result file, size-capped; None when there is none (or it is not JSON)."""
+    """A trusted worker's result file, size-capped; None when there is none (or it is not JSON)."""
     try:
         if path.stat().st_size > RESULT_BYTES:
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return parse_result(path.read_bytes())
+    except OSError:
         return None
+
+
+def parse_result(data: bytes | None) -> dict[str, Any] | None:
+    """A worker's result (JSON of an object), or None, whatever the bytes."""
+    try:
+        value = json.loads(data.decode("utf-8")) if data is not None else None
+    except Exception:  # noqa: BLE001 - not UTF-8, not JSON, nested too deep, numbers too long
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def run_plain(spec: dict[str, Any], stem: str, work_dir: Path, env: dict[str, str],
@@ -191,7 +202,7 @@ def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
             if not schema.RUN_ID.match(str(record.get("run_id", ""))) else record["run_id"]
         finish_record(record, record.get("epochs") or [])
         schema.validate_record(record)
-    except (KeyError, TypeError, ValueError, AttributeError, schema.ValidationError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the worker wrote, a record comes out
         return crash_record(task, "malformed", f"the worker reported a malformed record "
                                                f"({str(exc).splitlines()[0][:200]}); not kept")
     return record
@@ -216,6 +227,11 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
         else:
             record = _run_trusted(task, store, env, work_dir, stem, isolation, memory, echo,
                                   claim.beat)
+    try:
+        schema.validate_record(record)
+    except schema.ValidationError as exc:  # never the sweep's end: this run's failure instead
+        record = crash_record(task, "malformed", f"the run's record is not valid "
+                                                 f"({str(exc).splitlines()[0][:200]}); not kept")
     store.add(record)
     return record
 
@@ -259,34 +275,37 @@ def vet_in_worker(path: Path, store, isolation: Isolation, shown: str | None = N
         result, watch, code, log = run_plain({**spec, "submission": str(path)}, stem, work_dir,
                                              {"OMP_NUM_THREADS": "1"},
                                              Limits(timeout_s=limit, memory_bytes=memory))
-    else:
+    else:  # the report comes down a pipe: nothing the sandbox wrote is opened
+        from harness.execution.handover import drain
+
         inputs = Path(tempfile.mkdtemp(prefix="harness-check-"))
-        state = Path(tempfile.mkdtemp(prefix="harness-check-out-"))
         try:
             inputs.chmod(0o755)
             shutil.copyfile(path, inputs / "submission.py")
             (inputs / "submission.py").chmod(0o644)
             drop = NOBODY if as_root() and isolation.namespaces else None
-            if drop is not None:
-                os.chown(state, NOBODY, NOBODY)
-            box = Sandbox(inputs=str(inputs), state=str(state), env={"OMP_NUM_THREADS": "1"},
+            box = Sandbox(inputs=str(inputs), env={"OMP_NUM_THREADS": "1"},
                           limits=BoxLimits(memory_bytes=memory, cpu_seconds=int(limit) + 60,
                                            max_threads=68, file_bytes=RESULT_BYTES, drop_to=drop,
-                                           namespaces=isolation.namespaces))
+                                           namespaces=isolation.namespaces,
+                                           scratch_bytes=CHECK_SCRATCH_BYTES))
             log = CappedLog(work_dir / f"{stem}.log")
-            watch = Watch(Limits(timeout_s=limit, memory_bytes=memory, max_threads=200,
-                                 quota_dir=state, quota_bytes=RESULT_BYTES))
+            watch = Watch(Limits(timeout_s=limit, memory_bytes=memory, max_threads=200))
+            result_r, result_w = os.pipe()
+            received = drain(result_r, RESULT_BYTES)
             try:
                 process = watch.add(box.start({
                     **spec, "submission": f"{box.inside('in')}/submission.py",
-                    "result": f"{box.inside('state')}/result.json"}, log))
+                    "result_fd": result_w}, log, (result_w,)))
+            finally:
+                os.close(result_w)
+            try:
                 code = process.wait()
             finally:
                 watch.stop()
-            result = read_result(state / "result.json")
+            result = parse_result(received())
         finally:
             shutil.rmtree(inputs, ignore_errors=True)
-            shutil.rmtree(state, ignore_errors=True)
     checked = _checked_result(result)
     shown = shown or str(path)
     if checked is not None:
@@ -314,5 +333,5 @@ def _checked_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     try:
         return schema.CheckResult.model_validate(result).model_dump(exclude_none=True)
-    except schema.ValidationError:
+    except Exception:  # noqa: BLE001 - whatever the worker wrote, it is not a result
         return None

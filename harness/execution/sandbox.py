@@ -7,18 +7,20 @@ set up by :func:`enter` before the submission is imported. Such a process
   ``/bin`` links), the dynamic loader's cache, the Python installation, its environment and the
   harness package, all read-only; scikit-learn's bundled datasets (the labels of the ``digits``
   demo) hidden; a fresh ``/proc`` listing only its own processes, a minimal ``/dev``; a private
-  size-capped tmpfs ``/scratch`` as working directory, home and temporary directory (``/dev/shm``
-  capped too); ``/in``, what the parent prepared for it, read-only; and, for a training process,
-  ``/state``, its checkpoint and hand-over folder, whose size the parent holds to a quota. No
-  results folder, no checkout, no home directory, no data root: nothing the harness does not
-  hand it;
+  tmpfs ``/scratch`` as working directory, home and temporary directory, a tmpfs ``/dev/shm``
+  and, for a training process, a tmpfs ``/state`` for whatever the layer writes, each limited by
+  the kernel in bytes and in inodes (:func:`enter` mounts them) and gone with the sandbox;
+  ``/in``, what the parent prepared for it, read-only; for a scoring process ``/weights``, the
+  parent's folder of handed-over weights, read-only. No results folder, no checkout, no home
+  directory, no data root: nothing the harness does not hand it, and nothing it writes outlives
+  it except the bytes it sends through its pipes (:mod:`harness.execution.handover`);
 - has no network (a network namespace of its own, whose loopback is down), its own IPC, UTS and
   PID namespaces, no environment but the few variables the harness sets, and no terminal;
 - runs as an unprivileged user: the caller's own, or ``nobody`` (65534) when the harness runs as
   root, so that no file of the host is its own;
-- is limited, by :func:`enter`, in threads (``RLIMIT_NPROC``, which Linux counts per user
-  namespace: every sandbox has its own), address space (CPU runs), CPU time, open files, file
-  size and core dumps;
+- is limited, by :func:`enter`, in its writable space (bytes and inodes), threads
+  (``RLIMIT_NPROC``, which Linux counts per user namespace: every sandbox has its own), address
+  space (CPU runs), CPU time, open files, file size and core dumps;
 - is filtered by seccomp (:data:`REFUSED`): no new processes, no sockets, no io_uring, and what
   Docker's default profile refuses.
 
@@ -47,6 +49,11 @@ NOBODY = 65534
 OPEN_FILES = 256
 SCRATCH_BYTES = 1 << 30
 SHM_BYTES = 64 << 20
+# Inodes of each writable tmpfs: a directory or an empty file costs no data block, only kernel
+# memory (about 1 KiB each), so a size limit alone does not bound them.
+SCRATCH_INODES = 65536  # torch.compile's cache lives here
+STATE_INODES = 16384
+SHM_INODES = 1024
 ADDRESS_SPACE_SLACK = 8 << 30  # virtual reservations (thread arenas, libraries) beyond resident use
 # Inside the sandbox: where the parent's inputs, the run's state and the scratch space appear.
 IN, STATE, WEIGHTS, SCRATCH = "/in", "/state", "/weights", "/scratch"
@@ -131,9 +138,11 @@ class Limits:
     memory_bytes: int | None = None  # address space on a CPU (GPU runs: the parent's watch only)
     cpu_seconds: int | None = None
     max_threads: int = 128
-    file_bytes: int = 1 << 30  # the largest file it may write (a checkpoint, a hand-over)
+    file_bytes: int = 1 << 30  # the largest file it may write
     drop_to: int | None = None  # uid and gid to become (when the sandbox was set up as root)
     namespaces: bool = True  # False: --unsafe-no-namespaces, no bubblewrap around the process
+    state_bytes: int | None = None  # a writable /state tmpfs of this size (the training process's)
+    scratch_bytes: int = SCRATCH_BYTES
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -141,20 +150,21 @@ class Limits:
 
 @dataclass
 class Sandbox:
-    """One sandboxed process: its read-only inputs, its writable folder, and its limits."""
+    """One sandboxed process: its read-only inputs and its limits. Nothing of the host is
+    writable to it: its writable space is tmpfs that dies with it, and the parent never reads,
+    follows or cleans anything there."""
 
     inputs: str  # a folder of the parent's, seen read-only at /in
-    state: str | None = None  # a folder of the parent's, seen read-write at /state (the trainer's)
     weights: str | None = None  # a folder of the parent's, seen read-only at /weights (the scorer's)
     device: str = "cpu"
     env: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
 
     def inside(self, name: str) -> str:
-        """Where the sandboxed process finds one of its folders: ``in``, ``state``, ``weights``."""
+        """Where the sandboxed process finds one of its folders: ``in`` or ``weights``."""
         if self.limits.namespaces:
-            return {"in": IN, "state": STATE, "weights": WEIGHTS}[name]
-        return {"in": self.inputs, "state": self.state, "weights": self.weights}[name] or ""
+            return {"in": IN, "weights": WEIGHTS}[name]
+        return {"in": self.inputs, "weights": self.weights}[name] or ""
 
     def start(self, spec: dict, log, pass_fds: tuple[int, ...] = ()):
         """Write ``spec`` into the inputs folder and start ``python -m harness.execution.worker`` on it in
@@ -185,22 +195,28 @@ class Sandbox:
                                      "apt-get install bubblewrap)")
         out = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
                "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--clearenv"]
+        # CAP_SYS_ADMIN in the sandbox's own user namespace, for enter() to mount its
+        # kernel-limited tmpfs, and CAP_SETPCAP to empty the bounding set; enter() gives up
+        # every capability before the submission runs.
+        caps = ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP"]
         if userns_fd is not None:  # as root: a user namespace whose 65534 is the host's nobody
             out += ["--userns", str(userns_fd), "--uid", "0", "--gid", "0",
-                    "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+                    "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", *caps]
         else:
-            out += ["--unshare-user"]
+            out += ["--unshare-user", *caps]
         out += _system_binds()
         for path in _python_paths():
             out += ["--perms", "0755", "--dir", os.path.dirname(path), "--ro-bind", path, path]
         for path in _hidden_data():
             out += ["--perms", "0555", "--tmpfs", path]
+        # bubblewrap's tmpfs are limited in size only; enter() mounts its own over them, limited
+        # in inodes too (a plain process in this sandbox still has these).
         out += ["--proc", "/proc", "--dev", "/dev",
                 "--size", str(SHM_BYTES), "--perms", "1777", "--tmpfs", "/dev/shm",
-                "--size", str(SCRATCH_BYTES), "--perms", "1777", "--tmpfs", SCRATCH,
+                "--size", str(self.limits.scratch_bytes), "--perms", "1777", "--tmpfs", SCRATCH,
                 "--ro-bind", self.inputs, IN]
-        if self.state:
-            out += ["--bind", self.state, STATE]
+        if self.limits.state_bytes:
+            out += ["--size", str(self.limits.state_bytes), "--perms", "1777", "--tmpfs", STATE]
         if self.weights:
             out += ["--ro-bind", self.weights, WEIGHTS]
         gpu_env: dict[str, str] = {}
@@ -281,13 +297,77 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+_libc = None
+
+
+def _call(name: str, *args) -> None:
+    """A libc call that raises OSError on failure."""
+    import ctypes
+
+    global _libc
+    _libc = _libc or ctypes.CDLL(None, use_errno=True)
+    if getattr(_libc, name)(*args) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{name}: {os.strerror(errno)}")
+
+
+CLONE_NEWNS = 0x00020000
+
+
+def mount_writable(limits: Limits) -> None:
+    """Mount this sandbox's writable space: tmpfs limited by the kernel in bytes and in inodes,
+    owned by the user the process is about to become, in a mount namespace of its own (the one
+    bubblewrap made belongs to a user namespace above this process's). Needs CAP_SYS_ADMIN in
+    the sandbox's user namespace (bubblewrap's ``--cap-add``)."""
+    uid = limits.drop_to if limits.drop_to is not None else os.getuid()
+    gid = limits.drop_to if limits.drop_to is not None else os.getgid()
+    _call("unshare", CLONE_NEWNS)
+    spaces = [(SCRATCH, limits.scratch_bytes, SCRATCH_INODES, "0700"),
+              ("/dev/shm", SHM_BYTES, SHM_INODES, "1777")]
+    if limits.state_bytes:
+        spaces.append((STATE, limits.state_bytes, STATE_INODES, "0700"))
+    for path, size, inodes, mode in spaces:
+        options = f"size={size},nr_inodes={inodes},mode={mode},uid={uid},gid={gid}"
+        _call("mount", b"harness", path.encode(), b"tmpfs", 0x2 | 0x4, options.encode())  # nosuid, nodev
+    os.chdir(SCRATCH)  # the working directory bubblewrap gave is the tmpfs now hidden
+
+
+def empty_bounding_set() -> None:
+    """No capability can ever come back (PR_CAPBSET_DROP of each; needs CAP_SETPCAP)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(64):
+        if libc.prctl(24, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: past the last
+            raise OSError(ctypes.get_errno(), f"PR_CAPBSET_DROP {cap}: {os.strerror(ctypes.get_errno())}")
+
+
+def drop_capabilities() -> None:
+    """Give up every capability (permitted, effective, inheritable; ambient ones go with them)."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    _call("capset", ctypes.byref(Header(0x20080522, 0)), (Data * 2)())  # version 3: 64 bits
+
+
 def enter(limits: Limits, device_type: str) -> list[str]:
     """Apply ``limits`` to this process (the worker, after its own imports, before the
     submission's); return notes on what could not be applied. Irreversible."""
     notes = []
+    if limits.namespaces:
+        mount_writable(limits)
+        empty_bounding_set()
     if limits.drop_to is not None:
         os.setresgid(limits.drop_to, limits.drop_to, limits.drop_to)
         os.setresuid(limits.drop_to, limits.drop_to, limits.drop_to)  # clears every capability
+    if limits.namespaces:
+        drop_capabilities()
     if not limits.namespaces:
         notes.append("no namespaces (overridden): the network, the results folder, the data root "
                      "and the file system are reachable")

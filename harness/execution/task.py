@@ -87,7 +87,7 @@ class Isolation:
     untrusted: bool = False
     namespaces: bool = True
     check_timeout: float = 10.0
-    disk_quota_bytes: int = 4 << 30  # a sandboxed run's state folder (checkpoint, hand-overs)
+    disk_quota_bytes: int = 1 << 30  # a sandboxed training process's /state tmpfs (in memory)
 
     def memory_for(self, slots: int) -> int:
         return self.memory_bytes or int(0.8 * physical_memory() / max(1, slots))

@@ -1,19 +1,21 @@
 """Starting worker processes and holding them to their limits, from the parent.
 
 A worker's output (stdout and stderr together) goes to a log, cut to :data:`LINE_BYTES` a line and
-:data:`LOG_BYTES` in all, and is never parsed: a worker's result reaches the parent by other means
-(a result file for trusted workers, the hand-over of :mod:`harness.execution.handover` for sandboxed ones).
+:data:`LOG_BYTES` in all, with control characters (terminal escapes) shown as ``\\xNN``, and is
+never parsed: a worker's result reaches the parent by other means (a result file for trusted
+workers, the pipes of :mod:`harness.execution.handover` for sandboxed ones).
 
 :class:`Watch` polls a run's processes and kills them all when the run passes its wall-clock
 time, its resident memory (summed over every process of each sandbox's PID namespace, which
-``setsid`` cannot leave; over the process session for a trusted worker), its thread count, or the
-disk quota of its state folder.
+``setsid`` cannot leave; over the process session for a trusted worker) or its thread count. A
+sandbox's disk is held by the kernel (tmpfs limited in bytes and inodes), not polled.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -28,6 +30,14 @@ LOG_BYTES = 8 << 20
 POLL_S = 0.2
 
 Echo = Callable[[str], None]
+# C0 controls but tab, DEL and C1 controls: a line from a sandbox may be echoed to a terminal,
+# where ESC sequences would move the cursor, rewrite earlier lines or set the clipboard.
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters shown as ``\\xNN``."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class CappedLog:
@@ -65,7 +75,7 @@ class CappedLog:
         os.close(fd)
 
     def _line(self, log, raw: bytes, cut: int) -> None:
-        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        text = printable(raw.decode("utf-8", errors="replace").rstrip("\r"))
         if cut:
             text += f" [harness: line cut, {cut} more bytes]"
             self.dropped += cut
@@ -224,18 +234,6 @@ def kill_workers() -> None:
             pass
 
 
-def folder_bytes(path: Path) -> int:
-    """Disk space used by the files under ``path``."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-            except OSError:
-                continue
-    return total
-
-
 @dataclass
 class Limits:
     """What the parent holds a run's processes to (0 or None: no limit)."""
@@ -243,8 +241,6 @@ class Limits:
     timeout_s: float | None = None
     memory_bytes: int | None = None
     max_threads: int | None = None  # beyond the sandbox's own RLIMIT_NPROC (a second line)
-    quota_dir: Path | None = None
-    quota_bytes: int | None = None
 
 
 @dataclass
@@ -254,7 +250,7 @@ class Watch:
     limits: Limits
     processes: list[Process] = field(default_factory=list)
     beat: Callable[[], None] | None = None
-    killed_for: str | None = None  # "timeout", "out-of-memory", "threads", "disk-quota"
+    killed_for: str | None = None  # "timeout", "out-of-memory", "threads"
     detail: str = ""
     peak_rss: int = 0
     peak_threads: int = 0
@@ -293,11 +289,6 @@ class Watch:
                                                    f"{lim.memory_bytes / 2**30:.1f} GiB")
             elif lim.max_threads and threads > lim.max_threads:
                 reason, detail = "threads", f"it ran {threads} threads (limit {lim.max_threads})"
-            elif lim.quota_dir is not None and lim.quota_bytes:
-                used = folder_bytes(lim.quota_dir)
-                if used > lim.quota_bytes:
-                    reason, detail = "disk-quota", (f"its state folder grew to {used / 2**20:.0f} MiB "
-                                                    f"(quota {lim.quota_bytes / 2**20:.0f} MiB)")
         if reason:
             self.killed_for, self.detail = reason, detail
             self.kill()

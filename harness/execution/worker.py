@@ -6,12 +6,15 @@ capped log and is never parsed. Modes:
 
 - ``run`` (trusted code): one whole run in this process, scored here; the record goes to the
   spec's ``result`` file, which the parent validates and writes into the store.
-- ``check``: a submission's pre-flight checks; the report goes to the ``result`` file (for an
-  untrusted file, inside its sandbox: the parent treats it as the file's own account).
+- ``check``: a submission's pre-flight checks; the report goes to the ``result`` file, or, for an
+  untrusted file, down a pipe from inside its sandbox (the parent treats it as the file's own
+  account).
 - ``train`` (untrusted, sandboxed): trains on the training split only and hands each epoch's
-  weights over (:mod:`harness.execution.handover`); it never sees a test image or label.
-- ``score`` (untrusted, sandboxed): holds the test images, never a label; turns each epoch's
-  weights into logits for the parent, over the pipes named in the spec.
+  weights over through a pipe (:mod:`harness.execution.handover`); it never sees a test image
+  or label, and nothing it writes outlives it.
+- ``score`` (untrusted, sandboxed): holds test images (the protocol batches' or, in a process of
+  its own, the batch check's), never a label; turns each epoch's weights into logits for the
+  parent, over the pipes named in the spec.
 
 Sandboxed modes call :func:`harness.execution.sandbox.enter` after their own imports and before the
 submission's.
@@ -20,6 +23,7 @@ submission's.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -86,32 +90,43 @@ def run_mode(spec: dict) -> int:
 
 
 def check_mode(spec: dict) -> int:
-    """A submission's pre-flight checks; the report (or why there is none) to ``spec["result"]``."""
+    """A submission's pre-flight checks; the report (or why there is none) to ``spec["result"]``
+    (a file of the parent's, trusted), or down the pipe ``spec["result_fd"]`` (sandboxed)."""
     from harness.engine.device import resolve_device
     from harness.vetting.check import PREFLIGHT, run_checks
     from harness.vetting.submission import SubmissionError, load
 
     if spec.get("limits"):
         _enter(spec, resolve_device("cpu"))
+
+    def result(payload: dict) -> None:
+        if "result_fd" in spec:
+            from harness.store.record import finite
+
+            with os.fdopen(spec["result_fd"], "wb") as out:
+                out.write(json.dumps(finite(payload), allow_nan=False).encode())
+        else:
+            _write_result(spec["result"], payload)
+
     try:
         loaded = load(spec["submission"])
     except SubmissionError as exc:
-        _write_result(spec["result"], {"error": str(exc), "category": exc.category})
+        result({"error": str(exc), "category": exc.category})
         return 0
     report = run_checks(spec["submission"], timeout=spec["check_timeout"], only=PREFLIGHT,
                         submission=loaded, tracks=tuple(spec.get("tracks", ("cnn",))),
                         params=spec.get("params") or {})
-    _write_result(spec["result"], {"report": report.to_json()})
+    result({"report": report.to_json()})
     return 0
 
 
 def train_mode(spec: dict) -> int:
-    """Sandboxed training on the training split alone; each epoch handed over (harness.execution.handover)."""
+    """Sandboxed training on the training split alone; each epoch, its checkpoint and how it
+    ended sent to the parent (harness.execution.handover); nothing of it kept here."""
     from functools import partial
 
     from safetensors.torch import load_file
 
-    from harness.engine.checkpoint import Checkpoint
     from harness.engine.device import peak_memory_bytes, resolve_device, seed_everything
     from harness.engine.instruments import norm_summary
     from harness.engine.runner import failure_category
@@ -125,9 +140,9 @@ def train_mode(spec: dict) -> int:
 
     config = RunSpec.from_json(spec["config"])
     device = resolve_device(config.device)
+    sender = handover.Sender(spec["handover_fd"], spec["answers_fd"])
+    split = load_file(spec["train"])
     _enter(spec, device)
-    exchange = Path(spec["state"]) / "exchange"
-    exchange.mkdir(exist_ok=True)
     end: dict = {"status": "failed"}
     result = TrainResult()
     try:
@@ -136,7 +151,6 @@ def train_mode(spec: dict) -> int:
         except SubmissionError as exc:
             end["failure"] = {"category": "interface", "message": str(exc)[:500]}
             return 0
-        split = load_file(spec["train"])
         data = Dataset(DatasetSpec.from_json(spec["dataset"]), Split(split["inputs"], split["labels"]),
                        None, tuple(spec["mean"]), tuple(spec["std"]), source="handed over")
         seed_everything(config.seed)
@@ -150,11 +164,11 @@ def train_mode(spec: dict) -> int:
             return 0
         if init.message():
             print(f"warning: {init.message()}", flush=True)
-        handover.write_json(exchange, handover.START, {
+        sender.json("start", 0, {
             "model": {"parameters": count_parameters(model), "init_overwritten": init.overwritten},
             "norm_layers": norm_summary(model, submission.norm_class),
             "device_name": torch_device_name(device)})
-        checkpoint = Checkpoint(Path(spec["state"]) / "checkpoint.pt", spec["identity"])
+        checkpoint = handover.HandedCheckpoint(sender, spec["identity"], Path(spec["resume"]))
         resume_state = checkpoint.load() if config.resume else None
         if resume_state is not None:
             print(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])}", flush=True)
@@ -164,7 +178,7 @@ def train_mode(spec: dict) -> int:
                   reporter=ConsoleReporter(echo=_print), checkpoint=checkpoint,
                   resume_state=resume_state,
                   norm_class=submission.norm_class if config.instruments else None,
-                  hand_over=partial(handover.hand_over, exchange))
+                  hand_over=partial(handover.hand_over, sender))
             end = {"status": result.status, "divergence": result.divergence}
         except Exception as exc:  # noqa: BLE001 - the layer's failure, told to the parent
             traceback.print_exc()
@@ -182,7 +196,7 @@ def train_mode(spec: dict) -> int:
         kind, peak = peak_memory_bytes(device)
         if kind == "cuda_max_allocated":
             end["cuda_max_allocated"] = peak
-        handover.write_json(exchange, handover.END, end)
+        sender.json("end", 0, end)
     return 0
 
 
@@ -195,9 +209,7 @@ def torch_device_name(device) -> str:
 
 
 def score_mode(spec: dict) -> int:
-    """Sandboxed scoring: the test images (no labels) and each epoch's weights in, logits out."""
-    import os
-
+    """Sandboxed scoring: test images (no labels) and each epoch's weights in, logits out."""
     import torch
     from safetensors.torch import load_file
 

@@ -15,8 +15,11 @@ flagged ``batch-dependent``: its test accuracy depends on how the test set was b
 The check batches cannot be told from protocol batches by their size, and their place in the
 plan is random, so a layer cannot behave well only while it is being checked.
 
-In a sandboxed run the forward passes happen in a separate process that never sees a label
-(:mod:`harness.execution.worker`, ``score``), and :func:`score` runs in the trusted parent.
+In a sandboxed run the forward passes happen in processes that never see a label
+(:mod:`harness.execution.worker`, ``score``), and :func:`score` runs in the trusted parent. There
+the check batches are scored by a process of their own, which never sees the protocol batches
+(:meth:`EvalPlan.feed`): no state a layer keeps across forward passes (a memo of the images it
+has seen, statistics adapted over the test set) can make the two batchings agree.
 """
 
 from __future__ import annotations
@@ -97,6 +100,21 @@ class EvalPlan:
     @property
     def rows(self) -> int:
         return len(self.order)
+
+    def feed(self, kind: str) -> tuple[np.ndarray, tuple[int, ...], np.ndarray]:
+        """The ``"protocol"`` or ``"check"`` batches alone, as a sandboxed run scores them, each
+        kind in a process of its own: their test indices and batch sizes in feed order, and the
+        plan's rows they fill."""
+        is_check = np.zeros(self.rows, dtype=bool)
+        is_check[self.check_rows] = True
+        want = kind == "check"
+        sizes, start = [], 0
+        for size in self.batches:
+            if is_check[start] == want:
+                sizes.append(size)
+            start += size
+        rows = np.flatnonzero(is_check == want)
+        return self.order[rows], tuple(sizes), rows
 
 
 @torch.no_grad()

@@ -52,7 +52,7 @@ class Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-# -- what a sandboxed training process hands over (harness.execution.handover) -----------------------------
+# -- what a sandboxed training process hands over (harness.execution.handover) --------------
 
 class Activation(Strict):
     mean: Number | None
@@ -69,14 +69,14 @@ class Probe(Strict):
 
 
 class EpochReport(Strict):
-    """``exchange/epoch-NNNNNN.json``: what the training process says of one of its epochs. Its
+    """An ``epoch`` frame: what the training process says of one of its epochs. Its
     test numbers come from the parent's scoring, never from here."""
 
     epoch: Epoch
     lr: Number
     train_loss: Number | None  # null once the loss is not finite
     train_acc: Percent
-    train_s: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    train_s: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]  # summed over epochs: finite
     probe: Probe | None = None
 
 
@@ -94,7 +94,7 @@ class NormLayers(Strict):
 
 
 class StartReport(Strict):
-    """``exchange/start.json``: the model the training process built."""
+    """The ``start`` frame: the model the training process built."""
 
     model: ModelReport
     norm_layers: NormLayers
@@ -116,7 +116,7 @@ class ReportedFailure(Strict):
 
 
 class EndReport(Strict):
-    """``exchange/end.json``: how the training process ended."""
+    """The ``end`` frame: how the training process ended."""
 
     status: Literal["ok", "diverged", "failed"]
     divergence: Divergence | None = None

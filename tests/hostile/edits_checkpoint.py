@@ -1,22 +1,29 @@
-"""In epoch 2, rewrites the metrics in its own end-of-epoch checkpoint to 100% and dies, so that
-the resumed run would take its past epochs from the edited file."""
+"""Sets every epoch's metrics in its own end-of-epoch checkpoint to 100% (it wraps torch.save,
+through which the checkpoint is written) and dies in epoch 2, so that a resumed run would take
+its past epochs from the edited checkpoint."""
 import os
 
 import torch
 from torch import nn
 
-CHECKPOINT = "/state/checkpoint.pt"
+_save = torch.save
+saved = []
+
+
+def edited_save(obj, *args, **kwargs):
+    if torch.initial_seed() == 2 and isinstance(obj, dict) and obj.get("epochs"):
+        for epoch in obj["epochs"]:
+            epoch.update(test_acc=100.0, test_loss=0.0, train_acc=100.0)
+        saved.append(len(obj["epochs"]))
+    return _save(obj, *args, **kwargs)
+
+
+torch.save = edited_save
 
 
 class CustomNorm(nn.BatchNorm2d):
-    steps = 0
-
     def forward(self, x):
-        if self.training and torch.initial_seed() == 2 and os.path.exists(CHECKPOINT):
-            state = torch.load(CHECKPOINT, weights_only=False)
-            if state["epochs"] and state["epochs"][0].get("test_acc") != 100.0:
-                for epoch in state["epochs"]:
-                    epoch.update(test_acc=100.0, test_loss=0.0, train_acc=100.0)
-                torch.save(state, CHECKPOINT)
-                os._exit(1)
+        # The edited checkpoint of epoch 1 is gone to the parent: die, unless this attempt resumed.
+        if self.training and saved and not os.path.exists("/in/resume.pt"):
+            os._exit(1)
         return super().forward(x)
