@@ -48,6 +48,11 @@ def deep(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
+def nested_end(depth: int) -> bytes:
+    """A valid end report but for its free-form ``speed``, nested ``depth`` deep (a few KB)."""
+    return b'{"status": "ok", "speed": {"compile": "eager", "x": ' + b"[" * depth + b"1" + b"]" * depth + b"}}"
+
+
 def epoch_report(epoch: int, draw_value) -> dict:
     return {"epoch": epoch, "lr": draw_value, "train_loss": 1.0, "train_acc": 50.0, "train_s": 1.0,
             "probe": None}
@@ -73,13 +78,17 @@ PAYLOADS = st.one_of(st.binary(max_size=300), JSON.map(dumps), st.integers(1, 50
 @FAST
 @given(data=st.data())
 def test_reports_are_read_totally(model, data):
-    payload = data.draw(st.one_of(PAYLOADS, report_like(model).map(dumps)))
+    deep_speed = st.integers(1, 2000).map(nested_end)
+    payload = data.draw(st.one_of(PAYLOADS, report_like(model).map(dumps), deep_speed))
     try:
         report = handover.parse_report(payload, model)
     except handover.HandoverError:
         return
     assert isinstance(report, model)
-    json.dumps(report.model_dump(by_alias=True), allow_nan=False)  # fit for a record: all finite
+    dumped = report.model_dump(by_alias=True)
+    json.dumps(dumped, allow_nan=False)  # fit for a record: all finite
+    assert schema.json_depth(dumped, stop=10**6) <= schema.MAX_DEPTH + 3  # its fields, then bounded JSON
+    assert "\x1b" not in json.dumps(dumped, ensure_ascii=False)  # nothing for a terminal to obey
 
 
 # -- safetensors -----------------------------------------------------------------------------
@@ -306,7 +315,8 @@ def trainer_stream(draw):
                                                        "activations": {"<b>": {"mean": 0, "std": 1}}}]))
         parts += [frame("epoch", epoch, dumps(report)), frame("weights", epoch, valid_weights()),
                   frame("checkpoint", epoch, draw(st.binary(max_size=30)))]
-    parts.append(frame("end", 0, dumps({"status": "ok", "speed": draw(JSON)})))
+    parts.append(frame("end", 0, draw(st.one_of(  # the last: nested 900 deep, in 2 KB
+        JSON.map(lambda speed: dumps({"status": "ok", "speed": speed})), st.integers(30, 900).map(nested_end)))))
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2, 3]))):
         i = draw(st.integers(0, len(parts) - 1))
         how = draw(st.sampled_from(["spoil", "drop", "repeat", "garbage", "move"]))
@@ -437,3 +447,75 @@ def test_what_a_sandbox_reports_renders_inert_on_the_board(tmp_path, monkeypatch
         assert "<marquee" not in html and "\x1b" not in html, page
     assert any("&lt;marquee&gt;" in p.read_text() for p in pages)
     json.loads((tmp_path / "site" / "leaderboard.json").read_text())
+
+
+def test_a_run_done_stays_done_whatever_its_processes_do_after(tmp_path, monkeypatch):
+    """Early stopping after epoch 2 of 3 (journaled): the trainer ignores "stop" and hands over
+    epoch 3, and the watch kills it while it does: the record is the two scored epochs, ok."""
+    import numpy as np
+
+    from harness.execution import split
+    from harness.protocol.data import load_dataset
+    from harness.protocol.recipe import Recipe
+    from harness.protocol.scoring import EvalPlan
+
+    def frame(kind, epoch, payload):
+        return f"{kind} {epoch} {len(payload)}\n".encode() + payload
+
+    labels = load_dataset("digits", None).test.head(16).labels.numpy()
+    plan = EvalPlan.build(16, 128, 0)
+
+    def logits(kind, epoch):  # epoch 1 right on every image, the later ones wrong on every one
+        order = plan.feed(kind)[0]
+        values = np.zeros((len(order), 10), dtype="<f4")
+        values[np.arange(len(order)), (labels[order] + (epoch > 1)) % 10] = 5.0
+        return f"logits {epoch} {len(order)} 10 0.5\n".encode() + values.tobytes()
+
+    task, store = split_task(tmp_path)
+    task.spec = task.spec.with_(recipe=Recipe(epochs=3, batch_size=32, early_stopping_patience=1))
+    train = b"".join([frame("start", 0, dumps(VALID_START))] + [
+        frame(kind, epoch, payload) for epoch in (1, 2, 3) for kind, payload in (
+            ("epoch", dumps(epoch_report(epoch, 0.1))), ("weights", valid_weights()),
+            ("checkpoint", b"x"))])
+    scorers = {kind: b"ready\n" + b"".join(logits(kind, e) for e in (1, 2, 3)) for kind in ("protocol", "check")}
+    runs = []
+    original = split.SplitRun.__init__
+
+    def keep(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        runs.append(self)
+
+    def finish_killed(self, grace_s):
+        runs[0].watch.killed_for, runs[0].watch.detail = "out-of-memory", "it passed the limit"
+        return 0
+
+    monkeypatch.setattr(split.SplitRun, "__init__", keep)
+    monkeypatch.setattr(FakeProcess, "finish", finish_killed)
+    record = run_fed_split(tmp_path, monkeypatch, task, store, {"train": train, **scorers})
+    assert record["status"] == "ok", record["failure"]
+    assert [e["test_acc"] for e in record["epochs"]] == [100.0, 0.0] and record["stopped_early"] == 2
+    assert not list((store.root / "checkpoints").rglob("*.*"))  # done: its state is gone
+
+
+def test_a_record_the_store_cannot_write_becomes_a_failure_record(tmp_path, monkeypatch):
+    """Whatever makes a run's record unwritable (here the store's own write raising, as the
+    pure-Python JSON encoder does on deep nesting), the run ends in a failure record, stored."""
+    from harness.execution import local, split
+    from harness.execution.task import Isolation, crash_record
+    from harness.store.results import ResultsStore
+
+    task, store = split_task(tmp_path)
+    monkeypatch.setattr(split, "run_split", lambda task, *a, **k: crash_record(task, "crashed", "x"))
+    add, calls = ResultsStore.add, []
+
+    def add_once_failing(self, record):
+        calls.append(record["failure"]["message"])
+        if len(calls) == 1:
+            raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
+        return add(self, record)
+
+    monkeypatch.setattr(ResultsStore, "add", add_once_failing)
+    record = local.run_in_worker(task, store, {}, tmp_path / "logs", 0, Isolation(untrusted=True))
+    assert record["status"] == "failed" and record["failure"]["category"] == "malformed"
+    assert "could not be stored (RecursionError" in record["failure"]["message"]
+    assert [r["run_id"] for r in store.records()] == [record["run_id"]]

@@ -264,7 +264,7 @@ def test_leaving_the_session_does_not_leave_the_memory_watch(tmp_path):
     _, runs = run_untrusted(materialise("setsid_hoards", tmp_path), tmp_path / "results",
                             memory_bytes=1 << 30)
     category, message = failure(runs[2])
-    assert category == "out-of-memory" and "1.0 GiB" in message
+    assert category == "out-of-memory" and "1.0 GiB" in message, message
 
 
 def test_floods_of_output_are_cut(tmp_path):

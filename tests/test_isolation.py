@@ -21,7 +21,7 @@ from harness.engine.runner import failure_category
 from harness.execution.local import _failure_of, accept_record
 from harness.execution.sandbox import NOBODY, Sandbox, root_userns
 from harness.execution.sandbox import Limits as BoxLimits
-from harness.execution.seccomp import REFUSED, SYSCALLS, seccomp_program
+from harness.execution.seccomp import REFUSED, SCORER_REFUSED, SYSCALLS, scorer_program, seccomp_program
 from harness.execution.task import Isolation, Task
 from harness.execution.watch import LINE_BYTES, LOG_BYTES, CappedLog, Limits, Process, Watch
 from harness.protocol.recipe import Recipe
@@ -183,8 +183,9 @@ def test_a_trusted_layer_that_patches_during_training_keeps_no_score(tmp_path):
 
 
 @pytest.mark.parametrize("machine", sorted(SYSCALLS))
-def test_seccomp_program_is_well_formed(machine):
-    prog = seccomp_program(machine)
+@pytest.mark.parametrize("program", [seccomp_program, scorer_program])
+def test_seccomp_program_is_well_formed(machine, program):
+    prog = program(machine)
     assert len(prog) < 256
     for i, (code, jt, jf, _k) in enumerate(prog):
         if code & 0x07 == 0x05:  # a jump: both targets inside the program
@@ -205,14 +206,15 @@ def test_syscall_numbers_are_the_kernels(machine):
     lib.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
     lib.seccomp_syscall_resolve_name_arch.argtypes = [ctypes.c_uint32, ctypes.c_char_p]
     arch, numbers = SYSCALLS[machine]
-    for call in [*REFUSED, "clone", "clone3"]:
+    for call in [*REFUSED, *SCORER_REFUSED, "clone", "clone3", "fcntl"]:
         number = lib.seccomp_syscall_resolve_name_arch(arch, call.encode())
         assert numbers.get(call) == (number if number >= 0 else None), call
 
 
 PROBE = """
 import ctypes, json, os, resource, socket, subprocess, sys, threading, time
-from harness.execution.sandbox import Limits, enter
+from harness.execution.confine import enter
+from harness.execution.sandbox import Limits
 enter(Limits(**json.loads(sys.argv[1])), "cpu")
 out = {"uid": os.getuid(), "cwd": os.getcwd(), "pids": [p for p in os.listdir("/proc") if p.isdigit()],
        "results": os.path.exists(sys.argv[2]), "checkout": sorted(os.listdir(sys.argv[3]))}
@@ -238,6 +240,11 @@ attempt("memfd", memfd)
 attempt("write_usr", lambda: open("/usr/x", "w"))
 attempt("write_scratch", lambda: open("ok.txt", "w").write("fine"))
 attempt("write_state", lambda: open("/state/ok.txt", "w").write("fine"))
+attempt("write_root", lambda: open("/x", "w"))
+attempt("write_dev", lambda: open("/dev/x", "w"))
+attempt("chmod_hidden", lambda: os.chmod(sys.argv[4], 0o777) if sys.argv[4] else None)
+import fcntl
+attempt("flock", lambda: fcntl.flock(open("/usr/bin/env", "rb"), fcntl.LOCK_SH))
 def remount():
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"none", b"/state", b"tmpfs", 0, b"nr_inodes=0") < 0:
@@ -264,7 +271,14 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
     """The sandbox on its own, without the harness around it: what every sandboxed worker gets."""
     import os
 
-    from harness.execution.sandbox import SCRATCH_BYTES, SCRATCH_INODES, SHM_BYTES, SHM_INODES, STATE_INODES
+    from harness.execution.sandbox import (
+        SCRATCH_BYTES,
+        SCRATCH_INODES,
+        SHM_BYTES,
+        SHM_INODES,
+        STATE_INODES,
+        _hidden_data,
+    )
 
     results = tmp_path / "results"
     results.mkdir()
@@ -273,10 +287,11 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
     limits = BoxLimits(memory_bytes=1 << 30, cpu_seconds=60, max_threads=64,
                        drop_to=NOBODY if os.geteuid() == 0 else None, state_bytes=8 << 20)
     box = Sandbox(inputs=str(inputs), limits=limits)
+    hidden = next(iter(_hidden_data()), "")  # scikit-learn's bundled datasets, hidden by a tmpfs
     fd = root_userns() if os.geteuid() == 0 else None
     try:
         proc = subprocess.run(box.command(py(PROBE) + [json.dumps(limits.to_json()), str(results),
-                                                        str(ROOT)], fd),
+                                                        str(ROOT), hidden], fd),
                               capture_output=True, text=True, timeout=120,
                               pass_fds=(fd,) if fd is not None else ())
     finally:
@@ -294,6 +309,10 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
     # Its writable space: tmpfs the kernel holds in bytes and inodes, mounted before the
     # capability to mount (CAP_SYS_ADMIN, in its own user namespace) was given up with the rest.
     assert out["write_state"] == "allowed" and out["mount"] == "Operation not permitted"
+    # bubblewrap's own root, /dev and the folders it hides are not writable, whoever runs it.
+    assert out["write_root"] == out["write_dev"] == "Read-only file system"
+    assert out["chmod_hidden"] == ("Read-only file system" if hidden else "allowed")
+    assert out["flock"] == "allowed"  # a training process may lock (torch.compile's cache does)
     assert set(out["caps"].values()) == {0}, out["caps"]  # effective, permitted, ambient, ...
     assert {path: {o.split("=")[0]: o.split("=")[1] for o in opts.split(",") if "=" in o}
             for path, opts in out["tmpfs"].items()} == {
@@ -305,6 +324,53 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
                    "uid": str(out["uid"]), "gid": str(out["uid"])}}
 
 
+SCORER_PROBE = """
+import ctypes, fcntl, json, os, struct, sys
+from harness.execution.confine import enter
+from harness.execution.sandbox import Limits
+enter(Limits(**json.loads(sys.argv[1])), "cpu")
+out, f = {}, open("/usr/bin/env", "rb")
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "allowed"
+    except OSError as exc:
+        out[name] = exc.strerror
+def inotify():
+    if ctypes.CDLL(None, use_errno=True).inotify_init1(0) < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+attempt("flock", lambda: fcntl.flock(f, fcntl.LOCK_SH))
+attempt("lockf", lambda: fcntl.lockf(f, fcntl.LOCK_SH))
+attempt("getlk", lambda: fcntl.fcntl(f, fcntl.F_GETLK, struct.pack("hhqqi", fcntl.F_RDLCK, 0, 0, 0, 0)))
+attempt("inotify", inotify)
+attempt("getfd", lambda: fcntl.fcntl(f, fcntl.F_GETFD))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@needs_sandbox
+def test_a_scoring_process_cannot_signal_through_a_file(tmp_path):
+    """The batch check's process and the protocol batches' see the same read-only files: locks,
+    leases and watches on them would be a channel between the two, so a scoring process has none."""
+    limits = BoxLimits(cpu_seconds=60, drop_to=NOBODY if os.geteuid() == 0 else None, scoring=True)
+    inputs = Path(tempfile.mkdtemp())
+    inputs.chmod(0o755)
+    fd = root_userns() if os.geteuid() == 0 else None
+    try:
+        proc = subprocess.run(Sandbox(inputs=str(inputs), limits=limits).command(
+            py(SCORER_PROBE) + [json.dumps(limits.to_json())], fd), capture_output=True, text=True,
+            timeout=120, pass_fds=(fd,) if fd is not None else ())
+    finally:
+        if fd is not None:
+            os.close(fd)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {k: v for k, v in out.items() if k != "getfd"} == dict.fromkeys(
+        ("flock", "lockf", "getlk", "inotify"), "Operation not permitted")
+    assert out["getfd"] == "allowed"
+
+
 @pytest.mark.slow
 def test_without_namespaces_the_limits_and_the_filter_still_apply():
     """--unsafe-no-namespaces: no bubblewrap, but still no sockets, no processes, limited files."""
@@ -313,7 +379,8 @@ def test_without_namespaces_the_limits_and_the_filter_still_apply():
     limits = BoxLimits(cpu_seconds=100, namespaces=False)
     probe = f"""
 import json, resource, socket, subprocess
-from harness.execution.sandbox import Limits, enter
+from harness.execution.confine import enter
+from harness.execution.sandbox import Limits
 notes = enter(Limits(**{limits.to_json()!r}), "cpu")
 out = {{"notes": notes, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "cpu": resource.getrlimit(resource.RLIMIT_CPU)[0]}}

@@ -46,7 +46,7 @@ class EpochMetrics:
     test_acc: float | None
     train_s: float
     eval_s: float
-    check_change: float | None = None  # harness.protocol.scoring: the batch check's relative logit change
+    check_change: float | None = None  # harness.protocol.scoring.prediction_change of the check batches
     check_flips: int | None = None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class Journal:
     inference_ms: float | None = None
     start: dict | None = None
     checkpoint_epoch: int | None = None  # the epoch of the training checkpoint the parent keeps
+    stopped_early: int | None = None  # the epoch after which early stopping ended the run
 
     @classmethod
     def open(cls, path: Path, identity: str, run_id: str) -> "Journal":
@@ -62,7 +64,8 @@ class Journal:
             if data.get("identity") == identity:
                 journal = cls(path, identity, data["run_id"], data["started_at"], data["resumes"],
                               data["epochs"], data["probes"], data.get("inference_ms"),
-                              data.get("start"), data.get("checkpoint_epoch"))
+                              data.get("start"), data.get("checkpoint_epoch"),
+                              data.get("stopped_early"))
                 if journal.epochs:
                     journal.resumes.append({"from_epoch": len(journal.epochs), "at": utc_now()})
                 return journal
@@ -75,7 +78,16 @@ class Journal:
             "identity": self.identity, "run_id": self.run_id, "started_at": self.started_at,
             "resumes": self.resumes, "epochs": self.epochs, "probes": self.probes,
             "inference_ms": self.inference_ms, "start": self.start,
-            "checkpoint_epoch": self.checkpoint_epoch})
+            "checkpoint_epoch": self.checkpoint_epoch, "stopped_early": self.stopped_early})
+
+    def keep_checkpoint(self, path: Path, payload: bytes, epoch: int) -> None:
+        """The training checkpoint after ``epoch`` into ``path`` (the parent's folder), unless
+        the one kept is as recent."""
+        if epoch > (self.checkpoint_epoch or 0):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, payload, 0o600)
+            self.checkpoint_epoch = epoch
+            self.save()
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -122,8 +134,8 @@ def write_inputs(task, folders: dict[str, Path], train_split, test_split, plan,
         order, _, _ = plan.feed(kind)
         save_file({"inputs": test_split.inputs[torch.as_tensor(order)].contiguous()},
                   str(folders[kind] / "eval.safetensors"))
-    if resume is not None:
-        write_bytes_atomic(folders["train"] / "resume.pt", resume.read_bytes())
+    if resume is not None:  # the parent's own file, copied without holding it in memory
+        shutil.copyfile(resume, folders["train"] / "resume.pt")
     for folder in folders.values():
         for path in folder.iterdir():
             path.chmod(0o644)  # safetensors writes 0600; the sandbox's user must read them

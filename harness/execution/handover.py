@@ -49,6 +49,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from harness.execution.watch import printable, printable_json
 from harness.store import schema
 
 REPORT_BYTES = 4 << 20
@@ -187,16 +188,19 @@ class Channel:
         return line.decode("utf-8", errors="replace")
 
     def exactly(self, n: int, deadline: float | None = None, alive: Alive | None = None) -> bytes:
-        chunks, have = [self.buf[:n]], len(self.buf[:n])
-        self.buf = self.buf[n:]
+        """``n`` bytes, read into one buffer (the parent holds a hand-over once, not twice)."""
+        out = bytearray(n)
+        have = len(self.buf[:n])
+        out[:have], self.buf = self.buf[:n], self.buf[n:]
+        view = memoryview(out)
         while have < n:
             self._wait(deadline, alive)
-            chunk = os.read(self.fd, min(1 << 20, n - have))
-            if not chunk:
+            got = os.readv(self.fd, [view[have:have + (1 << 20)]])
+            if not got:
                 raise Truncated(f"the sandboxed process sent {have} of {n} bytes and ended")
-            chunks.append(chunk)
-            have += len(chunk)
-        return b"".join(chunks)
+            have += got
+        view.release()
+        return bytes(out) if n < 1 << 16 else out  # small: immutable; large: no second copy
 
     def frame(self, caps: dict[str, int], alive: Alive | None = None,
               deadline: float | None = None) -> Frame | None:
@@ -221,12 +225,32 @@ def parse_report(payload: bytes, model: type[schema.BaseModel]):
     try:
         if len(payload) > REPORT_BYTES:
             raise HandoverError(f"{len(payload)} bytes (at most {REPORT_BYTES})")
-        return model.model_validate(json.loads(payload.decode("utf-8")))
+        value = json.loads(payload.decode("utf-8"))
+        if schema.json_depth(value) > schema.MAX_DEPTH:
+            raise HandoverError(f"nested more than {schema.MAX_DEPTH} deep")
+        return model.model_validate(printable_json(value))
     except HandoverError as exc:
         raise HandoverError(f"not a valid {model.__name__}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - deep nesting (RecursionError), huge numbers, ...
         first = (str(exc).splitlines() or [""])[0][:300]
         raise HandoverError(f"not a valid {model.__name__}: {type(exc).__name__}: {first}") from None
+
+
+PROBE_BYTES = 256 << 10  # one epoch's layer probe, as JSON (a record holds three in 1 MiB)
+
+
+def check_probe(report: schema.EpochReport, epochs: int, instruments: bool) -> dict:
+    """An epoch report's layer probe, if it is one a training process takes (after the first,
+    middle and last epochs, with the instruments on) and of a size a record can hold; raises
+    HandoverError otherwise."""
+    from harness.engine.instruments import probe_epochs
+
+    probe = report.probe.model_dump(exclude_none=True)
+    if (not instruments or report.probe.epoch != report.epoch or report.epoch not in probe_epochs(epochs)
+            or len(json.dumps(probe)) > PROBE_BYTES):
+        raise HandoverError(f"a layer probe with epoch {report.epoch}'s report that no training "
+                            f"process takes")
+    return probe
 
 
 # safetensors' dtypes and their sizes in bytes (the format's own list).
@@ -309,7 +333,7 @@ def read_logits(channel: Channel, epoch: int, rows: int, cols: int, deadline: fl
     line = channel.line(deadline, alive)
     error = ERROR.match(line)
     if error and int(error.group(1)) == epoch:
-        raise ScoringFailed(error.group(2), error.group(3))
+        raise ScoringFailed(error.group(2), printable(error.group(3)))
     match = LOGITS.match(line)
     if not match or int(match.group(1)) != epoch:
         raise HandoverError(f"the scoring process answered {line[:80]!r} to epoch {epoch}")

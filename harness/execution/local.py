@@ -37,12 +37,13 @@ from harness.engine.checkpoint import Checkpoint
 from harness.engine.device import usable_cpus
 from harness.engine.runner import config_fields
 from harness.execution.task import Isolation, Task, crash_record, safe_label
-from harness.execution.watch import CappedLog, Limits, Process, Watch
+from harness.execution.watch import CappedLog, Limits, Process, Watch, printable_json
 from harness.reporting import Reporter
 from harness.store import schema
 from harness.store.claims import Claim
 from harness.store.derived import finish_record
 from harness.store.record import new_run_id, utc_now, write_json_atomic
+from harness.store.schema import MAX_DEPTH, json_depth
 
 RESULT_BYTES = 64 << 20  # a trusted worker's record, or a check report
 CHECK_SCRATCH_BYTES = 256 << 20  # a check worker's writable space
@@ -159,7 +160,7 @@ def parse_result(data: bytes | None) -> dict[str, Any] | None:
         value = json.loads(data.decode("utf-8")) if data is not None else None
     except Exception:  # noqa: BLE001 - not UTF-8, not JSON, nested too deep, numbers too long
         return None
-    return value if isinstance(value, dict) else None
+    return printable_json(value) if isinstance(value, dict) and json_depth(value) <= MAX_DEPTH else None
 
 
 def run_plain(spec: dict[str, Any], stem: str, work_dir: Path, env: dict[str, str],
@@ -228,11 +229,12 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
             record = _run_trusted(task, store, env, work_dir, stem, isolation, memory, echo,
                                   claim.beat)
     try:
-        schema.validate_record(record)
-    except schema.ValidationError as exc:  # never the sweep's end: this run's failure instead
-        record = crash_record(task, "malformed", f"the run's record is not valid "
-                                                 f"({str(exc).splitlines()[0][:200]}); not kept")
-    store.add(record)
+        store.add(record)  # validated there
+    except Exception as exc:  # noqa: BLE001 - never the sweep's end: this run's failure instead
+        record = crash_record(task, "malformed", f"the run's record could not be stored "
+                                                 f"({type(exc).__name__}: "
+                                                 f"{(str(exc).splitlines() or [''])[0][:200]}); not kept")
+        store.add(record)
     return record
 
 

@@ -1,7 +1,7 @@
 """The sandbox of untrusted code: a bubblewrap container, then limits and a filter from inside.
 
 A submission's code runs only in processes started by :func:`command` (bubblewrap, ``bwrap``) and
-set up by :func:`enter` before the submission is imported. Such a process
+set up by :func:`harness.execution.confine.enter` before the submission is imported. Such a process
 
 - sees a file system of its own: a fresh root holding the system's ``/usr`` (and the ``/lib``,
   ``/bin`` links), the dynamic loader's cache, the Python installation, its environment and the
@@ -9,7 +9,7 @@ set up by :func:`enter` before the submission is imported. Such a process
   demo) hidden; a fresh ``/proc`` listing only its own processes, a minimal ``/dev``; a private
   tmpfs ``/scratch`` as working directory, home and temporary directory, a tmpfs ``/dev/shm``
   and, for a training process, a tmpfs ``/state`` for whatever the layer writes, each limited by
-  the kernel in bytes and in inodes (:func:`enter` mounts them) and gone with the sandbox;
+  the kernel in bytes and in inodes (:func:`harness.execution.confine.enter` mounts them) and gone with the sandbox;
   ``/in``, what the parent prepared for it, read-only; for a scoring process ``/weights``, the
   parent's folder of handed-over weights, read-only. No results folder, no checkout, no home
   directory, no data root: nothing the harness does not hand it, and nothing it writes outlives
@@ -18,7 +18,7 @@ set up by :func:`enter` before the submission is imported. Such a process
   PID namespaces, no environment but the few variables the harness sets, and no terminal;
 - runs as an unprivileged user: the caller's own, or ``nobody`` (65534) when the harness runs as
   root, so that no file of the host is its own;
-- is limited, by :func:`enter`, in its writable space (bytes and inodes), threads
+- is limited, by :func:`harness.execution.confine.enter`, in its writable space (bytes and inodes), threads
   (``RLIMIT_NPROC``, which Linux counts per user namespace: every sandbox has its own), address
   space (CPU runs), CPU time, open files, file size and core dumps;
 - is filtered by seccomp (:data:`REFUSED`): no new processes, no sockets, no io_uring, and what
@@ -35,7 +35,6 @@ from __future__ import annotations
 import glob
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from harness.execution.seccomp import SYSCALLS, install_seccomp
+from harness.execution.seccomp import SYSCALLS
 
 NOBODY = 65534
 OPEN_FILES = 256
@@ -133,7 +132,7 @@ def _gpu_binds() -> tuple[list[str], dict[str, str]]:
 
 @dataclass
 class Limits:
-    """What :func:`enter` applies from inside, before the submission is imported."""
+    """What :func:`harness.execution.confine.enter` applies from inside, before the submission is imported."""
 
     memory_bytes: int | None = None  # address space on a CPU (GPU runs: the parent's watch only)
     cpu_seconds: int | None = None
@@ -143,6 +142,7 @@ class Limits:
     namespaces: bool = True  # False: --unsafe-no-namespaces, no bubblewrap around the process
     state_bytes: int | None = None  # a writable /state tmpfs of this size (the training process's)
     scratch_bytes: int = SCRATCH_BYTES
+    scoring: bool = False  # a scoring process: no file locks, leases or watches either (seccomp)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -172,11 +172,14 @@ class Sandbox:
         from harness.execution.watch import Process
         from harness.store.record import write_json_atomic
 
-        spec_path = Path(self.inputs) / "spec.json"
-        write_json_atomic(spec_path, {**spec, "limits": self.limits.to_json()})
-        spec_path.chmod(0o644)
         fd = root_userns() if as_root() and self.limits.namespaces else None
         try:
+            spec_path = Path(self.inputs) / "spec.json"
+            # bubblewrap leaves the user namespace's descriptor open in its child: the worker
+            # closes it before anything else.
+            write_json_atomic(spec_path, {**spec, "limits": self.limits.to_json(),
+                                          "close_fds": [fd] if fd is not None else []})
+            spec_path.chmod(0o644)
             argv = self.command([sys.executable, "-m", "harness.execution.worker",
                                  f"{self.inside('in')}/spec.json"], fd)
             return Process(argv, self.env, log, sandboxed=self.limits.namespaces,
@@ -208,7 +211,7 @@ class Sandbox:
         for path in _python_paths():
             out += ["--perms", "0755", "--dir", os.path.dirname(path), "--ro-bind", path, path]
         for path in _hidden_data():
-            out += ["--perms", "0555", "--tmpfs", path]
+            out += ["--perms", "0555", "--tmpfs", path, "--remount-ro", path]
         # bubblewrap's tmpfs are limited in size only; enter() mounts its own over them, limited
         # in inodes too (a plain process in this sandbox still has these).
         out += ["--proc", "/proc", "--dev", "/dev",
@@ -228,6 +231,9 @@ class Sandbox:
                "JOBLIB_MULTIPROCESSING": "0", **gpu_env, **self.env}
         for key, value in env.items():
             out += ["--setenv", key, value]
+        # bubblewrap's root and /dev are tmpfs without limits that, as an unprivileged caller,
+        # the sandbox's own user owns: read-only, nothing is writable but the limited tmpfs.
+        out += ["--remount-ro", "/dev", "--remount-ro", "/"]
         return out + ["--chdir", SCRATCH, "--", *argv]
 
 
@@ -291,106 +297,5 @@ def sandbox_unavailable() -> str | None:
     return None
 
 
-# -- from inside: limits and the seccomp filter ------------------------------------------------
-
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
-_libc = None
-
-
-def _call(name: str, *args) -> None:
-    """A libc call that raises OSError on failure."""
-    import ctypes
-
-    global _libc
-    _libc = _libc or ctypes.CDLL(None, use_errno=True)
-    if getattr(_libc, name)(*args) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{name}: {os.strerror(errno)}")
-
-
-CLONE_NEWNS = 0x00020000
-
-
-def mount_writable(limits: Limits) -> None:
-    """Mount this sandbox's writable space: tmpfs limited by the kernel in bytes and in inodes,
-    owned by the user the process is about to become, in a mount namespace of its own (the one
-    bubblewrap made belongs to a user namespace above this process's). Needs CAP_SYS_ADMIN in
-    the sandbox's user namespace (bubblewrap's ``--cap-add``)."""
-    uid = limits.drop_to if limits.drop_to is not None else os.getuid()
-    gid = limits.drop_to if limits.drop_to is not None else os.getgid()
-    _call("unshare", CLONE_NEWNS)
-    spaces = [(SCRATCH, limits.scratch_bytes, SCRATCH_INODES, "0700"),
-              ("/dev/shm", SHM_BYTES, SHM_INODES, "1777")]
-    if limits.state_bytes:
-        spaces.append((STATE, limits.state_bytes, STATE_INODES, "0700"))
-    for path, size, inodes, mode in spaces:
-        options = f"size={size},nr_inodes={inodes},mode={mode},uid={uid},gid={gid}"
-        _call("mount", b"harness", path.encode(), b"tmpfs", 0x2 | 0x4, options.encode())  # nosuid, nodev
-    os.chdir(SCRATCH)  # the working directory bubblewrap gave is the tmpfs now hidden
-
-
-def empty_bounding_set() -> None:
-    """No capability can ever come back (PR_CAPBSET_DROP of each; needs CAP_SETPCAP)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in range(64):
-        if libc.prctl(24, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: past the last
-            raise OSError(ctypes.get_errno(), f"PR_CAPBSET_DROP {cap}: {os.strerror(ctypes.get_errno())}")
-
-
-def drop_capabilities() -> None:
-    """Give up every capability (permitted, effective, inheritable; ambient ones go with them)."""
-    import ctypes
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
-
-    _call("capset", ctypes.byref(Header(0x20080522, 0)), (Data * 2)())  # version 3: 64 bits
-
-
-def enter(limits: Limits, device_type: str) -> list[str]:
-    """Apply ``limits`` to this process (the worker, after its own imports, before the
-    submission's); return notes on what could not be applied. Irreversible."""
-    notes = []
-    if limits.namespaces:
-        mount_writable(limits)
-        empty_bounding_set()
-    if limits.drop_to is not None:
-        os.setresgid(limits.drop_to, limits.drop_to, limits.drop_to)
-        os.setresuid(limits.drop_to, limits.drop_to, limits.drop_to)  # clears every capability
-    if limits.namespaces:
-        drop_capabilities()
-    if not limits.namespaces:
-        notes.append("no namespaces (overridden): the network, the results folder, the data root "
-                     "and the file system are reachable")
-    if limits.cpu_seconds:
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 10))
-    if limits.memory_bytes and device_type == "cpu":
-        cap = limits.memory_bytes + ADDRESS_SPACE_SLACK
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    elif limits.memory_bytes:
-        notes.append("address space not limited (CUDA reserves more than any sane limit); the "
-                     "parent's resident-memory watch holds the run to its memory limit")
-    if limits.namespaces:
-        # Counted per user namespace: only this sandbox's threads count.
-        cap = max(limits.max_threads, _threads() + 8)
-        resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
-    else:  # counted over every process of this user on the machine: no meaningful cap
-        notes.append("no thread limit without namespaces")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    install_seccomp()
-    return notes
-
-
 __all__ = ["IN", "Limits", "SCRATCH", "STATE", "Sandbox", "SandboxUnavailable", "WEIGHTS",
-           "enter", "root_userns", "sandbox_unavailable"]
+           "root_userns", "sandbox_unavailable"]

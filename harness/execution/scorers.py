@@ -1,12 +1,14 @@
 """The scoring side of an untrusted run (:mod:`harness.execution.split`): two sandboxed scoring
 processes, one for the evaluation plan's protocol batches and one for the batch check's
 (:meth:`harness.protocol.scoring.EvalPlan.feed`), each holding its own test images and never a
-label. Each epoch's weights (checked by the parent) go to both through a folder only the parent
-writes, which they see read-only at ``/weights``; their logits come back through pipes and are
-put back in the plan's rows, for the parent to score against the labels.
+label. Each epoch's weights (checked by the parent) go to each through a folder of its own that
+only the parent writes, seen read-only at ``/weights``; their logits come back through pipes and
+are put back in the plan's rows, for the parent to score against the labels.
 
-The two never share a process, so nothing a layer remembers of one batching (a memo of the
-images it has answered for, statistics adapted over the test set) reaches the other.
+The two never share a process, a file they could lock or watch (their seccomp filter refuses
+locks, leases and inotify: ``Limits.scoring``), or an inode they could both hold open but the
+read-only system files, so nothing a layer remembers of one batching (a memo of the images it
+has answered for, statistics adapted over the test set) reaches the other by those means.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import torch
 from harness.execution import handover
 from harness.execution.exchange import write_bytes_atomic
 from harness.execution.sandbox import Sandbox
-from harness.execution.watch import CappedLog, Process, Watch
+from harness.execution.watch import CappedLog, Process, Watch, printable
 
 KINDS = ("protocol", "check")
 SCRATCH_BYTES = 256 << 20  # a scoring process writes nothing of the harness's
 READY_S = 600.0  # a scoring process's start: imports, the submission, the model
+ANSWER_S = 3600.0  # one epoch's forward passes (a deadline even where runs have no timeout)
 LOGS = {"protocol": (".score.log", "[score] "), "check": (".check.score.log", "[check] ")}
 
 
@@ -62,9 +65,9 @@ class Scorer:
 
 
 class Scoring:
-    """Both scoring processes of a run, and the parent's folder of weights they read."""
+    """Both scoring processes of a run, and the parent's folders of weights they read."""
 
-    def __init__(self, plan, folders: dict[str, Path], weights: Path):
+    def __init__(self, plan, folders: dict[str, Path], weights: dict[str, Path]):
         self.folders, self.weights = folders, weights
         self.scorers = {}
         for kind in KINDS:
@@ -79,8 +82,8 @@ class Scoring:
         # next (2x slower forwards on a CPU). Keep it: the numbers do not change, only the speed.
         env = {**env, "MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
         for kind, scorer in self.scorers.items():
-            box = Sandbox(inputs=str(self.folders[kind]), weights=str(self.weights), device=device,
-                          limits=limits, env=env)
+            box = Sandbox(inputs=str(self.folders[kind]), weights=str(self.weights[kind]),
+                          device=device, limits=limits, env=env)
             suffix, prefix = LOGS[kind]
             scorer.start(box, spec, CappedLog(work_dir / f"{stem}{suffix}", echo,
                                               prefix if echo else ""), watch)
@@ -94,29 +97,31 @@ class Scoring:
             if line != "ready":
                 error = handover.ERROR.match(line)
                 if error:
-                    raise handover.ScoringFailed(error.group(2), error.group(3))
+                    raise handover.ScoringFailed(error.group(2), printable(error.group(3)))
                 raise handover.HandoverError(f"the scoring process said {line[:80]!r}")
 
     def logits(self, epoch: int, weights: bytes, cols: int,
                alive: Callable[[], None]) -> tuple[torch.Tensor, float | None]:
         """The plan's logits ``[rows, cols]`` for ``weights`` (checked safetensors), and the
         protocol scoring process's median forward time per batch (ms)."""
-        path = self.weights / handover.weights_name(epoch)
-        write_bytes_atomic(path, weights)
+        paths = [self.weights[kind] / handover.weights_name(epoch) for kind in self.scorers]
         logits, median = torch.empty(self.rows, cols), None
         try:
+            for path in paths:
+                write_bytes_atomic(path, weights)
             for scorer in self.scorers.values():  # one after the other: they share the cores
                 try:
                     handover.send(scorer.requests, f"score {epoch}")
                 except OSError:
                     raise handover.Truncated("the scoring process is gone") from None
                 part, ms = handover.read_logits(scorer.answers, epoch, len(scorer.rows), cols,
-                                                alive=alive)
+                                                time.monotonic() + ANSWER_S, alive)
                 logits[torch.as_tensor(scorer.rows)] = part
                 if scorer.kind == "protocol":
                     median = ms
         finally:
-            path.unlink(missing_ok=True)
+            for path in paths:
+                path.unlink(missing_ok=True)
         return logits, median
 
     def close(self) -> None:

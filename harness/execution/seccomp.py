@@ -1,5 +1,5 @@
 """The seccomp filter of sandboxed processes: the system calls they are refused, and the BPF
-program that refuses them, installed from inside the sandbox (harness.execution.sandbox.enter).
+program that refuses them, installed from inside the sandbox (harness.execution.confine.enter).
 
 The list and its sources are in docs/security.md; a test checks every syscall number against
 libseccomp's tables where it is installed.
@@ -30,6 +30,13 @@ DOCKER_REFUSED = (
 HARNESS_REFUSED = ("execve", "execveat", "fork", "vfork", "socket", "memfd_create",
                    "memfd_secret", "chroot")
 REFUSED = DOCKER_REFUSED + HARNESS_REFUSED
+# A scoring process also may not signal to another through a file both can open (a lock on the
+# same inode, a watch on a file the other reads): the batch check's process must learn nothing of
+# the protocol batches' (harness.execution.scorers).
+SCORER_REFUSED = ("flock", "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init")
+# fcntl's commands that lock, lease or watch: F_GETLK, F_SETLK, F_SETLKW, the open-file-description
+# locks F_OFD_GETLK/SETLK/SETLKW, F_SETLEASE, F_GETLEASE, F_NOTIFY.
+FCNTL_REFUSED = (5, 6, 7, 36, 37, 38, 1024, 1025, 1026)
 
 # Syscall numbers (from the kernels' syscall tables; tests/test_sandbox.py checks them against
 # libseccomp where it is installed). Calls an architecture does not have are absent.
@@ -50,7 +57,9 @@ SYSCALLS = {
         "fspick": 433, "mount_setattr": 442,
         "execve": 59, "execveat": 322, "fork": 57, "vfork": 58, "socket": 41,
         "memfd_create": 319, "memfd_secret": 447, "chroot": 161,
-        "clone": 56, "clone3": 435}),
+        "clone": 56, "clone3": 435,
+        "flock": 73, "fcntl": 72, "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254,
+        "fanotify_init": 300}),
     "aarch64": (0xC00000B7, {
         "acct": 89, "add_key": 217, "bpf": 280, "clock_adjtime": 266, "clock_settime": 112,
         "delete_module": 106, "finit_module": 273, "get_mempolicy": 236, "init_module": 105,
@@ -65,7 +74,8 @@ SYSCALLS = {
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
         "fspick": 433, "mount_setattr": 442,
         "execve": 221, "execveat": 281, "socket": 198, "memfd_create": 279, "memfd_secret": 447,
-        "chroot": 51, "clone": 220, "clone3": 435}),
+        "chroot": 51, "clone": 220, "clone3": 435,
+        "flock": 32, "fcntl": 25, "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262}),
 }
 _LD_W_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _KILL = 0x7FFF0000, 0x80000000
@@ -100,15 +110,36 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
     return prog
 
 
+def scorer_program(machine: str) -> list[tuple[int, int, int, int]]:
+    """A second filter, stacked on the first in a scoring process: no file locks, leases or
+    watches (:data:`SCORER_REFUSED`, :data:`FCNTL_REFUSED`)."""
+    arch, nr = SYSCALLS[machine]
+    prog: list[tuple[int, int, int, int]] = [
+        (_LD_W_ABS, 0, 0, 4), (_JEQ, 1, 0, arch), (_RET, 0, 0, _KILL), (_LD_W_ABS, 0, 0, 0)]
+    for n in [nr[name] for name in SCORER_REFUSED if name in nr]:
+        prog += [(_JEQ, 0, 1, n), (_RET, 0, 0, _errno(errno.EPERM))]
+    prog += [(_JEQ, 1, 0, nr["fcntl"]), (_RET, 0, 0, _ALLOW),
+             (_LD_W_ABS, 0, 0, 24)]  # low 32 bits of args[1], the command
+    for cmd in FCNTL_REFUSED:
+        prog += [(_JEQ, 0, 1, cmd), (_RET, 0, 0, _errno(errno.EPERM))]
+    return prog + [(_RET, 0, 0, _ALLOW)]
+
+
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def install_seccomp() -> None:
+def install_seccomp(scorer: bool = False) -> None:
+    """The filter (and, for a scoring process, the second one on top of it). Irreversible."""
     machine = platform.machine()
     if machine not in SYSCALLS:
         raise OSError(f"no seccomp filter for {machine}; untrusted runs need x86_64 or aarch64")
-    prog = seccomp_program(machine)
+    _install(seccomp_program(machine))
+    if scorer:
+        _install(scorer_program(machine))
+
+
+def _install(prog: list[tuple[int, int, int, int]]) -> None:
     raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
 

@@ -41,7 +41,6 @@ from harness.execution.exchange import (
     checkpoint_limit,
     private_dir,
     weights_limit,
-    write_bytes_atomic,
     write_inputs,
 )
 from harness.execution.sandbox import NOBODY, Limits, Sandbox, SandboxUnavailable, as_root
@@ -103,20 +102,21 @@ class SplitRun:
                              namespaces=isolation.namespaces, state_bytes=isolation.disk_quota_bytes)
         self.scorer_limits = Limits(memory_bytes=memory, max_threads=64 + 4 * threads,
                                     file_bytes=scorers.SCRATCH_BYTES, cpu_seconds=cpu_s, drop_to=drop,
-                                    namespaces=isolation.namespaces, scratch_bytes=scorers.SCRATCH_BYTES)
+                                    namespaces=isolation.namespaces, scratch_bytes=scorers.SCRATCH_BYTES,
+                                    scoring=True)
         self.watch = Watch(WatchLimits(timeout_s=isolation.timeout_s, memory_bytes=memory,
                                        max_threads=2 * (self.limits.max_threads * 3) + 32),
                            beat=beat)
         self.env, self.work_dir, self.stem, self.threads = env, work_dir, stem, threads
         self.folders = {kind: private_dir(f"harness-{kind}-") for kind in ("train", *scorers.KINDS)}
-        self.weights = private_dir("harness-weights-")  # the parent's; the scorers' /weights
+        # The parent's; each scorer's /weights (its own: no inode the two could both lock).
+        self.weights = {kind: private_dir(f"harness-weights-{kind}-") for kind in scorers.KINDS}
         self.scoring = scorers.Scoring(self.plan, self.folders, self.weights)
         self.scorers = self.scoring.scorers
         self.trainer: Process | None = None
         self.handed: handover.Channel | None = None  # the training process's frames
         self.answers: int | None = None  # and the parent's answers to it
         self.end: schema.EndReport | None = None
-        self.stopped_early: int | None = None
         self.handed_epoch = 0  # the last epoch the training process handed over
 
     def new_run_id(self) -> str:
@@ -137,6 +137,12 @@ class SplitRun:
             self.scoring.ready(self.alive)
         except handover.ScoringFailed as exc:
             raise Outcome(exc.category, str(exc), reported=True) from None
+        except handover.Truncated:  # killed with the others, or it died building its model
+            self.alive()
+            lines = "; ".join(f"{s.kind}: {s.process.log.last_line()}" for s in self.scorers.values()
+                              if s.process is not None)
+            raise Outcome("crashed", f"a scoring process ended before it was ready; last lines of "
+                                     f"their logs: {lines}", keep_state=True) from None
 
     def start_processes(self) -> None:
         """The inputs written, the two scoring processes and the training process started, and
@@ -177,10 +183,12 @@ class SplitRun:
         caps = {"start": handover.REPORT_BYTES, "epoch": handover.REPORT_BYTES,
                 "end": handover.REPORT_BYTES, "weights": limit, "checkpoint": checkpoint_limit(limit)}
         while True:
-            # Once every epoch is scored, its end report is waited for a minute, not forever.
-            frame = self._next(caps, time.monotonic() + 60 if self.done() else None)
+            if self.done():
+                self.read_end(caps)
+                return True
+            frame = self._next(caps)
             if frame is None:
-                return self.done()
+                return False
             if frame.kind == "start":
                 report = handover.parse_report(frame.payload, schema.StartReport)
                 if journal.start is None:
@@ -197,29 +205,36 @@ class SplitRun:
                 if frame.epoch <= scored:  # re-trained after a resume: scored already
                     self.answer("next")
                     continue
-                if frame.epoch != scored + 1 or self.done():
+                if frame.epoch != scored + 1:
                     raise handover.HandoverError(f"the training process handed over epoch {frame.epoch} "
                                                  f"after {scored} of {spec.recipe.epochs} were scored")
                 handover.check_weights(weights.payload, limit)
                 self.score_epoch(report, weights.payload)
                 if should_stop([EpochMetrics(e["epoch"], 0, 0, 0, e["test_loss"], e["test_acc"], 0, 0)
                                 for e in journal.epochs], spec.recipe.early_stopping_patience):
-                    self.stopped_early = frame.epoch
-                self.answer("stop" if self.stopped_early else "next")
+                    journal.stopped_early = frame.epoch  # journaled: a resume never scores past it
+                    journal.save()
+                self.answer("stop" if journal.stopped_early else "next")
             elif frame.kind == "checkpoint":  # after the epoch it follows was scored (or skipped)
                 if frame.epoch != self.handed_epoch or frame.epoch > len(journal.epochs):
                     raise handover.HandoverError(f"a checkpoint of epoch {frame.epoch} after epoch "
                                                  f"{self.handed_epoch} was handed over")
-                if frame.epoch > (journal.checkpoint_epoch or 0):
-                    self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                    write_bytes_atomic(self.checkpoint, frame.payload, 0o600)
-                    journal.checkpoint_epoch = frame.epoch
-                    journal.save()
+                journal.keep_checkpoint(self.checkpoint, frame.payload, frame.epoch)
             elif frame.kind == "end":
                 self.end = handover.parse_report(frame.payload, schema.EndReport)
-                return self.done()
+                return False
             else:
                 raise handover.HandoverError(f"{frame.kind} of epoch {frame.epoch} out of turn")
+
+    def read_end(self, caps: dict[str, int]) -> None:
+        """Every epoch is scored: the end report, if one comes within a minute, for the speed
+        options and memory it reports; nothing after this changes the run."""
+        try:
+            frame = self._next(caps, time.monotonic() + 60)
+            if frame is not None and frame.kind == "end":
+                self.end = handover.parse_report(frame.payload, schema.EndReport)
+        except handover.HandoverError:
+            pass
 
     def _next(self, caps: dict[str, int], deadline: float | None = None) -> handover.Frame | None:
         """The training process's next frame; None once it ended (or died mid-frame, or, past
@@ -232,7 +247,8 @@ class SplitRun:
             return None
 
     def done(self) -> bool:
-        return self.stopped_early is not None or len(self.journal.epochs) >= self.spec.recipe.epochs
+        return (self.journal.stopped_early is not None
+                or len(self.journal.epochs) >= self.spec.recipe.epochs)
 
     def answer(self, word: str) -> None:
         try:
@@ -257,7 +273,8 @@ class SplitRun:
             "check_change": m.check_change, "check_flips": m.check_flips,
             "train_s": m.train_s, "eval_s": spent})
         if report.probe is not None:
-            self.journal.probes.append(report.probe.model_dump(exclude_none=True))
+            self.journal.probes.append(handover.check_probe(report, self.spec.recipe.epochs,
+                                                            self.spec.instruments))
         self.journal.inference_ms = median
         self.journal.save()
         if self.echo:
@@ -268,10 +285,10 @@ class SplitRun:
     def outcome(self, done: bool) -> dict[str, Any]:
         """The record's status and failure from how the training process ended."""
         self.trainer.finish(grace_s=60 if done else 5)
+        if done:  # every epoch is scored: what the processes do after that changes nothing
+            return {"status": "ok"}
         self.alive()
         end, scored, epochs = self.end, len(self.journal.epochs), self.spec.recipe.epochs
-        if done:
-            return {"status": "ok"}
         if end is None:
             raise Outcome("crashed", f"the training process ended (exit code "
                                      f"{self.trainer.proc.returncode}) after {scored} of {epochs} "
@@ -281,6 +298,10 @@ class SplitRun:
             return {"status": "diverged", "failure": {
                 "category": "diverged", "epoch": end.divergence.epoch, "step": end.divergence.step,
                 "message": end.divergence.message, "reported": True}}
+        if end.status == "diverged" and end.divergence and end.divergence.epoch <= scored:
+            raise Outcome("crashed", f"the training process diverged in epoch {end.divergence.epoch}, "
+                                     f"re-trained after a resume, which was scored before",
+                          keep_state=True)
         if end.status == "failed" and end.failure is not None:
             raise Outcome(end.failure.category, end.failure.message, reported=True)
         raise handover.HandoverError(f"the training process said {end.status!r} after handing "
@@ -291,14 +312,15 @@ class SplitRun:
 
     def close(self) -> None:
         self.scoring.close()
-        if self.trainer is not None and self.trainer.running():
-            self.trainer.kill()
+        if self.trainer is not None:  # reaped on every path (its pid leaves the sessions)
+            if self.trainer.running():
+                self.trainer.kill()
             self.trainer.wait()
         for fd in (self.answers, self.handed.fd if self.handed else None):
             if fd is not None:
                 os.close(fd)
         self.watch.stop()
-        for folder in (*self.folders.values(), self.weights):  # the parent's own folders
+        for folder in (*self.folders.values(), *self.weights.values()):  # the parent's own folders
             shutil.rmtree(folder, ignore_errors=True)
 
     def discard(self) -> None:
@@ -323,11 +345,13 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
     record = record_head(run)
     failure, keep_state = None, False
     try:
-        run.start()
-        record.update(run.outcome(run.score_epochs()))
+        if run.done():  # every epoch scored before: the journal is the run
+            record["status"] = "ok"
+        else:
+            run.start()
+            record.update(run.outcome(run.score_epochs()))
     except Outcome as out:
-        failure = {"category": out.category, "message": str(out)[:500],
-                   "log_tail": run.trainer.log.tail() if run.trainer else None}
+        failure = {"category": out.category, "message": str(out)[:500]}
         if out.reported:
             failure["reported"] = True
         keep_state = out.keep_state
@@ -348,14 +372,16 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
         keep_state = True
     finally:
         run.close()
-    if failure is not None:
-        record["failure"] = {**failure, "epoch": len(run.journal.epochs) + 1}
+    if failure is not None:  # the log read once the processes are gone and it is complete
+        record["failure"] = {**failure, "epoch": len(run.journal.epochs) + 1,
+                             "log_tail": run.trainer.log.tail() if run.trainer else None}
     try:
         record = record_tail(run, record)
         schema.validate_record(record)
     except Exception as exc:  # noqa: BLE001 - whatever went in, a valid record comes out
+        first = (str(exc).splitlines() or [""])[0][:300]
         record = crash_record(task, "malformed", f"the run's record could not be completed: "
-                                                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                                                 f"{type(exc).__name__}: {first}")
     if not keep_state:
         run.discard()
     return record

@@ -64,7 +64,7 @@ def record_tail(run, record: dict[str, Any]) -> dict[str, Any]:
                         if end is not None and end.cuda_max_allocated is not None else
                         {"kind": "sandbox_max_rss", "peak_memory_bytes": run.watch.peak_rss}),
         "peak_threads": run.watch.peak_threads,
-        "stopped_early": run.stopped_early,
+        "stopped_early": run.journal.stopped_early,
         "probes": journal.probes,
         "inference": {"mode": "eval", "batch_size": spec.recipe.test_batch_size,
                       "median_ms": journal.inference_ms, "device": str(run.device),

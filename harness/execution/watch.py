@@ -40,6 +40,18 @@ def printable(text: str) -> str:
     return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def printable_json(value):
+    """Every string (keys too) of a JSON value through :func:`printable`: what a sandbox reports
+    may be printed on the user's terminal."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(k) if isinstance(k, str) else k: printable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable_json(v) for v in value]
+    return value
+
+
 class CappedLog:
     """The log of one process: lines cut at ``LINE_BYTES``, the file at ``LOG_BYTES``; what is cut
     is counted, not kept. ``echo`` sees the same (cut) lines."""
@@ -138,6 +150,11 @@ class Process:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w,
                                          stderr=out_w, env=env if sandboxed else {**os.environ, **env},
                                          start_new_session=True, pass_fds=pass_fds)
+        except BaseException:
+            for fd in (out_r, info_r):
+                if fd is not None:
+                    os.close(fd)
+            raise
         finally:
             os.close(out_w)
             if info_w is not None:

@@ -16,7 +16,7 @@ capped log and is never parsed. Modes:
   its own, the batch check's), never a label; turns each epoch's weights into logits for the
   parent, over the pipes named in the spec.
 
-Sandboxed modes call :func:`harness.execution.sandbox.enter` after their own imports and before the
+Sandboxed modes call :func:`harness.execution.confine.enter` after their own imports and before the
 submission's.
 """
 
@@ -34,6 +34,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m harness.execution.worker SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    for fd in spec.get("close_fds", []):  # what bubblewrap passed on but the worker must not keep
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     # Everything a mode needs is imported, and the tamper baseline taken, before the submission
     # can run (and, sandboxed, before the limits and the filter close in).
     import torch  # noqa: F401
@@ -51,7 +56,8 @@ def main(argv: list[str]) -> int:
 def _enter(spec: dict, device) -> None:
     import torch
 
-    from harness.execution.sandbox import Limits, enter
+    from harness.execution.confine import enter
+    from harness.execution.sandbox import Limits
 
     if device.type == "cuda":
         torch.zeros(1, device=device)  # the CUDA context, while devices and libraries are reachable

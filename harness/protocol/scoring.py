@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 CHECK_SAMPLE = 256  # test images scored a second time, in other batches
-# A relative change of the logits beyond this (largest absolute change over the largest absolute
-# logit, at least 1) between the two batchings flags the run. fp32 kernels give the same image the
-# same logits in any batch of the same size up to rounding (~1e-6); a layer using batch
-# statistics moves them by 1e-2 and more.
+# A change of a predicted class probability beyond this between the two batchings flags the run
+# (:func:`prediction_change`). fp32 kernels give the same image the same logits in any batch of
+# the same size up to rounding (~1e-6, less in probability); a layer using batch statistics moves
+# them by 1e-2 and more.
 TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2}
 
 
@@ -145,7 +145,7 @@ class Scored:
 
     loss_sum: torch.Tensor  # float64: summed cross-entropy over the protocol batches
     correct: torch.Tensor  # int64
-    check_change: torch.Tensor  # float64: the relative logit change of the check batches
+    check_change: torch.Tensor  # float64: the check batches' prediction_change
     check_flips: torch.Tensor  # int64: check images whose predicted class changed
 
     def values(self) -> list[torch.Tensor]:
@@ -165,13 +165,33 @@ def score(logits: torch.Tensor, labels: torch.Tensor, plan: EvalPlan) -> Scored:
     if len(plan.check_rows):
         checked = logits[torch.as_tensor(plan.check_rows, device=device)]
         reference = logits[torch.as_tensor(plan.check_of, device=device)]
-        scale = torch.clamp(reference.abs().max(), min=1.0)
-        change = ((checked - reference).abs().max() / scale).double()  # NaN for a NaN model
+        change = prediction_change(checked, reference)
         flips = (checked.argmax(1) != reference.argmax(1)).sum()
     else:
         change = torch.zeros((), dtype=torch.float64, device=device)
         flips = torch.zeros((), dtype=torch.int64, device=device)
     return Scored(loss_sum, correct, change, flips)
+
+
+def prediction_change(checked: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The batch check's measure (float64, on the logits' device): the largest change of a class
+    probability (softmax) between an image's logits in its check batch and in its protocol batch,
+    from 0 to 1. Probabilities are what a score is made of: the measure is blind to what cannot
+    change a score (a shift of an image's logits, their scale, classes far below the top ones),
+    and so cannot be drowned by one huge logit. Logits non-finite alike in both batchings are left
+    out (NaN when nothing is left: a model with NaN logits tells nothing); one that is finite in one
+    batching and not in the other, or not the same non-finite value, is the largest change, 1."""
+    finite_c, finite_r = torch.isfinite(checked), torch.isfinite(reference)
+    alike = (checked == reference) | (torch.isnan(checked) & torch.isnan(reference))
+    mismatch = ((finite_c != finite_r) | (~finite_c & ~alike)).any()
+    both = finite_c & finite_r
+    low = torch.tensor(float("-inf"), dtype=torch.float64, device=checked.device)
+    p_c = torch.softmax(torch.where(both, checked.double(), low), dim=1)
+    p_r = torch.softmax(torch.where(both, reference.double(), low), dim=1)
+    compared = both.any(1, keepdim=True)  # rows with no finite logit give NaN probabilities
+    largest = torch.where(compared, (p_c - p_r).abs(), torch.zeros_like(p_c)).amax()
+    nothing = torch.tensor(float("nan"), dtype=torch.float64, device=checked.device)
+    return torch.where(mismatch, torch.ones_like(largest), torch.where(compared.any(), largest, nothing))
 
 
 def batch_dependence(changes: list[float | None], flips: list[int | None], precision: str,

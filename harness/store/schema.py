@@ -30,8 +30,24 @@ Count = Annotated[int, Field(ge=0, le=10**12)]
 Epoch = Annotated[int, Field(ge=1, le=100_000)]
 
 
+MAX_DEPTH = 32  # nesting of free-form JSON: what a reader (or the pure-Python encoder) recurses over
+
+
+def json_depth(value: Any, stop: int = MAX_DEPTH) -> int:
+    """How deeply lists and maps nest in ``value`` (counted without recursion; stops past ``stop``)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= stop:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _bounded_json(limit: int):
     def check(value: Any) -> Any:
+        if json_depth(value) > MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} deep")
         if len(json.dumps(value, allow_nan=False)) > limit:
             raise ValueError(f"more than {limit} characters of JSON")
         return value
