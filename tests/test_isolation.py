@@ -211,19 +211,23 @@ def test_syscall_numbers_are_the_kernels(machine):
         assert numbers.get(call) == (number if number >= 0 else None), call
 
 
-PROBE = """
-import ctypes, json, os, resource, socket, subprocess, sys, threading, time
+# What every probe does first: enter the sandbox's limits (argv[1]), then try things into ``out``.
+ENTERED = """
+import ctypes, fcntl, json, os, resource, socket, struct, subprocess, sys, threading, time
 from harness.execution.confine import enter
 from harness.execution.sandbox import Limits
 enter(Limits(**json.loads(sys.argv[1])), "cpu")
-out = {"uid": os.getuid(), "cwd": os.getcwd(), "pids": [p for p in os.listdir("/proc") if p.isdigit()],
-       "results": os.path.exists(sys.argv[2]), "checkout": sorted(os.listdir(sys.argv[3]))}
+out = {}
 def attempt(name, fn):
     try:
         fn()
         out[name] = "allowed"
     except OSError as exc:
         out[name] = exc.strerror
+"""
+PROBE = ENTERED + """
+out.update({"uid": os.getuid(), "cwd": os.getcwd(), "pids": [p for p in os.listdir("/proc") if p.isdigit()],
+            "results": os.path.exists(sys.argv[2]), "checkout": sorted(os.listdir(sys.argv[3]))})
 def io_uring():
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.syscall(425, 8, ctypes.create_string_buffer(120)) < 0:
@@ -243,7 +247,6 @@ attempt("write_state", lambda: open("/state/ok.txt", "w").write("fine"))
 attempt("write_root", lambda: open("/x", "w"))
 attempt("write_dev", lambda: open("/dev/x", "w"))
 attempt("chmod_hidden", lambda: os.chmod(sys.argv[4], 0o777) if sys.argv[4] else None)
-import fcntl
 attempt("flock", lambda: fcntl.flock(open("/usr/bin/env", "rb"), fcntl.LOCK_SH))
 def remount():
     libc = ctypes.CDLL(None, use_errno=True)
@@ -324,18 +327,8 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
                    "uid": str(out["uid"]), "gid": str(out["uid"])}}
 
 
-SCORER_PROBE = """
-import ctypes, fcntl, json, os, struct, sys
-from harness.execution.confine import enter
-from harness.execution.sandbox import Limits
-enter(Limits(**json.loads(sys.argv[1])), "cpu")
-out, f = {}, open("/usr/bin/env", "rb")
-def attempt(name, fn):
-    try:
-        fn()
-        out[name] = "allowed"
-    except OSError as exc:
-        out[name] = exc.strerror
+SCORER_PROBE = ENTERED + """
+f = open("/usr/bin/env", "rb")
 def inotify():
     if ctypes.CDLL(None, use_errno=True).inotify_init1(0) < 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
