@@ -13,7 +13,7 @@ The version lives here and nowhere else (pyproject.toml reads it). The API is im
 use, so that ``import harness`` (and ``harness --help``) does not import torch.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 __all__ = ["__version__", "build_model", "load_submission"]
 

@@ -15,11 +15,29 @@ import fakedata  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    """No test reads a real data cache or writes outside its own folder; CPU only; 2 threads."""
+def _isolated(monkeypatch, tmp_path, request):
+    """No test reads a real data cache or the system's datasets (except those asking for
+    ``real_fmnist``) or writes outside its own folder; CPU only; 2 threads."""
     monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "no-data-here"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache-here"))
+    if "real_fmnist" not in request.fixturenames:
+        fakedata.hide_system_datasets(monkeypatch)
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def real_fmnist():
+    """The real Fashion-MNIST of Debian's dataset-fashion-mnist, as the system installs it: the
+    folder of its four .gz files. Skipped where it is not installed, except where
+    HARNESS_REQUIRE_FMNIST=1 (CI, which installs it): there the test fails."""
+    folder = Path("/usr/share/datasets/fashion-mnist")
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        why = "the Fashion-MNIST package is not installed (apt-get install dataset-fashion-mnist)"
+        if os.environ.get("HARNESS_REQUIRE_FMNIST") == "1":
+            pytest.fail(f"HARNESS_REQUIRE_FMNIST=1 but {why}")
+        pytest.skip(why)
+    return folder
 
 
 def sandbox_gate() -> None:
@@ -45,16 +63,19 @@ needs_sandbox = pytest.mark.usefixtures("sandbox")
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Make torchvision's downloads fail at once, as on a machine without network."""
-    import torchvision.datasets.utils as tvu
+    """Make downloads fail at once, as on a machine without network: no name resolves."""
+    import socket
+    import urllib.error
+
+    from harness.protocol import dataimport
 
     def refuse(*args, **kwargs):
-        raise OSError("network is unreachable (test)")
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
 
-    monkeypatch.setattr(tvu.urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(dataimport.urllib.request, "urlopen", refuse)
 
 
-def _cifar_root(tmp_path, monkeypatch, writer):
+def _tiny_root(tmp_path, monkeypatch, writer):
     root = tmp_path / "data"
     arrays = writer(root)
     fakedata.register_md5(monkeypatch, root)
@@ -63,15 +84,14 @@ def _cifar_root(tmp_path, monkeypatch, writer):
 
 @pytest.fixture
 def cifar10_root(tmp_path, monkeypatch):
-    return _cifar_root(tmp_path, monkeypatch, fakedata.write_cifar10)
+    return _tiny_root(tmp_path, monkeypatch, fakedata.write_cifar10)
 
 
 @pytest.fixture
 def cifar100_root(tmp_path, monkeypatch):
-    return _cifar_root(tmp_path, monkeypatch, fakedata.write_cifar100)
+    return _tiny_root(tmp_path, monkeypatch, fakedata.write_cifar100)
 
 
 @pytest.fixture
-def fmnist_root(tmp_path):
-    root = tmp_path / "data"
-    return root, fakedata.write_fmnist(root)
+def fmnist_root(tmp_path, monkeypatch):
+    return _tiny_root(tmp_path, monkeypatch, fakedata.write_fmnist)

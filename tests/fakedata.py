@@ -1,9 +1,9 @@
 """Tiny CIFAR-10, CIFAR-100 and FashionMNIST folders in torchvision's exact on-disk formats.
 
 CIFAR: pickled dicts (``data`` uint8 [N, 3072] in R, G, B planes; ``labels`` or ``fine_labels``)
-plus a meta file, checked by torchvision against md5 sums: :func:`register_md5` points the real
-check at the files written here, so the real integrity check runs. FashionMNIST: uncompressed
-big-endian IDX files (magic 0x00000803 for images, 0x00000801 for labels) under ``raw/``.
+plus a meta file. FashionMNIST: uncompressed big-endian IDX files (magic 0x00000803 for images,
+0x00000801 for labels) under ``raw/``. The catalogue checks every file against the published md5
+sums: :func:`register_md5` points the real check at the files written here.
 """
 
 from __future__ import annotations
@@ -14,10 +14,6 @@ import struct
 from pathlib import Path
 
 import numpy as np
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def _dump(path: Path, obj) -> None:
@@ -84,15 +80,29 @@ def write_fmnist(root: Path, n_train: int = 20, n_test: int = 8, seed: int = 2):
 
 
 def register_md5(monkeypatch, root: Path) -> None:
-    """Make torchvision's CIFAR integrity checks expect the md5 sums of the tiny files in ``root``."""
-    import torchvision.datasets as tvd
+    """Make the catalogue's published md5 sums (harness.protocol.datafiles) those of the tiny
+    files written under ``root``, so that the real verification runs on them."""
+    import dataclasses
 
-    for cls in (tvd.CIFAR10, tvd.CIFAR100):
-        folder = root / cls.base_folder
-        if not folder.exists():
+    from harness.protocol import datafiles
+
+    for name in ("cifar10", "cifar100", "fmnist", "mnist"):
+        pub = datafiles.PUBLISHED[name]
+        copies, _ = datafiles.copies_in(name, root)
+        if not copies or copies[0].archive:
             continue
-        for attr in ("train_list", "test_list"):
-            entries = [[name, _md5(folder / name)] for name, _ in getattr(cls, attr)]
-            monkeypatch.setattr(cls, attr, entries)
-        meta = dict(cls.meta, md5=_md5(folder / cls.meta["filename"]))
-        monkeypatch.setattr(cls, "meta", meta)
+        files = []
+        for f in pub.files:
+            data = datafiles._decompressed(copies[0].paths[f.name])
+            files.append(datafiles.DataFile(f.name, hashlib.md5(data).hexdigest(), len(data)))
+        monkeypatch.setitem(datafiles.PUBLISHED, name, dataclasses.replace(pub, files=tuple(files)))
+
+
+def hide_system_datasets(monkeypatch) -> None:
+    """No system folder (Debian's /usr/share/datasets/...) is searched: tests see only their files."""
+    import dataclasses
+
+    from harness.protocol import datafiles
+
+    for name, pub in list(datafiles.PUBLISHED.items()):
+        monkeypatch.setitem(datafiles.PUBLISHED, name, dataclasses.replace(pub, system=()))

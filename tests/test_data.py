@@ -52,18 +52,25 @@ def test_missing_dataset_names_expected_files(tmp_path, no_network):
         load_dataset("cifar100", tmp_path / "empty", download=True)
     msg = str(err.value)
     assert "cifar-100-python/train" in msg and "cifar-100-python/test" in msg
-    assert str(tmp_path / "empty") in msg and "download failed" in msg and "\n" not in msg
+    assert "cifar-100-python.tar.gz" in msg and "harness data import" in msg
+    assert str(tmp_path / "empty") in msg and "download failed: no network" in msg and "\n" not in msg
+    assert not (tmp_path / "empty").exists()  # a failed download writes nothing, no folder either
 
 
 def test_missing_dataset_without_download(tmp_path):
-    with pytest.raises(DatasetUnavailable, match="FashionMNIST/raw/train-images-idx3-ubyte"):
+    with pytest.raises(DatasetUnavailable) as err:
         load_dataset("fmnist", tmp_path, download=False)
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte" in msg and "FashionMNIST/raw/" in msg and "gzipped or not" in msg
+    assert "apt-get install dataset-fashion-mnist" in msg and "download failed" not in msg
 
 
 def test_corrupt_cifar_file_is_reported(cifar10_root, no_network):
     root, _ = cifar10_root
     (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"truncated")
-    with pytest.raises(DatasetUnavailable, match="cifar-10-batches-py/data_batch_3"):
+    with pytest.raises(DatasetUnavailable, match="cifar-10-batches-py/data_batch_3 is not the "
+                                                 "published file: its content's md5 is "
+                                                 "ac273a9aa2a7a6e63ef477fa7f6d1980"):
         load_dataset("cifar10", root)
 
 

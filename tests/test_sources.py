@@ -11,6 +11,8 @@ import torch
 from harness.protocol import sources
 from harness.protocol.data import DatasetUnavailable, load_dataset
 
+import fakedata
+
 ADULT_ROWS = [  # the first rows of adult.data, and one with unknown values
     "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, Male, 2174, 0, 40, United-States, <=50K",  # noqa: E501
     "50, Self-emp-not-inc, 83311, Bachelors, 13, Married-civ-spouse, Exec-managerial, Husband, White, Male, 0, 0, 13, United-States, <=50K",  # noqa: E501
@@ -150,13 +152,14 @@ def _idx(path, array):
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def test_mnist_as_features_in_its_idx_format(tmp_path):
+def test_mnist_as_features_in_its_idx_format(tmp_path, monkeypatch):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 6), ("t10k", 3)):
         _idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
         _idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    fakedata.register_md5(monkeypatch, tmp_path)  # the catalogue's published md5s are these files'
     data = load_dataset("mnist", tmp_path, download=False)
     assert tuple(data.train.inputs.shape) == (6, 784) and data.train.inputs.dtype == torch.float32
     assert data.test.labels.tolist() == [0, 1, 2]

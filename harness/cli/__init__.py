@@ -2,7 +2,7 @@
 
 :mod:`harness.cli.run` (eval, check, list), :mod:`harness.cli.sweeps` (submit, baselines run,
 status), :mod:`harness.cli.study`, :mod:`harness.cli.board` (leaderboard build),
-:mod:`harness.cli.bench`; what they share (exit codes, options, one-line errors) is in
+:mod:`harness.cli.bench`, :mod:`harness.cli.data`; what they share (exit codes, options, one-line errors) is in
 :mod:`harness.cli.common`. No module here imports torch at import time, so ``--help`` is fast.
 """
 
@@ -14,6 +14,7 @@ from harness import __version__
 from harness.cli.bench import bench_cmd
 from harness.cli.board import leaderboard_group
 from harness.cli.common import CONTEXT, EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from harness.cli.data import data_group
 from harness.cli.run import check_cmd, eval_cmd, list_cmd
 from harness.cli.study import study_group
 from harness.cli.sweeps import baselines_group, status_cmd, submit_cmd
@@ -38,5 +39,5 @@ def main() -> None:
 
 
 for command in (eval_cmd, check_cmd, list_cmd, submit_cmd, baselines_group, status_cmd,
-                study_group, leaderboard_group, bench_cmd):
+                study_group, leaderboard_group, bench_cmd, data_group):
     main.add_command(command)

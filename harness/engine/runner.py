@@ -18,6 +18,7 @@ from harness.engine.instruments import norm_summary
 from harness.engine.train import EpochMetrics, TrainResult, train
 from harness.protocol import data as data_mod
 from harness.protocol.catalog import ARCHITECTURES, compatibility_error
+from harness.protocol.datafiles import BUILT_IN
 from harness.protocol.entries import params_label
 from harness.protocol.models import build_model, count_parameters
 from harness.protocol.spec import PLAIN, RunError, RunSpec
@@ -71,12 +72,14 @@ def record_start(spec: RunSpec, dataset: data_mod.Dataset, device: str, *, run_i
                    # "compile" and "speed" say what harness.engine.fast put in effect (filled in
                    # once its checks have run).
                    "compile": compile_mode, "speed": None,
-                   "data_root": None if name in ("digits", "noise") else str(dataset.source)},
+                   "data_root": None if name in BUILT_IN else str(dataset.source)},
         "submission": submission,
         "checks": checks,
         "data": {"train_size": len(dataset.train), "test_size": len(dataset.test),
                  "mean": list(dataset.mean), "std": list(dataset.std),
-                 "train_sha256": dataset.train.sha256(), "test_sha256": dataset.test.sha256()},
+                 "train_sha256": dataset.train.sha256(), "test_sha256": dataset.test.sha256(),
+                 # the published files read, each with the md5 and sha256 of its content
+                 "files": list(dataset.files), "notes": list(dataset.notes)},
         "environment": environment, "started_at": started_at, "resumes": resumes,
         "isolation": isolation, "reported": reported,
         **(extra or {}),

@@ -1,7 +1,8 @@
 """What the protocol names, without importing torch: the architectures and the datasets.
 
 The command line's choices and ``--help`` come from here; :mod:`harness.protocol.models` builds the
-architectures and :mod:`harness.protocol.data` loads the datasets.
+architectures, :mod:`harness.protocol.datafiles` says where each dataset's published files are
+and :mod:`harness.protocol.data` loads them.
 """
 
 from __future__ import annotations
@@ -105,11 +106,9 @@ class DatasetSpec:
     std: tuple[float, float, float]
     channels: int  # stored channels; grey images are repeated to 3 after normalisation
     in_reference: bool
-    expected_files: tuple[str, ...] = ()  # relative to the data root, for the "missing" message
     kind: str = "image"  # what a sample is: InputSpec.kind
     shape: tuple[int, ...] = (32, 32)  # per sample: image (H, W); features (F,); sequence (T, F); tokens (T,)
     vocab_size: int = 0  # kind "tokens": ids below it, 0 padding, 1 out of vocabulary
-    download: str = ""  # where the files come from, for the "missing" message
 
     @classmethod
     def from_json(cls, data: dict) -> "DatasetSpec":
@@ -126,20 +125,13 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
         "cifar10", "CIFAR-10: 50k/10k 32x32 colour images, 10 classes", 10,
-        (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 3, True,
-        tuple(f"cifar-10-batches-py/{f}" for f in
-              ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-               "test_batch", "batches.meta"])),
+        (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 3, True),
     "cifar100": DatasetSpec(
         "cifar100", "CIFAR-100: 50k/10k 32x32 colour images, 100 classes", 100,
-        (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 3, True,
-        tuple(f"cifar-100-python/{f}" for f in ["train", "test", "meta"])),
+        (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 3, True),
     "fmnist": DatasetSpec(
         "fmnist", "FashionMNIST: 60k/10k 28x28 grey images resized to 32, 10 classes", 10,
-        (0.2860,) * 3, (0.3530,) * 3, 1, True,
-        tuple(f"FashionMNIST/raw/{f}" for f in
-              ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])),
+        (0.2860,) * 3, (0.3530,) * 3, 1, True),
     # mean/std of digits are computed from its train split when it is loaded (harness.protocol.offline).
     "digits": DatasetSpec(
         "digits", "scikit-learn's 8x8 digits scaled to 32x32 (offline; demos and tests), 10 classes",
@@ -158,32 +150,24 @@ DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
         "mnist", "MNIST: 60k/10k 28x28 digits as 784 standardised features, 10 classes (the mlp "
         "track)", 10, (0.1307,), (0.3081,), 1, False,
-        tuple(f"MNIST/raw/{f}" for f in
-              ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
         kind="features", shape=(784,)),
     # One-hot over the categories adult.names lists, continuous columns standardised on the train
     # split (harness.protocol.sources): 6 + 99 = 105 features.
     "adult": DatasetSpec(
         "adult", "UCI Adult (census income > 50K): 32,561/16,281 people, 105 features, 2 classes "
-        "(the mlp track)", 2, (0.0,), (1.0,), 0, False, ("adult/adult.data", "adult/adult.test"),
-        kind="features", shape=(105,),
-        download="https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"),
+        "(the mlp track)", 2, (0.0,), (1.0,), 0, False,
+        kind="features", shape=(105,)),
     # Lower-cased words of the training reviews; the 20,000 most frequent form the vocabulary
     # (harness.protocol.sources); reviews cut to their first 256 tokens.
     "imdb": DatasetSpec(
         "imdb", "IMDB movie reviews (Maas et al. 2011): 25k/25k, sentiment, 2 classes; 256 tokens "
         "of a 20,000-word vocabulary (the rnn and transformer tracks)", 2, (0.0,), (1.0,), 0,
-        False, ("aclImdb/train/pos/", "aclImdb/train/neg/", "aclImdb/test/pos/",
-                "aclImdb/test/neg/"), kind="tokens", shape=(256,), vocab_size=20_002,
-        download="https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"),
+        False, kind="tokens", shape=(256,), vocab_size=20_002),
     # mean/std are the train split's per-channel ones, computed when it is loaded (harness.protocol.data).
     "tinyimagenet": DatasetSpec(
         "tinyimagenet", "Tiny ImageNet: 100k/10k 64x64 colour images (the validation set is the "
         "test set), 200 classes", 200, (0.0,) * 3, (1.0,) * 3, 3,
-        False, ("tiny-imagenet-200/wnids.txt", "tiny-imagenet-200/train/",
-                "tiny-imagenet-200/val/images/", "tiny-imagenet-200/val/val_annotations.txt"),
-        shape=(64, 64), download="http://cs231n.stanford.edu/tiny-imagenet-200.zip"),
+        False, shape=(64, 64)),
     # Learning nothing, costing exactly what CIFAR-10 costs: speed measurements where CIFAR is absent.
     "noise": DatasetSpec(
         "noise", "random 32x32 colour images and labels of CIFAR-10's size (50k/10k, 10 classes; "

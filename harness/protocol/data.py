@@ -14,15 +14,14 @@ torchvision's (see tests/test_augment.py).
 
 from __future__ import annotations
 
-import socket
+import pickle
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.protocol.catalog import DATASETS, DatasetSpec, default_data_root, resolve_dataset_name
+from harness.protocol.catalog import DATASETS, DatasetSpec, resolve_dataset_name
 from harness.protocol.splits import Dataset, DatasetUnavailable, Split
 
 __all__ = ["Dataset", "DatasetUnavailable", "Split", "load_dataset", "make_pipeline"]
@@ -53,116 +52,64 @@ def resize_u8(images: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     return F.interpolate(images, size=new, mode="bilinear", align_corners=False, antialias=True)
 
 
-def _torchvision_class(name: str):
-    import torchvision.datasets as tvd
+def _verified_copy(name: str, root, download: bool):
+    """The first intact copy of ``name``'s files (:mod:`harness.protocol.datafiles`), downloaded
+    into the data root first when there is none and ``download`` allows."""
+    from harness.protocol import datafiles, dataimport
 
-    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "fmnist": tvd.FashionMNIST,
-            "mnist": tvd.MNIST}[name]
-
-
-def _open_torchvision(name: str, root: Path, train: bool, download: bool):
-    cls = _torchvision_class(name)
-    try:
-        return cls(str(root), train=train, download=False)
-    except RuntimeError as missing:
-        if not download:
-            raise DatasetUnavailable(_missing_message(name, root, str(missing))) from None
-    # The files are absent or corrupt: try the network, briefly, then give one clear message.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)
-    try:
-        return cls(str(root), train=train, download=True)
-    except Exception as exc:  # noqa: BLE001 - any download failure becomes the same message
-        reason = f"download failed: {type(exc).__name__}: {exc}".splitlines()[0][:200]
-        raise DatasetUnavailable(_missing_message(name, root, reason)) from None
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _missing_message(name: str, root: Path, reason: str) -> str:
-    spec = DATASETS[name]
-    files = ", ".join(spec.expected_files)
-    source = f" (from {spec.download})" if spec.download else ""
-    return (f"{name} is not available under {root} ({reason}). Expected files{source}: {files}. "
-            f"Put them there, or point --data-root / $HARNESS_DATA at a folder that has them.")
-
-
-def _fetch_files(name: str, root: Path, download: bool) -> None:
-    """Make sure ``name``'s files (its spec's ``expected_files``) are under ``root``: download and
-    unpack ``spec.download`` when they are not and ``download`` allows, else one clear message."""
-    from torchvision.datasets.utils import download_and_extract_archive, download_url
-
-    spec = DATASETS[name]
-    missing = [f for f in spec.expected_files if not (root / f).exists()]
-    if not missing:
-        return
-    if not download:
-        raise DatasetUnavailable(_missing_message(name, root, f"missing {missing[0]}"))
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)
-    try:
-        if spec.download.endswith("/"):  # a folder of plain files (UCI)
-            folder = root / Path(spec.expected_files[0]).parent
-            for f in missing:
-                download_url(spec.download + Path(f).name, str(folder))
+    found, problems = datafiles.locate(name, root)
+    if found is None and download:
+        try:
+            dataimport.download(name, root)
+        except datafiles.DataProblem as exc:
+            problems.append(str(exc))
         else:
-            download_and_extract_archive(spec.download, str(root))
-    except Exception as exc:  # noqa: BLE001 - any download failure becomes the same message
-        reason = f"download failed: {type(exc).__name__}: {exc}".splitlines()[0][:200]
-        raise DatasetUnavailable(_missing_message(name, root, reason)) from None
-    finally:
-        socket.setdefaulttimeout(previous)
+            found, problems = datafiles.locate(name, root)
+    if found is None:
+        raise DatasetUnavailable(datafiles.missing_message(name, root, problems))
+    return found, problems
 
 
-def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
-    spec = DATASETS[name]
-    splits = []
-    for train in (True, False):
-        ds = _open_torchvision(name, root, train, download)
-        data = ds.data
-        images = torch.as_tensor(np.asarray(data))
-        if images.dim() == 3:  # [N, H, W] grey
-            images = images.unsqueeze(1)
-        else:  # [N, H, W, C] colour, as CIFAR stores it
-            images = images.permute(0, 3, 1, 2)
-        labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-        if spec.kind == "features":  # ToTensor, Normalize, flatten: MNIST for the MLPs
-            x = images.to(torch.float32).div(255).sub(spec.mean[0]).div(spec.std[0])
-            splits.append(Split(x.flatten(1).contiguous(), labels))
-            continue
-        images = resize_u8(images.contiguous())
-        splits.append(Split(images.contiguous(), labels))
-    return Dataset(spec, splits[0], splits[1], spec.mean, spec.std, source=str(root))
-
-
-def _from_arrays(name: str, arrays: dict, mean, std, source: str) -> Dataset:
-    def split(part: str) -> Split:
-        return Split(torch.as_tensor(arrays[f"{part}_x"]).contiguous(),
-                     torch.as_tensor(arrays[f"{part}_y"], dtype=torch.int64))
-
-    return Dataset(DATASETS[name], split("train"), split("test"), tuple(mean), tuple(std), source)
-
-
-def _load_files(name: str, root: Path, download: bool) -> Dataset:
+def _load_files(name: str, root, download: bool) -> Dataset:
     """A dataset the harness reads from its published files (harness.protocol.sources)."""
     from harness.protocol import sources
 
-    _fetch_files(name, root, download)
-    spec = DATASETS[name]
+    found, notes = _verified_copy(name, root, download)
+    spec, where = DATASETS[name], found.copy.place
     try:
-        if name == "adult":
-            arrays = sources.read_adult(root / "adult")
-            return _from_arrays(name, arrays, arrays["mean"].tolist(), arrays["std"].tolist(),
-                                str(root / "adult"))
-        if name == "imdb":
-            arrays = sources.read_imdb(root / "aclImdb", spec.vocab_size, spec.shape[0])
-            return _from_arrays(name, arrays, spec.mean, spec.std, str(root / "aclImdb"))
-        arrays = sources.read_tinyimagenet(root / "tiny-imagenet-200")
-    except (OSError, ValueError, KeyError) as exc:
-        raise DatasetUnavailable(_missing_message(name, root, f"unreadable: {exc}"[:200])) from None
-    # Normalised with the train split's own per-channel mean and std (every pixel counted).
-    mean, std = channel_stats(arrays["train_x"])
-    return _from_arrays(name, arrays, mean, std, str(root / "tiny-imagenet-200"))
+        if name in ("fmnist", "mnist"):
+            arrays = sources.read_mnist_family(found.blobs)
+        elif name == "cifar10":
+            arrays = sources.read_cifar(found.blobs, "cifar-10-batches-py",
+                                        [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels")
+        elif name == "cifar100":
+            arrays = sources.read_cifar(found.blobs, "cifar-100-python", ["train"], "test",
+                                        "fine_labels")
+        elif name == "adult":
+            arrays = sources.read_adult(where / "adult")
+        elif name == "imdb":
+            arrays = sources.read_imdb(where / "aclImdb", spec.vocab_size, spec.shape[0])
+        else:
+            arrays = sources.read_tinyimagenet(where / "tiny-imagenet-200")
+    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+        raise DatasetUnavailable(f"{name}: {found.copy.describe()} cannot be read: "
+                                 f"{type(exc).__name__}: {exc}"[:300]) from None
+    if name == "adult":
+        mean, std = arrays["mean"].tolist(), arrays["std"].tolist()
+    elif name == "tinyimagenet":  # normalised with the train split's own per-channel statistics
+        mean, std = channel_stats(arrays["train_x"])
+    else:
+        mean, std = spec.mean, spec.std
+    splits = []
+    for part in ("train", "test"):
+        x = torch.as_tensor(arrays[f"{part}_x"])
+        if spec.kind == "features" and x.dtype == torch.uint8:  # ToTensor, Normalize, flatten
+            x = x.to(torch.float32).div(255).sub(spec.mean[0]).div(spec.std[0]).flatten(1)
+        elif spec.kind == "image":
+            x = resize_u8(x.contiguous(), spec.shape[-1])  # Resize(32) for the MNIST family
+        splits.append(Split(x.contiguous(), torch.as_tensor(arrays[f"{part}_y"], dtype=torch.int64)))
+    return Dataset(spec, splits[0], splits[1], tuple(mean), tuple(std), source=found.copy.describe(),
+                   files=tuple(found.files), notes=tuple(notes))
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -205,8 +152,11 @@ def _noise(n_train: int = 50_000, n_test: int = 10_000) -> Dataset:
     return random_dataset(DATASETS["noise"], n_train, n_test, "noise (seed 0)")
 
 
-def load_dataset(name: str, root: str | Path | None = None, download: bool = True) -> Dataset:
-    """Load a dataset by name (aliases allowed) as resident uint8 tensors on the CPU."""
+def load_dataset(name: str, root=None, download: bool = True) -> Dataset:
+    """Load a dataset by name (aliases allowed) as resident tensors on the CPU, from the first
+    intact copy of its files under ``root``, ``$HARNESS_DATA``, the cache or the system's
+    dataset folders (:mod:`harness.protocol.datafiles`); downloaded first where none is found and
+    ``download`` allows."""
     name = resolve_dataset_name(name)
     if name in ("digits", "digits_rows", "breast_cancer"):
         from harness.protocol import offline
@@ -214,10 +164,7 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
         return offline.LOADERS[name]()
     if name == "noise":
         return _noise()
-    root = Path(root).expanduser() if root else default_data_root()
-    if name in ("adult", "imdb", "tinyimagenet"):
-        return _load_files(name, root, download)
-    return _load_torchvision(name, root, download)
+    return _load_files(name, root, download)
 
 
 # --------------------------------------------------------------------------------------------

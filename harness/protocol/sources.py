@@ -1,7 +1,7 @@
-"""Reading the tracks' datasets from their published files: UCI Adult, the IMDB review archive and
-Tiny ImageNet's folders. Each reader takes the folder that holds the files as they unpack and
-returns NumPy arrays; :func:`harness.protocol.data.load_dataset` makes them a Dataset, and
-downloads the files first when they are missing and the network allows.
+"""Reading datasets from their published files: the MNIST family's IDX files and CIFAR's pickled
+batches (from the bytes :mod:`harness.protocol.datafiles` has verified), UCI Adult, the IMDB review
+archive and Tiny ImageNet's folders. Each reader returns NumPy arrays;
+:func:`harness.protocol.data.load_dataset` makes them a Dataset.
 
 Every choice that turns the files into numbers is fixed here, from the training split only, so
 that no test sample shapes the inputs: Adult's category lists are those ``adult.names`` documents
@@ -11,11 +11,59 @@ reviews' most frequent words.
 
 from __future__ import annotations
 
+import pickle
 import re
+import struct
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# IDX (LeCun's format: MNIST, Fashion-MNIST) and CIFAR's pickled batches, from verified bytes
+# --------------------------------------------------------------------------------------------
+
+
+def read_idx(data: bytes) -> np.ndarray:
+    """An IDX file's array: a big-endian header (two zero bytes, the type 0x08 for unsigned bytes,
+    the number of dimensions, then each dimension as a uint32), then the values."""
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ValueError("not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(f"IDX header says {dims}, the file holds {body.size} values")
+    return body.reshape(dims).copy()  # writable, and free of the file's bytes
+
+
+def read_mnist_family(blobs: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """Images ``[N, 1, 28, 28]`` uint8 and int64 labels of both splits, from the four IDX files."""
+    out = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(blobs[f"{prefix}-images-idx3-ubyte"])
+        labels = read_idx(blobs[f"{prefix}-labels-idx1-ubyte"]).astype(np.int64)
+        if images.ndim != 3 or labels.shape != images.shape[:1]:
+            raise ValueError(f"{prefix}: {images.shape} images for {labels.shape} labels")
+        out[f"{split}_x"], out[f"{split}_y"] = images[:, None], labels
+    return out
+
+
+def read_cifar(blobs: dict[str, bytes], folder: str, train: list[str], test: str,
+               label_key: str) -> dict[str, np.ndarray]:
+    """Images ``[N, 3, 32, 32]`` uint8 (each row of ``data`` is the R, G then B plane) and labels,
+    from CIFAR's pickled batches. Unpickled only after :func:`harness.protocol.datafiles.verify`
+    has matched every byte to the published files."""
+    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+        entry = pickle.loads(blobs[f"{folder}/{name}"], encoding="latin1")  # noqa: S301 - verified
+        x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return x, np.asarray(entry[label_key], dtype=np.int64)
+
+    parts = [batch(n) for n in train]
+    test_x, test_y = batch(test)
+    return {"train_x": np.concatenate([p[0] for p in parts]),
+            "train_y": np.concatenate([p[1] for p in parts]), "test_x": test_x, "test_y": test_y}
+
 
 # --------------------------------------------------------------------------------------------
 # UCI Adult (Kohavi 1996): adult.data (32,561 rows) and adult.test (16,281, after a header line)

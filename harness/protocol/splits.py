@@ -50,3 +50,5 @@ class Dataset:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str  # where the files came from
+    files: tuple[dict, ...] = ()  # each file read: name, path, bytes, md5 and sha256 of its content
+    notes: tuple[str, ...] = ()  # copies passed over (incomplete, not the published files)

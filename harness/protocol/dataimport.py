@@ -1,0 +1,244 @@
+"""Putting a dataset into a data root: ``harness data import PATH`` and downloads.
+
+The only module that writes into a data root, and it writes only copies it has verified: the
+files are assembled in a hidden folder of the root (``.harness-import-*``), checked (the published
+md5 of each file's content, :mod:`harness.protocol.datafiles`), then moved into place one rename
+each. On any failure that folder goes, and so does every folder this import created: nothing is
+left behind, no empty folder either. Downloads go to the system's temporary folder first, so a
+failed or refused download never touches a data root at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+from harness.protocol.catalog import resolve_dataset_name
+from harness.protocol.datafiles import (
+    PUBLISHED,
+    Copy,
+    DataProblem,
+    OtherDataset,
+    copies_in,
+    install_root,
+    verify,
+)
+
+TIMEOUT_S = 30
+
+
+class _Creation:
+    """The folders one import created, removed again (deepest first, only if empty) on failure."""
+
+    def __init__(self) -> None:
+        self.made: list[Path] = []
+
+    def mkdirs(self, folder: Path) -> None:
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for d in reversed(missing):
+            d.mkdir()
+            self.made.append(d)
+
+    def undo(self) -> None:
+        for d in reversed(self.made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def _archive_names(name: str) -> set[str]:
+    pub = PUBLISHED[name]
+    return {n for n in [pub.archive, *(u.rsplit("/", 1)[1] for u in pub.urls)]
+            if n.endswith((".gz", ".zip"))}
+
+
+def _unpack(archive: Path, into: Path) -> None:
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(into)
+    else:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(into, filter="data")
+
+
+def recognise(path: Path) -> list[tuple[str, Path, bool]]:
+    """What ``path`` holds: (dataset, root or archive, is an archive to unpack) per dataset."""
+    if path.is_file():
+        for name in PUBLISHED:
+            if path.name in _archive_names(name):
+                return [(name, path, path.name != PUBLISHED[name].archive)]
+        for name, pub in PUBLISHED.items():
+            if any(path.name in (Path(f.name).name, Path(f.name).name + ".gz") for f in pub.files):
+                return recognise(path.parent)
+        return []
+    return [(name, path, False) for name in PUBLISHED if copies_in(name, path)[0]]
+
+
+def _target(copy: Copy, root: Path, name: str) -> Path:
+    """Where a copy's file ``name`` goes under ``root``: the dataset's install folder, in the form
+    (gzipped or not) it has in the copy."""
+    pub = PUBLISHED[copy.dataset]
+    base = root / pub.install_folder if pub.install_folder else root
+    return base / (name + (".gz" if copy.paths[name].name.endswith(".gz") else ""))
+
+
+def _install(copy: Copy, root: Path) -> list[Path]:
+    """Copy a verified copy's files under ``root``; returns the paths written."""
+    creation = _Creation()
+    creation.mkdirs(root)
+    staging = Path(tempfile.mkdtemp(prefix=".harness-import-", dir=root))
+    moves: list[tuple[Path, Path]] = []
+    try:
+        if copy.archive:
+            shutil.copyfile(copy.place, staging / copy.place.name)
+            moves.append((staging / copy.place.name, root / PUBLISHED[copy.dataset].archive))
+        else:
+            for i, (name, src) in enumerate(copy.paths.items()):
+                staged = staging / str(i)
+                (shutil.copytree if src.is_dir() else shutil.copyfile)(src, staged)
+                moves.append((staged, _target(copy, root, name)))
+        for staged, final in moves:
+            creation.mkdirs(final.parent)
+            other = final.with_name(final.name[:-3]) if final.name.endswith(".gz") else \
+                final.with_name(final.name + ".gz")
+            if other.is_file() and other.name in {Path(n).name for n in copy.paths}:
+                other.unlink()  # the other form would shadow the verified file
+            if final.is_dir():
+                shutil.rmtree(final)
+            staged.replace(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        creation.undo()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return [final for _, final in moves]
+
+
+def _import_one(name: str, source: Path, unpack: bool, root: Path) -> dict:
+    if unpack:
+        with tempfile.TemporaryDirectory(prefix="harness-unpack-") as tmp:
+            try:
+                _unpack(source, Path(tmp))
+            except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+                raise DataProblem(f"{name}: {source} cannot be unpacked "
+                                  f"({type(exc).__name__}: {exc})") from None
+            return _import_one(name, Path(tmp), False, root)
+    copies, partial = copies_in(name, source) if source.is_dir() else (
+        [Copy(name, source, archive=True)], [])
+    if not copies:
+        raise DataProblem(f"{name}: no complete copy in {source}" + (f" ({'; '.join(partial)})"
+                                                                    if partial else ""))
+    checked = verify(copies[0])
+
+    def content(files: list[dict]) -> list[tuple]:
+        return [(f["name"], f.get("sha256")) for f in files]
+
+    for there in copies_in(name, root)[0]:
+        try:
+            if checked.verified and content(verify(there).files) == content(checked.files):
+                return {"dataset": name, "from": str(source), "to": there.describe(),
+                        "written": [], "verified": True, "already": True}
+        except DataProblem:
+            pass
+    written = _install(copies[0], root)
+    return {"dataset": name, "from": str(source), "to": str(root), "written": [str(w) for w in written],
+            "verified": checked.verified, "already": False}
+
+
+def import_path(path: str | Path, data_root: str | Path | None = None) -> list[dict]:
+    """Import every dataset found at ``path`` (a folder, an archive, or one of a dataset's files,
+    meaning its folder) into the data root, verified: a row per dataset, with ``error`` where its
+    files are not the published ones (nothing of it is written then). Raises DataProblem when
+    nothing is recognised."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataProblem(f"{path} does not exist")
+    found = recognise(path)
+    if not found:
+        known = ", ".join(sorted({n for d in PUBLISHED for n in _archive_names(d)}))
+        raise DataProblem(f"no dataset recognised at {path}: expected a folder holding a "
+                          f"dataset's files (harness data list says which), or one of {known}")
+    root, rows = install_root(data_root), []
+    for name, source, unpack in found:
+        try:
+            rows.append(_import_one(name, source, unpack, root))
+        except OtherDataset:
+            continue  # e.g. Fashion-MNIST's files, which MNIST's layout matches by name
+        except DataProblem as exc:
+            rows.append({"dataset": name, "from": str(source), "error": str(exc)})
+    if not rows:
+        raise DataProblem(f"no dataset recognised at {path}: its files are none of the "
+                          f"published ones (harness data list names them)")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Downloads: into the system's temporary folder, then imported as a user's download would be
+# --------------------------------------------------------------------------------------------
+
+
+def _reason(url: str, exc: BaseException) -> str:
+    host = urllib.parse.urlsplit(url).hostname or url
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"{url}: HTTP {exc.code} {exc.reason}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror):
+        return f"no network: cannot resolve {host}"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"no answer from {host} within {TIMEOUT_S} s"
+    return f"cannot fetch {url}: {type(reason).__name__}: {reason}"
+
+
+def fetch(url: str, dest: Path) -> None:
+    """``url`` into the file ``dest``; DataProblem with the real reason when it cannot be had."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+        raise DataProblem(_reason(url, exc)) from None
+
+
+def download(name: str, data_root: str | Path | None = None,
+             say: Callable[[str], None] = lambda _: None) -> list[dict]:
+    """Download ``name`` from its mirrors and import it into the data root."""
+    name = resolve_dataset_name(name)
+    pub, reasons = PUBLISHED[name], []
+    for url in pub.urls:
+        with tempfile.TemporaryDirectory(prefix="harness-download-") as tmp:
+            folder = Path(tmp)
+            try:
+                if url.endswith((".gz", ".zip")):
+                    say(f"downloading {url}")
+                    target = folder / url.rsplit("/", 1)[1]
+                    fetch(url, target)
+                else:
+                    for f in pub.files:
+                        file_url = url + Path(f.name).name + ".gz" * pub.gzipped
+                        say(f"downloading {file_url}")
+                        dest = folder / (f.name + ".gz" * pub.gzipped)
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        fetch(file_url, dest)
+                    target = folder
+                rows = import_path(target, data_root)
+            except DataProblem as exc:
+                reasons.append(str(exc))
+                continue
+            # "the download of URL" rather than a temporary folder that is gone already
+            errors = [r["error"].replace(f"{folder}/", "" if url.endswith((".gz", ".zip")) else url)
+                      for r in rows if "error" in r]
+            if not errors:
+                return rows
+            reasons += errors
+    raise DataProblem("download failed: " + "; ".join(reasons or ["no download address"]))
