@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the engine's and the store's types; this module imports none of the harness
@@ -22,10 +23,54 @@ log = logging.getLogger("harness")
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs``: a count and its noun (``words``: an irregular plural)."""
+    return f"{n} {word}" if n == 1 else f"{n} {words or word + 's'}"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "nan"
+
+
+def epoch_line(e: "EpochMetrics", epochs: int, best: float, note: str = "") -> str:
+    """One epoch, as a log shows it (trusted and sandboxed runs alike)."""
+    return (f"epoch {e.epoch:>3}/{epochs}  lr {_number(e.lr, '.5f')}  train loss "
+            f"{_number(e.train_loss, '.4f')} acc {_number(e.train_acc, '6.2f')}{note}  test loss "
+            f"{_number(e.test_loss, '.4f')} acc {_number(e.test_acc, '6.2f')}  best {best:6.2f}  "
+            f"({(e.train_s or 0) + (e.eval_s or 0):.1f}s)")
+
+
 def metrics_line(e: "EpochMetrics") -> str:
     """The reference's log line, kept so that scripts written for it keep working."""
-    return (f"TRAIN_METRICS: epoch={e.epoch} train_loss={e.train_loss:.4f} train_acc={e.train_acc:.2f} "
-            f"test_loss={e.test_loss:.4f} test_acc={e.test_acc:.2f} lr={e.lr:.6f}")
+    return (f"TRAIN_METRICS: epoch={e.epoch} train_loss={_number(e.train_loss, '.4f')} "
+            f"train_acc={_number(e.train_acc, '.2f')} test_loss={_number(e.test_loss, '.4f')} "
+            f"test_acc={_number(e.test_acc, '.2f')} lr={_number(e.lr, '.6f')}")
+
+
+class Heartbeat:
+    """In a log (no terminal, so no progress bar), a line every ``every_s`` seconds of training:
+    where the epoch is, images/s, and when it will end; a 200-epoch run is never silent for long."""
+
+    def __init__(self, steps_per_epoch: int = 0, batch_size: int = 0, epochs: int = 0,
+                 every_s: float = 60.0, clock=time.monotonic):
+        self.steps, self.batch, self.epochs, self.every_s, self.clock = (
+            steps_per_epoch, batch_size, epochs, every_s, clock)
+        self.epoch_no, self.done, self.started = 1, 0, clock()
+        self.last = self.started
+
+    def epoch_done(self) -> None:
+        self.epoch_no, self.done, self.started = self.epoch_no + 1, 0, self.clock()
+
+    def step(self) -> str | None:
+        self.done += 1
+        now = self.clock()
+        if now - self.last < self.every_s or not self.steps:
+            return None
+        self.last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        eta = (self.steps - self.done) / rate if rate > 0 else float("nan")
+        return (f"  epoch {self.epoch_no}/{self.epochs}: step {self.done}/{self.steps}, "
+                f"{rate * self.batch:.0f} images/s, epoch ends in {eta:.0f}s")
 
 
 class Reporter:
@@ -72,6 +117,7 @@ class ConsoleReporter(Reporter):
         self.epochs = 0
         self.best = float("-inf")
         self.plain = True
+        self.beat = Heartbeat()
 
     def info(self, message: str, err: bool = False) -> None:
         if self.level >= NORMAL:
@@ -94,20 +140,23 @@ class ConsoleReporter(Reporter):
                         disable=None if self.level >= NORMAL else True, leave=False,
                         file=sys.stderr)
         self.plain = bool(self.bar.disable)
+        self.beat = Heartbeat(steps, cfg["batch_size"], self.epochs)
 
     def step(self) -> None:
         if self.bar is not None:
             self.bar.update(1)
+        if self.plain and self.level >= NORMAL:
+            line = self.beat.step()
+            if line:
+                self.echo(line)
 
     def epoch(self, e: "EpochMetrics") -> None:
+        self.beat.epoch_done()
         if e.test_acc is None:  # a sandboxed trainer: the parent prints the scored line
             return
         self.best = max(self.best, e.test_acc)
         if self.plain:
-            self.info(f"epoch {e.epoch:>3}/{self.epochs}  lr {e.lr:.5f}  "
-                      f"train loss {e.train_loss:.4f} acc {e.train_acc:6.2f}  "
-                      f"test loss {e.test_loss:.4f} acc {e.test_acc:6.2f}  best {self.best:6.2f}  "
-                      f"({e.train_s + e.eval_s:.1f}s)")
+            self.info(epoch_line(e, self.epochs, self.best))
         elif self.bar is not None:
             self.bar.set_postfix(epoch=e.epoch, test_acc=f"{e.test_acc:.2f}", best=f"{self.best:.2f}")
         if e.epoch == 1 or e.epoch % 10 == 0:

@@ -3,6 +3,7 @@
     from harness import results
     runs = results.load("results")              # one row per run record
     curves = results.load_curves("results")     # one row per (run, epoch)
+    board = results.board("results")           # the leaderboard's table: one row per (entry, setting)
 
 ``load`` flattens each record's ``config`` (the recipe's fields, ``params.<name>`` for the layer's
 parameters), its metrics (``best_acc``, ``final_acc``, ``dynamics.*``, ``inference.*``,
@@ -28,9 +29,12 @@ from harness.store.results import ResultsStore
 
 # Kept out of the flat table: lists of a length that varies from run to run.
 LONG_FIELDS = ("epochs", "probes", "checks", "reported", "resumes", "deviations", "flags")
-# The columns a reader looks for first, in this order; the rest follow sorted.
-FIRST = ("run_id", "entry", "status", "config.arch", "config.dataset", "config.seed", "best_acc",
-         "final_acc", "best_epoch")
+# The columns a reader looks for first, in this order, and those last; the rest between, sorted.
+# pandas prints the first and last ten of a wide frame, so both ends are the ones that matter.
+FIRST = ("entry", "best_acc", "status", "config.seed", "config.arch", "config.dataset",
+         "final_acc", "best_epoch", "epochs_run", "flags")
+# Short values only at the ends, so that a terminal's 80 columns show several of them.
+LAST = ("config.epochs", "comparable", "wall_s")
 EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s")
 
 
@@ -71,10 +75,44 @@ def load(path: str | Path, *, study: str | None = None) -> pd.DataFrame:
     ``path`` is not a results folder; an empty folder gives an empty frame."""
     rows = [_flat(r) for r in _records(path, study)]
     if not rows:
-        return pd.DataFrame(columns=list(FIRST) + ["key"])
+        return pd.DataFrame(columns=list(FIRST) + list(LAST))
     frame = pd.json_normalize(rows, sep=".")
     first = [c for c in FIRST if c in frame.columns]
-    return frame[first + sorted(c for c in frame.columns if c not in first)]
+    last = [c for c in LAST if c in frame.columns and c not in first]
+    return frame[first + sorted(c for c in frame.columns if c not in first and c not in last) + last]
+
+
+def board(path: str | Path, *, reveal_hidden: bool = False) -> pd.DataFrame:
+    """The leaderboard's own table, as ``harness leaderboard build`` computes it: one row per
+    (suite, entry, setting) shown, with the cell's ``n``, ``mean``, ``std``, ``ci_low``,
+    ``ci_high`` (95% t-interval) and ``flags``, and the entry's ``rank``, ``group`` (entries that
+    share a letter are not significantly different), ``aggregate`` and its interval. Hidden
+    settings are left out unless ``reveal_hidden`` (docs/statistics.md)."""
+    from harness.leaderboard import stats
+    from harness.leaderboard.site import build_table, suite_of
+
+    store = ResultsStore(Path(path))
+    if not (Path(path) / "runs").is_dir():
+        raise FileNotFoundError(f"{path}: not a results folder (no runs/ in it)")
+    entries = store.entries()
+    frame = stats.runs_frame(list(store.records()), {e.name: e.sha256 for e in entries})
+    rows = []
+    for suite in filter(None, map(suite_of, sorted(set(frame["suite"])) if len(frame) else [])):
+        table = build_table(suite, entries, frame, reveal_hidden)
+        for r in table["rows"]:
+            for key, c in r.cells.items():
+                cell = c["cell"]
+                if cell is None:
+                    continue
+                rows.append({"suite": suite.name, "entry": r.entry.name, "kind": r.entry.kind,
+                             "setting": key, "rank": r.rank, "group": r.group, "n": cell.n,
+                             "mean": cell.mean, "std": cell.std, "ci_low": cell.ci_low,
+                             "ci_high": cell.ci_high, "flags": ", ".join(cell.flags),
+                             "aggregate": r.aggregate, "aggregate_ci_low": r.aggregate_ci[0],
+                             "aggregate_ci_high": r.aggregate_ci[1]})
+    columns = ["suite", "entry", "kind", "setting", "rank", "group", "n", "mean", "std", "ci_low",
+               "ci_high", "flags", "aggregate", "aggregate_ci_low", "aggregate_ci_high"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def load_curves(path: str | Path, *, study: str | None = None) -> pd.DataFrame:

@@ -66,10 +66,17 @@ def _colours(axes, n: int) -> None:
 
 
 def _finish(fig, axes, legend: bool = True) -> str:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")  # 0.5, 2: not 2x10^0
+    # Between the powers of ten only 2 and 5 are labelled, so that a log axis never crowds.
+    some = FuncFormatter(lambda v, _: f"{v:.3g}" if v > 0 and
+                         round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else "")
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.get_yscale() == "log":
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(some)
         ax.grid(alpha=0.3)
     bottom = 0.0
     if legend:
@@ -180,20 +187,27 @@ def activation_stats(groups: Groups, title: str) -> str | None:
 
 
 def accuracy_intervals(rows: list[dict[str, Any]], title: str) -> str | None:
-    """Best test accuracy per entry: each run (dots), the mean (bar end) and its 95% interval."""
+    """A forest plot of best test accuracy per entry: each run (dots), the mean (bar) and its 95%
+    interval (line). A row may say ``baseline`` (drawn in grey, its label in italics) and carry a
+    ``note`` (its flags, printed after the label)."""
     rows = [r for r in rows if r["values"]]
     if not rows:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(rows)))
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
+        colour = "#8a94a6" if r.get("baseline") else "#2457c5"
         ax.scatter(r["values"], [y] * len(r["values"]), s=14, color="#667085", zorder=3)
         if r["ci_low"] is not None and not math.isnan(r["ci_low"]):
-            ax.plot([r["ci_low"], r["ci_high"]], [y, y], color="#2457c5", linewidth=2.5, alpha=0.6)
+            ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=colour, linewidth=2.5, alpha=0.7)
         ax.plot([r["mean"]], [y], marker="|", markersize=16, color="#1d2430")
-    ax.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)])
-    ax.set(xlabel="best test accuracy (%)", title=title)
+    labels = [r["label"] + (f"  ({r['note']})" if r.get("note") else "") for r in rows]
+    ax.set_yticks(range(len(rows)), list(reversed(labels)))
+    for tick, r in zip(ax.get_yticklabels(), reversed(rows)):
+        if r.get("baseline"):
+            tick.set_fontstyle("italic")
+    ax.set(xlabel="best test accuracy (%): runs, mean, 95% interval", title=title)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return svg_uri(fig)

@@ -51,6 +51,7 @@ class Row:
     aggregate_ci: tuple[float | None, float | None] = (None, None)
     mean_rank: float | None = None
     rank: int | None = None
+    group: str = ""  # letters: entries sharing one are not significantly different
     flags: list[str] = field(default_factory=list)
     versus: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -64,7 +65,7 @@ def _visible(setting: Setting, entry: Entry, reveal: bool) -> str:
     return "shown" if reveal else "hidden"
 
 
-def _suite(name: str) -> Suite | None:
+def suite_of(name: str) -> Suite | None:
     try:
         return load_suite(name)
     except SuiteError:
@@ -103,13 +104,17 @@ def build_table(suite: Suite, entries: list[Entry], frame, reveal: bool) -> dict
         rows.append(row)
 
     means = {r.entry.name: r.aggregate if r.aggregate is not None else math.nan for r in rows}
-    intervals = {r.entry.name: (r.aggregate_ci[0] if r.aggregate_ci[0] is not None else math.nan,
-                                r.aggregate_ci[1] if r.aggregate_ci[1] is not None else math.nan)
-                 for r in rows}
-    ranks = S.tied_ranks([r.entry.name for r in rows], intervals, means)
+    ranks = S.ordinal_ranks(means)
+    ranked = sorted((n for n in means if not math.isnan(means[n])), key=lambda n: (-means[n], n))
+    tests = S.pairwise({n: S.aggregate_values(n, group, table) for n in ranked})
+    apart = S.separated(tests)
+    groups = S.letter_groups(ranked, apart) if ranked else {}
     for r in rows:
-        r.rank = ranks[r.entry.name]
+        r.rank, r.group = ranks[r.entry.name], groups.get(r.entry.name, "")
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0, -(r.aggregate or 0), r.entry.name))
+    separations = [{"better": a, "worse": b, "difference": means[a] - means[b],
+                    "p_adjusted": tests[frozenset((a, b))]["p_adjusted"]}
+                   for i, a in enumerate(ranked) for b in ranked[i + 1:] if frozenset((a, b)) in apart]
 
     best: dict[str, float] = {}
     for s in suite.settings:
@@ -118,10 +123,24 @@ def build_table(suite: Suite, entries: list[Entry], frame, reveal: bool) -> dict
         if values:
             best[s.key] = max(values)
     aggregates = [r.aggregate for r in rows if r.aggregate is not None]
+    forests = {}
+    for s in suite.settings:  # uncertainty at a glance: one forest plot per setting shown
+        shown = [(r, r.cells[s.key]["cell"]) for r in rows if r.cells[s.key]["cell"] is not None]
+        forests[s.key] = plots.accuracy_intervals(
+            [{"label": r.entry.name, "values": c.values, "mean": c.mean, "ci_low": c.ci_low,
+              "ci_high": c.ci_high, "baseline": r.entry.kind == "baseline",
+              "note": ", ".join(c.flags)} for r, c in shown],
+            f"{s.key}: best test accuracy") if shown else None
     return {"suite": suite, "rows": rows, "best": best, "best_aggregate": max(aggregates, default=None),
+            "separations": separations, "forests": forests,
             "columns_public": [s for s in suite.settings if not s.hidden],
             "columns_hidden": [s for s in suite.settings if s.hidden],
             "group_label": "all settings" if reveal else "public settings", "frame": frame}
+
+
+# Fewer epochs than this measure no convergence speed or late stability: in a 2-epoch run "epochs
+# to 95% of the best" is the last epoch whatever the layer does. The page says "n/a" instead.
+SHORT_RUN_EPOCHS = 10
 
 
 def dynamics_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,9 +148,12 @@ def dynamics_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for r in sorted(records, key=lambda r: r["config"]["seed"]):
         d = r.get("dynamics") or {}
+        short = len(r.get("epochs") or []) < SHORT_RUN_EPOCHS
         peak = (r.get("peak_memory") or {}).get("peak_memory_bytes")
-        rows.append({"seed": r["config"]["seed"], "reach": d.get("epochs_to_reach") or {},
-                     "loss_rises": d.get("loss_rises"), "late_std": d.get("late_test_acc_std"),
+        rows.append({"seed": r["config"]["seed"], "short": short,
+                     "reach": {} if short else d.get("epochs_to_reach") or {},
+                     "loss_rises": d.get("loss_rises"),
+                     "late_std": None if short else d.get("late_test_acc_std"),
                      "gap": d.get("generalisation_gap"),
                      "latency_ms": (r.get("inference") or {}).get("median_ms"),
                      "peak_mib": peak / 2**20 if peak else None,
@@ -152,7 +174,7 @@ def _export_rows(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for t in tables:
         for r in t["rows"]:
-            row = {"track": t["suite"].track, "suite": t["suite"].name, "rank": r.rank,
+            row = {"track": t["suite"].track, "suite": t["suite"].name, "rank": r.rank, "group": r.group,
                    "entry": r.entry.name, "kind": r.entry.kind,
                    "final": r.entry.final, "sha256": r.entry.sha256,
                    f"aggregate_{t['group_label'].replace(' ', '_')}": r.aggregate,
@@ -175,6 +197,21 @@ def _export_rows(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class Site:
     index: Path
     skipped: dict[str, str]  # files of the results folder that are not records or entries: why
+    left_out: dict[str, int] = field(default_factory=dict)  # records not on the board, by reason
+
+
+def left_out(records: list[dict[str, Any]], current: dict[str, str]) -> dict[str, int]:
+    """The records the board does not show, counted by why (S.runs_frame keeps the others)."""
+    out: dict[str, int] = {}
+    for r in records:
+        entry = r.get("entry")
+        why = ("runs of `harness eval` (no entry: `harness submit FILE --name NAME` makes one)"
+               if entry is None else "runs of a study (`harness study report` shows them)"
+               if "study" in r else "runs of an older file of their entry"
+               if current.get(entry) != r["submission"]["sha256"] else None)
+        if why:
+            out[why] = out.get(why, 0) + 1
+    return out
 
 
 def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False) -> Site:
@@ -193,7 +230,7 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
                  "reveal_hidden": reveal_hidden, "results": str(Path(results).resolve())}
 
     tables = []
-    suites = [s for s in map(_suite, sorted(set(frame["suite"]))) if s is not None]
+    suites = [s for s in map(suite_of, sorted(set(frame["suite"]))) if s is not None]
     order = list(TRACKS)
     for suite in sorted(suites, key=lambda s: (order.index(s.track), s.name)):  # grouped by track
         tables.append(build_table(suite, entries, frame, reveal_hidden))
@@ -218,12 +255,15 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
             page = env.get_template("entry.html").render(
                 row=row, suite=suite, sections=sections, generated=generated,
                 source=store.submission_source(row.entry.sha256) or "(source not in this results folder)",
-                provenance=provenance, trust=_trust(shown), history=store.history(row.entry.name))
+                provenance=provenance, trust=_trust(shown), history=store.history(row.entry.name),
+                flag_text=S.FLAGS, short_run=SHORT_RUN_EPOCHS)
             (out / "entries" / f"{row.slug}.html").write_text(page, encoding="utf-8")
 
     skipped = dict(sorted(store.problems.items()))
+    ignored = left_out(records, current)
     index = env.get_template("index.html").render(tables=tables, tracks=tracks, generated=generated,
-                                                  method=S.__doc__, skipped=skipped)
+                                                  method=_markdown(S.__doc__), skipped=skipped,
+                                                  flag_text=S.FLAGS, left_out=ignored)
     (out / "index.html").write_text(index, encoding="utf-8")
     rows = _export_rows(tables)
     write_json_atomic(out / "leaderboard.json", {"generated": generated, "rows": rows,
@@ -233,7 +273,15 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
-    return Site(out / "index.html", skipped)
+    return Site(out / "index.html", skipped, ignored)
+
+
+def _markdown(text: str) -> str:
+    """Our own Markdown (the statistics notes) as HTML; raw HTML in it is not passed through."""
+    from markdown_it import MarkdownIt
+    from markupsafe import Markup
+
+    return Markup(MarkdownIt("commonmark", {"html": False}).render(text))
 
 
 def csv_cell(value: Any) -> Any:

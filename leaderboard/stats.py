@@ -11,13 +11,20 @@
   setting of the group; its interval comes from the per-seed aggregates (the mean over settings of
   seed s's accuracies), with the same t-interval. *Mean rank*: each setting ranks the entries
   that have it by mean (1 = best, ties averaged); the mean over the group's settings.
-- **Rank**: entries are ordered by aggregate mean accuracy; an entry's rank is 1 + the number of
-  entries whose interval lies entirely above its own, so entries with overlapping intervals share a
-  rank (are tied).
+- **Rank and groups**: entries are ordered by aggregate mean accuracy; the rank is the position in
+  that order (1 = highest mean; equal means share a rank). Which differences are real is said by
+  **groups**, a compact letter display (Piepho 2004): every pair of entries is compared by
+  Welch's t-test on their per-seed aggregates, the p-values of all the pairs of the table are
+  Holm-adjusted together, and two entries share a letter exactly when their adjusted p is not
+  below 0.05. So no entry shares a group with one it is significantly worse than, and the
+  leader's group ("a") holds every entry the data cannot tell from it. A pair with fewer than 2
+  seeds a side has no test and is never separated.
 - **Against the best baseline** of each setting (the baseline with the highest mean): the
   *probability of improvement* P(X > Y) + P(X = Y)/2 over all pairs of a submission's runs X and
   the baseline's runs Y (the Mann-Whitney U statistic divided by n*m), and **Welch's t-test**
-  (unequal variances); "significant" means p < 0.05, two-sided. Both need at least 2 runs a side.
+  (unequal variances), Holm-adjusted over every pair of the setting's entries; "significant"
+  means an adjusted p < 0.05, two-sided. Both need at least 2 runs a side. In a suite of one
+  setting this family is the groups' one, so the two always agree.
 - **Bounds and few seeds**: an interval is clipped to [0, 100] (an accuracy cannot leave it), and a
   cell with fewer than 3 completed seeds is flagged "few-seeds": its interval is too wide to rank
   by (with 2 seeds, t(0.975, 1) = 12.7 standard errors).
@@ -36,6 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from harness.store.derived import FLAGS  # noqa: F401 - the site's legend, from where flags are set
 from harness.store.results import COMPLETED
 
 CONFIDENCE = 0.95
@@ -182,14 +190,22 @@ def cells(frame: pd.DataFrame, expected_seeds: int) -> dict[tuple[str, str], Cel
     return out
 
 
+def aggregate_values(entry: str, settings: list[str], table: dict[tuple[str, str], Cell]) -> list[float]:
+    """The per-seed aggregates: for each seed the entry completed in every setting, the mean over
+    settings of that seed's accuracies ([] when a setting has no completed run)."""
+    have = [table.get((entry, s)) for s in settings]
+    if not settings or any(c is None or c.n == 0 for c in have):
+        return []
+    common = set.intersection(*(set(c.seeds) for c in have))
+    return [float(np.mean([c.values[c.seeds.index(s)] for c in have])) for s in sorted(common)]
+
+
 def aggregate(entry: str, settings: list[str], table: dict[tuple[str, str], Cell]):
     have = [table.get((entry, s)) for s in settings]
     if not settings or any(c is None or c.n == 0 for c in have):
         return math.nan, (math.nan, math.nan)
     mean = float(np.mean([c.mean for c in have]))
-    common = set.intersection(*(set(c.seeds) for c in have))
-    per_seed = [np.mean([c.values[c.seeds.index(s)] for c in have]) for s in sorted(common)]
-    return mean, t_interval(per_seed)
+    return mean, t_interval(aggregate_values(entry, settings, table))
 
 
 def mean_ranks(entries: list[str], settings: list[str], table: dict[tuple[str, str], Cell]):
@@ -205,25 +221,48 @@ def mean_ranks(entries: list[str], settings: list[str], table: dict[tuple[str, s
             for e, r in ranks.items()}
 
 
-def tied_ranks(order: list[str], intervals: dict[str, tuple[float, float]], means: dict[str, float]):
-    """1 + the number of entries whose interval lies wholly above this entry's (or, without an
-    interval, whose mean is higher); entries with overlapping intervals share a rank."""
-    out = {}
-    for e in order:
-        low_e, high_e = intervals[e]
-        if math.isnan(means[e]):
-            out[e] = None
-            continue
-        above = 0
-        for other in order:
-            if other == e or math.isnan(means[other]):
-                continue
-            low_o, high_o = intervals[other]
-            if math.isnan(low_o) or math.isnan(high_e):
-                above += means[other] > means[e]
-            else:
-                above += low_o > high_e
-        out[e] = 1 + above
+def pairwise(samples: dict[str, list[float]]) -> dict[frozenset, dict[str, float]]:
+    """Welch's t-test of every pair of entries, Holm-adjusted over all the pairs of the table (the
+    family): ``{frozenset({a, b}): {"p": raw, "p_adjusted": adjusted}}``. A pair with fewer than
+    2 values on a side has no test (NaN) and counts as not separated."""
+    names = sorted(samples)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    raw = [welch_p(samples[a], samples[b]) for a, b in pairs]
+    return {frozenset(p): {"p": r, "p_adjusted": q} for p, r, q in zip(pairs, raw, holm(raw))}
+
+
+def separated(tests: dict[frozenset, dict[str, float]]) -> set[frozenset]:
+    return {pair for pair, t in tests.items() if not math.isnan(t["p_adjusted"]) and t["p_adjusted"] < ALPHA}
+
+
+def _letter(k: int) -> str:
+    return "abcdefghijklmnopqrstuvwxyz"[k] if k < 26 else _letter(k // 26 - 1) + _letter(k % 26)
+
+
+def letter_groups(order: list[str], apart: set[frozenset]) -> dict[str, str]:
+    """A compact letter display (Piepho 2004, insert-absorb): entries that share a letter are not
+    significantly different; any two that are (``apart``) share none. ``order``: best mean first;
+    the leader's group is "a"."""
+    columns: list[frozenset] = [frozenset(order)]
+    for pair in sorted(apart, key=lambda p: sorted(order.index(e) for e in p)):
+        i, j = sorted(pair, key=order.index)
+        split: list[frozenset] = []
+        for col in columns:
+            split += [col - {i}, col - {j}] if i in col and j in col else [col]
+        unique = list(dict.fromkeys(c for c in split if c))
+        columns = [c for c in unique if not any(c < d for d in unique)]  # absorb
+    columns.sort(key=lambda c: sorted(order.index(e) for e in c))
+    return {e: "".join(_letter(k) for k, c in enumerate(columns) if e in c) for e in order}
+
+
+def ordinal_ranks(means: dict[str, float]) -> dict[str, int | None]:
+    """1 for the highest mean, 2 for the next...; equal means share the lower number; None without
+    a mean."""
+    have = sorted((m, e) for e, m in means.items() if not math.isnan(m))
+    out: dict[str, int | None] = {e: None for e in means}
+    for e, m in means.items():
+        if not math.isnan(m):
+            out[e] = 1 + sum(other > m for other, _ in have)
     return out
 
 
@@ -237,12 +276,18 @@ def versus_best_baseline(entries_kind: dict[str, str], settings: list[str],
             continue
         best = max(baselines, key=lambda e: table[(e, s)].mean)
         y = table[(best, s)].values
+        # The setting's family: every pair of its entries, Holm-adjusted together, so that this
+        # comparison and the setting's letter groups (setting_groups) always say the same.
+        family = pairwise({e: table[(e, s)].values for e in entries_kind
+                           if (e, s) in table and table[(e, s)].n > 0})
         for e, kind in entries_kind.items():
             if kind == "baseline" or (e, s) not in table or table[(e, s)].n == 0:
                 continue
             x = table[(e, s)].values
-            p = welch_p(x, y)
-            out[(e, s)] = {"baseline": best, "poi": probability_of_improvement(x, y), "p_value": p,
-                           "significant": bool(not math.isnan(p) and p < ALPHA),
+            test = family[frozenset((e, best))]
+            out[(e, s)] = {"baseline": best, "poi": probability_of_improvement(x, y),
+                           "p_value": test["p"], "p_adjusted": test["p_adjusted"],
+                           "significant": bool(not math.isnan(test["p_adjusted"])
+                                               and test["p_adjusted"] < ALPHA),
                            "difference": float(np.mean(x) - np.mean(y))}
     return out

@@ -16,7 +16,7 @@ from conftest import ROOT
 PACKAGE_ROOTS = {"harness": ROOT / "harness", "harness.leaderboard": ROOT / "leaderboard"}
 # Lowest first: a module may import from its own layer and those before it, never after.
 LAYERS = ["harness.reporting", "harness.protocol", "harness.vetting", "harness.store",
-          "harness.results", "harness.engine", "harness.execution", "harness.leaderboard", "harness.bench",
+          "harness.engine", "harness.execution", "harness.leaderboard", "harness.results", "harness.bench",
           "harness.cli"]
 MAX_LINES = 400
 

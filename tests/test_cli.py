@@ -156,3 +156,34 @@ def test_json_means_json_on_stdout_and_nothing_else(tmp_path):
     listed = json.loads(subprocess.run([sys.executable, "-m", "harness", "list", "--json"],
                                        capture_output=True, text=True, timeout=120).stdout)
     assert "batch_norm" in listed["baselines"] and "demo" in listed["suites"]
+
+
+def test_every_help_reads_plainly():
+    """No reStructuredText or Markdown backticks in any --help, and every command has one."""
+    import click
+
+    def walk(cmd, path):
+        yield path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, path + [name])
+
+    from harness.cli import main as root
+
+    for path in walk(root, []):
+        result = invoke(*path, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output, path
+        assert "`" not in result.output, (path, [ln for ln in result.output.splitlines() if "`" in ln])
+    assert isinstance(root, click.Group)
+
+
+def test_warm_up_options_say_what_applies(tmp_path):
+    refused = invoke("eval", "batch_norm", "--arch", "mlp3x100", "--dataset", "breast_cancer",
+                     "--warmup-epochs", "1", "--epochs", "2", "--results", tmp_path)
+    assert refused.exit_code == 2 and "recipe is cosine, without warm-up" in refused.output
+    assert "(pass --warmup-epochs)" not in refused.output
+    short = invoke("eval", "batch_norm", "--arch", "transformer4", "--dataset", "digits_rows",
+                   "--epochs", "2", "--limit-train", "128", "--limit-test", "64", "--results", tmp_path)
+    assert short.exit_code == 0, short.output  # the recipe's 10 warm-up epochs, scaled to 2
+    assert "warm-up: 0 epochs (the recipe's 10 of 300, scaled to 2)" in short.output
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    assert record["config"]["warmup_epochs"] == 0 and record["config"]["epochs"] == 2

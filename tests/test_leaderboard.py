@@ -195,7 +195,7 @@ def test_in_a_real_browser(tmp_path, site):
     driver = _chrome(tmp_path)
     try:
         driver.get((site / "index.html").resolve().as_uri())
-        cells = "table.leaderboard tbody td.name:nth-child(2)"
+        cells = "table.leaderboard tbody td.name:nth-child(3)"
         names = lambda: [td.text.split("\n")[0].replace(" baseline", "").replace(" final", "").strip()  # noqa: E731
                          for td in driver.find_elements(By.CSS_SELECTOR, cells)]
         before = names()
@@ -213,11 +213,24 @@ def test_in_a_real_browser(tmp_path, site):
         assert names()[0] == "group_norm"  # then lowest first
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
+        # Uncertainty and flags without hovering: the forest plot is drawn, the legend explains
+        forest = driver.find_element(By.CSS_SELECTOR, ".forests img")
+        assert forest.is_displayed() and driver.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", forest) > 200
+        legend = driver.find_element(By.CSS_SELECTOR, "section.legend")
+        assert "batch-dependent" in legend.text and "how the test set is batched" in legend.text
+        assert "[" in driver.find_element(By.CSS_SELECTOR, "table.leaderboard td .ci").text
+        driver.set_window_size(1400, 2200)
         shot = tmp_path / "leaderboard.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        driver.get(next((site / "entries").glob("group_norm*.html")).resolve().as_uri())
+        assert "how the test set is batched" in driver.find_element(By.TAG_NAME, "body").text
+        entry_shot = tmp_path / "entry.png"
+        assert driver.save_screenshot(str(entry_shot)) and entry_shot.stat().st_size > 10_000
         if os.environ.get("HARNESS_ARTIFACTS"):
             Path(os.environ["HARNESS_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(os.environ["HARNESS_ARTIFACTS"]) / "leaderboard.png")
+            for s in (shot, entry_shot):
+                shutil.copy(s, Path(os.environ["HARNESS_ARTIFACTS"]) / s.name)
     finally:
         driver.quit()
 
@@ -262,3 +275,18 @@ def test_the_board_is_grouped_by_track(tmp_path):
     assert cnn < html.index('id="suite-smoke"') < mlp < html.index('id="suite-mlp_smoke"')
     rows = json.loads((tmp_path / "site" / "leaderboard.json").read_text())["rows"]
     assert {(r["track"], r["suite"]) for r in rows} == {("cnn", "smoke"), ("mlp", "mlp_smoke")}
+
+
+def test_runs_left_out_of_the_board_are_counted_and_explained(tmp_path):
+    store = ResultsStore(tmp_path / "results")
+    for seed in range(2):
+        record = make_record("adhoc", "e" * 64, "resnet20-digits", seed, 70.0)
+        record.pop("entry", None)
+        record.pop("entry_kind", None)
+        store.add(record)
+    result = CliRunner().invoke(main, ["leaderboard", "build", "--results", str(tmp_path / "results"),
+                                       "--out", str(tmp_path / "site")])
+    assert result.exit_code == 0, result.output
+    assert "left out 2 runs of `harness eval`" in result.output
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "No entries yet" in index and "Not on the board: 2 runs of `harness eval`" in index

@@ -29,10 +29,10 @@ def test_welch_p_known_value():
     assert math.isnan(S.welch_p([1], [2, 3]))
 
 
-def test_tied_ranks_share_a_rank_when_intervals_overlap():
-    means = {"a": 70.0, "b": 69.0, "c": 60.0}
-    intervals = {"a": (68.0, 72.0), "b": (67.0, 71.0), "c": (59.0, 61.0)}
-    assert S.tied_ranks(list(means), intervals, means) == {"a": 1, "b": 1, "c": 3}
+def test_groups_from_the_adjusted_pairwise_tests():
+    samples = {"a": [70.0, 70.5, 69.5], "b": [69.0, 69.5, 68.6], "c": [60.0, 60.2, 59.9]}
+    tests = S.pairwise(samples)
+    assert S.letter_groups(["a", "b", "c"], S.separated(tests)) == {"a": "a", "b": "a", "c": "b"}
 
 
 def test_mean_ranks_average_ties():

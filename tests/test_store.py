@@ -82,6 +82,16 @@ def test_submissions_are_content_addressed(tmp_path):
     assert digest2 != digest and copy.read_text() == "x = 1\n"
 
 
+def test_the_same_file_under_a_second_name_is_refused_with_the_first_name(tmp_path):
+    """Runs are keyed by the file: a second name would only skip them all, silently."""
+    store = ResultsStore(tmp_path)
+    store.register_entry("mine", "submission", "1" * 64, "smoke", False, "a.py")
+    with pytest.raises(EntryTaken, match="already the entry 'mine'.*--name 'mine'.*change the file"):
+        store.register_entry("yours", "submission", "1" * 64, "smoke", False, "copy.py")
+    assert [e.name for e in store.entries()] == ["mine"]
+    store.register_entry("mine", "submission", "1" * 64, "smoke", True, "a.py")  # itself: fine
+
+
 def test_entries_keep_history_and_kinds_apart(tmp_path):
     store = ResultsStore(tmp_path)
     store.register_entry("mine", "submission", "1" * 64, "smoke", False, "a.py")

@@ -100,8 +100,11 @@ def test_eval_trains_with_the_tracks_recipe(tmp_path):
     args = ["eval", "layer_norm_per_position", "--arch", "transformer4", "--dataset", "digits_rows",
             "--epochs", "2", "--limit-train", "64", "--limit-test", "32", "--results", str(tmp_path),
             "--json"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2 and "pass --warmup-epochs" in result.output
+    result = CliRunner().invoke(main, args)  # the recipe's 10 warm-up epochs, scaled to 2: none
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output[result.output.index("{"):])
+    assert record["config"]["warmup_epochs"] == 0 and record["epochs"][0]["lr"] == pytest.approx(
+        replace(TRACK_RECIPES["transformer"], epochs=2, warmup_epochs=0).lr_at(0))
     result = CliRunner().invoke(main, args + ["--warmup-epochs", "1"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.output[result.output.index("{"):])

@@ -8,6 +8,8 @@ status), :mod:`harness.cli.study`, :mod:`harness.cli.board` (leaderboard build),
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from harness import __version__
@@ -41,3 +43,20 @@ def main() -> None:
 for command in (eval_cmd, check_cmd, list_cmd, submit_cmd, baselines_group, status_cmd,
                 study_group, leaderboard_group, bench_cmd, data_group):
     main.add_command(command)
+
+
+def _plain(text: str) -> str:
+    """Help as a terminal shows it: the docstrings' ``code`` and `code` marks read as code and 'code'."""
+    return re.sub(r"(?<![\w:])`([^`]+)`", r"'\1'", re.sub(r"``([^`]+)``", r"\1", text))
+
+
+def _plain_help(command: click.Command) -> None:
+    command.help = _plain(command.help) if command.help else command.help
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = _plain(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+
+
+_plain_help(main)

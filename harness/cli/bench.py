@@ -9,7 +9,7 @@ import click
 from harness.cli.common import CONTEXT, fail, guarded, output_options
 from harness.cli.run import DATASET_CHOICES
 from harness.protocol.catalog import ARCHITECTURES
-from harness.reporting import ConsoleReporter
+from harness.reporting import ConsoleReporter, plural
 from harness.store.record import finite, write_json_atomic
 
 
@@ -108,7 +108,7 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
                        rounds, limit_train, data_root, progress=progress)
         out.update({"benchmark": "harness bench --instruments", "date": utc_now(), "arch": arch,
                     "dataset": dataset.lower(), "rounds": rounds, "machine": machine(dev)})
-        say(f"{arch} on {dataset} with {out['norm']}, {out['epochs']} epochs of "
+        say(f"{arch} on {dataset} with {out['norm']}, {plural(out['epochs'], 'epoch')} of "
                    f"{out['train_size']} images ({out['steps']} steps), {out['machine']['description']}:"
                    f" instruments on {out['on_median_s']:.1f}s, off {out['off_median_s']:.1f}s, "
                    f"overhead {100 * out['overhead']:+.1f}% (probes alone: "

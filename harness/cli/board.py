@@ -1,4 +1,4 @@
-"""``harness leaderboard build``: the static site from a results folder."""
+"""harness leaderboard build: the static site from a results folder."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def leaderboard_build_cmd(results_dir: str, out_dir: str, reveal_hidden: bool, a
     site = guarded(console, build_site, results_dir, out_dir, reveal_hidden)
     for path, why in site.skipped.items():
         console.warn(f"skipped {path}: not a run record ({why})")
+    for why, n in site.left_out.items():
+        console.warn(f"left out {n} {why}")
     if as_json:
         click.echo((site.index.parent / "leaderboard.json").read_text(encoding="utf-8").rstrip())
     else:

@@ -12,6 +12,7 @@ Nothing here imports torch: ``harness --help`` stays fast.
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 import traceback
 
@@ -44,10 +45,16 @@ def guarded(console: ConsoleReporter, fn, *args, **kwargs):
         if verbose:
             traceback.print_exc()
         fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from harness.execution.local import Interrupted
         from harness.execution.watch import kill_workers
 
         kill_workers()  # in sessions of their own, they did not get the Ctrl-C
+        if isinstance(exc, Interrupted):
+            click.echo(f"interrupted: {exc.finished} run(s) finished (their records are kept), "
+                       f"{exc.stopped} stopped in flight (each resumes from its last epoch's "
+                       f"checkpoint), {exc.not_started} not started", err=True)
+            click.echo(f"resume with: {shlex.join(['harness', *sys.argv[1:]])}", err=True)
         fail("interrupted", EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - a bug in the harness still ends in one line
         if verbose:
@@ -110,7 +117,7 @@ def results_folder_or_fail(results_dir: str) -> None:
 
     if not Path(results_dir, "runs").is_dir() and not Path(results_dir, "entries").is_dir():
         fail(f"{results_dir}: no results folder here (expected {results_dir}/runs/); run "
-             "`harness submit` or `harness baselines run` first, or pass --results", EXIT_USAGE)
+             "'harness submit' or 'harness baselines run' first, or pass --results", EXIT_USAGE)
 
 
 # Each track's leaderboard suite: what --track T runs when no --suite is given.
@@ -124,7 +131,7 @@ def suite_option(f):
                           "transformer) unless --suite names another suite of that track. "
                           "Default: cnn.")(f)
     return click.option("--suite", "suite_name", default=None,
-                        help="Suite to run (see `harness list`). Default: the track's suite, "
+                        help="Suite to run (see 'harness list'). Default: the track's suite, "
                              "default for cnn.")(f)
 
 
@@ -293,7 +300,7 @@ def executor_options(fn):
                      help="At most this many runs of an array at once (default 64)."),
         click.option("--detach", is_flag=True,
                      help="With a cluster executor: return once the array is submitted; follow it "
-                          "with `harness status`; rerun the same command to finish what failed."),
+                          "with 'harness status'; rerun the same command to finish what failed."),
     ]
 
     @functools.wraps(fn)

@@ -35,7 +35,7 @@ from harness.protocol.catalog import (
 )
 from harness.protocol.entries import params_label
 from harness.protocol.recipe import TRACK_RECIPES
-from harness.reporting import ConsoleReporter
+from harness.reporting import ConsoleReporter, plural
 from harness.store.record import finite
 
 DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
@@ -53,8 +53,8 @@ def execute(config, results_dir, console: ConsoleReporter, *, submission=None, c
             sub, cfg, env = record["submission"], record["config"], record["environment"]
             who = record.get("entry") or sub["name"]
             self.info(f"harness {__version__}: {who} (sha256 {sub['sha256'][:12]}) in "
-                      f"{cfg['arch']} on {cfg['dataset']}, seed {cfg['seed']}, {cfg['epochs']} "
-                      f"epochs, {env['device']} ({env['device_name']}), "
+                      f"{cfg['arch']} on {cfg['dataset']}, seed {cfg['seed']}, "
+                      f"{plural(cfg['epochs'], 'epoch')}, {env['device']} ({env['device_name']}), "
                       f"{record['model']['parameters']:,} parameters")
             for d in record["deviations"]:
                 self.info(f"note: not comparable with the reference: {d}", err=True)
@@ -63,10 +63,29 @@ def execute(config, results_dir, console: ConsoleReporter, *, submission=None, c
     reporter = Eval(console.level, console.echo)
     record, path = guarded(console, run_eval, config, results_dir, submission=submission,
                            checks=checks, extra=extra, reporter=reporter)
+    summarise(record, path, console)
+    return record, path
+
+
+def announce(config, name: str, sha256: str, how: str, console: ConsoleReporter) -> None:
+    """The first lines of a run, trusted or not: what runs where, and what makes it not comparable."""
+    from harness import __version__
+    from harness.engine.runner import deviations
+
+    console.info(f"harness {__version__}: {name} (sha256 {sha256[:12]}) in {config.arch} on "
+                 f"{config.dataset}, seed {config.seed}, {plural(config.recipe.epochs, 'epoch')}, "
+                 f"{how}")
+    for d in deviations(config, DATASETS[resolve_dataset_name(config.dataset)]):
+        console.info(f"note: not comparable with the reference: {d}", err=True)
+
+
+def summarise(record: dict[str, Any], path, console: ConsoleReporter) -> None:
+    """The last lines of a run, trusted or not: its score, time and speed, dynamics, record."""
     if record["best_acc"] is not None:
+        speed = record.get("train_images_per_s")
         console.info(f"best test accuracy {record['best_acc']:.2f}% at epoch {record['best_epoch']}, "
-                     f"final {record['final_acc']:.2f}%, {record['wall_s']:.0f}s, "
-                     f"{record['train_images_per_s'] or 0:.0f} train images/s")
+                     f"final {record['final_acc']:.2f}%, {record.get('wall_s') or 0:.0f}s"
+                     + (f", {speed:.0f} train images/s" if speed else ""))
     dyn, inference = record.get("dynamics") or {}, record.get("inference")
     if (dyn.get("epochs_to_reach") or {}).get("95%") is not None:
         gap = dyn.get("generalisation_gap")
@@ -75,10 +94,9 @@ def execute(config, results_dir, console: ConsoleReporter, *, submission=None, c
                      + (f", generalisation gap {gap:.2f}" if gap is not None else "")
                      + (f"; inference {inference['median_ms']:.1f} ms per batch of "
                         f"{inference['batch_size']}" if inference else ""))
-    if record["status"] == "failed" and record["failure"].get("traceback"):
+    if record["status"] == "failed" and (record.get("failure") or {}).get("traceback"):
         console.detail(record["failure"]["traceback"])
     console.info(f"record: {path}")
-    return record, path
 
 
 def preflight(console: ConsoleReporter, submission: str, timeout: float, track: str = "cnn",
@@ -170,14 +188,24 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
         fail(f"{arch} on {dataset} is a hidden setting of suite {', '.join(hidden)}: it is evaluated "
              "only for final submissions, so that nobody tunes on it. Pass --allow-hidden if you "
              "really mean to run it.", EXIT_USAGE)
+    track, base = track_of(arch), TRACK_RECIPES[track_of(arch)]
+    if warmup_epochs is not None and base.schedule != "warmup_cosine":
+        fail(f"--warmup-epochs applies to a warm-up schedule; the {track} track's recipe is "
+             f"{base.schedule}, without warm-up", EXIT_USAGE)
+    if warmup_epochs is None and epochs is not None and 0 < base.warmup_epochs and epochs <= base.warmup_epochs:
+        # A short run keeps the recipe's shape: its warm-up scaled as the epochs are.
+        warmup_epochs = round(epochs * base.warmup_epochs / base.epochs)
+        console.info(f"warm-up: {plural(warmup_epochs, 'epoch')} (the recipe's "
+                     f"{base.warmup_epochs} of {base.epochs}, scaled to {epochs}); --warmup-epochs "
+                     "sets it")
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
              "weight_decay": weight_decay, "warmup_epochs": warmup_epochs}
     try:
-        recipe = replace(TRACK_RECIPES[track_of(arch)],
-                         **{k: v for k, v in given.items() if v is not None})
+        recipe = replace(base, **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
-        fail(f"the {track_of(arch)} track's recipe with these options: {exc}"
-             + (" (pass --warmup-epochs)" if "warmup" in str(exc) else ""), EXIT_USAGE)
+        fail(f"the {track} track's recipe with these options: {exc}"
+             + (" (give --warmup-epochs fewer than --epochs)" if "warmup" in str(exc) else ""),
+             EXIT_USAGE)
     config = RunSpec(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
                        recipe=recipe, limit_train=limit_train, limit_test=limit_test,
                        device=device, data_root=data_root, download=download, precision=precision,
@@ -195,14 +223,10 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
         record, path = execute(config, results_dir, console, submission=loaded,
                                checks=[row, *report.to_json()["checks"]], extra={"scan": scan})
         ResultsStore(results_dir).index(record)
-    for flag, meaning in (("chance", "its final test accuracy is at chance level (within 3 "
-                                     "binomial standard errors): it learnt nothing the test set "
-                                     "can show"),
-                          ("batch-dependent", "its test logits change with the test batching "
-                                              "(harness.protocol.scoring): its accuracy depends on how the "
-                                              "test set is batched")):
-        if flag in record.get("flags", []):
-            console.warn(f"flag: {flag}: {meaning}")
+    from harness.store.derived import FLAGS
+
+    for flag in record.get("flags", []):
+        console.warn(f"flag: {flag}: {FLAGS.get(flag, '')}")
     if as_json:
         click.echo(json.dumps(finite(record), indent=2))
     if record["status"] == "failed":
@@ -230,13 +254,12 @@ def eval_untrusted(config, results_dir: str, isolation, vetting, check_timeout: 
     task = Task(config, f"{vetted.path.stem} {config.arch}-{config.dataset} seed {config.seed}",
                 {"submission_source": str(vetted.path), "scan": vetted.scan},
                 vetted.checks_for(config.layer_params))
+    announce(config, vetted.path.stem, vetted.sha256, "sandboxed (untrusted: trained apart from the "
+             "test set, scored here)", console)
     record = run_in_worker(task, store, {}, store.root / "logs", 0, isolation,
                            echo=console.info)
     path = store.runs_dir / f"{record['run_id']}.json"
-    if record["best_acc"] is not None:
-        console.info(f"best test accuracy {record['best_acc']:.2f}% at epoch {record['best_epoch']}, "
-                     f"final {record['final_acc']:.2f}%")
-    console.info(f"record: {path}")
+    summarise(record, path, console)
     return record, path
 
 
@@ -340,33 +363,35 @@ def list_cmd(track: str | None, as_json: bool) -> None:
                            "suites": [s.name for s in suites if s.track == t]} for t in tracks}},
             indent=2))
         return
+    # One column for every name of the listing, however long, so that descriptions line up.
+    w = 2 + max(len(n) for n in [*ARCHITECTURES, *DATASETS, *baselines, *(s.name for s in suites)])
     for i, t in enumerate(tracks):
         info, recipe = TRACKS[t], TRACK_RECIPES[t]
         click.echo(("\n" if i else "") + click.style(f"Track {t}", bold=True)
                    + f": {info.description}; a norm sees {info.layout}")
         click.echo(f"  recipe: {recipe.optimizer} lr {recipe.lr:g}, weight decay "
                    f"{recipe.weight_decay:g}, {recipe.schedule}, batch {recipe.batch_size}, "
-                   f"{recipe.epochs} epochs"
+                   f"{plural(recipe.epochs, 'epoch')}"
                    + (f", warm-up {recipe.warmup_epochs}" if recipe.warmup_epochs else "")
                    + (f", label smoothing {recipe.label_smoothing:g}" if recipe.label_smoothing else "")
                    + (f", clip {recipe.grad_clip:g}" if recipe.grad_clip else ""))
         click.echo("  Architectures (--arch):")
         for spec in ARCHITECTURES.values():
             if spec.track == t:
-                click.echo(f"    {spec.name:<24} {spec.description}")
+                click.echo(f"    {spec.name:<{w}}{spec.description}")
         click.echo("  Datasets (--dataset):")
         for name in datasets_of(t):
             aliases = [a for a, target in DATASET_ALIASES.items() if target == name]
             extra = f" (alias: {', '.join(aliases)})" if aliases else ""
-            click.echo(f"    {name:<24} {DATASETS[name].description}{extra}")
+            click.echo(f"    {name:<{w}}{DATASETS[name].description}{extra}")
         click.echo(f"  Baselines (a name works wherever a submission path does; {baselines_dir()}):")
         for name, (description, ts) in baselines.items():
             if t in ts:
-                click.echo(f"    {name:<24} {description}")
+                click.echo(f"    {name:<{w}}{description}")
         click.echo("  Suites (--suite):")
         for suite in suites:
             if suite.track != t:
                 continue
-            click.echo(f"    {suite.name:<24} v{suite.version}: {suite.description}")
+            click.echo(f"    {suite.name:<{w}}v{suite.version}: {suite.description}")
             for setting in suite.settings:
-                click.echo(f"    {'':<24}   {setting.key:<24} {'hidden' if setting.hidden else 'public'}")
+                click.echo(f"    {'':<{w}}  {setting.key:<24} {'hidden' if setting.hidden else 'public'}")

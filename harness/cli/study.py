@@ -114,8 +114,11 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
 def shape_of(study) -> str:
     """``5 entries x 1 settings x 2 seeds, grid lr (2) x p (4): 56 runs``."""
     grid = " x ".join(f"{a.name} ({len(a.values)})" for a in study.axes)
-    return (f"{len(study.entries)} entries x {len(study.settings)} settings x {len(study.seeds)} "
-            f"seeds" + (f", grid {grid}" if grid else "") + f": {study.run_count()} runs")
+    from harness.reporting import plural
+
+    return (f"{plural(len(study.entries), 'entry', 'entries')} x "
+            f"{plural(len(study.settings), 'setting')} x {plural(len(study.seeds), 'seed')}"
+            + (f", grid {grid}" if grid else "") + f": {plural(study.run_count(), 'run')}")
 
 
 def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation, as_json: bool,

@@ -79,6 +79,19 @@ def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int,
 
 Echo = Callable[[str], None]
 
+# Set on the first Ctrl-C of a sweep: no run starts any more, and a run killed in flight leaves no
+# failure record (its last end-of-epoch checkpoint is kept, so the same command resumes it).
+STOPPING = threading.Event()
+
+
+class Interrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C: how many of its runs had finished (their records kept), were
+    stopped in flight, and had not started."""
+
+    def __init__(self, finished: int, stopped: int, not_started: int):
+        super().__init__(f"{finished} finished, {stopped} stopped, {not_started} not started")
+        self.finished, self.stopped, self.not_started = finished, stopped, not_started
+
 
 class LocalExecutor:
     def __init__(self, jobs: int = 1, device: str = "auto", isolation: Isolation | None = None,
@@ -104,8 +117,10 @@ class LocalExecutor:
         work_dir.mkdir(parents=True, exist_ok=True)
         memory = self.isolation.memory_for(len(slots))
 
-        def one(i: int, task: Task) -> dict[str, Any]:
+        def one(i: int, task: Task) -> dict[str, Any] | None:
             with lock:
+                if STOPPING.is_set():
+                    return None
                 slot = free.pop()
                 task.report_started(reporter)
             try:
@@ -114,13 +129,32 @@ class LocalExecutor:
             finally:
                 with lock:
                     free.append(slot)
+            if record is None:  # stopped by Ctrl-C
+                return None
             with lock:
                 task.report_finished(reporter, record)
             return record
 
-        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-            futures = [pool.submit(one, i, task) for i, task in enumerate(tasks)]
+        STOPPING.clear()
+        pool = ThreadPoolExecutor(max_workers=len(slots))
+        futures = [pool.submit(one, i, task) for i, task in enumerate(tasks)]
+        try:
             return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            # The first Ctrl-C: start nothing more, kill the runs in flight (workers live in
+            # sessions of their own, so the terminal's signal never reached them), keep what
+            # finished. A second Ctrl-C while this happens ends the command at once.
+            STOPPING.set()
+            not_started = sum(f.cancel() for f in futures)
+            from harness.execution.watch import kill_workers
+
+            kill_workers()
+            pool.shutdown(wait=True, cancel_futures=True)
+            results = [f.result() for f in futures if not f.cancelled() and f.exception() is None]
+            finished = sum(r is not None for r in results)
+            raise Interrupted(finished, len(tasks) - not_started - finished, not_started) from None
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -- one run ----------------------------------------------------------------------------------
@@ -211,9 +245,9 @@ def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
 
 def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index: int,
                   isolation: Isolation | None = None, memory: int | None = None,
-                  echo: Echo | None = None) -> dict[str, Any]:
+                  echo: Echo | None = None) -> dict[str, Any] | None:
     """Run one task in worker processes (split and sandboxed when untrusted); write its record
-    and return it."""
+    and return it (None: the sweep was interrupted and this run killed; nothing is written)."""
     from harness.execution.split import run_split
 
     isolation = isolation or Isolation()
@@ -228,6 +262,8 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
         else:
             record = _run_trusted(task, store, env, work_dir, stem, isolation, memory, echo,
                                   claim.beat)
+    if STOPPING.is_set() and record.get("status") == "failed":
+        return None  # killed by the sweep's Ctrl-C: not a failure of the run, which will resume
     try:
         store.add(record)  # validated there
     except Exception as exc:  # noqa: BLE001 - never the sweep's end: this run's failure instead

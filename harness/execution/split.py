@@ -50,6 +50,7 @@ from harness.execution.watch import CappedLog, Process, Watch
 from harness.execution.watch import Limits as WatchLimits
 from harness.protocol.data import Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.protocol.scoring import EvalPlan, score
+from harness.reporting import epoch_line, metrics_line
 from harness.store import schema
 from harness.store.record import new_run_id, utc_now
 
@@ -277,10 +278,11 @@ class SplitRun:
                                                             self.spec.instruments))
         self.journal.inference_ms = median
         self.journal.save()
-        if self.echo:
-            self.echo(f"epoch {epoch:>3}/{self.spec.recipe.epochs}  train loss "
-                      f"{_fmt(m.train_loss)} acc {m.train_acc:6.2f} (its own account)  "
-                      f"test loss {_fmt(m.test_loss)} acc {m.test_acc:6.2f}")
+        if self.echo:  # the same lines as a trusted run's (harness.reporting)
+            best = max(e["test_acc"] for e in self.journal.epochs)
+            self.echo(epoch_line(m, self.spec.recipe.epochs, best, note=" (its own account)"))
+            if epoch == 1 or epoch % 10 == 0:
+                self.echo(metrics_line(m))
 
     def outcome(self, done: bool) -> dict[str, Any]:
         """The record's status and failure from how the training process ended."""
@@ -390,6 +392,3 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
-
-def _fmt(value: float | None) -> str:
-    return f"{value:.4f}" if value is not None else "nan"

@@ -44,12 +44,12 @@ def baseline_names() -> list[str]:
 
 
 def describe(path: str | Path) -> str:
-    """The first line of a file's module docstring (its one-line description)."""
+    """The first paragraph of a file's module docstring, on one line (its description)."""
     try:
         doc = ast.get_docstring(ast.parse(Path(path).read_text(encoding="utf-8")))
     except (OSError, SyntaxError, ValueError):
         return ""
-    return doc.strip().splitlines()[0] if doc else ""
+    return " ".join(doc.strip().split("\n\n")[0].split()) if doc else ""
 
 
 def declared_tracks(path: str | Path) -> tuple[str, ...]:

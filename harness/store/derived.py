@@ -17,6 +17,23 @@ from harness.protocol.scoring import batch_dependence, best_index, check_images
 
 REACH_FRACTIONS = (0.90, 0.95, 0.99)
 LOSS_RISE = 0.05  # a test-loss rise counts when loss[e] > (1 + LOSS_RISE) * loss[e - 1]
+# What each flag means, in the words the console and the site show (legend, tooltips).
+FLAGS: dict[str, str] = {
+    "diverged": "a run's loss became non-finite or exploded; the cell counts its best accuracy before "
+                "that, so the number flatters the layer",
+    "chance": "a run ended within 3 binomial standard errors of chance accuracy: it learnt nothing "
+              "the test set can show",
+    "failed": "a run failed (an error, a time or memory limit, a malformed hand-over from its "
+              "sandbox) and is not counted",
+    "incomplete": "fewer completed seeds than the suite asks for",
+    "few-seeds": "fewer than 3 completed seeds: the interval is too wide to rank by",
+    "batch-dependent": "the score depends on how the test set is batched: the layer uses the test "
+                       "batch's own statistics at evaluation, and re-scoring test images in other "
+                       "batches changes its predictions (the batch check). The reference protocol "
+                       "allows this (batches of 128, in order), so the board does too, but the "
+                       "number is not a property of the layer alone",
+    "bf16": "trained with bf16 autocast, not the protocol's fp32 (never mixed with fp32 runs)",
+}
 LATE_FRACTION = 0.10  # "late" epochs: the last 10% (at least 2)
 
 

@@ -206,6 +206,16 @@ class ResultsStore:
         user = _user()
         with self._lock:
             previous = json.loads(path.read_text()) if path.exists() else None
+            twin = next((e for e in self.entries() if e.sha256 == sha256 and e.name != name), None)
+            if twin is not None and not (previous and previous["sha256"] == sha256):
+                # Runs are keyed by the file, not the name: under a second name every run would be
+                # "already done", and the new name would never reach the board.
+                raise EntryTaken(
+                    f"this file (sha256 {sha256[:12]}) is already the entry {twin.name!r} "
+                    f"(submitted {twin.submitted_at} by {twin.owner or 'unknown'}): its runs are on "
+                    f"the board under that name, so under {name!r} every run would be skipped as "
+                    f"done. Submit it as --name {twin.name!r}, or change the file to make it a new "
+                    "entry")
             if previous and previous["kind"] != kind:
                 raise EntryTaken(f"the name {name!r} is already taken by a {previous['kind']}")
             changed = bool(previous) and previous["sha256"] != sha256

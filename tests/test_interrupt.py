@@ -1,0 +1,57 @@
+"""Ctrl-C stops a sweep: a real SIGINT to a real `harness baselines run` starts no new run, kills
+the one in flight without recording it as failed, says what finished and how to resume, and exits
+130 within seconds; the same command then resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _records(results):
+    return [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")] \
+        if (results / "runs").exists() else []
+
+
+def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes(tmp_path):
+    results = tmp_path / "results"
+    args = [sys.executable, "-m", "harness", "baselines", "run", "--suite", "demo", "--only",
+            "batch_norm", "--jobs", "1", "--threads", "1", "--results", str(results)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    try:
+        for line in proc.stdout:  # wait for the first run to be under way, then Ctrl-C
+            lines.append(line)
+            if "started" in line:
+                time.sleep(1.0)
+                proc.send_signal(signal.SIGINT)
+                sent = time.monotonic()
+                break
+        rest, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output
+    assert took < 15, f"{took:.1f} s from Ctrl-C to exit"
+    assert output.count(": started") == 1, output  # no run started after the signal
+    assert "interrupted: 0 run(s) finished" in output and "1 stopped in flight" in output
+    assert "2 not started" in output
+    assert "resume with: harness baselines run --suite demo --only batch_norm" in output
+    assert _records(results) == []  # the killed run is not recorded as a failure
+    assert not [p for p in (results / "running").glob("*")] if (results / "running").exists() else True
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = _records(results)
+    assert sorted(r["config"]["seed"] for r in records) == [0, 1, 2]
+    assert all(r["status"] == "ok" for r in records)
