@@ -73,6 +73,46 @@ class Heartbeat:
                 f"{rate * self.batch:.0f} images/s, epoch ends in {eta:.0f}s")
 
 
+def duration(seconds: float) -> str:
+    """``45s``, ``12m 05s``, ``3h 20m``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+class SweepClock:
+    """A sweep's progress: each run's time, runs done of those to run, and an ETA from the
+    measured pace (wall time since the first start over runs done, so runs side by side count)."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.started, self.first = clock, {}, None
+        self.total, self.skipped, self.done = 0, 0, 0
+
+    def planned(self, run: Any, total: int, state: str) -> None:
+        self.total = total
+        if state in ("done", "running"):
+            self.skipped += 1
+        elif state == "started":
+            now = self.clock()
+            self.first = now if self.first is None else self.first
+            self.started[id(run)] = now
+
+    def finished(self, run: Any) -> str:
+        began = self.started.pop(id(run), None)
+        if began is None or self.first is None:
+            return ""
+        self.done += 1
+        now = self.clock()
+        to_run = max(self.total - self.skipped, self.done)
+        left = to_run - self.done
+        eta = (now - self.first) / self.done * left
+        return (f" ({duration(now - began)}; {self.done}/{to_run} done"
+                + (f", about {duration(eta)} left)" if left else ")"))
+
+
 class Reporter:
     """Events of a run and of a sweep. Every method may be overridden; none must be."""
 
@@ -118,6 +158,7 @@ class ConsoleReporter(Reporter):
         self.best = float("-inf")
         self.plain = True
         self.beat = Heartbeat()
+        self.sweep = SweepClock()
 
     def info(self, message: str, err: bool = False) -> None:
         if self.level >= NORMAL:
@@ -173,6 +214,7 @@ class ConsoleReporter(Reporter):
     def planned(self, run: Any, index: int, total: int, state: str) -> None:
         where = f"[{index}/{total}] {run.label}: {run.setting.key}" \
                 + (" (hidden)" if run.setting.hidden else "") + f", seed {run.seed}"
+        self.sweep.planned(run, total, state)
         if state == "started":
             self.info(f"{where}: started")
         elif state == "queued":
@@ -185,7 +227,8 @@ class ConsoleReporter(Reporter):
         best, failure = record.get("best_acc"), record.get("failure")
         line = (f"  {run.label}: {run.setting.key}, seed {run.seed}: {record['status']}"
                 + (f", best {best:.2f}%" if best is not None else "")
-                + (f" [{failure['category']}] {failure['message']}" if failure else ""))
+                + (f" [{failure['category']}] {failure['message']}" if failure else "")
+                + self.sweep.finished(run))
         if record["status"] == "failed":
             self.echo(line, err=True)
         else:

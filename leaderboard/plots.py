@@ -207,7 +207,7 @@ def accuracy_intervals(rows: list[dict[str, Any]], title: str) -> str | None:
     for tick, r in zip(ax.get_yticklabels(), reversed(rows)):
         if r.get("baseline"):
             tick.set_fontstyle("italic")
-    ax.set(xlabel="best test accuracy (%): runs, mean, 95% interval", title=title)
+    ax.set(xlabel="best test accuracy (%)", title=title)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return svg_uri(fig)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 
 from harness import __version__
 from harness.leaderboard import plots
@@ -132,6 +133,7 @@ def build_table(suite: Suite, entries: list[Entry], frame, reveal: bool) -> dict
               "note": ", ".join(c.flags)} for r, c in shown],
             f"{s.key}: best test accuracy") if shown else None
     return {"suite": suite, "rows": rows, "best": best, "best_aggregate": max(aggregates, default=None),
+            "published": published_rows(suite, rows, reveal),
             "separations": separations, "forests": forests,
             "columns_public": [s for s in suite.settings if not s.hidden],
             "columns_hidden": [s for s in suite.settings if s.hidden],
@@ -141,6 +143,34 @@ def build_table(suite: Suite, entries: list[Entry], frame, reveal: bool) -> dict
 # Fewer epochs than this measure no convergence speed or late stability: in a 2-epoch run "epochs
 # to 95% of the best" is the last epoch whatever the layer does. The page says "n/a" instead.
 SHORT_RUN_EPOCHS = 10
+
+
+def published_rows(suite: Suite, rows: list[Row], reveal: bool) -> list[dict[str, Any]]:
+    """The reference benchmark's own numbers for this suite's settings (harness.protocol.published),
+    and, where our baseline of that name ran the setting under the protocol's recipe, the gap
+    ours - theirs with its 95% Welch interval."""
+    from harness.protocol.published import published
+    from harness.protocol.recipe import PROTOCOL_RECIPE
+    from harness.protocol.spec import recipe_id
+
+    under_protocol = suite.recipe_id() == recipe_id(PROTOCOL_RECIPE, None, None)
+    ours = {r.entry.name: r for r in rows if r.entry.kind == "baseline"}
+    out = []
+    for s in suite.settings:
+        if s.hidden and not reveal:
+            continue
+        for method, seeds in sorted(published().of(s.key).items()):
+            values = list(seeds.values())
+            low, high = S.t_interval(values)
+            row = {"setting": s.key, "method": method, "seeds": seeds, "mean": float(np.mean(values)),
+                   "std": float(np.std(values, ddof=1)), "ci": (low, high), "gap": None,
+                   "gap_ci": (None, None), "ours": None}
+            cell = ours[method].cells[s.key]["cell"] if method in ours else None
+            if cell is not None and cell.n and under_protocol:
+                gap_low, gap_high = S.difference_interval(cell.values, values)
+                row.update(ours=cell, gap=cell.mean - row["mean"], gap_ci=(finite(gap_low), finite(gap_high)))
+            out.append(row)
+    return out
 
 
 def dynamics_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -237,6 +267,18 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
     tracks = [{"track": TRACKS[t], "tables": group} for t in order
               if (group := [x for x in tables if x["suite"].track == t])]
 
+    for t in tables:  # the entries' curves side by side, per setting: mean and band over seeds
+        t["curves"] = {}
+        for s in t["suite"].settings:
+            groups = {}
+            for row in t["rows"]:
+                if row.cells[s.key]["state"] != "shown":
+                    continue
+                runs = t["frame"][(t["frame"]["entry"] == row.entry.name) & (t["frame"]["setting"] == s.key)]
+                if len(runs):
+                    groups[row.entry.name] = [by_id[i] for i in runs["run_id"]]
+            t["curves"][s.key] = plots.learning_curves(groups, s.key) if groups else None
+
     for t in tables:
         suite = t["suite"]
         for row in t["rows"]:
@@ -263,7 +305,8 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
     ignored = left_out(records, current)
     index = env.get_template("index.html").render(tables=tables, tracks=tracks, generated=generated,
                                                   method=_markdown(S.__doc__), skipped=skipped,
-                                                  flag_text=S.FLAGS, left_out=ignored)
+                                                  flag_text=S.FLAGS, left_out=ignored,
+                                                  published_source=_published_source())
     (out / "index.html").write_text(index, encoding="utf-8")
     rows = _export_rows(tables)
     write_json_atomic(out / "leaderboard.json", {"generated": generated, "rows": rows,
@@ -274,6 +317,12 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
         writer.writeheader()
         writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
     return Site(out / "index.html", skipped, ignored)
+
+
+def _published_source() -> str:
+    from harness.protocol.published import published
+
+    return f"Source: {published().source}; protocol {published().protocol}"
 
 
 def _markdown(text: str) -> str:

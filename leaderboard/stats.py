@@ -84,6 +84,21 @@ def welch_p(x: Iterable[float], y: Iterable[float]) -> float:
         return float(st.ttest_ind(x, y, equal_var=False).pvalue)
 
 
+def difference_interval(x: Iterable[float], y: Iterable[float]) -> tuple[float, float]:
+    """The 95% Welch interval of mean(x) - mean(y) (Welch-Satterthwaite degrees of freedom);
+    NaN with fewer than 2 values a side."""
+    x, y = np.asarray(list(x), float), np.asarray(list(y), float)
+    if x.size < 2 or y.size < 2:
+        return (math.nan, math.nan)
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    diff, se = float(x.mean() - y.mean()), math.sqrt(vx + vy)
+    if se == 0:
+        return (diff, diff)
+    df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))
+    half = float(st.t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    return (diff - half, diff + half)
+
+
 def holm(p_values: Iterable[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (NaN stays NaN and is not counted): the i-th smallest of
     m p-values becomes max over j <= i of min(1, (m - j + 1) * p_(j))."""

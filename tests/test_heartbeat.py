@@ -40,3 +40,24 @@ def test_the_console_beats_only_off_a_terminal():
     assert [m for m in out if "images/s" in m] == [
         "  epoch 1/2: step 2/10, 3 images/s, epoch ends in 240s",
         "  epoch 1/2: step 4/10, 3 images/s, epoch ends in 180s"]
+
+
+def test_a_sweep_says_each_runs_time_and_an_eta():
+    from types import SimpleNamespace
+
+    from harness.reporting import SweepClock, duration
+
+    clock = Clock()
+    sweep = SweepClock(clock=clock)
+    runs = [SimpleNamespace(n=i) for i in range(4)]
+    sweep.planned(runs[0], 4, "done")  # skipped: three to run
+    sweep.planned(runs[1], 4, "started")
+    sweep.planned(runs[2], 4, "started")  # two side by side
+    clock.t = 600
+    assert sweep.finished(runs[1]) == " (10m 00s; 1/3 done, about 20m 00s left)"
+    sweep.planned(runs[3], 4, "started")
+    clock.t = 660
+    assert sweep.finished(runs[2]) == " (11m 00s; 2/3 done, about 5m 30s left)"
+    clock.t = 1200
+    assert sweep.finished(runs[3]) == " (10m 00s; 3/3 done)"  # started at 600
+    assert duration(7325) == "2h 02m" and duration(42.4) == "42s"

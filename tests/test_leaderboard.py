@@ -13,7 +13,7 @@ from harness.cli import main
 from harness.leaderboard.site import build_site
 from harness.store.results import ResultsStore
 
-from records import make_record
+from records import make_record, register
 
 XSS_NAME = "<script>alert(1)</script>"
 XSS_SOURCE = ('"""A layer."""\n# </textarea><script>alert(2)</script>\nfrom torch import nn\n'
@@ -290,3 +290,41 @@ def test_runs_left_out_of_the_board_are_counted_and_explained(tmp_path):
     assert "left out 2 runs of `harness eval`" in result.output
     index = (tmp_path / "site" / "index.html").read_text()
     assert "No entries yet" in index and "Not on the board: 2 runs of `harness eval`" in index
+
+
+def test_the_index_shows_uncertainty_and_curves_without_hovering(site):
+    index = (site / "index.html").read_text()
+    assert index.count('<div class="forests">') == 1 and "data:image/svg+xml;base64," in index
+    assert "Every entry's curves, per setting" in index
+    assert '<span class="ci">[' in index  # the interval in the cell's text
+    assert "Groups: entries that share a letter are not significantly different" in index
+    assert "<strong>Cell</strong>" in index and "**Cell**" not in index  # the notes as HTML
+
+
+def test_the_published_numbers_beside_ours_with_the_gap(tmp_path):
+    import leaderboard.stats as S
+    from harness.protocol.published import published
+
+    store = ResultsStore(tmp_path / "results")
+    sha = register(store, tmp_path, "group_norm", "baseline", "default", final=True)
+    ours = [93.0, 93.3, 93.1]
+    for seed, acc in zip((42, 123, 456), ours):
+        store.add(make_record("group_norm", sha, "mobilenetv2-fmnist", seed, acc, kind="baseline",
+                              suite="default", final=True))
+    build_site(tmp_path / "results", tmp_path / "site")
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "Published by the reference benchmark: not produced by this harness" in index
+    assert "93.16 (42), 93.02 (123), 93.42 (456)" in index
+    theirs = list(published().of("mobilenetv2-fmnist")["group_norm"].values())
+    low, high = S.difference_interval(ours, theirs)
+    gap = sum(ours) / 3 - sum(theirs) / 3
+    assert f"<td>{gap:.2f}</td><td>[{low:.2f}, {high:.2f}]</td>" in index
+    assert "resnet110-cifar100" not in index.split("Published by the reference")[1].split("</table>")[0]
+
+
+def test_the_welch_interval_of_a_difference():
+    import leaderboard.stats as S
+
+    low, high = S.difference_interval([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert (low + high) / 2 == pytest.approx(-3.0)
+    assert high - low == pytest.approx(2 * 2.7764451 * (2 / 3) ** 0.5, rel=1e-6)  # df = 4
