@@ -89,10 +89,15 @@ class SweepClock:
 
     def __init__(self, clock=time.monotonic):
         self.clock, self.started, self.first = clock, {}, None
-        self.total, self.skipped, self.done = 0, 0, 0
+        self.totals: dict[str, int] = {}  # each entry's planned runs (a sweep may hold several)
+        self.skipped, self.done = 0, 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals.values())
 
     def planned(self, run: Any, total: int, state: str) -> None:
-        self.total = total
+        self.totals[getattr(run, "label", "")] = total
         if state in ("done", "running"):
             self.skipped += 1
         elif state == "started":

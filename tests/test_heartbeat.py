@@ -61,3 +61,18 @@ def test_a_sweep_says_each_runs_time_and_an_eta():
     clock.t = 1200
     assert sweep.finished(runs[3]) == " (10m 00s; 3/3 done)"  # started at 600
     assert duration(7325) == "2h 02m" and duration(42.4) == "42s"
+
+
+def test_a_sweep_of_several_entries_counts_them_all():
+    from types import SimpleNamespace
+
+    from harness.reporting import SweepClock
+
+    clock = Clock()
+    sweep = SweepClock(clock=clock)
+    a = [SimpleNamespace(label="a") for _ in range(2)]
+    b = [SimpleNamespace(label="b") for _ in range(2)]
+    for run in a + b:
+        sweep.planned(run, 2, "started")
+    clock.t = 100
+    assert sweep.finished(a[0]) == " (1m 40s; 1/4 done, about 5m 00s left)"
