@@ -166,7 +166,7 @@ def published_rows(suite: Suite, rows: list[Row], reveal: bool) -> list[dict[str
                    "std": float(np.std(values, ddof=1)), "ci": (low, high), "gap": None,
                    "gap_ci": (None, None), "ours": None}
             cell = ours[method].cells[s.key]["cell"] if method in ours else None
-            if cell is not None and cell.n and under_protocol:
+            if cell is not None and cell.n and under_protocol and "bf16" not in cell.flags:
                 gap_low, gap_high = S.difference_interval(cell.values, values)
                 row.update(ours=cell, gap=cell.mean - row["mean"], gap_ci=(finite(gap_low), finite(gap_high)))
             out.append(row)

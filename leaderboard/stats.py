@@ -18,7 +18,7 @@
   Holm-adjusted together, and two entries share a letter exactly when their adjusted p is not
   below 0.05. So no entry shares a group with one it is significantly worse than, and the
   leader's group ("a") holds every entry the data cannot tell from it. A pair with fewer than 2
-  seeds a side has no test and is never separated.
+  seeds a side, or with no spread on either side, has no test and is never separated.
 - **Against the best baseline** of each setting (the baseline with the highest mean): the
   *probability of improvement* P(X > Y) + P(X = Y)/2 over all pairs of a submission's runs X and
   the baseline's runs Y (the Mann-Whitney U statistic divided by n*m), and **Welch's t-test**
@@ -67,7 +67,7 @@ def t_interval(values: Iterable[float], bounds: tuple[float, float] = (0.0, 100.
 
 def probability_of_improvement(x: Iterable[float], y: Iterable[float]) -> float:
     x, y = np.asarray(list(x), float), np.asarray(list(y), float)
-    if x.size == 0 or y.size == 0:
+    if x.size < 2 or y.size < 2:  # as documented: at least 2 runs a side
         return math.nan
     u = st.mannwhitneyu(x, y, alternative="two-sided").statistic
     return float(u / (x.size * y.size))
@@ -77,8 +77,10 @@ def welch_p(x: Iterable[float], y: Iterable[float]) -> float:
     x, y = np.asarray(list(x), float), np.asarray(list(y), float)
     if x.size < 2 or y.size < 2:
         return math.nan
-    if np.std(x) == 0 and np.std(y) == 0:
-        return 0.0 if x.mean() != y.mean() else 1.0
+    if np.ptp(x) == 0 and np.ptp(y) == 0:
+        # No spread on either side: the test is undefined (a p of 0 would call any difference
+        # certain, which two identical seeds on a small test set do not show). No test.
+        return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # one side with zero variance is fine here
         return float(st.ttest_ind(x, y, equal_var=False).pvalue)

@@ -262,3 +262,88 @@ def test_data_list_and_verify(fmnist_raw, tmp_path):
     assert unknown.exit_code == 2 and "unknown dataset 'kmnist'" in unknown.output
     for sub in ("list", "verify", "import", "download"):
         assert cli("data", sub, "--help").exit_code == 0
+
+
+def test_a_corrupt_gzip_is_a_one_line_problem_not_a_traceback(fmnist_raw, tmp_path):
+    raw, _ = fmnist_raw
+    flat = tmp_path / "flat"
+    gzip_into(raw, flat)
+    blob = bytearray((flat / "train-images-idx3-ubyte.gz").read_bytes())
+    blob[20:40] = bytes(20)  # the deflate stream broken: zlib.error, not OSError
+    (flat / "train-images-idx3-ubyte.gz").write_bytes(bytes(blob))
+    with pytest.raises(DatasetUnavailable, match="cannot be read"):
+        load_dataset("fmnist", flat, download=False)
+    listing = cli("data", "list", "--data-root", flat)
+    assert listing.exit_code == 0 and "cannot be read" in listing.output
+
+
+def test_a_half_extracted_file_beside_its_intact_gz_does_not_hide_it(fmnist_raw, tmp_path):
+    raw, _ = fmnist_raw
+    both = tmp_path / "both" / "FashionMNIST" / "raw"
+    gzip_into(raw, both)
+    (both / "train-images-idx3-ubyte").write_bytes((raw / "train-images-idx3-ubyte").read_bytes()[:100])
+    ds = load_dataset("fmnist", tmp_path / "both", download=False)
+    assert ds.files[0]["path"].endswith("train-images-idx3-ubyte.gz")
+
+
+def test_archives_with_dot_slash_members_and_the_extracted_folder_itself(cifar10_root, tmp_path):
+    root, _ = cifar10_root
+    archive = tmp_path / "dl" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:  # as `tar -C dir -czf x.tar.gz .` names them
+        tar.add(root / "cifar-10-batches-py", arcname="./cifar-10-batches-py")
+    assert load_dataset("cifar10", archive.parent, download=False).train.inputs.shape[0] == 30
+    for given in (root / "cifar-10-batches-py", root / "cifar-10-batches-py" / "data_batch_1"):
+        target = tmp_path / f"into-{given.name}"
+        result = cli("data", "import", given, "--data-root", target)
+        assert result.exit_code == 0, result.output
+        assert (target / "cifar-10-batches-py" / "test_batch").is_file()
+
+
+def _imdb_archive(path: Path) -> Path:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for split in ("train", "test"):
+            for sentiment in ("pos", "neg"):
+                info = tarfile.TarInfo(f"aclImdb/{split}/{sentiment}/0_7.txt")
+                info.size = 4
+                tar.addfile(info, io.BytesIO(b"film"))
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_an_import_that_fails_midway_puts_everything_back(tmp_path):
+    archive = _imdb_archive(tmp_path / "aclImdb_v1.tar.gz")
+    root = tmp_path / "root"
+    (root / "aclImdb" / "train" / "pos").mkdir(parents=True)
+    (root / "aclImdb" / "train" / "pos" / "old.txt").write_text("old")
+    (root / "aclImdb" / "test").write_text("a file where a folder goes")
+    result = cli("data", "import", archive, "--data-root", root)
+    assert result.exit_code == 1
+    assert (root / "aclImdb" / "train" / "pos" / "old.txt").read_text() == "old"
+    assert sorted(p.name for p in root.iterdir()) == ["aclImdb"]  # no staging folder left
+    truncated = tmp_path / "cut" / "aclImdb_v1.tar.gz"
+    truncated.parent.mkdir()
+    truncated.write_bytes(archive.read_bytes()[:60])
+    cut = cli("data", "import", truncated, "--data-root", tmp_path / "fresh")
+    assert cut.exit_code == 1 and "cannot be unpacked" in cut.output and not (tmp_path / "fresh").exists()
+
+
+def test_an_import_never_writes_through_a_link(tmp_path):
+    archive = _imdb_archive(tmp_path / "aclImdb_v1.tar.gz")
+    precious = tmp_path / "precious" / "train" / "pos"
+    precious.mkdir(parents=True)
+    (precious / "keep.txt").write_text("keep")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "aclImdb").symlink_to(tmp_path / "precious")
+    result = cli("data", "import", archive, "--data-root", root)
+    assert result.exit_code == 1 and "is a symbolic link" in result.output
+    assert (precious / "keep.txt").read_text() == "keep" and sorted(p.name for p in precious.iterdir()) == ["keep.txt"]
+
+
+def test_verify_by_name_fails_when_only_another_datasets_files_are_there(fmnist_raw, tmp_path):
+    raw, _ = fmnist_raw
+    assert cli("data", "verify", "fmnist", "--data-root", raw.parents[1]).exit_code == 0
+    mnist = cli("data", "verify", "mnist", "--data-root", raw)  # the flat layout matches MNIST's names
+    assert mnist.exit_code == 1 and "mnist is not available" in mnist.output

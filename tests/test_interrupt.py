@@ -55,3 +55,36 @@ def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes(tmp_path):
     records = _records(results)
     assert sorted(r["config"]["seed"] for r in records) == [0, 1, 2]
     assert all(r["status"] == "ok" for r in records)
+
+
+@pytest.mark.parametrize("category, kept", [("crashed", False), ("malformed", False),
+                                            ("interface", True), ("out-of-memory", True)])
+def test_after_ctrl_c_only_the_runs_it_killed_go_unrecorded(tmp_path, monkeypatch, category, kept):
+    """A run killed by the stop leaves no failure record (it resumes); a run that failed on its
+    own just before the Ctrl-C is recorded as any failure is."""
+    from harness.execution import local, watch
+    from harness.execution.task import Task, crash_record
+    from harness.protocol.spec import RunSpec
+    from harness.store.results import ResultsStore
+
+    store = ResultsStore(tmp_path / "results")
+    task = Task(RunSpec("x.py", "resnet20", "digits", sha256="a" * 64), "x", {}, [])
+    monkeypatch.setattr(local, "_run_trusted", lambda *a, **k: crash_record(task, category, "boom"))
+    watch.STOPPING.set()
+    try:
+        record = local.run_in_worker(task, store, {}, tmp_path / "logs", 0)
+    finally:
+        watch.STOPPING.clear()
+    assert (record is not None) == kept
+    assert len(list(store.runs_dir.glob("*.json"))) == int(kept)
+
+
+def test_no_worker_starts_once_the_sweep_is_stopping(tmp_path):
+    from harness.execution import watch
+
+    watch.STOPPING.set()
+    try:
+        with pytest.raises(watch.Stopping):
+            watch.Process(["true"], {}, watch.CappedLog(tmp_path / "log"), sandboxed=False)
+    finally:
+        watch.STOPPING.clear()

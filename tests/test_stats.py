@@ -27,6 +27,8 @@ def test_probability_of_improvement_counts_pairs_and_half_ties():
 def test_welch_p_known_value():
     assert S.welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.021311, abs=1e-5)
     assert math.isnan(S.welch_p([1], [2, 3]))
+    assert math.isnan(S.welch_p([80.0, 80.0], [70.0, 70.0]))  # no spread: no test, not "certain"
+    assert math.isnan(S.probability_of_improvement([1.0], [2.0, 3.0]))
 
 
 def test_groups_from_the_adjusted_pairwise_tests():

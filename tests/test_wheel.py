@@ -30,8 +30,15 @@ def test_a_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     names = subprocess.run([sys.executable, "-m", "zipfile", "-l", wheel], capture_output=True,
                            text=True).stdout
     for shipped in ("harness/baselines/batch_norm.py", "harness/leaderboard/templates/",
-                    "harness/protocol/suites/default.toml", "harness/py.typed"):
+                    "harness/protocol/suites/default.toml", "harness/protocol/published.toml",
+                    "harness/py.typed"):
         assert shipped in names
+    # Every package of the source tree is in the wheel (harness.bench once was not).
+    folders = {"harness": ROOT / "harness", "harness/leaderboard": ROOT / "leaderboard",
+               "harness/baselines": ROOT / "baselines"}
+    for prefix, root in folders.items():
+        for init in root.rglob("__init__.py"):
+            assert f"{prefix}/{init.relative_to(root).as_posix()}" in names, init
 
     # A fresh environment whose dependencies (torch, ...) are this one's, reached through a .pth
     # line: a folder named in a .pth file is on sys.path, but its own .pth files (this checkout's
@@ -51,6 +58,7 @@ def test_a_wheel_installs_and_runs_outside_the_checkout(tmp_path):
                 cwd=work, env=env).stdout
     assert str(purelib) in where and str(ROOT) not in where
     harness = env_dir / "bin" / "harness"
+    assert "Measure training images/s" in run([harness, "bench", "--help"], cwd=work, env=env).stdout
     listed = run([harness, "list"], cwd=work, env=env).stdout
     for name in ("batch_norm", "group_norm", "switchable_norm", "batch_instance_norm"):
         assert f"  {name} " in listed

@@ -88,18 +88,20 @@ def data_verify_cmd(names: tuple[str, ...], data_root: str | None, as_json: bool
         if name in datafiles.BUILT_IN:
             continue
         copies, partial = datafiles.find_copies(name, data_root)
+        intact = 0
         for copy in copies:
             try:
                 v = datafiles.verify(copy)
                 rows.append({"dataset": name, "where": copy.describe(), "ok": True,
                              "verified": v.verified, "files": v.files})
+                intact += 1
             except datafiles.OtherDataset as exc:  # MNIST's layout matches Fashion-MNIST's names
                 rows.append({"dataset": name, "where": copy.describe(), "ok": None, "problem": str(exc)})
             except datafiles.DataProblem as exc:
                 rows.append({"dataset": name, "where": copy.describe(), "ok": False, "problem": str(exc)})
                 bad = True
         rows += [{"dataset": name, "where": None, "ok": None, "problem": p} for p in partial]
-        if not copies and names:
+        if not intact and names:  # a dataset asked for by name must be here, intact
             rows.append({"dataset": name, "where": None, "ok": False,
                          "problem": datafiles.missing_message(name, data_root, partial)})
             bad = True

@@ -37,7 +37,15 @@ from harness.engine.checkpoint import Checkpoint
 from harness.engine.device import usable_cpus
 from harness.engine.runner import config_fields
 from harness.execution.task import Isolation, Task, crash_record, safe_label
-from harness.execution.watch import CappedLog, Limits, Process, Watch, printable_json
+from harness.execution.watch import (
+    STOPPING,
+    CappedLog,
+    Limits,
+    Process,
+    Stopping,
+    Watch,
+    printable_json,
+)
 from harness.reporting import Reporter
 from harness.store import schema
 from harness.store.claims import Claim
@@ -45,6 +53,9 @@ from harness.store.derived import finish_record
 from harness.store.record import new_run_id, utc_now, write_json_atomic
 from harness.store.schema import MAX_DEPTH, json_depth
 
+# How a run that the sweep's Ctrl-C killed ends: its processes died without a word, or a pipe
+# broke mid-message. Any other failure (an interface error, out of memory) is the run's own.
+KILLED_BY_STOP = ("crashed", "malformed")
 RESULT_BYTES = 64 << 20  # a trusted worker's record, or a check report
 CHECK_SCRATCH_BYTES = 256 << 20  # a check worker's writable space
 
@@ -79,9 +90,8 @@ def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int,
 
 Echo = Callable[[str], None]
 
-# Set on the first Ctrl-C of a sweep: no run starts any more, and a run killed in flight leaves no
-# failure record (its last end-of-epoch checkpoint is kept, so the same command resumes it).
-STOPPING = threading.Event()
+# A task that never ran because the sweep was interrupted first.
+NOT_STARTED = object()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -117,10 +127,10 @@ class LocalExecutor:
         work_dir.mkdir(parents=True, exist_ok=True)
         memory = self.isolation.memory_for(len(slots))
 
-        def one(i: int, task: Task) -> dict[str, Any] | None:
+        def one(i: int, task: Task) -> Any:
             with lock:
                 if STOPPING.is_set():
-                    return None
+                    return NOT_STARTED
                 slot = free.pop()
                 task.report_started(reporter)
             try:
@@ -145,13 +155,15 @@ class LocalExecutor:
             # sessions of their own, so the terminal's signal never reached them), keep what
             # finished. A second Ctrl-C while this happens ends the command at once.
             STOPPING.set()
-            not_started = sum(f.cancel() for f in futures)
+            cancelled = sum(f.cancel() for f in futures)
             from harness.execution.watch import kill_workers
 
             kill_workers()
             pool.shutdown(wait=True, cancel_futures=True)
             results = [f.result() for f in futures if not f.cancelled() and f.exception() is None]
-            finished = sum(r is not None for r in results)
+            not_started = cancelled + sum(r is NOT_STARTED for r in results)
+            finished = sum(isinstance(r, dict) for r in results)
+            STOPPING.clear()  # every thread is done: a later sweep in this process starts afresh
             raise Interrupted(finished, len(tasks) - not_started - finished, not_started) from None
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -254,15 +266,18 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
     memory = memory or isolation.memory_for(1)
     stem = _stem(task.label, index)
     work_dir.mkdir(parents=True, exist_ok=True)
-    with Claim(store.root, task.spec.key(), task.label) as claim:
-        if isolation.untrusted:
-            threads = int(env.get("OMP_NUM_THREADS") or usable_cpus())
-            record = run_split(task, store, env, work_dir, stem, isolation, memory, threads, echo,
-                               beat=claim.beat)
-        else:
-            record = _run_trusted(task, store, env, work_dir, stem, isolation, memory, echo,
-                                  claim.beat)
-    if STOPPING.is_set() and record.get("status") == "failed":
+    try:
+        with Claim(store.root, task.spec.key(), task.label) as claim:
+            if isolation.untrusted:
+                threads = int(env.get("OMP_NUM_THREADS") or usable_cpus())
+                record = run_split(task, store, env, work_dir, stem, isolation, memory, threads,
+                                   echo, beat=claim.beat)
+            else:
+                record = _run_trusted(task, store, env, work_dir, stem, isolation, memory, echo,
+                                      claim.beat)
+    except Stopping:
+        return None  # the sweep's Ctrl-C came before its workers started
+    if STOPPING.is_set() and (record.get("failure") or {}).get("category") in KILLED_BY_STOP:
         return None  # killed by the sweep's Ctrl-C: not a failure of the run, which will resume
     try:
         store.add(record)  # validated there

@@ -46,7 +46,7 @@ from harness.execution.exchange import (
 from harness.execution.sandbox import NOBODY, Limits, Sandbox, SandboxUnavailable, as_root
 from harness.execution.split_record import record_head, record_tail
 from harness.execution.task import crash_record, safe_label
-from harness.execution.watch import CappedLog, Process, Watch
+from harness.execution.watch import STOPPING, CappedLog, Process, Watch
 from harness.execution.watch import Limits as WatchLimits
 from harness.protocol.data import Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.protocol.scoring import EvalPlan, score
@@ -360,7 +360,9 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
     except handover.ScoringFailed as exc:
         failure = {"category": exc.category, "message": f"scoring: {exc}"[:500], "reported": True}
     except handover.HandoverError as exc:
-        if run.watch.killed_for:  # the pipe broke because the watch killed the process
+        if STOPPING.is_set():  # the sweep's Ctrl-C killed the processes: resume from the state
+            failure, keep_state = {"category": "crashed", "message": "stopped by Ctrl-C"}, True
+        elif run.watch.killed_for:  # the pipe broke because the watch killed the process
             failure, keep_state = {"category": run.watch.category(),
                                    "message": f"killed: {run.watch.detail}"}, True
         else:

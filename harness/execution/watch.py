@@ -133,11 +133,22 @@ def _stat(pid: str) -> tuple[int, int, int] | None:
         return None
 
 
+# Set by a sweep's first Ctrl-C (harness.execution.local): from then on no worker starts, and
+# kill_workers() ends those alive.
+STOPPING = threading.Event()
+
+
+class Stopping(RuntimeError):
+    """A worker was about to start after the sweep's Ctrl-C."""
+
+
 class Process:
     """A started worker: plain (a session of its own) or in bubblewrap (a PID namespace of its own)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log: CappedLog, *,
                  sandboxed: bool, pass_fds: tuple[int, ...] = ()):
+        if STOPPING.is_set():
+            raise Stopping("the sweep was interrupted")
         self.log = log
         self.sandboxed = sandboxed
         info_r = info_w = None
@@ -162,6 +173,8 @@ class Process:
         self.pump = threading.Thread(target=log.pump, args=(out_r,), daemon=True)
         self.pump.start()
         _SESSIONS.add(self.proc.pid)
+        if STOPPING.is_set():  # the Ctrl-C's kill_workers() may have run before the line above
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.namespace = self._namespace(info_r) if sandboxed else None
 
     def _namespace(self, fd: int) -> str | None:

@@ -10,6 +10,7 @@ failed or refused download never touches a data root at all.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tarfile
@@ -24,6 +25,7 @@ from typing import Callable
 from harness.protocol.catalog import resolve_dataset_name
 from harness.protocol.datafiles import (
     PUBLISHED,
+    UNREADABLE,
     Copy,
     DataProblem,
     OtherDataset,
@@ -73,8 +75,15 @@ def _unpack(archive: Path, into: Path) -> None:
             tar.extractall(into, filter="data")
 
 
+def _top_folders() -> dict[str, str]:
+    """The folder each dataset's files sit in (cifar-10-batches-py, aclImdb, ...) -> the dataset."""
+    return {f.name.split("/")[0]: name for name, pub in PUBLISHED.items()
+            for f in pub.files if "/" in f.name}
+
+
 def recognise(path: Path) -> list[tuple[str, Path, bool]]:
-    """What ``path`` holds: (dataset, root or archive, is an archive to unpack) per dataset."""
+    """What ``path`` holds: (dataset, root or archive, is an archive to unpack) per dataset. A
+    dataset's own folder (cifar-10-batches-py/, aclImdb/) or one of its files means its root."""
     if path.is_file():
         for name in PUBLISHED:
             if path.name in _archive_names(name):
@@ -83,7 +92,13 @@ def recognise(path: Path) -> list[tuple[str, Path, bool]]:
             if any(path.name in (Path(f.name).name, Path(f.name).name + ".gz") for f in pub.files):
                 return recognise(path.parent)
         return []
-    return [(name, path, False) for name in PUBLISHED if copies_in(name, path)[0]]
+    found = [(name, path, False) for name in PUBLISHED if copies_in(name, path)[0]]
+    owner = _top_folders().get(path.name)
+    if not found and owner and copies_in(owner, path.parent)[0]:
+        return [(owner, path.parent, False)]
+    if not found and path.parent.name in _top_folders():  # aclImdb/train: the dataset's root above
+        return recognise(path.parent)
+    return found
 
 
 def _target(copy: Copy, root: Path, name: str) -> Path:
@@ -95,34 +110,50 @@ def _target(copy: Copy, root: Path, name: str) -> Path:
 
 
 def _install(copy: Copy, root: Path) -> list[Path]:
-    """Copy a verified copy's files under ``root``; returns the paths written."""
+    """Copy a verified copy's files under ``root``; returns the paths written. All or nothing: what
+    a file replaces (the other form of it too, NAME beside NAME.gz) is moved aside into the staging
+    folder first, by rename (a symbolic link moves as a link: nothing it points to is touched), and
+    moved back if a later step fails."""
     creation = _Creation()
     creation.mkdirs(root)
     staging = Path(tempfile.mkdtemp(prefix=".harness-import-", dir=root))
     moves: list[tuple[Path, Path]] = []
+    done: list[tuple[Path, list[tuple[Path, Path]]]] = []  # installed file, what it moved aside
     try:
         if copy.archive:
-            shutil.copyfile(copy.place, staging / copy.place.name)
-            moves.append((staging / copy.place.name, root / PUBLISHED[copy.dataset].archive))
+            shutil.copyfile(copy.place, staging / "new-0")
+            moves.append((staging / "new-0", root / PUBLISHED[copy.dataset].archive))
         else:
             for i, (name, src) in enumerate(copy.paths.items()):
-                staged = staging / str(i)
+                staged = staging / f"new-{i}"
                 (shutil.copytree if src.is_dir() else shutil.copyfile)(src, staged)
                 moves.append((staged, _target(copy, root, name)))
-        for staged, final in moves:
+        for _, final in moves:  # never write through a link (into a folder outside the root)
+            for parent in final.parents:
+                if parent == root or root not in parent.parents:
+                    break
+                if parent.is_symlink():
+                    raise DataProblem(f"{parent} is a symbolic link: the harness writes no file "
+                                      "through it; remove it, or import into another --data-root")
+        for i, (staged, final) in enumerate(moves):
             creation.mkdirs(final.parent)
-            other = final.with_name(final.name[:-3]) if final.name.endswith(".gz") else \
-                final.with_name(final.name + ".gz")
-            if other.is_file() and other.name in {Path(n).name for n in copy.paths}:
-                other.unlink()  # the other form would shadow the verified file
-            if final.is_dir():
-                shutil.rmtree(final)
-            staged.replace(final)
+            other = final.with_name(final.name[:-3]) if final.name.endswith(".gz") else None
+            aside = []
+            for j, old in enumerate(p for p in (final, other) if p is not None):
+                if old.is_symlink() or old.exists():
+                    old.rename(staging / f"old-{i}-{j}")
+                    aside.append((staging / f"old-{i}-{j}", old))
+            staged.rename(final)
+            done.append((final, aside))
     except BaseException:
+        for final, aside in reversed(done):  # back to what the root held before
+            (shutil.rmtree if final.is_dir() and not final.is_symlink() else os.unlink)(final)
+            for kept, old in aside:
+                kept.rename(old)
         shutil.rmtree(staging, ignore_errors=True)
         creation.undo()
         raise
-    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)  # what was replaced; links inside are not followed
     return [final for _, final in moves]
 
 
@@ -131,7 +162,7 @@ def _import_one(name: str, source: Path, unpack: bool, root: Path) -> dict:
         with tempfile.TemporaryDirectory(prefix="harness-unpack-") as tmp:
             try:
                 _unpack(source, Path(tmp))
-            except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            except (*UNREADABLE, zipfile.BadZipFile) as exc:
                 raise DataProblem(f"{name}: {source} cannot be unpacked "
                                   f"({type(exc).__name__}: {exc})") from None
             return _import_one(name, Path(tmp), False, root)
