@@ -74,6 +74,9 @@ def test_entry_pages_show_the_training_dynamics(site):
         assert f'alt="{alt} for resnet20-digits" src="data:image/svg+xml;base64,' in public
     assert "epochs to 90%" in public and "inference (ms / batch)" in public
     assert "<td>10.00</td>" in public and "<td>11.00</td>" in public  # seeds 0 and 1's latency
+    # 3-epoch runs measure no convergence speed: n/a, as markup (not escaped into the text)
+    assert public.count('title="fewer than 10 epochs: not measurable">n/a</span>') == 8  # 2 seeds x 4
+    assert "&lt;span" not in page
     hidden = page.split("<h2>resnet56-digits")[1]
     assert "data:image/svg" not in hidden  # a hidden setting shows no figures either
 
