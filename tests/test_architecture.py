@@ -151,3 +151,21 @@ def test_help_does_not_import_torch(argv):
     out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert out.stdout.strip().endswith("NO-TORCH 0"), out.stdout + out.stderr
+
+
+def test_pyproject_lists_every_package_of_the_source_tree():
+    """The wheel ships the packages pyproject.toml names: a new package must be named there (the
+    slow wheel test checks the built wheel; this one says it in the edit loop)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for package, root in PACKAGE_ROOTS.items():
+        for init in root.rglob("__init__.py"):
+            found.add(".".join([package, *init.parent.relative_to(root).parts]))
+    found.add("harness.baselines")  # a folder of layer files, shipped as a package
+    assert found == listed, f"missing from pyproject.toml: {sorted(found - listed)}; extra: {sorted(listed - found)}"
