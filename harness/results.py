@@ -89,16 +89,16 @@ def board(path: str | Path, *, reveal_hidden: bool = False) -> pd.DataFrame:
     share a letter are not significantly different), ``aggregate`` and its interval. Hidden
     settings are left out unless ``reveal_hidden`` (docs/statistics.md)."""
     from harness.leaderboard import stats
-    from harness.leaderboard.site import build_table, suite_of
+    from harness.leaderboard.site import build_tables
 
-    store = ResultsStore(Path(path))
     if not (Path(path) / "runs").is_dir():
         raise FileNotFoundError(f"{path}: not a results folder (no runs/ in it)")
+    store = ResultsStore(Path(path))
     entries = store.entries()
     frame = stats.runs_frame(list(store.records()), {e.name: e.sha256 for e in entries})
     rows = []
-    for suite in filter(None, map(suite_of, sorted(set(frame["suite"])) if len(frame) else [])):
-        table = build_table(suite, entries, frame, reveal_hidden)
+    for table in build_tables(entries, frame, reveal_hidden) if len(frame) else []:
+        suite = table["suite"]
         for r in table["rows"]:
             for key, c in r.cells.items():
                 cell = c["cell"]

@@ -231,17 +231,21 @@ class Site:
 
 
 def left_out(records: list[dict[str, Any]], current: dict[str, str]) -> dict[str, int]:
-    """The records the board does not show, counted by why (S.runs_frame keeps the others)."""
+    """The records the board does not show, counted by why (S.left_out_reason)."""
     out: dict[str, int] = {}
     for r in records:
-        entry = r.get("entry")
-        why = ("runs of `harness eval` (no entry: `harness submit FILE --name NAME` makes one)"
-               if entry is None else "runs of a study (`harness study report` shows them)"
-               if "study" in r else "runs of an older file of their entry"
-               if current.get(entry) != r["submission"]["sha256"] else None)
+        why = S.left_out_reason(r, current)
         if why:
             out[why] = out.get(why, 0) + 1
     return out
+
+
+def build_tables(entries: list[Entry], frame, reveal: bool) -> list[dict[str, Any]]:
+    """One table per suite that has runs (a suite no longer shipped is left out), by track."""
+    suites = [s for s in map(suite_of, sorted(set(frame["suite"]))) if s is not None]
+    order = list(TRACKS)
+    return [build_table(suite, entries, frame, reveal)
+            for suite in sorted(suites, key=lambda s: (order.index(s.track), s.name))]
 
 
 def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False) -> Site:
@@ -259,33 +263,26 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
     generated = {"at": utc_now(), "harness": __version__, "protocol": PROTOCOL_VERSION,
                  "reveal_hidden": reveal_hidden, "results": str(Path(results).resolve())}
 
-    tables = []
-    suites = [s for s in map(suite_of, sorted(set(frame["suite"]))) if s is not None]
-    order = list(TRACKS)
-    for suite in sorted(suites, key=lambda s: (order.index(s.track), s.name)):  # grouped by track
-        tables.append(build_table(suite, entries, frame, reveal_hidden))
-    tracks = [{"track": TRACKS[t], "tables": group} for t in order
+    tables = build_tables(entries, frame, reveal_hidden)
+    tracks = [{"track": TRACKS[t], "tables": group} for t in TRACKS
               if (group := [x for x in tables if x["suite"].track == t])]
 
-    for t in tables:  # the entries' curves side by side, per setting: mean and band over seeds
-        t["curves"] = {}
-        for s in t["suite"].settings:
-            groups = {}
-            for row in t["rows"]:
-                if row.cells[s.key]["state"] != "shown":
-                    continue
-                runs = t["frame"][(t["frame"]["entry"] == row.entry.name) & (t["frame"]["setting"] == s.key)]
-                if len(runs):
-                    groups[row.entry.name] = [by_id[i] for i in runs["run_id"]]
-            t["curves"][s.key] = plots.learning_curves(groups, s.key) if groups else None
-
     for t in tables:
+        # Each cell's runs, found once for the curves of the index and the entry pages.
+        cell_runs = dict(iter(t["frame"].groupby(["entry", "setting"])))
+        none = t["frame"].iloc[0:0]
+        t["curves"] = {}  # the entries' curves side by side, per setting: mean and band over seeds
+        for s in t["suite"].settings:
+            groups = {row.entry.name: [by_id[i] for i in cell_runs[(row.entry.name, s.key)]["run_id"]]
+                      for row in t["rows"] if row.cells[s.key]["state"] == "shown"
+                      and (row.entry.name, s.key) in cell_runs}
+            t["curves"][s.key] = plots.learning_curves(groups, s.key) if groups else None
         suite = t["suite"]
         for row in t["rows"]:
             sections = []
             for s in suite.settings:
                 state = row.cells[s.key]["state"]
-                runs = t["frame"][(t["frame"]["entry"] == row.entry.name) & (t["frame"]["setting"] == s.key)]
+                runs = cell_runs.get((row.entry.name, s.key), none)
                 recs = [by_id[i] for i in runs["run_id"]] if state == "shown" else []
                 sections.append({"setting": s, "state": state, "cell": row.cells[s.key]["cell"],
                                  "runs": runs.sort_values("seed").to_dict("records") if recs else [],

@@ -125,13 +125,25 @@ def run_flags_of(record: dict[str, Any]) -> list[str]:
     return run_flags(record)
 
 
+def left_out_reason(record: dict[str, Any], current_sha: dict[str, str]) -> str | None:
+    """Why a record is not on the board (None: it is, a run of an entry's current file)."""
+    entry = record.get("entry")
+    if entry is None:
+        return "runs of `harness eval` (no entry: `harness submit FILE --name NAME` makes one)"
+    if "study" in record:
+        return "runs of a study (`harness study report` shows them)"
+    if current_sha.get(entry) != record["submission"]["sha256"]:
+        return "runs of an older file of their entry"
+    return None
+
+
 def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -> pd.DataFrame:
     """One row per run of an entry's current file."""
     rows = []
     for r in records:
-        entry = r.get("entry")
-        if entry is None or "study" in r or current_sha.get(entry) != r["submission"]["sha256"]:
-            continue  # an ad-hoc eval, a study's run, or an older version of the entry's file
+        if left_out_reason(r, current_sha) is not None:
+            continue
+        entry = r["entry"]
         # The scoring's own check (schema 3); for older records, the pre-flight check's warning.
         batch_dependent = "batch-dependent" in run_flags_of(r) or (
             r.get("evaluation") is None
