@@ -44,6 +44,7 @@ from harness.execution.watch import (
     Process,
     Stopping,
     Watch,
+    kill_workers,
     printable_json,
 )
 from harness.reporting import Reporter
@@ -156,8 +157,6 @@ class LocalExecutor:
             # finished. A second Ctrl-C while this happens ends the command at once.
             STOPPING.set()
             cancelled = sum(f.cancel() for f in futures)
-            from harness.execution.watch import kill_workers
-
             kill_workers()
             pool.shutdown(wait=True, cancel_futures=True)
             results = [f.result() for f in futures if not f.cancelled() and f.exception() is None]

@@ -191,11 +191,16 @@ def resolve_dataset_name(name: str) -> str:
     return key
 
 
-def default_data_root() -> Path:
-    """``$HARNESS_DATA``, else ``$XDG_CACHE_HOME/harness/data`` (``~/.cache/harness/data``)."""
-    if os.environ.get("HARNESS_DATA"):
-        return Path(os.environ["HARNESS_DATA"]).expanduser()
+def cache_data_root() -> Path:
+    """``$XDG_CACHE_HOME/harness/data`` (``~/.cache/harness/data``)."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "harness" / "data"
+
+
+def default_data_root() -> Path:
+    """``$HARNESS_DATA``, else the cache (:func:`cache_data_root`)."""
+    if os.environ.get("HARNESS_DATA"):
+        return Path(os.environ["HARNESS_DATA"]).expanduser()
+    return cache_data_root()
 
 

@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.protocol.catalog import default_data_root, resolve_dataset_name
+from harness.protocol.catalog import cache_data_root, default_data_root, resolve_dataset_name
 
 
 class DataProblem(RuntimeError):
@@ -69,13 +69,18 @@ class Published:
         if not self.urls:
             return ways
         url = self.urls[0]
-        if url.endswith((".gz", ".zip")):
-            ways.append(f"download {url} and run `harness data import {url.rsplit('/', 1)[1]}`")
+        if archive_file(url):
+            ways.append(f"download {url} and run `harness data import {archive_file(url)}`")
         else:
             names = ",".join(Path(f.name).name + ".gz" * self.gzipped for f in self.files)
             ways.append(f"download {url}{{{names}}} into a folder and run "
                         f"`harness data import FOLDER`")
         return ways
+
+
+def archive_file(url: str) -> str | None:
+    """The file name of an archive's URL (cifar-10-python.tar.gz); None for a folder's URL."""
+    return url.rsplit("/", 1)[1] if url.endswith((".gz", ".zip")) else None
 
 
 def _idx(md5s: tuple[str, str, str, str]) -> tuple[DataFile, ...]:
@@ -91,14 +96,14 @@ def _idx(md5s: tuple[str, str, str, str]) -> tuple[DataFile, ...]:
 PUBLISHED: dict[str, Published] = {
     "fmnist": Published(
         _idx(("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
-                  "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965")),
+              "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965")),
         folders=("FashionMNIST/raw", "fashion-mnist", "FashionMNIST", ""), gzipped=True,
         urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         debian="dataset-fashion-mnist", system=("/usr/share/datasets/fashion-mnist",),
         home="https://github.com/zalandoresearch/fashion-mnist", install_folder="FashionMNIST/raw"),
     "mnist": Published(
         _idx(("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
-                  "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637")),
+              "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637")),
         folders=("MNIST/raw", "mnist", "MNIST", ""), gzipped=True,
         urls=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
         home="http://yann.lecun.com/exdb/mnist/", install_folder="MNIST/raw"),
@@ -149,13 +154,7 @@ def search_roots(data_root: str | Path | None = None) -> list[Path]:
     roots = [Path(data_root).expanduser()] if data_root else []
     if os.environ.get("HARNESS_DATA"):
         roots.append(Path(os.environ["HARNESS_DATA"]).expanduser())
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    roots.append(Path(cache) / "harness" / "data")
-    out: list[Path] = []
-    for r in roots:
-        if r not in out:
-            out.append(r)
-    return out
+    return list(dict.fromkeys([*roots, cache_data_root()]))
 
 
 def install_root(data_root: str | Path | None = None) -> Path:

@@ -29,6 +29,7 @@ from harness.protocol.datafiles import (
     Copy,
     DataProblem,
     OtherDataset,
+    archive_file,
     copies_in,
     install_root,
     verify,
@@ -62,8 +63,7 @@ class _Creation:
 
 def _archive_names(name: str) -> set[str]:
     pub = PUBLISHED[name]
-    return {n for n in [pub.archive, *(u.rsplit("/", 1)[1] for u in pub.urls)]
-            if n.endswith((".gz", ".zip"))}
+    return {n for n in [pub.archive, *map(archive_file, pub.urls)] if n}
 
 
 def _unpack(archive: Path, into: Path) -> None:
@@ -250,9 +250,9 @@ def download(name: str, data_root: str | Path | None = None,
         with tempfile.TemporaryDirectory(prefix="harness-download-") as tmp:
             folder = Path(tmp)
             try:
-                if url.endswith((".gz", ".zip")):
+                if archive_file(url):
                     say(f"downloading {url}")
-                    target = folder / url.rsplit("/", 1)[1]
+                    target = folder / archive_file(url)
                     fetch(url, target)
                 else:
                     for f in pub.files:
@@ -267,7 +267,7 @@ def download(name: str, data_root: str | Path | None = None,
                 reasons.append(str(exc))
                 continue
             # "the download of URL" rather than a temporary folder that is gone already
-            errors = [r["error"].replace(f"{folder}/", "" if url.endswith((".gz", ".zip")) else url)
+            errors = [r["error"].replace(f"{folder}/", "" if archive_file(url) else url)
                       for r in rows if "error" in r]
             if not errors:
                 return rows
