@@ -45,19 +45,14 @@ def execute(config, results_dir, console: ConsoleReporter, *, submission=None, c
             extra=None):
     """One run in this process, with the console's progress bar and the reference's log lines;
     returns (record, path)."""
-    from harness import __version__
     from harness.engine.runner import run_eval
 
     class Eval(ConsoleReporter):
         def run_started(self, record: dict[str, Any]) -> None:
-            sub, cfg, env = record["submission"], record["config"], record["environment"]
-            who = record.get("entry") or sub["name"]
-            self.info(f"harness {__version__}: {who} (sha256 {sub['sha256'][:12]}) in "
-                      f"{cfg['arch']} on {cfg['dataset']}, seed {cfg['seed']}, "
-                      f"{plural(cfg['epochs'], 'epoch')}, {env['device']} ({env['device_name']}), "
-                      f"{record['model']['parameters']:,} parameters")
-            for d in record["deviations"]:
-                self.info(f"note: not comparable with the reference: {d}", err=True)
+            sub, env = record["submission"], record["environment"]
+            announce(self, record["config"], record.get("entry") or sub["name"], sub["sha256"],
+                     f"{env['device']} ({env['device_name']}), "
+                     f"{record['model']['parameters']:,} parameters", record["deviations"])
             super().run_started(record)
 
     reporter = Eval(console.level, console.echo)
@@ -67,15 +62,15 @@ def execute(config, results_dir, console: ConsoleReporter, *, submission=None, c
     return record, path
 
 
-def announce(config, name: str, sha256: str, how: str, console: ConsoleReporter) -> None:
-    """The first lines of a run, trusted or not: what runs where, and what makes it not comparable."""
+def announce(console: ConsoleReporter, cfg: dict[str, Any], name: str, sha256: str, how: str,
+             deviations: list[str]) -> None:
+    """The first lines of a run, trusted or not: what runs where (``cfg``: a record's config), and
+    what makes it not comparable."""
     from harness import __version__
-    from harness.engine.runner import deviations
 
-    console.info(f"harness {__version__}: {name} (sha256 {sha256[:12]}) in {config.arch} on "
-                 f"{config.dataset}, seed {config.seed}, {plural(config.recipe.epochs, 'epoch')}, "
-                 f"{how}")
-    for d in deviations(config, DATASETS[resolve_dataset_name(config.dataset)]):
+    console.info(f"harness {__version__}: {name} (sha256 {sha256[:12]}) in {cfg['arch']} on "
+                 f"{cfg['dataset']}, seed {cfg['seed']}, {plural(cfg['epochs'], 'epoch')}, {how}")
+    for d in deviations:
         console.info(f"note: not comparable with the reference: {d}", err=True)
 
 
@@ -254,8 +249,12 @@ def eval_untrusted(config, results_dir: str, isolation, vetting, check_timeout: 
     task = Task(config, f"{vetted.path.stem} {config.arch}-{config.dataset} seed {config.seed}",
                 {"submission_source": str(vetted.path), "scan": vetted.scan},
                 vetted.checks_for(config.layer_params))
-    announce(config, vetted.path.stem, vetted.sha256, "sandboxed (untrusted: trained apart from the "
-             "test set, scored here)", console)
+    from harness.engine.runner import config_fields, deviations
+
+    dataset = resolve_dataset_name(config.dataset)
+    announce(console, config_fields(config, dataset), vetted.path.stem, vetted.sha256,
+             "sandboxed (untrusted: trained apart from the test set, scored here)",
+             deviations(config, DATASETS[dataset]))
     record = run_in_worker(task, store, {}, store.root / "logs", 0, isolation,
                            echo=console.info)
     path = store.runs_dir / f"{record['run_id']}.json"
