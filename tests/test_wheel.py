@@ -59,6 +59,10 @@ def test_a_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     assert str(purelib) in where and str(ROOT) not in where
     harness = env_dir / "bin" / "harness"
     assert "Measure training images/s" in run([harness, "bench", "--help"], cwd=work, env=env).stdout
+    # The study's dry run imports the planning and the cost model (harness.bench) from the wheel.
+    dry = run([harness, "study", "run", ROOT / "studies" / "selective_norm_grid_smoke.toml",
+               "--dry-run", "--no-estimate", "--results", work / "dry"], cwd=work, env=env).stdout
+    assert "56 run(s) to do of 56" in dry, dry
     listed = run([harness, "list"], cwd=work, env=env).stdout
     for name in ("batch_norm", "group_norm", "switchable_norm", "batch_instance_norm"):
         assert f"  {name} " in listed
