@@ -139,7 +139,7 @@ class Reporter:
 
     # -- a sweep ---------------------------------------------------------------------------
     def planned(self, run: Any, index: int, total: int, state: str) -> None:
-        """``run`` (a harness.store.status.PlannedRun, named by its ``label``) is ``started``,
+        """``run`` (a harness.store.plan.PlannedRun, named by its ``label``) is ``started``,
         ``queued`` (in a cluster array), ``done`` (skipped: the store has it) or ``running``
         (skipped: a worker elsewhere holds it)."""
 

@@ -22,13 +22,14 @@ import jinja2
 import numpy as np
 
 from harness import __version__
+from harness.errors import SuiteError
 from harness.leaderboard import plots
 from harness.leaderboard import stats as S
 from harness.leaderboard.provenance import distinct_values
 from harness.leaderboard.provenance import provenance as provenance_of
 from harness.protocol.catalog import TRACKS
 from harness.protocol.recipe import PROTOCOL_VERSION
-from harness.protocol.suites import Setting, Suite, SuiteError, load_suite
+from harness.protocol.suites import Setting, Suite, load_suite
 from harness.store.record import finite, utc_now, write_json_atomic
 from harness.store.results import Entry, ResultsStore, entry_slug
 

@@ -39,9 +39,9 @@ from harness.leaderboard.provenance import provenance as provenance_of
 from harness.protocol.entries import sha256_file
 from harness.protocol.recipe import PROTOCOL_VERSION
 from harness.protocol.studies import Study, point_label
+from harness.store.plan import study_records
 from harness.store.record import finite, utc_now, write_json_atomic
 from harness.store.results import COMPLETED, ResultsStore
-from harness.store.status import study_records
 
 REACH = ("90%", "95%", "99%")
 

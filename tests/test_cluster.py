@@ -55,7 +55,7 @@ def _task():
 def test_a_node_that_cannot_sandbox_fails_the_run_saying_so(tmp_path, monkeypatch):
     from harness.execution import sandbox
     from harness.execution import slurm as cluster
-    from harness.execution.task import Isolation
+    from harness.execution.options import Isolation
     from harness.store.results import ResultsStore
 
     monkeypatch.setattr(sandbox, "sandbox_unavailable", lambda: "no user namespaces")

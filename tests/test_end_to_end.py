@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.protocol.suites import load_suite
+from harness.store.plan import plan_suite
 from harness.store.results import ResultsStore
-from harness.store.status import plan_suite, run_states
+from harness.store.status import run_states
 
 from conftest import ROOT
 

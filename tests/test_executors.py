@@ -7,14 +7,15 @@ import pytest
 from harness.engine.device import usable_cpus
 from harness.engine.runner import run_eval
 from harness.execution.local import LocalExecutor, visible_gpus, worker_slots
-from harness.execution.sweep import sweep
+from harness.execution.options import Execution
+from harness.execution.sweep import SweepEntry, local_executor, sweep
 from harness.execution.task import Task, crash_record
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec, SpeedOptions
 from harness.protocol.suites import load_suite
+from harness.store.plan import plan_entry
 from harness.store.record import strip_timings
 from harness.store.results import ResultsStore, run_key
-from harness.store.status import plan_entry
 
 from conftest import FIXTURES, ROOT
 from inprocess import InProcess
@@ -81,11 +82,11 @@ def test_jobs_give_the_records_of_a_sequential_sweep(tmp_path, monkeypatch):
     import torch
 
     suite = tiny_suite()
-    parallel = sweep(ResultsStore(tmp_path / "par"), SELECTIVE, "sel", "submission", suite, False,
-                     device="cpu", jobs=2)
+    entry, cpu = SweepEntry(SELECTIVE, "sel", "submission", suite), Execution(device="cpu")
+    parallel = sweep(ResultsStore(tmp_path / "par"), entry, cpu, executor=local_executor(cpu, 2))
     torch.set_num_threads(1)
-    sequential = sweep(ResultsStore(tmp_path / "seq"), SELECTIVE, "sel", "submission", suite,
-                       False, device="cpu", executor=InProcess(run_eval))  # in this process
+    sequential = sweep(ResultsStore(tmp_path / "seq"), entry, cpu,
+                       executor=InProcess(run_eval))  # in this process
     assert [r["status"] for r in parallel.ran] == ["ok", "ok"]
 
     def comparable(r):
@@ -101,16 +102,16 @@ def test_jobs_give_the_records_of_a_sequential_sweep(tmp_path, monkeypatch):
         assert {k: (par.get(k), seq.get(k)) for k in set(par) | set(seq)
                 if par.get(k) != seq.get(k)} == {}
     assert len(list((tmp_path / "par" / "logs").glob("*.log"))) == 2
-    again = sweep(ResultsStore(tmp_path / "par"), SELECTIVE, "sel", "submission", suite, False,
-                  device="cpu", jobs=2)
+    again = sweep(ResultsStore(tmp_path / "par"), entry, cpu, executor=local_executor(cpu, 2))
     assert not again.ran and len(again.skipped) == 2
 
 
 @pytest.mark.slow
 def test_a_worker_that_dies_is_recorded_and_the_others_kept(tmp_path):
     store = ResultsStore(tmp_path / "res")
-    result = sweep(store, str(FIXTURES / "dies_in_worker.py"), "dies", "submission", tiny_suite(),
-                   False, device="cpu", jobs=2)
+    cpu = Execution(device="cpu")
+    result = sweep(store, SweepEntry(str(FIXTURES / "dies_in_worker.py"), "dies", "submission",
+                                     tiny_suite()), cpu, executor=local_executor(cpu, 2))
     by_seed = {r["config"]["seed"]: r for r in result.ran}
     assert by_seed[0]["status"] == "ok" and by_seed[0]["best_acc"] is not None
     assert by_seed[1]["status"] == "failed"

@@ -13,6 +13,7 @@ from harness import results
 from harness.bench.estimate import Estimate, Timing, run_seconds
 from harness.cli import main
 from harness.engine.runner import run_eval
+from harness.errors import SuiteError
 from harness.execution.sweep import run_study
 from harness.leaderboard.study_report import (
     StudyCell,
@@ -26,9 +27,8 @@ from harness.protocol.entries import declared_params, parse_param
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec
 from harness.protocol.studies import load_study
-from harness.protocol.suites import SuiteError
+from harness.store.plan import plan_study
 from harness.store.results import ResultsStore
-from harness.store.status import plan_study
 
 from conftest import ROOT, needs_sandbox
 from inprocess import InProcess

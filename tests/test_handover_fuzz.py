@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.execution import handover
-from harness.execution.local import _checked_result, parse_result
+from harness.execution.checks import _checked_result
+from harness.execution.local import parse_result
 from harness.store import schema
 
 from conftest import ROOT
@@ -358,7 +359,7 @@ def scorer_stream(draw, rows: int, cols: int):
 def run_fed_split(tmp_path: Path, monkeypatch, task, store, streams: dict[str, bytes]) -> dict:
     """``run_split`` of ``task`` with its processes' pipes fed ``streams`` (train, protocol, check)."""
     from harness.execution import split
-    from harness.execution.task import Isolation
+    from harness.execution.options import Isolation
     from harness.execution.watch import CappedLog
 
     def start_processes(run):
@@ -501,7 +502,8 @@ def test_a_record_the_store_cannot_write_becomes_a_failure_record(tmp_path, monk
     """Whatever makes a run's record unwritable (here the store's own write raising, as the
     pure-Python JSON encoder does on deep nesting), the run ends in a failure record, stored."""
     from harness.execution import local, split
-    from harness.execution.task import Isolation, crash_record
+    from harness.execution.options import Isolation
+    from harness.execution.task import crash_record
     from harness.store.results import ResultsStore
 
     task, store = split_task(tmp_path)

@@ -21,7 +21,8 @@ import pytest
 
 from harness.engine.runner import run_eval
 from harness.execution.local import LocalExecutor
-from harness.execution.task import Isolation, Task
+from harness.execution.options import Isolation
+from harness.execution.task import Task
 from harness.execution.watch import LOG_BYTES
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec
@@ -326,8 +327,10 @@ def test_a_file_in_the_reference_format_passes_the_default_submit(tmp_path):
     would (its findings are notes: unused imports, code only its own script calls)."""
     import dataclasses
 
-    from harness.execution.sweep import scan_row, sweep
+    from harness.execution.options import Execution
+    from harness.execution.sweep import SweepEntry, sweep
     from harness.protocol.suites import load_suite
+    from harness.vetting.vet import Vetting, scan_row
 
     from conftest import FIXTURES
 
@@ -335,14 +338,15 @@ def test_a_file_in_the_reference_format_passes_the_default_submit(tmp_path):
     suite = dataclasses.replace(smoke, settings=smoke.settings[:1], seeds=(1,), recipe=RECIPE,
                                 limit_train=96, limit_test=64)
     isolation = Isolation(untrusted=True)
-    result = sweep(ResultsStore(tmp_path / "results"), str(FIXTURES / "reference_format.py"),
-                   "reference", "submission", suite, False, device="cpu", isolation=isolation,
+    result = sweep(ResultsStore(tmp_path / "results"),
+                   SweepEntry(str(FIXTURES / "reference_format.py"), "reference", "submission", suite),
+                   Execution(device="cpu", isolation=isolation),
                    executor=LocalExecutor(1, "cpu", isolation, threads=1))
     (record,) = result.ran
     assert record["status"] == "ok" and record["isolation"]["sandboxed"]
     assert record["environment"]["torch_threads"] == 1  # the sandboxed trainer's, not this process's
     assert [f["severity"] for f in record["scan"]["findings"]] == ["note", "note"]
-    row, _ = scan_row(FIXTURES / "reference_format.py", "reference_format.py", "refuse")
+    row, _ = scan_row(FIXTURES / "reference_format.py", "reference_format.py", Vetting("refuse"))
     assert row["status"] == "pass"
 
 

@@ -11,9 +11,10 @@ from torch import nn
 from harness.engine.instruments import BatchTimer, layer_probe, norm_summary, probe_epochs
 from harness.engine.runner import run_eval
 from harness.engine.train import should_stop
+from harness.errors import SuiteError
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec
-from harness.protocol.suites import SuiteError, parse_recipe
+from harness.protocol.suites import parse_recipe
 from harness.store.record import SCHEMA_VERSION, read_record, strip_timings, write_json_atomic
 
 from conftest import ROOT

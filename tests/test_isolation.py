@@ -18,12 +18,12 @@ from click.testing import CliRunner
 
 from harness.cli import EXIT_DIVERGED, main
 from harness.engine.runner import failure_category
-from harness.execution.local import _failure_of, accept_record
-from harness.execution.sandbox import NOBODY, Sandbox, root_userns
-from harness.execution.sandbox import Limits as BoxLimits
+from harness.execution.local import accept_record, failure_of
+from harness.execution.options import Isolation
+from harness.execution.sandbox import NOBODY, Sandbox, SandboxLimits, root_userns
 from harness.execution.seccomp import REFUSED, SCORER_REFUSED, SYSCALLS, scorer_program, seccomp_program
-from harness.execution.task import Isolation, Task
-from harness.execution.watch import LINE_BYTES, LOG_BYTES, CappedLog, Limits, Process, Watch
+from harness.execution.task import Task
+from harness.execution.watch import LINE_BYTES, LOG_BYTES, CappedLog, Process, Watch, WatchLimits
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec
 from harness.protocol.suites import load_suite
@@ -41,7 +41,7 @@ def py(code: str) -> list[str]:
 
 def watched(argv, tmp_path, **limits) -> tuple[Watch, int, CappedLog]:
     log = CappedLog(tmp_path / "log")
-    watch = Watch(Limits(**limits))
+    watch = Watch(WatchLimits(**limits))
     process = watch.add(Process(argv, {}, log, sandboxed=False))
     code = process.wait()
     watch.stop()
@@ -61,7 +61,7 @@ def test_the_watch_kills_a_trusted_workers_whole_session_at_the_memory_limit(tmp
             "'x = bytearray(600 << 20); import time; time.sleep(60)'])")
     watch, _, log = watched(py(code), tmp_path, timeout_s=60, memory_bytes=300 << 20)
     assert watch.killed_for == "out-of-memory" and watch.peak_rss > 300 << 20
-    category, message = _failure_of(watch, -9, log)
+    category, message = failure_of(watch, -9, log)
     assert category == "out-of-memory" and "0.3 GiB" in message
 
 
@@ -106,9 +106,9 @@ def test_terminal_escapes_never_reach_the_terminal_or_the_log(tmp_path):
                                             (3, "crashed")])
 def test_categories_of_a_worker_that_ended_without_a_word(tmp_path, code, category):
     (tmp_path / "log").write_text("last words\n")
-    watch = Watch(Limits())
+    watch = Watch(WatchLimits())
     watch.stop()
-    got, message = _failure_of(watch, code, CappedLog(tmp_path / "log"))
+    got, message = failure_of(watch, code, CappedLog(tmp_path / "log"))
     assert got == category and "last words" in message
 
 
@@ -215,8 +215,8 @@ def test_syscall_numbers_are_the_kernels(machine):
 ENTERED = """
 import ctypes, fcntl, json, os, resource, socket, struct, subprocess, sys, threading, time
 from harness.execution.confine import enter
-from harness.execution.sandbox import Limits
-enter(Limits(**json.loads(sys.argv[1])), "cpu")
+from harness.execution.sandbox import SandboxLimits
+enter(SandboxLimits(**json.loads(sys.argv[1])), "cpu")
 out = {}
 def attempt(name, fn):
     try:
@@ -287,7 +287,7 @@ def test_the_sandbox_holds_a_plain_python_process(tmp_path):
     results.mkdir()
     inputs = Path(tempfile.mkdtemp())
     inputs.chmod(0o755)
-    limits = BoxLimits(memory_bytes=1 << 30, cpu_seconds=60, max_threads=64,
+    limits = SandboxLimits(memory_bytes=1 << 30, cpu_seconds=60, max_threads=64,
                        drop_to=NOBODY if os.geteuid() == 0 else None, state_bytes=8 << 20)
     box = Sandbox(inputs=str(inputs), limits=limits)
     hidden = next(iter(_hidden_data()), "")  # scikit-learn's bundled datasets, hidden by a tmpfs
@@ -346,7 +346,7 @@ print(json.dumps(out))
 def test_a_scoring_process_cannot_signal_through_a_file(tmp_path):
     """The batch check's process and the protocol batches' see the same read-only files: locks,
     leases and watches on them would be a channel between the two, so a scoring process has none."""
-    limits = BoxLimits(cpu_seconds=60, drop_to=NOBODY if os.geteuid() == 0 else None, scoring=True)
+    limits = SandboxLimits(cpu_seconds=60, drop_to=NOBODY if os.geteuid() == 0 else None, scoring=True)
     inputs = Path(tempfile.mkdtemp())
     inputs.chmod(0o755)
     fd = root_userns() if os.geteuid() == 0 else None
@@ -369,12 +369,12 @@ def test_without_namespaces_the_limits_and_the_filter_still_apply():
     """--unsafe-no-namespaces: no bubblewrap, but still no sockets, no processes, limited files."""
     from harness.execution.sandbox import OPEN_FILES
 
-    limits = BoxLimits(cpu_seconds=100, namespaces=False)
+    limits = SandboxLimits(cpu_seconds=100, namespaces=False)
     probe = f"""
 import json, resource, socket, subprocess
 from harness.execution.confine import enter
-from harness.execution.sandbox import Limits
-notes = enter(Limits(**{limits.to_json()!r}), "cpu")
+from harness.execution.sandbox import SandboxLimits
+notes = enter(SandboxLimits(**{limits.to_json()!r}), "cpu")
 out = {{"notes": notes, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "cpu": resource.getrlimit(resource.RLIMIT_CPU)[0]}}
 for name, fn in (("socket", socket.socket), ("exec", lambda: subprocess.run(["true"]))):
@@ -394,14 +394,16 @@ print(json.dumps(out))
 
 
 def test_untrusted_is_refused_where_there_is_no_sandbox(tmp_path, monkeypatch):
-    from harness.execution.sweep import sweep
-    from harness.protocol.spec import RunError
+    from harness.errors import RunError
+    from harness.execution.options import Execution
+    from harness.execution.sweep import SweepEntry, sweep
     from harness.store.results import ResultsStore
 
-    monkeypatch.setattr("harness.execution.sweep.sandbox_unavailable", lambda: "no bwrap here")
+    monkeypatch.setattr("harness.execution.checks.sandbox_unavailable", lambda: "no bwrap here")
     with pytest.raises(RunError, match="no bwrap here.*--unsafe-no-namespaces"):
-        sweep(ResultsStore(tmp_path), str(ROOT / "custom_norm.py"), "x", "submission",
-              load_suite("smoke"), False, isolation=Isolation(untrusted=True))
+        sweep(ResultsStore(tmp_path), SweepEntry(str(ROOT / "custom_norm.py"), "x", "submission",
+                                                 load_suite("smoke")),
+              Execution(isolation=Isolation(untrusted=True)))
     assert not list(tmp_path.glob("runs/*.json")) and not list(tmp_path.glob("submissions/*"))
 
 

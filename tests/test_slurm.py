@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from harness.protocol.suites import load_suite
+from harness.store.plan import plan_suite
 from harness.store.results import ResultsStore
-from harness.store.status import plan_suite, run_states
+from harness.store.status import run_states
 
 from conftest import ROOT
 

@@ -11,8 +11,9 @@ from harness.cli import EXIT_USAGE, main
 from harness.protocol.studies import load_study
 from harness.protocol.suites import load_suite
 from harness.store.claims import STALE_S, Claim, claim_path
+from harness.store.plan import plan_study, plan_suite
 from harness.store.results import ResultsStore, run_key
-from harness.store.status import checkpoint_paths, plan_study, plan_suite, run_states
+from harness.store.status import checkpoint_paths, run_states
 
 from conftest import ROOT
 from records import make_record

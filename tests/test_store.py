@@ -165,7 +165,7 @@ def test_whatever_is_in_the_store_its_readers_survive(tmp_path):
                                       "--out", str(tmp_path / "site2")])
     assert built.exit_code == 0 and "warning: skipped" in built.output
     from harness.protocol.suites import load_suite
-    from harness.store.status import plan_entry
+    from harness.store.plan import plan_entry
 
     planned = plan_entry(ResultsStore(tmp_path), "a", sha, load_suite("smoke"), False)  # what a sweep does
     assert [p.done for p in planned] == [True, False]

@@ -8,13 +8,13 @@ from click.testing import CliRunner
 
 from harness.cli import EXIT_USAGE, main
 from harness.engine.runner import run_eval
+from harness.errors import SuiteError
 from harness.execution.sweep import run_study
 from harness.leaderboard.stats import runs_frame
 from harness.leaderboard.study_report import StudyCell, build_report, compare_with_reference, summary_lines
 from harness.protocol.studies import load_study
-from harness.protocol.suites import SuiteError
+from harness.store.plan import plan_study, study_records
 from harness.store.results import ResultsStore
-from harness.store.status import plan_study, study_records
 
 from conftest import ROOT
 from inprocess import InProcess

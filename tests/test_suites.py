@@ -2,8 +2,9 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
+from harness.errors import SuiteError
 from harness.protocol.recipe import PROTOCOL_RECIPE
-from harness.protocol.suites import SuiteError, _parse, hidden_in, load_suite, suite_names
+from harness.protocol.suites import _parse, hidden_in, load_suite, suite_names
 
 
 def test_default_suite_is_the_reference():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.execution.sweep import sweep
-from harness.protocol.entries import SubmissionError
+from harness.errors import SubmissionError
+from harness.execution.sweep import SweepEntry, sweep
 from harness.protocol.suites import load_suite
 from harness.reporting import Reporter
 from harness.store.record import write_json_atomic
@@ -42,18 +42,19 @@ def norm_file(tmp_path, tail=""):
 def test_public_then_final_then_nothing_left(tmp_path):
     store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
     first = FakeExecutor()
-    result = sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(first))
+    result = sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=False), executor=InProcess(first))
     assert first.calls == [("resnet20", "digits", 0), ("resnet20", "digits", 1)]
     assert len(result.ran) == 2 and not result.skipped
     final = FakeExecutor()
-    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True, executor=InProcess(final))
+    result = sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=True), executor=InProcess(final))
     assert final.calls == [("resnet56", "digits", 0), ("resnet56", "digits", 1)]  # hidden only now
     assert len(result.skipped) == 2
     again = FakeExecutor()
-    sweep(store, str(src), "mine", "submission", SMOKE, final=True, executor=InProcess(again))
+    sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=True), executor=InProcess(again))
     assert again.calls == []
     rerun = FakeExecutor()
-    sweep(store, str(src), "mine", "submission", SMOKE, final=True, rerun=True, executor=InProcess(rerun))
+    sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=True, rerun=True),
+          executor=InProcess(rerun))
     assert len(rerun.calls) == 4
     (entry,) = store.entries()
     assert entry.final and (tmp_path / "res" / "submissions" / f"{entry.sha256}.py").exists()
@@ -63,39 +64,40 @@ def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
     crashing = FakeExecutor(crash_at=3)
     with pytest.raises(KeyboardInterrupt):
-        sweep(store, str(src), "mine", "submission", SMOKE, final=True, executor=InProcess(crashing))
+        sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=True), executor=InProcess(crashing))
     resumed = FakeExecutor()
-    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True, executor=InProcess(resumed))
+    result = sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=True), executor=InProcess(resumed))
     assert resumed.calls == [("resnet56", "digits", 0), ("resnet56", "digits", 1)]
     assert len(result.skipped) == 2
 
 
 def test_a_changed_file_never_reuses_old_records(tmp_path):
     store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(FakeExecutor()))
+    sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=False), executor=InProcess(FakeExecutor()))
     norm_file(tmp_path, tail="# changed\n")
     changed = FakeExecutor()
     with pytest.raises(EntryTaken):  # the name is the first file's; another needs --replace
-        sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(changed))
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(changed), replace=True)
+        sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=False), executor=InProcess(changed))
+    sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=False, replace=True),
+          executor=InProcess(changed))
     assert len(changed.calls) == 2
 
 
 def test_failed_runs_are_retried(tmp_path):
     store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
-    result = sweep(store, str(src), "mine", "submission", SMOKE, final=False,
+    result = sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=False),
                    executor=InProcess(FakeExecutor(status="failed")))
     assert len(result.failed) == 2
     retry = FakeExecutor()
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(retry))
+    sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=False), executor=InProcess(retry))
     assert len(retry.calls) == 2
 
 
 def test_a_layer_failing_a_fatal_check_is_refused_before_any_run(tmp_path):
     executor = FakeExecutor()
     with pytest.raises(SubmissionError, match="check 'dtype' failed"):
-        sweep(ResultsStore(tmp_path), str(FIXTURES / "wrong_dtype.py"), "bad", "submission", SMOKE,
-              final=False, executor=InProcess(executor))
+        sweep(ResultsStore(tmp_path), SweepEntry(str(FIXTURES / "wrong_dtype.py"), "bad", "submission",
+                                                 SMOKE, final=False), executor=InProcess(executor))
     assert executor.calls == []
 
 
@@ -107,7 +109,7 @@ def test_runs_train_the_stored_copy(tmp_path):
         seen.append((config.submission, submission.path, extra["submission_source"]))
         return FakeExecutor()(config, root, submission=submission, checks=checks, extra=extra)
 
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(execute))
+    sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=False), executor=InProcess(execute))
     copy = str(next((tmp_path / "res" / "submissions").glob("*.py")))
     assert all(c == copy and str(p) == copy and s == str(src) for c, p, s in seen)
 
@@ -142,9 +144,9 @@ def test_a_commands_entries_run_as_one_batch_and_their_records_go_back_to_each(t
         def finished(self, run, record):
             done[run.entry].append(run.seed)
 
-    prepared = [prepare(store, name, name, "baseline", SMOKE, True) for name in done]
+    prepared = [prepare(store, SweepEntry(name, name, "baseline", SMOKE, True)) for name in done]
     executor = BatchRecorder()
-    results = run_prepared(prepared, store, executor=executor, name="baselines-smoke",
+    results = run_prepared(prepared, store, executor, name="baselines-smoke",
                            reporter=Finished())
     runs = len(SMOKE.settings_for(True)) * len(SMOKE.seeds)
     [(labels, name, detach)] = executor.batches  # one array for the whole command
@@ -153,9 +155,9 @@ def test_a_commands_entries_run_as_one_batch_and_their_records_go_back_to_each(t
         assert len(result.ran) == runs and {r["entry"] for r in result.ran} == {result.entry}
         assert sorted(done[result.entry]) == sorted(SMOKE.seeds * len(SMOKE.settings_for(True)))
     # Nothing left: a second command submits nothing.
-    again = [prepare(store, name, name, "baseline", SMOKE, True) for name in done]
+    again = [prepare(store, SweepEntry(name, name, "baseline", SMOKE, True)) for name in done]
     assert all(not p.tasks and len(p.result.skipped) == runs for p in again)
-    assert [r.ran for r in run_prepared(again, store, executor=executor)] == [[], []]
+    assert [r.ran for r in run_prepared(again, store, executor)] == [[], []]
 
 
 def test_a_sweeps_json_summary_names_what_ran_and_what_was_skipped(tmp_path):
@@ -164,8 +166,8 @@ def test_a_sweeps_json_summary_names_what_ran_and_what_was_skipped(tmp_path):
     from harness.cli.sweeps import summary_json
 
     store, src = ResultsStore(tmp_path / "res"), norm_file(tmp_path)
-    sweep(store, str(src), "mine", "submission", SMOKE, final=False, executor=InProcess(FakeExecutor()))
-    result = sweep(store, str(src), "mine", "submission", SMOKE, final=True,
+    sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=False), executor=InProcess(FakeExecutor()))
+    result = sweep(store, SweepEntry(str(src), "mine", "submission", SMOKE, final=True),
                    executor=InProcess(FakeExecutor(status="failed")))
     summary = json.loads(json.dumps(summary_json(result)))
     assert summary["entry"] == "mine" and summary["submitted"] is None

@@ -11,9 +11,10 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.engine.train import make_optimizer, make_scheduler
+from harness.errors import SuiteError
 from harness.protocol.recipe import PROTOCOL_RECIPE, TRACK_RECIPES, Recipe
 from harness.protocol.spec import recipe_id
-from harness.protocol.suites import SuiteError, _parse, all_suites, load_suite
+from harness.protocol.suites import _parse, all_suites, load_suite
 
 
 def test_the_vit_lite_recipe_is_the_papers():

@@ -9,11 +9,12 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.engine.runner import run_eval
+from harness.errors import RunError
 from harness.protocol.catalog import ARCHITECTURES, DATASETS, compatibility_error
 from harness.protocol.data import load_dataset
 from harness.protocol.offline import stratified_split
 from harness.protocol.recipe import Recipe
-from harness.protocol.spec import RunError, RunSpec
+from harness.protocol.spec import RunSpec
 from harness.protocol.suites import Setting, load_suite
 
 from conftest import needs_sandbox
@@ -63,15 +64,15 @@ def test_an_mlp_learns_breast_cancer_with_each_layer(tmp_path, layer):
 @needs_sandbox
 @pytest.mark.slow
 def test_an_untrusted_mlp_run_is_trained_and_scored_apart(tmp_path):
-    from harness.execution.sweep import sweep
-    from harness.execution.task import Isolation
+    from harness.execution.options import Execution, Isolation
+    from harness.execution.sweep import SweepEntry, sweep
     from harness.store.results import ResultsStore
 
     smoke = load_suite("smoke")
     suite = dataclasses.replace(smoke, settings=(Setting("mlp3x100", "breast_cancer", False),),
                                 seeds=(1,), recipe=Recipe(epochs=2, batch_size=32))
-    result = sweep(ResultsStore(tmp_path), "batch_norm", "bn-mlp", "submission", suite, False,
-                   device="cpu", isolation=Isolation(untrusted=True))
+    result = sweep(ResultsStore(tmp_path), SweepEntry("batch_norm", "bn-mlp", "submission", suite),
+                   Execution(device="cpu", isolation=Isolation(untrusted=True)))
     (record,) = result.ran
     assert record["status"] == "ok" and record["isolation"]["sandboxed"], record.get("failure")
     assert record["best_acc"] > 80.0

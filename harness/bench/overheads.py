@@ -86,8 +86,9 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
 
     from harness.engine.device import usable_cpus
     from harness.execution.local import LocalExecutor, visible_gpus, worker_slots
+    from harness.execution.options import Isolation
     from harness.execution.split import _dataset  # the cache the split's parent loads data through
-    from harness.execution.task import Isolation, Task
+    from harness.execution.task import Task
     from harness.protocol.spec import RunSpec
     from harness.store.results import ResultsStore
     from harness.vetting.submission import load

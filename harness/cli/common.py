@@ -31,9 +31,7 @@ def fail(message: str, code: int = EXIT_FAILED) -> None:
 
 def guarded(console: ConsoleReporter, fn, *args, **kwargs):
     """Run ``fn``; turn every error into one line (a traceback with --verbose) and an exit code."""
-    from harness.protocol.entries import SubmissionError
-    from harness.protocol.spec import RunError
-    from harness.protocol.suites import SuiteError
+    from harness.errors import RunError, SubmissionError, SuiteError
     from harness.store.results import EntryTaken
 
     verbose = console.level >= VERBOSE
@@ -138,7 +136,8 @@ def suite_option(f):
 def suite_or_fail(name: str | None, track: str | None = None):
     """The suite named, else the track's (cnn's when no track is given); exit 2 when it does not
     exist or belongs to another track than ``track``."""
-    from harness.protocol.suites import SuiteError, load_suite
+    from harness.errors import SuiteError
+    from harness.protocol.suites import load_suite
 
     try:
         suite = load_suite(name or TRACK_SUITES[track or "cnn"])
@@ -150,8 +149,8 @@ def suite_or_fail(name: str | None, track: str | None = None):
 
 
 def study_or_fail(path: str):
+    from harness.errors import SuiteError
     from harness.protocol.studies import load_study
-    from harness.protocol.suites import SuiteError
 
     try:
         return load_study(path)
@@ -159,8 +158,10 @@ def study_or_fail(path: str):
         fail(str(exc), EXIT_USAGE)
 
 
-def run_options(fn):
-    """Options of every command that trains: data, device, checks, precision, speed, resume."""
+def execution_options(untrusted_default: bool):
+    """The options of every command that trains, passed on as one ``execution``
+    (harness.execution.options.Execution): data, device, checks, precision, speed, resume, the
+    limits of each run's worker and the sandbox. Untrusted by default for ``submit``."""
     options = [
         click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None,
                      help="Dataset folder. Default: $HARNESS_DATA, else ~/.cache/harness/data."),
@@ -189,82 +190,93 @@ def run_options(fn):
         click.option("--resume/--no-resume", default=True, show_default=True,
                      help="Continue a run from its last end-of-epoch checkpoint when an earlier "
                           "attempt was killed (RESULTS/checkpoints/); --no-resume starts over."),
+        click.option("--run-timeout", default=24 * 3600.0, show_default=True,
+                     type=click.FloatRange(min=0),
+                     help="Wall-clock seconds a run may take before it is killed and recorded as "
+                          "a timeout (0: no limit)."),
+        click.option("--memory-limit", default=None, type=click.FloatRange(min=0.1),
+                     metavar="GIB",
+                     help="Resident memory (GiB) a run's processes may use before they are killed "
+                          "and recorded as out-of-memory. Default: 80% of this machine's memory "
+                          "shared out over the parallel runs."),
+        click.option("--disk-quota", default=1.0, show_default=True,
+                     type=click.FloatRange(min=0.01), metavar="GIB",
+                     help="Size (GiB) of an untrusted training process's writable /state, a "
+                          "tmpfs the kernel holds to this size and to 16384 inodes (a write "
+                          "past it fails inside the sandbox). tmpfs lives in memory, beside "
+                          "--memory-limit."),
+        click.option("--untrusted/--trusted", default=untrusted_default, show_default=True,
+                     help="Untrusted: this process never imports the file. Its checks run in a "
+                          "sandbox (bubblewrap: no network, no results folder, no data, a "
+                          "read-only minimal file system, limits, a syscall filter); its "
+                          "training runs in one without the test set, and its test logits come "
+                          "from another without labels; the harness alone computes the score. "
+                          "See docs/security.md."),
+        click.option("--scan-policy", type=click.Choice(["report", "refuse"]),
+                     default="report", show_default=True,
+                     help="report: the static scan's findings are recorded and shown (the "
+                          "sandbox is the boundary). refuse: a finding in code the harness "
+                          "runs refuses the file (unless --trust-code)."),
+        click.option("--trust-code", is_flag=True,
+                     help="With --scan-policy refuse: run a file despite its findings (recorded, "
+                          "and shown on its leaderboard page); only for code you have read."),
+        click.option("--unsafe-no-namespaces", is_flag=True,
+                     help="Run untrusted code where bubblewrap cannot start: without the "
+                          "sandbox's file-system and network isolation (limits and the "
+                          "filter still apply; the record says so)."),
     ]
 
-    @functools.wraps(fn)
-    def with_speed(*args, channels_last, cudnn_benchmark, compile_, compile_backend, cuda_graphs,
-                   **kwargs):
-        from harness.protocol.spec import SpeedOptions
-
-        speed = SpeedOptions(channels_last=channels_last, cudnn_benchmark=cudnn_benchmark,
-                             compile=compile_, compile_backend=compile_backend,
-                             cuda_graphs=cuda_graphs)
-        return fn(*args, speed=speed, **kwargs)
-
-    for option in reversed(options):
-        with_speed = option(with_speed)
-    return with_speed
-
-
-def isolation_options(untrusted_default: bool):
-    """Options of the commands that run suites: limits of each run's worker process, the sandbox."""
     def decorate(fn):
-        options = [
-            click.option("--run-timeout", default=24 * 3600.0, show_default=True,
-                         type=click.FloatRange(min=0),
-                         help="Wall-clock seconds a run may take before it is killed and recorded as "
-                              "a timeout (0: no limit)."),
-            click.option("--memory-limit", default=None, type=click.FloatRange(min=0.1),
-                         metavar="GIB",
-                         help="Resident memory (GiB) a run's processes may use before they are killed "
-                              "and recorded as out-of-memory. Default: 80% of this machine's memory "
-                              "shared out over the parallel runs."),
-            click.option("--disk-quota", default=1.0, show_default=True,
-                         type=click.FloatRange(min=0.01), metavar="GIB",
-                         help="Size (GiB) of an untrusted training process's writable /state, a "
-                              "tmpfs the kernel holds to this size and to 16384 inodes (a write "
-                              "past it fails inside the sandbox). tmpfs lives in memory, beside "
-                              "--memory-limit."),
-            click.option("--untrusted/--trusted", default=untrusted_default, show_default=True,
-                         help="Untrusted: this process never imports the file. Its checks run in a "
-                              "sandbox (bubblewrap: no network, no results folder, no data, a "
-                              "read-only minimal file system, limits, a syscall filter); its "
-                              "training runs in one without the test set, and its test logits come "
-                              "from another without labels; the harness alone computes the score. "
-                              "See docs/security.md."),
-            click.option("--scan-policy", type=click.Choice(["report", "refuse"]),
-                         default="report", show_default=True,
-                         help="report: the static scan's findings are recorded and shown (the "
-                              "sandbox is the boundary). refuse: a finding in code the harness "
-                              "runs refuses the file (unless --trust-code)."),
-            click.option("--trust-code", is_flag=True,
-                         help="With --scan-policy refuse: run a file despite its findings (recorded, "
-                              "and shown on its leaderboard page); only for code you have read."),
-            click.option("--unsafe-no-namespaces", is_flag=True,
-                         help="Run untrusted code where bubblewrap cannot start: without the "
-                              "sandbox's file-system and network isolation (limits and the "
-                              "filter still apply; the record says so)."),
-        ]
-
         @functools.wraps(fn)
-        def with_isolation(*args, run_timeout, memory_limit, disk_quota, untrusted, scan_policy,
-                           trust_code, unsafe_no_namespaces, check_timeout, **kwargs):
-            from harness.execution.task import Isolation
+        def with_execution(*args, data_root: str | None, download: bool, device: str,
+                           check_timeout: float, precision: str, resume: bool, **kwargs):
+            from harness.execution.options import Execution
 
-            isolation = Isolation(timeout_s=run_timeout or None,
-                                  memory_bytes=int(memory_limit * 2**30) if memory_limit else None,
-                                  untrusted=untrusted, namespaces=not unsafe_no_namespaces,
-                                  check_timeout=check_timeout,
-                                  disk_quota_bytes=int(disk_quota * 2**30))
-            from harness.execution.sweep import Vetting
-
-            return fn(*args, isolation=isolation, vetting=Vetting(scan_policy, trust_code),
-                      check_timeout=check_timeout, **kwargs)
+            execution = Execution(device=device, data_root=data_root, download=download,
+                                  precision=precision, speed=_speed(kwargs), resume=resume,
+                                  isolation=_isolation(kwargs),
+                                  vetting=_vetting(kwargs, check_timeout))
+            return fn(*args, execution=execution, **kwargs)
 
         for option in reversed(options):
-            with_isolation = option(with_isolation)
-        return with_isolation
+            with_execution = option(with_execution)
+        return with_execution
     return decorate
+
+
+def _speed(given: dict):
+    """--channels-last, --cudnn-benchmark, --compile, --compile-backend, --cuda-graphs (taken out of
+    ``given``) as SpeedOptions."""
+    from harness.protocol.spec import SpeedOptions
+
+    return SpeedOptions(channels_last=given.pop("channels_last"),
+                        cudnn_benchmark=given.pop("cudnn_benchmark"), compile=given.pop("compile_"),
+                        compile_backend=given.pop("compile_backend"),
+                        cuda_graphs=given.pop("cuda_graphs"))
+
+
+def _isolation(given: dict):
+    """--run-timeout, --memory-limit, --disk-quota, --untrusted, --unsafe-no-namespaces (taken out
+    of ``given``) as an Isolation."""
+    from harness.execution.options import Isolation
+
+    memory, quota = given.pop("memory_limit"), given.pop("disk_quota")
+    return Isolation(timeout_s=given.pop("run_timeout") or None,
+                     memory_bytes=int(memory * 2**30) if memory else None,
+                     untrusted=given.pop("untrusted"),
+                     namespaces=not given.pop("unsafe_no_namespaces"),
+                     disk_quota_bytes=int(quota * 2**30))
+
+
+def _vetting(given: dict, check_timeout: float):
+    """--scan-policy and --trust-code (taken out of ``given``) and --check-timeout as a Vetting."""
+    from harness.vetting.vet import Vetting
+
+    return Vetting(given.pop("scan_policy"), given.pop("trust_code"), check_timeout)
+
+
+# The --slurm-* options that override a --slurm-config file, by their SlurmOptions field.
+SLURM_OPTIONS = ("partition", "time_min", "gpus", "cpus", "mem_gb", "array_parallelism")
 
 
 def executor_options(fn):
@@ -304,30 +316,29 @@ def executor_options(fn):
     ]
 
     @functools.wraps(fn)
-    def with_executor(*args, jobs, threads, executor, slurm_config, slurm_partition, slurm_time_min,
-                      slurm_gpus, slurm_cpus, slurm_mem_gb, slurm_array_parallelism, detach,
-                      isolation, **kwargs):
-        if executor == "local":
-            from harness.execution.local import LocalExecutor
-
-            chosen = LocalExecutor(jobs, kwargs["device"], isolation, threads=threads)
-        else:
-            from harness.execution.slurm import ClusterError, SlurmExecutor, SlurmOptions
-
-            try:
-                options = SlurmOptions.from_sources(slurm_config, {
-                    "partition": slurm_partition, "time_min": slurm_time_min, "gpus": slurm_gpus,
-                    "cpus": slurm_cpus, "mem_gb": slurm_mem_gb,
-                    "array_parallelism": slurm_array_parallelism})
-                chosen = SlurmExecutor(options, isolation, backend=executor)
-            except ClusterError as exc:
-                fail(str(exc), EXIT_USAGE)
+    def with_executor(*args, executor: str, detach: bool, **kwargs):
+        jobs, threads = kwargs.pop("jobs"), kwargs.pop("threads")
+        slurm = {k: kwargs.pop(f"slurm_{k}") for k in SLURM_OPTIONS}
+        config = kwargs.pop("slurm_config")
         if detach and executor == "local":
             fail("--detach needs a cluster executor (--executor slurm)", EXIT_USAGE)
         if threads is not None and executor != "local":
             fail("--threads is for local workers; a cluster run's threads follow --slurm-cpus",
                  EXIT_USAGE)
-        return fn(*args, executor=chosen, detach=detach, isolation=isolation, **kwargs)
+        execution = kwargs["execution"]
+        if executor == "local":
+            from harness.execution.local import LocalExecutor
+
+            chosen = LocalExecutor(jobs, execution.device, execution.isolation, threads=threads)
+        else:
+            from harness.execution.slurm import ClusterError, SlurmExecutor, SlurmOptions
+
+            try:
+                chosen = SlurmExecutor(SlurmOptions.from_sources(config, slurm), execution.isolation,
+                                       backend=executor)
+            except ClusterError as exc:
+                fail(str(exc), EXIT_USAGE)
+        return fn(*args, executor=chosen, detach=detach, **kwargs)
 
     for option in reversed(options):
         with_executor = option(with_executor)

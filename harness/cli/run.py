@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,15 +14,14 @@ from harness.cli.common import (
     EXIT_DIVERGED,
     EXIT_FAILED,
     EXIT_USAGE,
+    execution_options,
     fail,
     for_json,
     guarded,
-    isolation_options,
     json_option,
     output_options,
     param_option,
     results_option,
-    run_options,
 )
 from harness.protocol.catalog import (
     ARCHITECTURES,
@@ -38,10 +37,13 @@ from harness.protocol.recipe import TRACK_RECIPES
 from harness.reporting import ConsoleReporter, plural
 from harness.store.record import finite
 
+if TYPE_CHECKING:
+    from harness.execution.options import Execution
+
 DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
 
 
-def execute(config, results_dir, console: ConsoleReporter, *, submission=None, checks=None,
+def execute(spec, results_dir, console: ConsoleReporter, *, submission=None, checks=None,
             extra=None):
     """One run in this process, with the console's progress bar and the reference's log lines;
     returns (record, path)."""
@@ -56,7 +58,7 @@ def execute(config, results_dir, console: ConsoleReporter, *, submission=None, c
             super().run_started(record)
 
     reporter = Eval(console.level, console.echo)
-    record, path = guarded(console, run_eval, config, results_dir, submission=submission,
+    record, path = guarded(console, run_eval, spec, results_dir, submission=submission,
                            checks=checks, extra=extra, reporter=reporter)
     summarise(record, path, console)
     return record, path
@@ -141,17 +143,13 @@ def preflight(console: ConsoleReporter, submission: str, timeout: float, track: 
 @param_option
 @json_option("Print the run record as JSON (nothing else on standard output).")
 @results_option()
-@run_options
-@isolation_options(untrusted_default=False)
+@execution_options(untrusted_default=False)
 @output_options
-def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, batch_size: int,
-             lr: float, momentum: float, weight_decay: float, warmup_epochs: int | None,
-             limit_train: int | None,
+def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int | None,
+             batch_size: int | None, lr: float | None, momentum: float | None,
+             weight_decay: float | None, warmup_epochs: int | None, limit_train: int | None,
              limit_test: int | None, allow_hidden: bool, params: dict, as_json: bool,
-             results_dir: str,
-             data_root: str | None,
-             download: bool, device: str, check_timeout: float, precision: str, speed, resume: bool,
-             isolation, vetting, console: ConsoleReporter) -> None:
+             results_dir: str, execution: Execution, console: ConsoleReporter) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol (a CNN), or
     under the recipe of ARCH's track (mlp, rnn, transformer: docs/tracks.md).
 
@@ -201,21 +199,21 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
         fail(f"the {track} track's recipe with these options: {exc}"
              + (" (give --warmup-epochs fewer than --epochs)" if "warmup" in str(exc) else ""),
              EXIT_USAGE)
-    config = RunSpec(submission=submission, arch=arch, dataset=dataset.lower(), seed=seed,
-                       recipe=recipe, limit_train=limit_train, limit_test=limit_test,
-                       device=device, data_root=data_root, download=download, precision=precision,
-                       speed=speed, resume=resume, params=params)
-    if isolation.untrusted:
-        record, path = guarded(console, eval_untrusted, config, results_dir, isolation, vetting,
-                               check_timeout, console)
+    spec = execution.apply(RunSpec(submission=submission, arch=arch, dataset=dataset.lower(),
+                                   seed=seed, recipe=recipe, limit_train=limit_train,
+                                   limit_test=limit_test, precision=execution.precision,
+                                   params=params))
+    if execution.isolation.untrusted:
+        record, path = guarded(console, eval_untrusted, spec, results_dir, execution, console)
     else:
-        from harness.execution.sweep import scan_row
+        from harness.vetting.vet import scan_row
 
-        loaded, report = preflight(console, submission, check_timeout, track_of(arch), params)
-        config = config.with_(submission=str(loaded.path))
-        row, scan = guarded(console, scan_row, loaded.path, submission, vetting.scan_policy,
-                            vetting.trust_code)
-        record, path = execute(config, results_dir, console, submission=loaded,
+        vetting = execution.vetting
+        loaded, report = preflight(console, submission, vetting.check_timeout, track_of(arch),
+                                   params)
+        spec = spec.with_(submission=str(loaded.path))
+        row, scan = guarded(console, scan_row, loaded.path, submission, vetting)
+        record, path = execute(spec, results_dir, console, submission=loaded,
                                checks=[row, *report.to_json()["checks"]], extra={"scan": scan})
         ResultsStore(results_dir).index(record)
     from harness.store.derived import FLAGS
@@ -233,29 +231,28 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int, b
               EXIT_DIVERGED)
 
 
-def eval_untrusted(config, results_dir: str, isolation, vetting, check_timeout: float,
-                   console: ConsoleReporter):
+def eval_untrusted(spec, results_dir: str, execution: Execution, console: ConsoleReporter):
     """One run of an untrusted file, vetted and run split in sandboxes (harness.execution.split); the
     record is written here, from this process's own scoring."""
     from harness.execution.local import run_in_worker
-    from harness.execution.sweep import vet
+    from harness.execution.sweep import vet_entry
     from harness.execution.task import Task
     from harness.store.results import ResultsStore
 
     store = ResultsStore(results_dir)
-    vetted = vet(store, config.submission, isolation, vetting.trust_code, vetting.scan_policy,
-                 check_timeout, (track_of(config.arch),), (config.layer_params,))
-    config = config.with_(submission=str(vetted.copy), sha256=vetted.sha256)
-    task = Task(config, f"{vetted.path.stem} {config.arch}-{config.dataset} seed {config.seed}",
+    vetted = vet_entry(store, spec.submission, execution, (track_of(spec.arch),),
+                       (spec.layer_params,))
+    spec = spec.with_(submission=str(vetted.copy), sha256=vetted.sha256)
+    task = Task(spec, f"{vetted.path.stem} {spec.arch}-{spec.dataset} seed {spec.seed}",
                 {"submission_source": str(vetted.path), "scan": vetted.scan},
-                vetted.checks_for(config.layer_params))
+                vetted.checks_for(spec.layer_params))
     from harness.engine.runner import config_fields, deviations
 
-    dataset = resolve_dataset_name(config.dataset)
-    announce(console, config_fields(config, dataset), vetted.path.stem, vetted.sha256,
+    dataset = resolve_dataset_name(spec.dataset)
+    announce(console, config_fields(spec, dataset), vetted.path.stem, vetted.sha256,
              "sandboxed (untrusted: trained apart from the test set, scored here)",
-             deviations(config, DATASETS[dataset]))
-    record = run_in_worker(task, store, {}, store.root / "logs", 0, isolation,
+             deviations(spec, DATASETS[dataset]))
+    record = run_in_worker(task, store, {}, store.root / "logs", 0, execution.isolation,
                            echo=console.info)
     path = store.runs_dir / f"{record['run_id']}.json"
     summarise(record, path, console)

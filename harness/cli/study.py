@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,19 +13,22 @@ from harness.cli.common import (
     EXIT_DIVERGED,
     EXIT_FAILED,
     EXIT_USAGE,
+    execution_options,
     executor_options,
     fail,
     for_json,
     guarded,
-    isolation_options,
     json_option,
     output_options,
     results_option,
-    run_options,
     study_or_fail,
 )
 from harness.cli.sweeps import sweep_and_report
 from harness.reporting import ConsoleReporter
+
+if TYPE_CHECKING:
+    from harness.execution.options import Execution
+    from harness.execution.sweep import Executor
 
 
 @click.group("study", context_settings=CONTEXT)
@@ -47,15 +52,12 @@ def study_group() -> None:
               help="Allow settings that a leaderboard suite keeps hidden (do not tune on them).")
 @json_option("Print each entry's runs as JSON (nothing else on standard output).")
 @results_option()
-@run_options
-@isolation_options(untrusted_default=False)
+@execution_options(untrusted_default=False)
 @executor_options
 @output_options
 def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool, estimate: bool,
-                  allow_hidden: bool, as_json: bool, results_dir: str, data_root: str | None,
-                  download: bool,
-                  device: str, check_timeout: float, precision: str, speed, resume: bool,
-                  isolation, vetting, executor, detach: bool, console: ConsoleReporter) -> None:
+                  allow_hidden: bool, as_json: bool, results_dir: str, execution: Execution,
+                  executor: Executor, detach: bool, console: ConsoleReporter) -> None:
     """Run every entry x setting x seed of STUDY_FILE that the results folder does not have yet.
 
     Runs go through the same store, worker processes, limits and checkpoints as `harness submit`,
@@ -69,10 +71,10 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
       harness study run studies/smoke.toml --results results
       harness study report studies/smoke.toml --results results --out study-report
     """
-    from harness.execution.sweep import sweep_arguments
+    from harness.execution.sweep import study_entry
     from harness.protocol.studies import hidden_settings, select_entries
+    from harness.store.plan import plan_study
     from harness.store.results import ResultsStore
-    from harness.store.status import plan_study
 
     console = for_json(console, as_json)
     study = study_or_fail(study_file)
@@ -85,18 +87,17 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
     wanted = [n.strip() for n in only.split(",") if n.strip()] if only else None
     if dry_run:
         guarded(console, select_entries, study, wanted)
-        planned = [r for r in guarded(console, plan_study, study, store, precision)
+        planned = [r for r in guarded(console, plan_study, study, store, execution.precision)
                    if wanted is None or r.entry in wanted]
-        dry_run_report(study, planned, rerun, device, executor, isolation, as_json, console,
-                       measure=estimate)
+        dry_run_report(study, planned, DryRun(rerun, execution, executor, estimate), as_json,
+                       console)
         return
     console.info(f"study {study.name}: {shape_of(study)}; recipe: "
                  + ("; ".join(study.recipe.deviations()) or "the protocol's"))
     entries = guarded(console, select_entries, study, wanted)
-    results = sweep_and_report(store, [sweep_arguments(study, entry) for entry in entries], rerun,
-                               device, data_root, download, check_timeout, precision, speed,
-                               resume, isolation, vetting, console, executor=executor,
-                               detach=detach, batch_name=f"study-{study.name}", as_json=as_json)
+    results = sweep_and_report(store, [study_entry(study, entry, rerun) for entry in entries],
+                               execution, console, executor=executor, detach=detach,
+                               batch_name=f"study-{study.name}", as_json=as_json)
     ran = [r for res in results for r in res.ran]
     failed = [r for r in ran if r["status"] == "failed"]
     diverged = [r for r in ran if r["status"] == "diverged"]
@@ -121,8 +122,18 @@ def shape_of(study) -> str:
             + (f", grid {grid}" if grid else "") + f": {plural(study.run_count(), 'run')}")
 
 
-def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation, as_json: bool,
-                   console: ConsoleReporter, measure: bool = True) -> None:
+@dataclass(frozen=True)
+class DryRun:
+    """What ``study run --dry-run`` was told: --rerun, how the runs would execute, on which
+    executor, and whether to measure their cost (--estimate)."""
+
+    rerun: bool
+    execution: Execution
+    executor: Executor
+    measure: bool = True
+
+
+def dry_run_report(study, planned, dry: DryRun, as_json: bool, console: ConsoleReporter) -> None:
     """The runs a study would make (each with its grid point and whether it is done) and what
     those still to run would cost here: measured step times, multiplied out
     (harness.bench.estimate)."""
@@ -132,6 +143,7 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
     from harness.engine.device import resolve_device, usable_cpus
     from harness.protocol.entries import params_label
 
+    rerun, executor, isolation = dry.rerun, dry.executor, dry.execution.isolation
     todo = [r for r in planned if not r.done or rerun]
     planned_json = [{"entry": r.entry, "point": dict(r.point), "setting": r.setting.key,
                      "seed": r.seed, "key": r.key, "done": r.done and not rerun} for r in planned]
@@ -140,7 +152,7 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
                              for a in study.axes], "planned": planned_json}
     jobs = getattr(executor, "jobs", None)  # None: a cluster's array, as wide as it gets
     threads = getattr(executor, "threads", None) or max(1, usable_cpus() // (jobs or 1))
-    resolved = resolve_device(device)
+    resolved = resolve_device(dry.execution.device)
     if not as_json:
         click.echo(f"study {study.name}: {shape_of(study)}")
         for a in study.axes:
@@ -153,7 +165,7 @@ def dry_run_report(study, planned, rerun: bool, device: str, executor, isolation
             state = "done" if r.done and not rerun else "to run"
             click.echo(f"{r.entry:<20} {point:<22} {r.setting.key:<22} seed {r.seed:<6} {state}")
         click.echo(f"{len(todo)} run(s) to do of {len(planned)}")
-    if not measure:
+    if not dry.measure:
         if as_json:
             click.echo(json.dumps({**summary_json, "estimate": None}, indent=2))
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,16 +14,15 @@ from harness.cli.common import (
     EXIT_DIVERGED,
     EXIT_FAILED,
     EXIT_USAGE,
+    execution_options,
     executor_options,
     fail,
     for_json,
     guarded,
-    isolation_options,
     json_option,
     output_options,
     results_folder_or_fail,
     results_option,
-    run_options,
     study_or_fail,
     suite_option,
     suite_or_fail,
@@ -30,16 +30,17 @@ from harness.cli.common import (
 from harness.reporting import ConsoleReporter
 from harness.store.record import finite
 
+if TYPE_CHECKING:
+    from harness.execution.options import Execution
+    from harness.execution.sweep import Executor, SweepEntry
 
-def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_root,
-                     download: bool, check_timeout: float, precision: str, speed,
-                     resume: bool, isolation, vetting, console: ConsoleReporter, executor=None,
-                     detach: bool = False, batch_name: str = "harness", replace: bool = False,
-                     as_json: bool = False):
-    """Prepare every entry (each a dict of source, name, kind, suite, final and optionally
-    register, record_extra and study), run all their runs as one batch (one pool of workers, or one job
-    array), and print a summary per entry (with ``as_json``, JSON: each entry's runs). Returns the
-    SweepResults in entry order."""
+
+def sweep_and_report(store, entries: list[SweepEntry], execution: Execution,
+                     console: ConsoleReporter, *, executor, detach: bool = False,
+                     batch_name: str = "harness", as_json: bool = False):
+    """Prepare every entry, run all their runs as one batch on ``executor`` (one pool of workers,
+    or one job array), and print a summary per entry (with ``as_json``, JSON: each entry's runs).
+    Returns the SweepResults in entry order."""
     from harness.execution.sweep import prepare, run_prepared
 
     console = for_json(console, as_json)
@@ -47,19 +48,10 @@ def sweep_and_report(store, entries: list[dict], rerun: bool, device: str, data_
     prepared = []
     for entry in entries:
         if len(entries) > 1:
-            console.info(f"== {entry['name']} ({entry['source']})")
-        prepared.append(guarded(
-            console, prepare, store, entry["source"], entry["name"], entry["kind"], entry["suite"],
-            entry["final"], register=entry.get("register", True),
-            record_extra=entry.get("record_extra"), study=entry.get("study"), rerun=rerun,
-            device=device,
-            data_root=data_root, download=download, check_timeout=check_timeout,
-            precision=precision, speed=speed, resume=resume, isolation=isolation,
-            trust_code=vetting.trust_code, scan_policy=vetting.scan_policy,
-            replace=entry.get("replace", replace), reporter=console))
-    results = guarded(console, run_prepared, prepared, store, device=device,
-                      isolation=isolation, executor=executor, detach=detach, name=batch_name,
-                      reporter=console)
+            console.info(f"== {entry.name} ({entry.source})")
+        prepared.append(guarded(console, prepare, store, entry, execution, console))
+    results = guarded(console, run_prepared, prepared, store, executor, detach=detach,
+                      name=batch_name, reporter=console)
     submitted = next((r.submitted for r in results if r.submitted is not None), None)
     if submitted is not None:
         console.info(f"\n{', '.join(r.entry for r in results if r.submitted)}: submitted "
@@ -112,15 +104,12 @@ def summary_json(result) -> dict:
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
 @json_option("Print the entry's runs as JSON (nothing else on standard output).")
 @results_option()
-@run_options
-@isolation_options(untrusted_default=True)
+@execution_options(untrusted_default=True)
 @executor_options
 @output_options
 def submit_cmd(submission: str, name: str, suite_name: str | None, track: str | None, final: bool,
-               replace: bool,
-               rerun: bool, as_json: bool, results_dir: str, data_root: str | None, download: bool,
-               device: str, check_timeout: float, precision: str, speed, resume: bool, isolation,
-               vetting, executor, detach: bool, console: ConsoleReporter) -> None:
+               replace: bool, rerun: bool, as_json: bool, results_dir: str, execution: Execution,
+               executor: Executor, detach: bool, console: ConsoleReporter) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
 
     The file is copied into RESULTS/submissions/ under its sha256 and trained from that copy.
@@ -137,6 +126,7 @@ def submit_cmd(submission: str, name: str, suite_name: str | None, track: str | 
     entry name belongs to its first file: another file needs --replace. Ends with a summary;
     exit 1 when any run failed, else 3 when any diverged.
     """
+    from harness.execution.sweep import SweepEntry
     from harness.protocol.entries import validate_entry_name
     from harness.store.results import ResultsStore
 
@@ -145,12 +135,9 @@ def submit_cmd(submission: str, name: str, suite_name: str | None, track: str | 
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     suite = suite_or_fail(suite_name, track)
-    entry = {"source": submission, "name": name, "kind": "submission", "suite": suite,
-             "final": final}
-    [result] = sweep_and_report(ResultsStore(results_dir), [entry], rerun, device, data_root,
-                                download, check_timeout, precision, speed, resume,
-                                isolation, vetting, console, executor=executor, detach=detach,
-                                batch_name=name, replace=replace, as_json=as_json)
+    entry = SweepEntry(submission, name, "submission", suite, final, replace=replace, rerun=rerun)
+    [result] = sweep_and_report(ResultsStore(results_dir), [entry], execution, console,
+                                executor=executor, detach=detach, batch_name=name, as_json=as_json)
     if result.failed:
         sys.exit(EXIT_FAILED)
     if any(r["status"] == "diverged" for r in result.ran):
@@ -168,22 +155,19 @@ def baselines_group() -> None:
 @click.option("--rerun", is_flag=True, help="Run again even the runs that already have a record.")
 @json_option("Print each baseline's runs as JSON (nothing else on standard output).")
 @results_option()
-@run_options
-@isolation_options(untrusted_default=False)
+@execution_options(untrusted_default=False)
 @executor_options
 @output_options
 def baselines_run_cmd(suite_name: str | None, track: str | None, only: str | None, rerun: bool,
-                      as_json: bool,
-                      results_dir: str,
-                      data_root: str | None, download: bool, device: str, check_timeout: float,
-                      precision: str, speed, resume: bool, isolation, vetting,
-                      executor, detach: bool, console: ConsoleReporter) -> None:
+                      as_json: bool, results_dir: str, execution: Execution, executor: Executor,
+                      detach: bool, console: ConsoleReporter) -> None:
     """Run every baseline on a suite as a final entry (public and hidden settings).
 
     Every baseline that declares the suite's track (its TRACKS) runs, unless --only names some.
     Each run executes in its own process with a wall-clock timeout and a memory limit. The
     baselines ship with the harness, so they are trusted by default.
     """
+    from harness.execution.sweep import SweepEntry
     from harness.protocol.entries import baseline_names, baselines_dir, declared_tracks
     from harness.store.results import ResultsStore
 
@@ -204,13 +188,10 @@ def baselines_run_cmd(suite_name: str | None, track: str | None, only: str | Non
         names = fits  # the baselines that declare the suite's track
     store = ResultsStore(results_dir)
     # A baseline's file ships with the harness: a newer harness's version replaces the old one.
-    entries = [{"source": name, "name": name, "kind": "baseline", "suite": suite, "final": True,
-                "replace": True}
+    entries = [SweepEntry(name, name, "baseline", suite, final=True, replace=True, rerun=rerun)
                for name in names]
-    results = sweep_and_report(store, entries, rerun, device, data_root, download, check_timeout,
-                               precision, speed, resume, isolation, vetting, console,
-                               executor=executor, detach=detach, batch_name=f"baselines-{suite.name}",
-                               as_json=as_json)
+    results = sweep_and_report(store, entries, execution, console, executor=executor,
+                               detach=detach, batch_name=f"baselines-{suite.name}", as_json=as_json)
     failed = sum(len(result.failed) for result in results)
     if failed:
         fail(f"{failed} baseline run(s) failed")
@@ -245,8 +226,9 @@ def status_cmd(suite_name: str | None, study_file: str | None, results_dir: str,
 
     from harness.protocol.studies import point_label
     from harness.protocol.suites import all_suites
+    from harness.store.plan import plan_study, plan_suite
     from harness.store.results import ResultsStore
-    from harness.store.status import STATES, plan_study, plan_suite, run_states
+    from harness.store.status import STATES, run_states
 
     if suite_name and study_file:
         fail("give --suite or --study, not both", EXIT_USAGE)

@@ -9,8 +9,8 @@ import resource
 import numpy as np
 import torch
 
+from harness.errors import RunError
 from harness.protocol.recipe import PRECISIONS
-from harness.protocol.spec import RunError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -16,12 +16,13 @@ from harness.engine.device import peak_memory_bytes, resolve_device, seed_everyt
 from harness.engine.fast import check_backend, compile_mode_name
 from harness.engine.instruments import norm_summary
 from harness.engine.train import EpochMetrics, TrainResult, train
+from harness.errors import RunError
 from harness.protocol import data as data_mod
 from harness.protocol.catalog import ARCHITECTURES, compatibility_error
 from harness.protocol.datafiles import BUILT_IN
 from harness.protocol.entries import params_label
 from harness.protocol.models import build_model, count_parameters
-from harness.protocol.spec import PLAIN, RunError, RunSpec
+from harness.protocol.spec import PLAIN, RunSpec
 from harness.reporting import Reporter
 from harness.store.derived import finish_record
 from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now, write_json_atomic

@@ -21,7 +21,7 @@ from harness.execution.sandbox import (
     SHM_INODES,
     STATE,
     STATE_INODES,
-    Limits,
+    SandboxLimits,
 )
 from harness.execution.seccomp import install_seccomp
 
@@ -47,7 +47,7 @@ def _call(name: str, *args) -> None:
 CLONE_NEWNS = 0x00020000
 
 
-def mount_writable(limits: Limits) -> None:
+def mount_writable(limits: SandboxLimits) -> None:
     """Mount this sandbox's writable space: tmpfs limited by the kernel in bytes and in inodes,
     owned by the user the process is about to become, in a mount namespace of its own (the one
     bubblewrap made belongs to a user namespace above this process's). Needs CAP_SYS_ADMIN in
@@ -89,7 +89,7 @@ def drop_capabilities() -> None:
     _call("capset", ctypes.byref(Header(0x20080522, 0)), (Data * 2)())  # version 3: 64 bits
 
 
-def enter(limits: Limits, device_type: str) -> list[str]:
+def enter(limits: SandboxLimits, device_type: str) -> list[str]:
     """Apply ``limits`` to this process (the worker, after its own imports, before the
     submission's); return notes on what could not be applied. Irreversible."""
     notes = []

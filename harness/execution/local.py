@@ -36,14 +36,15 @@ from typing import Any, Callable
 from harness.engine.checkpoint import Checkpoint
 from harness.engine.device import usable_cpus
 from harness.engine.runner import config_fields
-from harness.execution.task import Isolation, Task, crash_record, safe_label
+from harness.execution.options import Isolation
+from harness.execution.task import Task, crash_record, safe_label
 from harness.execution.watch import (
     STOPPING,
     CappedLog,
-    Limits,
     Process,
     Stopping,
     Watch,
+    WatchLimits,
     kill_workers,
     printable_json,
 )
@@ -58,7 +59,6 @@ from harness.store.schema import MAX_DEPTH, json_depth
 # broke mid-message. Any other failure (an interface error, out of memory) is the run's own.
 KILLED_BY_STOP = ("crashed", "malformed")
 RESULT_BYTES = 64 << 20  # a trusted worker's record, or a check report
-CHECK_SCRATCH_BYTES = 256 << 20  # a check worker's writable space
 
 
 def visible_gpus() -> list[str]:
@@ -170,12 +170,12 @@ class LocalExecutor:
 
 # -- one run ----------------------------------------------------------------------------------
 
-def _stem(label: str, index: int) -> str:
+def log_stem(label: str, index: int) -> str:
     stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in label)[:80]
     return f"{utc_now().replace(':', '')}-{index:03d}-{stem}"
 
 
-def _failure_of(watch: Watch, code: int, log: CappedLog) -> tuple[str, str]:
+def failure_of(watch: Watch, code: int, log: CappedLog) -> tuple[str, str]:
     """Category and message for a worker that ended without a result."""
     last = log.last_line()
     where = f"last line of {log.path.name}: {last}"
@@ -209,7 +209,7 @@ def parse_result(data: bytes | None) -> dict[str, Any] | None:
 
 
 def run_plain(spec: dict[str, Any], stem: str, work_dir: Path, env: dict[str, str],
-              limits: Limits, echo: Echo | None = None,
+              limits: WatchLimits, echo: Echo | None = None,
               beat: Callable[[], None] | None = None) -> tuple[dict[str, Any] | None, Watch, int, CappedLog]:
     """``python -m harness.execution.worker`` on ``spec``, unsandboxed (trusted code); its result file."""
     folder = Path(tempfile.mkdtemp(prefix="harness-worker-"))
@@ -263,7 +263,7 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
 
     isolation = isolation or Isolation()
     memory = memory or isolation.memory_for(1)
-    stem = _stem(task.label, index)
+    stem = log_stem(task.label, index)
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
         with Claim(store.root, task.spec.key(), task.label) as claim:
@@ -292,7 +292,7 @@ def _run_trusted(task: Task, store, env, work_dir, stem, isolation, memory, echo
     spec = {"mode": "run", "config": task.spec.to_json(), "extra": task.extra,
             "checks": task.checks, "results": str(store.root.resolve())}
     result, watch, code, log = run_plain(spec, stem, work_dir, env,
-                                         Limits(timeout_s=isolation.timeout_s, memory_bytes=memory),
+                                         WatchLimits(timeout_s=isolation.timeout_s, memory_bytes=memory),
                                          echo, beat)
     if result and "record" in result:
         record = accept_record(task, result["record"])
@@ -301,89 +301,5 @@ def _run_trusted(task: Task, store, env, work_dir, stem, isolation, memory, echo
     if result and "error" in result:
         return crash_record(task, str(result.get("category", "exception")), str(result["error"]),
                             log.tail())
-    category, message = _failure_of(watch, code, log)
+    category, message = failure_of(watch, code, log)
     return crash_record(task, category, message, log.tail())
-
-
-def vet_in_worker(path: Path, store, isolation: Isolation, shown: str | None = None,
-                  tracks: tuple[str, ...] = ("cnn",),
-                  params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The pre-flight checks of a submission, run in a worker (sandboxed, when untrusted) so that
-    this process never imports it. Returns ``{"report": ...}`` or ``{"error", "category"}``, with
-    the file named as ``shown`` (as the user named it); for an untrusted file, the report is its
-    own account (it ran where the file's code ran)."""
-    from harness.execution.sandbox import NOBODY, Sandbox, as_root
-    from harness.execution.sandbox import Limits as BoxLimits
-
-    memory = isolation.memory_for(1)
-    # Each check has its own limit inside; this one stops a worker that hangs outside them.
-    limit = 300 + 30 * isolation.check_timeout if isolation.check_timeout else isolation.timeout_s
-    spec = {"mode": "check", "check_timeout": isolation.check_timeout, "tracks": list(tracks),
-            "params": params or {}}
-    stem = _stem(f"check-{path.stem}", 0)
-    work_dir = store.root / "logs"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    if not isolation.untrusted:
-        result, watch, code, log = run_plain({**spec, "submission": str(path)}, stem, work_dir,
-                                             {"OMP_NUM_THREADS": "1"},
-                                             Limits(timeout_s=limit, memory_bytes=memory))
-    else:  # the report comes down a pipe: nothing the sandbox wrote is opened
-        from harness.execution.handover import drain
-
-        inputs = Path(tempfile.mkdtemp(prefix="harness-check-"))
-        try:
-            inputs.chmod(0o755)
-            shutil.copyfile(path, inputs / "submission.py")
-            (inputs / "submission.py").chmod(0o644)
-            drop = NOBODY if as_root() and isolation.namespaces else None
-            box = Sandbox(inputs=str(inputs), env={"OMP_NUM_THREADS": "1"},
-                          limits=BoxLimits(memory_bytes=memory, cpu_seconds=int(limit) + 60,
-                                           max_threads=68, file_bytes=RESULT_BYTES, drop_to=drop,
-                                           namespaces=isolation.namespaces,
-                                           scratch_bytes=CHECK_SCRATCH_BYTES))
-            log = CappedLog(work_dir / f"{stem}.log")
-            watch = Watch(Limits(timeout_s=limit, memory_bytes=memory, max_threads=200))
-            result_r, result_w = os.pipe()
-            received = drain(result_r, RESULT_BYTES)
-            try:
-                process = watch.add(box.start({
-                    **spec, "submission": f"{box.inside('in')}/submission.py",
-                    "result_fd": result_w}, log, (result_w,)))
-            finally:
-                os.close(result_w)
-            try:
-                code = process.wait()
-            finally:
-                watch.stop()
-            result = parse_result(received())
-        finally:
-            shutil.rmtree(inputs, ignore_errors=True)
-    checked = _checked_result(result)
-    shown = shown or str(path)
-    if checked is not None:
-        return _renamed(checked, [str(path), "/in/submission.py"], shown)
-    category, message = _failure_of(watch, code, log)
-    return {"error": f"{shown}: the checks did not complete: {message}", "category": category}
-
-
-def _renamed(value: Any, paths: list[str], shown: str) -> Any:
-    """``value`` with every mention of the submission's working copies replaced by its name."""
-    if isinstance(value, str):
-        for p in paths:
-            value = value.replace(p, shown)
-        return value
-    if isinstance(value, dict):
-        return {k: _renamed(v, paths, shown) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_renamed(v, paths, shown) for v in value]
-    return value
-
-
-def _checked_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A check worker's result if it has the expected shape (schema.CheckResult), else None."""
-    if result is None:
-        return None
-    try:
-        return schema.CheckResult.model_validate(result).model_dump(exclude_none=True)
-    except Exception:  # noqa: BLE001 - whatever the worker wrote, it is not a result
-        return None

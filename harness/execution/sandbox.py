@@ -131,7 +131,7 @@ def _gpu_binds() -> tuple[list[str], dict[str, str]]:
 
 
 @dataclass
-class Limits:
+class SandboxLimits:
     """What :func:`harness.execution.confine.enter` applies from inside, before the submission is imported."""
 
     memory_bytes: int | None = None  # address space on a CPU (GPU runs: the parent's watch only)
@@ -158,7 +158,7 @@ class Sandbox:
     weights: str | None = None  # a folder of the parent's, seen read-only at /weights (the scorer's)
     device: str = "cpu"
     env: dict[str, str] = field(default_factory=dict)
-    limits: Limits = field(default_factory=Limits)
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
 
     def inside(self, name: str) -> str:
         """Where the sandboxed process finds one of its folders: ``in`` or ``weights``."""
@@ -297,5 +297,5 @@ def sandbox_unavailable() -> str | None:
     return None
 
 
-__all__ = ["IN", "Limits", "SCRATCH", "STATE", "Sandbox", "SandboxUnavailable", "WEIGHTS",
+__all__ = ["IN", "SandboxLimits", "SCRATCH", "STATE", "Sandbox", "SandboxUnavailable", "WEIGHTS",
            "root_userns", "sandbox_unavailable"]

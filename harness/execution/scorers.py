@@ -6,7 +6,7 @@ only the parent writes, seen read-only at ``/weights``; their logits come back t
 are put back in the plan's rows, for the parent to score against the labels.
 
 The two never share a process, a file they could lock or watch (their seccomp filter refuses
-locks, leases and inotify: ``Limits.scoring``), or an inode they could both hold open but the
+locks, leases and inotify: ``SandboxLimits.scoring``), or an inode they could both hold open but the
 read-only system files, so nothing a layer remembers of one batching (a memo of the images it
 has answered for, statistics adapted over the test set) reaches the other by those means.
 """

@@ -145,7 +145,7 @@ class SlurmExecutor:
 
     def __init__(self, options: SlurmOptions, isolation=None, backend: str = "slurm",
                  poll_s: float = 5.0):
-        from harness.execution.task import Isolation
+        from harness.execution.options import Isolation
 
         if backend not in BACKENDS:
             raise ClusterError(f"unknown cluster backend {backend!r}; choose from {BACKENDS}")

@@ -43,11 +43,10 @@ from harness.execution.exchange import (
     weights_limit,
     write_inputs,
 )
-from harness.execution.sandbox import NOBODY, Limits, Sandbox, SandboxUnavailable, as_root
+from harness.execution.sandbox import NOBODY, Sandbox, SandboxLimits, SandboxUnavailable, as_root
 from harness.execution.split_record import record_head, record_tail
 from harness.execution.task import crash_record, safe_label
-from harness.execution.watch import STOPPING, CappedLog, Process, Watch
-from harness.execution.watch import Limits as WatchLimits
+from harness.execution.watch import STOPPING, CappedLog, Process, Watch, WatchLimits
 from harness.protocol.data import Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.protocol.scoring import EvalPlan, score
 from harness.reporting import epoch_line, metrics_line
@@ -98,10 +97,10 @@ class SplitRun:
             self.checkpoint.unlink(missing_ok=True)
         drop = NOBODY if as_root() and isolation.namespaces else None
         cpu_s = int(isolation.timeout_s * max(1, threads)) + 60 if isolation.timeout_s else None
-        self.limits = Limits(memory_bytes=memory, max_threads=64 + 4 * threads,
+        self.limits = SandboxLimits(memory_bytes=memory, max_threads=64 + 4 * threads,
                              file_bytes=isolation.disk_quota_bytes, cpu_seconds=cpu_s, drop_to=drop,
                              namespaces=isolation.namespaces, state_bytes=isolation.disk_quota_bytes)
-        self.scorer_limits = Limits(memory_bytes=memory, max_threads=64 + 4 * threads,
+        self.scorer_limits = SandboxLimits(memory_bytes=memory, max_threads=64 + 4 * threads,
                                     file_bytes=scorers.SCRATCH_BYTES, cpu_seconds=cpu_s, drop_to=drop,
                                     namespaces=isolation.namespaces, scratch_bytes=scorers.SCRATCH_BYTES,
                                     scoring=True)
@@ -338,7 +337,7 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
     return its record (not yet written), valid against the run-record schema whatever the
     sandboxes did. A failure is recorded with its category; the state of a run that was killed
     or crashed is kept, so that the next attempt resumes it."""
-    from harness.protocol.spec import RunError
+    from harness.errors import RunError
 
     try:
         run = SplitRun(task, store, env, work_dir, stem, isolation, memory, threads, echo, beat)

@@ -1,9 +1,8 @@
-"""One run as the executors see it: its :class:`Task`, how it is held (:class:`Isolation`), and the
-record of a run that ended without a result of its own."""
+"""One run as the executors see it: its :class:`Task`, and the record of a run that ended without a
+result of its own."""
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,8 @@ from harness.protocol.spec import RunSpec
 from harness.reporting import Reporter
 from harness.store import schema
 from harness.store.derived import curve_metrics
+from harness.store.plan import PlannedRun
 from harness.store.record import SCHEMA_VERSION, environment, new_run_id, utc_now
-from harness.store.status import PlannedRun
 
 
 @dataclass
@@ -66,28 +65,3 @@ def crash_record(task: Task, category: str, message: str, log_tail: str = "") ->
 def safe_label(label: str) -> str:
     """A label as the readable part of a run id or file name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:40] or "run"
-
-
-DEFAULT_TIMEOUT_S = 24 * 3600.0
-
-
-def physical_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-@dataclass
-class Isolation:
-    """How each run is held: wall-clock ``timeout_s`` (None: none), ``memory_bytes`` of resident
-    memory for its processes (None: 80% of this machine's memory shared out over the runs), and,
-    when ``untrusted``, the split into sandboxes (``namespaces=False`` only when explicitly
-    overridden: then without bubblewrap)."""
-
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
-    memory_bytes: int | None = None
-    untrusted: bool = False
-    namespaces: bool = True
-    check_timeout: float = 10.0
-    disk_quota_bytes: int = 1 << 30  # a sandboxed training process's /state tmpfs (in memory)
-
-    def memory_for(self, slots: int) -> int:
-        return self.memory_bytes or int(0.8 * physical_memory() / max(1, slots))

@@ -265,7 +265,7 @@ def kill_workers() -> None:
 
 
 @dataclass
-class Limits:
+class WatchLimits:
     """What the parent holds a run's processes to (0 or None: no limit)."""
 
     timeout_s: float | None = None
@@ -277,7 +277,7 @@ class Limits:
 class Watch:
     """Polls a run's processes in a thread of its own; kills them all at the first limit passed."""
 
-    limits: Limits
+    limits: WatchLimits
     processes: list[Process] = field(default_factory=list)
     beat: Callable[[], None] | None = None
     killed_for: str | None = None  # "timeout", "out-of-memory", "threads"

@@ -57,11 +57,11 @@ def _enter(spec: dict, device) -> None:
     import torch
 
     from harness.execution.confine import enter
-    from harness.execution.sandbox import Limits
+    from harness.execution.sandbox import SandboxLimits
 
     if device.type == "cuda":
         torch.zeros(1, device=device)  # the CUDA context, while devices and libraries are reachable
-    for note in enter(Limits(**spec["limits"]), device.type):
+    for note in enter(SandboxLimits(**spec["limits"]), device.type):
         print(f"sandbox: {note}", flush=True)
 
 
@@ -79,9 +79,9 @@ def _write_result(path: str, payload: dict) -> None:
 def run_mode(spec: dict) -> int:
     """Trusted: one run, scored in this process; the record goes to ``spec["result"]``."""
     from harness.engine.runner import run_eval
-    from harness.protocol.spec import RunError, RunSpec
+    from harness.errors import RunError, SubmissionError
+    from harness.protocol.spec import RunSpec
     from harness.reporting import ConsoleReporter
-    from harness.vetting.submission import SubmissionError
 
     config = RunSpec.from_json(spec["config"])
     try:  # its lines go to this worker's log (stdout), which the parent captures
@@ -99,8 +99,9 @@ def check_mode(spec: dict) -> int:
     """A submission's pre-flight checks; the report (or why there is none) to ``spec["result"]``
     (a file of the parent's, trusted), or down the pipe ``spec["result_fd"]`` (sandboxed)."""
     from harness.engine.device import resolve_device
+    from harness.errors import SubmissionError
     from harness.vetting.check import PREFLIGHT, run_checks
-    from harness.vetting.submission import SubmissionError, load
+    from harness.vetting.submission import load
 
     if spec.get("limits"):
         _enter(spec, resolve_device("cpu"))
@@ -137,12 +138,13 @@ def train_mode(spec: dict) -> int:
     from harness.engine.instruments import norm_summary
     from harness.engine.runner import failure_category
     from harness.engine.train import TrainResult, train
+    from harness.errors import SubmissionError
     from harness.execution import handover
     from harness.protocol.data import Dataset, DatasetSpec, Split
     from harness.protocol.models import build_model, count_parameters
     from harness.protocol.spec import RunSpec
     from harness.reporting import ConsoleReporter
-    from harness.vetting.submission import SubmissionError, error_message, load
+    from harness.vetting.submission import error_message, load
 
     config = RunSpec.from_json(spec["config"])
     device = resolve_device(config.device)
@@ -222,13 +224,14 @@ def score_mode(spec: dict) -> int:
     from harness.engine.device import autocast, resolve_device, seed_everything
     from harness.engine.instruments import BatchTimer
     from harness.engine.runner import failure_category
+    from harness.errors import SubmissionError
     from harness.execution import handover
     from harness.protocol.catalog import DatasetSpec
     from harness.protocol.data import make_pipeline
     from harness.protocol.models import build_model
     from harness.protocol.scoring import forward_plan
     from harness.protocol.spec import RunSpec, SpeedOptions
-    from harness.vetting.submission import SubmissionError, error_message, load
+    from harness.vetting.submission import error_message, load
 
     config = RunSpec.from_json(spec["config"])
     device = resolve_device(config.device)

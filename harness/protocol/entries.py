@@ -14,19 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from harness.errors import SubmissionError
 from harness.protocol.catalog import TRACKS
 
 CLASS_NAME = "CustomNorm"
-
-
-class SubmissionError(Exception):
-    """A submission cannot be used; ``str(err)`` is a one-line explanation for the user.
-    ``category`` is what a run record calls it: ``interface``, ``refused`` (static scan) or
-    ``tampered``."""
-
-    def __init__(self, message: str, category: str = "interface"):
-        super().__init__(message)
-        self.category = category
 
 
 def baselines_dir() -> Path:

@@ -24,15 +24,6 @@ if TYPE_CHECKING:
     import torch
 
 
-class RunError(Exception):
-    """A run cannot start (bad configuration, missing data, unusable device); one line for the user.
-    ``category``: ``setup`` (not the layer's fault) or ``interface`` (the layer does not fit)."""
-
-    def __init__(self, message: str, category: str = "setup"):
-        super().__init__(message)
-        self.category = category
-
-
 @dataclass(frozen=True)
 class SpeedOptions:
     """What was asked for; ``None`` means "the device's default" (on for CUDA, off for CPU)."""

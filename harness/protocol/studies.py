@@ -51,8 +51,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from harness.errors import SubmissionError, SuiteError
 from harness.protocol.entries import (
-    SubmissionError,
     check_params,
     declared_params,
     params_label,
@@ -64,7 +64,6 @@ from harness.protocol.recipe import Recipe
 from harness.protocol.suites import (
     Setting,
     Suite,
-    SuiteError,
     field_errors,
     parse_recipe,
     parse_seeds,

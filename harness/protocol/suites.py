@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from harness.errors import SuiteError
 from harness.protocol.catalog import ARCHITECTURES as ARCHS
 from harness.protocol.catalog import TRACKS, compatibility_error, resolve_dataset_name
 from harness.protocol.recipe import STUDY_ONLY_FIELDS, TRACK_RECIPES, Recipe
@@ -26,10 +27,6 @@ else:  # pragma: no cover - Python 3.10
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 VISIBILITIES = ("public", "hidden")
-
-
-class SuiteError(ValueError):
-    """A suite that does not exist or does not validate; one line for the user."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Claims are written by whoever runs the worker, on any machine sharing the results folder, and
 carry the host, the pid and the Slurm job id; the heartbeat is the claim file's modification time.
-A planned run whose claim is live is left to its worker (:mod:`harness.store.status`).
+A planned run whose claim is live is left to its worker (:mod:`harness.store.plan`).
 """
 
 from __future__ import annotations

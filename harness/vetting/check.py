@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from harness.errors import SubmissionError
 from harness.protocol.entries import params_label
 from harness.vetting.layer_checks import (
     FAIL,
@@ -49,7 +50,7 @@ from harness.vetting.layer_checks import (
     one_line,
 )
 from harness.vetting.scan import refusing, scan_file, summary
-from harness.vetting.submission import Submission, SubmissionError, load
+from harness.vetting.submission import Submission, load
 
 SKIP = "skip"
 

@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from harness.protocol.entries import CLASS_NAME, SubmissionError, check_path, resolve, sha256_file
+from harness.errors import SubmissionError
+from harness.protocol.entries import CLASS_NAME, check_path, resolve, sha256_file
 from harness.vetting import tamper
 
 
