@@ -32,7 +32,7 @@ from torch import nn
 
 from harness.engine.device import autocast, synchronize
 from harness.engine.fast import prepare
-from harness.engine.train import make_optimizer, train
+from harness.engine.train import TrainOptions, make_optimizer, train
 from harness.protocol.catalog import (
     ARCHITECTURES,
     DATASETS,
@@ -195,11 +195,11 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
     x_bound = x.contiguous(memory_format=bound.memory_format) if x.dim() == 4 else x
 
     # Warm-up: allocator, kernels, thread pools, worker start-up paths, compilation.
-    warm = train(models[0], small, recipe, device, seed=0, speed=speed)
+    warm = train(models[0], small, recipe, device, 0, TrainOptions(speed=speed))
     bare_step_time(bound.model, x_bound, y, 2, device, recipe)
     result = ThroughputResult([], [], [], 0.0, warm.speed)
     for r in range(rounds):
-        res = train(models[0], small, recipe, device, seed=r + 1, speed=speed)
+        res = train(models[0], small, recipe, device, r + 1, TrainOptions(speed=speed))
         result.harness.append(len(small.train) / res.train_s)
         if loader is not None:
             result.reference.append(reference_epoch(models[1], loader, device))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -119,121 +119,139 @@ def data_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 0xDA7A]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+@dataclass
+class TrainOptions:
+    """How :func:`train` runs, beyond what it trains (model, data, recipe, device, seed).
+
+    ``speed`` (channels_last, cudnn.benchmark, torch.compile, CUDA graphs) is applied only where
+    :func:`harness.engine.fast.prepare` proves it gives this layer the plain model's results; by
+    default a CPU run is plain eager. With ``norm_class`` (the submitted layer), the instruments of
+    :mod:`harness.engine.instruments` run: the layer probe after the first, middle and last
+    epochs, and per-batch evaluation timing. With ``checkpoint``, the training state is saved at
+    the end of every epoch but the last (with ``checkpoint_extra``: the record's identity);
+    ``resume_state`` (a loaded checkpoint) continues a run from its last completed epoch.
+    ``hand_over(metrics, model, probe)``: see :func:`train`."""
+
+    precision: str = "fp32"
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
+    norm_class: type | None = None
+    checkpoint: Checkpoint | None = None
+    checkpoint_extra: dict | None = None
+    resume_state: dict | None = None
+    hand_over: Callable[[EpochMetrics, nn.Module, dict | None], bool] | None = None
+
+
+@dataclass
+class TrainingState:
+    """Everything the rest of a run depends on, as its checkpoint holds it: the model's parameters
+    and buffers, the optimiser's momentum, the scheduler, the data stream's generator, the global
+    random states, and the epochs (and times) so far."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    result: TrainResult
+    device: torch.device
+
+    def state_dict(self) -> dict:
+        r = self.result
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "data_rng": self.generator.get_state(),
+                "rng": global_rng_state(self.device), "epochs": [asdict(e) for e in r.epochs],
+                "train_s": r.train_s, "eval_s": r.eval_s, "train_images": r.train_images,
+                "probes": r.probes, "probe_s": r.probe_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["data_rng"])
+        set_global_rng_state(state["rng"], self.device)
+        r = self.result
+        r.epochs = [EpochMetrics(**e) for e in state["epochs"]]
+        r.train_s, r.eval_s, r.train_images = state["train_s"], state["eval_s"], state["train_images"]
+        r.resumed_from = len(r.epochs)
+        r.probes, r.probe_s = state.get("probes", []), state.get("probe_s", 0.0)
+
+
+@dataclass
+class ResidentData:
+    """The run's data on the device, in the layout the speed checks passed: the training set (padded
+    for crop+flip, or as it is), its labels, and the test set in the evaluation plan's feed order."""
+
+    pipeline: Any  # harness.protocol.data.make_pipeline's
+    augment: bool
+    train_inputs: torch.Tensor  # padded when ``augment``
+    train_labels: torch.Tensor
+    eval_plan: EvalPlan | None = None  # None without a test split (a sandboxed training process)
+    plan_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+
+    def batch(self, idx: torch.Tensor, plan, sl: slice) -> torch.Tensor:
+        if self.augment:
+            return self.pipeline.train_batch(self.train_inputs[idx], plan.top[sl], plan.left[sl],
+                                             plan.flip[sl])
+        return self.pipeline.test_batch(self.train_inputs[idx])
+
+
 def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
-          reporter: Reporter | None = None,
-          result: TrainResult | None = None, precision: str = "fp32",
-          speed: SpeedOptions | None = None,
-          checkpoint: Checkpoint | None = None, resume_state: dict | None = None,
-          checkpoint_extra: dict | None = None, norm_class: type | None = None,
-          hand_over: Callable[[EpochMetrics, nn.Module, dict | None], bool] | None = None,
-          ) -> TrainResult:
+          options: TrainOptions | None = None, reporter: Reporter | None = None,
+          result: TrainResult | None = None) -> TrainResult:
     """Train ``model`` on ``data`` under ``recipe``; return per-epoch metrics.
 
     Each epoch ends with the scoring of :mod:`harness.protocol.scoring` on ``data.test``. Without a test
     split (``data.test`` None: a sandboxed training process), the test numbers stay None and
-    ``hand_over(metrics, model, probe)`` passes each epoch's model to whoever scores it, before
-    the epoch's checkpoint is written, and returns whether the run stops there (early stopping
-    decided by the scoring side).
+    ``options.hand_over(metrics, model, probe)`` passes each epoch's model to whoever scores it,
+    before the epoch's checkpoint is written, and returns whether the run stops there (early
+    stopping decided by the scoring side).
 
     The run stops, with status ``diverged``, at the first non-finite loss or parameter
     (:class:`DivergenceWatch`); the completed epochs before it (and their best accuracy) are kept.
-    Pass ``result`` to keep the completed epochs even when the layer raises part-way. ``speed`` (channels_last,
-    cudnn.benchmark, torch.compile, CUDA graphs) is applied only where :func:`harness.engine.fast.prepare`
-    proves it gives this layer the plain model's results; by default a CPU run is plain eager.
-    With ``checkpoint``, the state is saved at the end of every epoch (with ``checkpoint_extra``);
-    ``resume_state`` (a loaded checkpoint) continues a run from its last completed epoch.
-    With ``norm_class`` (the submitted layer), the instruments of :mod:`harness.engine.instruments` run:
-    the layer probe after the first, middle and last epochs, and per-batch evaluation timing.
+    Pass ``result`` to keep the completed epochs even when the layer raises part-way.
     """
+    options = options or TrainOptions()
     model.to(device)
     reporter = reporter or Reporter()
     result = result if result is not None else TrainResult()
     pipeline = make_pipeline(data.spec, data.mean, data.std, device)
-    augment = recipe.augment and data.spec.kind == "image"  # crop+flip is for images
     fast = prepare(model, pipeline.test_batch(data.train.inputs[:recipe.batch_size].to(device)),
-                   data.train.labels[:recipe.batch_size].to(device), device,
-                   speed or SpeedOptions(), precision, reporter.warn)
+                   data.train.labels[:recipe.batch_size].to(device), device, options.speed,
+                   options.precision, reporter.warn)
     result.speed = fast.report
-    net = fast.model  # the module the step calls; parameters and buffers are ``model``'s
     pipeline.memory_format = fast.memory_format  # batches from here on in the layout that passed
-    train_padded = pipeline.pad(data.train.inputs).to(device) if augment else None
-    train_labels = data.train.labels.to(device)
-    train_images = None if augment else data.train.inputs.to(device)
-    n_train = len(data.train)
-    if data.test is not None:  # the plan's images in feed order, resident like the training set
-        eval_plan = EvalPlan.build(len(data.test), recipe.test_batch_size, seed)
-        plan_images = data.test.inputs[torch.as_tensor(eval_plan.order)].to(device)
-        test_labels = data.test.labels.to(device)
-
+    resident = resident_data(data, recipe, pipeline, device, seed)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe)
     # The probe batch: the first training images, un-augmented, the same after every epoch.
     probe_x = pipeline.test_batch(data.train.inputs[:recipe.batch_size].to(device))
     probe_y = data.train.labels[:recipe.batch_size].to(device)
     probe_at = probe_epochs(recipe.epochs)
     generator = torch.Generator(device=device)
     generator.manual_seed(data_seed(seed))
+    state = TrainingState(model, optimizer, make_scheduler(optimizer, recipe), generator, result,
+                          device)
 
     first = 1
-    if resume_state is not None:  # after the speed probe, which restores what it draws
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        generator.set_state(resume_state["data_rng"])
-        set_global_rng_state(resume_state["rng"], device)
-        result.epochs = [EpochMetrics(**e) for e in resume_state["epochs"]]
-        result.train_s, result.eval_s = resume_state["train_s"], resume_state["eval_s"]
-        result.train_images = resume_state["train_images"]
-        result.resumed_from = len(result.epochs)
-        result.probes = resume_state.get("probes", [])
-        result.probe_s = resume_state.get("probe_s", 0.0)
+    if options.resume_state is not None:  # after the speed probe, which restores what it draws
+        state.load_state_dict(options.resume_state)
         first = len(result.epochs) + 1
 
     watch = DivergenceWatch(model, device)
-    bs = recipe.batch_size
     for epoch in range(first, recipe.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         synchronize(device)
         t0 = time.perf_counter()
-        model.train()
-        plan = draw_epoch(n_train, generator, device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        for start in range(0, n_train, bs):
-            sl = slice(start, start + bs)
-            idx = plan.order[sl]
-            if augment:
-                x = pipeline.train_batch(train_padded[idx], plan.top[sl], plan.left[sl], plan.flip[sl])
-            else:
-                x = pipeline.test_batch(train_images[idx])
-            y = train_labels[idx]
-            fast.mark_step()
-            with autocast(device, precision):
-                logits = net(x)
-                loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
-            loss_sum += loss.detach().double() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()
-            reporter.step()
-            if start + bs < n_train:  # the epoch's last step is read with its metrics
-                bad = watch.step(loss.detach(), epoch, start // bs + 1)
-                if bad is not None:
-                    return result.diverge(bad)
-            else:
-                watch.step(loss.detach(), epoch, start // bs + 1)
+        sums = train_epoch(state, fast, resident, recipe, criterion, watch, epoch, options.precision,
+                           reporter)
+        if isinstance(sums, dict):
+            return result.diverge(sums)
+        loss_sum, correct = sums
         synchronize(device)
         t1 = time.perf_counter()
-        timer = BatchTimer(device) if norm_class is not None and data.test is not None else None
-        scored = None
-        if data.test is not None:
-            logits = forward_plan(net, plan_images, eval_plan.batches, pipeline.test_batch,
-                                  lambda: autocast(device, precision), fast.mark_step, timer)
-            scored = score(logits, test_labels, eval_plan)
+        timer = (BatchTimer(device) if options.norm_class is not None and data.test is not None
+                 else None)
+        scored = evaluate(fast, resident, device, options.precision, timer)
         # The one host synchronisation of the epoch.
         tl, tc, bad_epoch, bad_step, *test = torch.stack([
             loss_sum, correct.double(), *watch.first.double(),
@@ -242,6 +260,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         bad = watch.read((bad_epoch, bad_step))
         if bad is not None:
             return result.diverge(bad)
+        n_train = len(data.train)
         metrics = EpochMetrics(epoch=epoch, lr=lr, train_loss=tl / n_train,
                                train_acc=100.0 * tc / n_train, test_loss=None, test_acc=None,
                                train_s=t1 - t0, eval_s=t2 - t1)
@@ -255,30 +274,93 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
             result.inference = timer.summary(device)
         stop = should_stop(result.epochs, recipe.early_stopping_patience)
         probe = None
-        if norm_class is not None and (epoch in probe_at or stop):
-            synchronize(device)
-            t3 = time.perf_counter()
-            probe = {"epoch": epoch, **layer_probe(model, probe_x, probe_y, norm_class, device,
-                                                   precision)}
-            result.probes.append(probe)
-            synchronize(device)
-            result.probe_s += time.perf_counter() - t3
-        if hand_over is not None and hand_over(metrics, model, probe):
+        if options.norm_class is not None and (epoch in probe_at or stop):
+            probe = probe_layer(state, probe_x, probe_y, options, epoch)
+        if options.hand_over is not None and options.hand_over(metrics, model, probe):
             stop = True  # the scoring side's early stopping
         reporter.epoch(metrics)
-        scheduler.step()
+        state.scheduler.step()
         if stop:
             result.stopped_early = epoch
             break
-        if checkpoint is not None and epoch < recipe.epochs:
-            checkpoint.save({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "data_rng": generator.get_state(),
-                "rng": global_rng_state(device), "epochs": [asdict(e) for e in result.epochs],
-                "train_s": result.train_s, "eval_s": result.eval_s,
-                "train_images": result.train_images, "probes": result.probes,
-                "probe_s": result.probe_s, **(checkpoint_extra or {})})
+        if options.checkpoint is not None and epoch < recipe.epochs:
+            options.checkpoint.save({**state.state_dict(), **(options.checkpoint_extra or {})})
     return result
+
+
+def resident_data(data: Dataset, recipe: Recipe, pipeline, device: torch.device,
+                  seed: int) -> ResidentData:
+    """The training set on the device (padded once, for crop+flip: that is for images), and the
+    test set in the evaluation plan's feed order, resident like it."""
+    augment = recipe.augment and data.spec.kind == "image"
+    train_inputs = (pipeline.pad(data.train.inputs) if augment else data.train.inputs).to(device)
+    resident = ResidentData(pipeline, augment, train_inputs, data.train.labels.to(device))
+    if data.test is not None:
+        resident.eval_plan = EvalPlan.build(len(data.test), recipe.test_batch_size, seed)
+        resident.plan_images = data.test.inputs[torch.as_tensor(resident.eval_plan.order)].to(device)
+        resident.test_labels = data.test.labels.to(device)
+    return resident
+
+
+def train_epoch(state: TrainingState, fast, resident: ResidentData, recipe: Recipe,
+                criterion: nn.Module, watch: DivergenceWatch, epoch: int, precision: str,
+                reporter: Reporter) -> tuple[torch.Tensor, torch.Tensor] | dict:
+    """One pass over the training set in this epoch's order: the loss and correct-count sums, on
+    the device, or the divergence (a dict) that stopped it mid-epoch. The epoch's last step is
+    checked with the epoch's metrics (one host synchronisation)."""
+    model, device, bs = state.model, state.device, recipe.batch_size
+    n_train = len(resident.train_labels)
+    model.train()
+    plan = draw_epoch(n_train, state.generator, device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for start in range(0, n_train, bs):
+        sl = slice(start, start + bs)
+        idx = plan.order[sl]
+        x, y = resident.batch(idx, plan, sl), resident.train_labels[idx]
+        fast.mark_step()
+        with autocast(device, precision):
+            logits = fast.model(x)  # the module the step calls; its parameters are ``model``'s
+            loss = criterion(logits.float(), y)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        state.optimizer.step()
+        loss_sum += loss.detach().double() * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+        reporter.step()
+        bad = watch.step(loss.detach(), epoch, start // bs + 1)
+        if bad is not None and start + bs < n_train:
+            return bad
+    return loss_sum, correct
+
+
+def evaluate(fast, resident: ResidentData, device: torch.device, precision: str,
+             timer: BatchTimer | None):
+    """The epoch's scoring of the test set (harness.protocol.scoring.Scored, on the device), or
+    None without a test split."""
+    if resident.eval_plan is None:
+        return None
+    logits = forward_plan(fast.model, resident.plan_images, resident.eval_plan.batches,
+                          resident.pipeline.test_batch, lambda: autocast(device, precision),
+                          fast.mark_step, timer)
+    return score(logits, resident.test_labels, resident.eval_plan)
+
+
+def probe_layer(state: TrainingState, probe_x: torch.Tensor, probe_y: torch.Tensor,
+                options: TrainOptions, epoch: int) -> dict:
+    """The layer probe (harness.engine.instruments.layer_probe) after ``epoch``, kept in the
+    result with the time it took."""
+    device, result = state.device, state.result
+    synchronize(device)
+    t0 = time.perf_counter()
+    probe = {"epoch": epoch, **layer_probe(state.model, probe_x, probe_y, options.norm_class, device,
+                                           options.precision)}
+    result.probes.append(probe)
+    synchronize(device)
+    result.probe_s += time.perf_counter() - t0
+    return probe
 
 
 def test_metrics(metrics: EpochMetrics, loss_sum: float, correct: float, change: float,

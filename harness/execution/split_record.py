@@ -16,27 +16,27 @@ from harness.store.record import environment, utc_now
 
 def record_head(run) -> dict[str, Any]:
     """What the record knows before anything runs, all of it from the parent's side."""
-    from harness.engine.runner import record_start
+    from harness.engine.runner import RunIdentity, record_start
 
     spec = run.spec
     data = Dataset(run.data.spec, run.train_split, run.test_split, run.data.mean,
                    run.data.std, run.data.source)
-    record = record_start(
-        spec, data, str(run.device), run_id=run.journal.run_id,
-        started_at=run.journal.started_at, resumes=run.journal.resumes,
-        submission={"path": spec.submission, "name": Path(spec.submission).stem,
-                    "sha256": run.task.spec.sha256, "class": "CustomNorm"},
-        checks=run.task.checks,
-        environment=environment(None) | {"device": str(run.device),
-                                         "torch_threads": min(run.threads, usable_cpus())},
-        isolation={"sandboxed": True,
-                   "sandbox": "bubblewrap" if run.isolation.namespaces else "none",
-                   "scored_by": "the harness, from the logits of sandboxed scoring processes "
-                                "that hold no labels (the batch check's in a process of its own)"},
-        reported=["epochs.train_loss", "epochs.train_acc", "epochs.lr", "model",
-                  "norm_layers", "probes", "inference", "config.speed",
-                  "environment.device_name", "checks"],
-        compile_mode="eager", extra=run.task.extra)
+    journal = run.journal
+    identity = RunIdentity(journal.run_id, journal.started_at, tuple(journal.resumes))
+    record = record_start(spec, data, str(run.device), identity, {
+        "submission": {"path": spec.submission, "name": Path(spec.submission).stem,
+                       "sha256": run.task.spec.sha256, "class": "CustomNorm"},
+        "checks": run.task.checks,
+        "environment": environment(None) | {"device": str(run.device),
+                                            "torch_threads": min(run.threads, usable_cpus())},
+        "isolation": {"sandboxed": True,
+                      "sandbox": "bubblewrap" if run.isolation.namespaces else "none",
+                      "scored_by": "the harness, from the logits of sandboxed scoring processes "
+                                   "that hold no labels (the batch check's in a process of its "
+                                   "own)"},
+        "reported": ["epochs.train_loss", "epochs.train_acc", "epochs.lr", "model",
+                     "norm_layers", "probes", "inference", "config.speed",
+                     "environment.device_name", "checks"]}, "eager", run.task.extra)
     record["status"] = "failed"  # until the run says otherwise
     return record
 

@@ -134,14 +134,14 @@ def train_mode(spec: dict) -> int:
 
     from safetensors.torch import load_file
 
-    from harness.engine.device import peak_memory_bytes, resolve_device, seed_everything
+    from harness.engine.device import peak_memory_bytes, resolve_device
     from harness.engine.instruments import norm_summary
-    from harness.engine.runner import failure_category
+    from harness.engine.runner import build_for, failure_category, train_options
     from harness.engine.train import TrainResult, train
-    from harness.errors import SubmissionError
+    from harness.errors import RunError, SubmissionError
     from harness.execution import handover
     from harness.protocol.data import Dataset, DatasetSpec, Split
-    from harness.protocol.models import build_model, count_parameters
+    from harness.protocol.models import count_parameters
     from harness.protocol.spec import RunSpec
     from harness.reporting import ConsoleReporter
     from harness.vetting.submission import error_message, load
@@ -161,14 +161,10 @@ def train_mode(spec: dict) -> int:
             return 0
         data = Dataset(DatasetSpec.from_json(spec["dataset"]), Split(split["inputs"], split["labels"]),
                        None, tuple(spec["mean"]), tuple(spec["std"]), source="handed over")
-        seed_everything(config.seed)
         try:
-            model, init = build_model(config.arch, data.spec.num_classes,
-                                      submission.norm_layer(config.layer_params),
-                                      inputs=data.spec.inputs(), return_init_report=True)
-        except Exception as exc:  # noqa: BLE001 - a constructor failure is the submission's
-            end["failure"] = {"category": "interface", "message": (
-                f"building {config.arch} with CustomNorm failed: {type(exc).__name__}: {exc}")[:500]}
+            model, init = build_for(config, submission, data.spec)
+        except RunError as exc:
+            end["failure"] = {"category": exc.category, "message": str(exc)[:500]}
             return 0
         if init.message():
             print(f"warning: {init.message()}", flush=True)
@@ -181,12 +177,10 @@ def train_mode(spec: dict) -> int:
         if resume_state is not None:
             print(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])}", flush=True)
         try:
-            train(model, data, config.recipe, device, config.seed, result=result,
-                  precision=config.precision, speed=config.speed,
-                  reporter=ConsoleReporter(echo=_print), checkpoint=checkpoint,
-                  resume_state=resume_state,
-                  norm_class=submission.norm_class if config.instruments else None,
-                  hand_over=partial(handover.hand_over, sender))
+            options = train_options(config, submission, checkpoint, resume_state,
+                                    hand_over=partial(handover.hand_over, sender))
+            train(model, data, config.recipe, device, config.seed, options,
+                  ConsoleReporter(echo=_print), result)
             end = {"status": result.status, "divergence": result.divergence}
         except Exception as exc:  # noqa: BLE001 - the layer's failure, told to the parent
             traceback.print_exc()
@@ -221,14 +215,13 @@ def score_mode(spec: dict) -> int:
     import torch
     from safetensors.torch import load_file
 
-    from harness.engine.device import autocast, resolve_device, seed_everything
+    from harness.engine.device import autocast, resolve_device
     from harness.engine.instruments import BatchTimer
-    from harness.engine.runner import failure_category
-    from harness.errors import SubmissionError
+    from harness.engine.runner import build_for, failure_category
+    from harness.errors import RunError, SubmissionError
     from harness.execution import handover
     from harness.protocol.catalog import DatasetSpec
     from harness.protocol.data import make_pipeline
-    from harness.protocol.models import build_model
     from harness.protocol.scoring import forward_plan
     from harness.protocol.spec import RunSpec, SpeedOptions
     from harness.vetting.submission import error_message, load
@@ -244,16 +237,10 @@ def score_mode(spec: dict) -> int:
 
     try:
         submission = load(spec["submission"], tamper_check=False)
-        seed_everything(config.seed)
         dataset = DatasetSpec.from_json(spec["dataset"])
-        model = build_model(config.arch, spec["num_classes"],
-                            submission.norm_layer(config.layer_params),
-                            inputs=dataset.inputs()).to(device)
-    except SubmissionError as exc:
+        model = build_for(config, submission, dataset)[0].to(device)
+    except (SubmissionError, RunError) as exc:
         fail(0, "interface", str(exc))
-        return 0
-    except Exception as exc:  # noqa: BLE001
-        fail(0, "interface", f"building {config.arch} with CustomNorm failed: {type(exc).__name__}: {exc}")
         return 0
     speed, _ = SpeedOptions().resolve(device)
     memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
