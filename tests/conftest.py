@@ -17,13 +17,14 @@ import fakedata  # noqa: E402
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path, request):
     """No test reads a real data cache or the system's datasets (except those asking for
-    ``real_fmnist``) or writes outside its own folder; CPU only; 2 threads."""
+    ``real_fmnist``) or writes outside its own folder; CPU only; 2 threads, or 1 in each of
+    pytest-xdist's workers (``make test`` runs two: they share the 2 cores)."""
     monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "no-data-here"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache-here"))
     if "real_fmnist" not in request.fixturenames:
         fakedata.hide_system_datasets(monkeypatch)
     monkeypatch.chdir(tmp_path)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture

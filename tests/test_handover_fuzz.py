@@ -360,6 +360,7 @@ def run_fed_split(tmp_path: Path, monkeypatch, task, store, streams: dict[str, b
     """``run_split`` of ``task`` with its processes' pipes fed ``streams`` (train, protocol, check)."""
     from harness.execution import split
     from harness.execution.options import Isolation
+    from harness.execution.task import Slot
     from harness.execution.watch import CappedLog
 
     def start_processes(run):
@@ -372,7 +373,7 @@ def run_fed_split(tmp_path: Path, monkeypatch, task, store, streams: dict[str, b
             scorer.answers = handover.Channel(fed(streams[kind]))
 
     monkeypatch.setattr(split.SplitRun, "start_processes", start_processes)
-    return split.run_split(task, store, {}, tmp_path, "fuzz", Isolation(untrusted=True), 1 << 30, 1)
+    return split.run_split(task, Slot(store, {}, tmp_path, "fuzz", Isolation(untrusted=True), 1 << 30))
 
 
 def rows_of(kind: str) -> int:

@@ -37,7 +37,7 @@ from harness.engine.checkpoint import Checkpoint
 from harness.engine.device import usable_cpus
 from harness.engine.runner import config_fields
 from harness.execution.options import Isolation
-from harness.execution.task import Task, crash_record, safe_label
+from harness.execution.task import Echo, Slot, Task, crash_record, safe_label
 from harness.execution.watch import (
     STOPPING,
     CappedLog,
@@ -89,7 +89,6 @@ def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int,
     return slots
 
 
-Echo = Callable[[str], None]
 
 # A task that never ran because the sweep was interrupted first.
 NOT_STARTED = object()
@@ -262,18 +261,13 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
     from harness.execution.split import run_split
 
     isolation = isolation or Isolation()
-    memory = memory or isolation.memory_for(1)
-    stem = log_stem(task.label, index)
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
         with Claim(store.root, task.spec.key(), task.label) as claim:
-            if isolation.untrusted:
-                threads = int(env.get("OMP_NUM_THREADS") or usable_cpus())
-                record = run_split(task, store, env, work_dir, stem, isolation, memory, threads,
-                                   echo, beat=claim.beat)
-            else:
-                record = _run_trusted(task, store, env, work_dir, stem, isolation, memory, echo,
-                                      claim.beat)
+            slot = Slot(store, env, work_dir, log_stem(task.label, index), isolation,
+                        memory or isolation.memory_for(1),
+                        int(env.get("OMP_NUM_THREADS") or usable_cpus()), echo, claim.beat)
+            record = run_split(task, slot) if isolation.untrusted else _run_trusted(task, slot)
     except Stopping:
         return None  # the sweep's Ctrl-C came before its workers started
     if STOPPING.is_set() and (record.get("failure") or {}).get("category") in KILLED_BY_STOP:
@@ -288,15 +282,15 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
     return record
 
 
-def _run_trusted(task: Task, store, env, work_dir, stem, isolation, memory, echo, beat):
+def _run_trusted(task: Task, slot: Slot) -> dict[str, Any]:
     spec = {"mode": "run", "config": task.spec.to_json(), "extra": task.extra,
-            "checks": task.checks, "results": str(store.root.resolve())}
-    result, watch, code, log = run_plain(spec, stem, work_dir, env,
-                                         WatchLimits(timeout_s=isolation.timeout_s, memory_bytes=memory),
-                                         echo, beat)
+            "checks": task.checks, "results": str(slot.store.root.resolve())}
+    limits = WatchLimits(timeout_s=slot.isolation.timeout_s, memory_bytes=slot.memory)
+    result, watch, code, log = run_plain(spec, slot.stem, slot.work_dir, slot.env, limits,
+                                         slot.echo, slot.beat)
     if result and "record" in result:
         record = accept_record(task, result["record"])
-        Checkpoint.for_run(store.root, task.spec.digest()).remove()
+        Checkpoint.for_run(slot.store.root, task.spec.digest()).remove()
         return record
     if result and "error" in result:
         return crash_record(task, str(result.get("category", "exception")), str(result["error"]),

@@ -30,7 +30,7 @@ import traceback
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -45,15 +45,13 @@ from harness.execution.exchange import (
 )
 from harness.execution.sandbox import NOBODY, Sandbox, SandboxLimits, SandboxUnavailable, as_root
 from harness.execution.split_record import record_head, record_tail
-from harness.execution.task import crash_record, safe_label
+from harness.execution.task import Slot, crash_record, safe_label
 from harness.execution.watch import STOPPING, CappedLog, Process, Watch, WatchLimits
 from harness.protocol.data import Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.protocol.scoring import EvalPlan, score
 from harness.reporting import epoch_line, metrics_line
 from harness.store import schema
 from harness.store.record import new_run_id, utc_now
-
-Echo = Callable[[str], None]
 
 
 @lru_cache(maxsize=4)
@@ -72,12 +70,12 @@ class Outcome(Exception):
 class SplitRun:
     """One untrusted run, split: its folders, its journal, its three sandboxed processes."""
 
-    def __init__(self, task, store, env: dict[str, str], work_dir: Path, stem: str, isolation,
-                 memory: int, threads: int, echo: Echo | None, beat: Callable[[], None] | None):
+    def __init__(self, task, slot: Slot):
         from harness.engine.device import resolve_device
 
+        store, isolation, memory, threads = slot.store, slot.isolation, slot.memory, slot.threads
         spec = self.spec = task.spec
-        self.task, self.isolation, self.echo = task, isolation, echo
+        self.task, self.isolation, self.echo = task, isolation, slot.echo
         self.t_start = time.perf_counter()
         self.dataset_name = resolve_dataset_name(spec.dataset)
         self.device = resolve_device(spec.device)
@@ -106,8 +104,8 @@ class SplitRun:
                                     scoring=True)
         self.watch = Watch(WatchLimits(timeout_s=isolation.timeout_s, memory_bytes=memory,
                                        max_threads=2 * (self.limits.max_threads * 3) + 32),
-                           beat=beat)
-        self.env, self.work_dir, self.stem, self.threads = env, work_dir, stem, threads
+                           beat=slot.beat)
+        self.env, self.work_dir, self.stem, self.threads = slot.env, slot.work_dir, slot.stem, threads
         self.folders = {kind: private_dir(f"harness-{kind}-") for kind in ("train", *scorers.KINDS)}
         # The parent's; each scorer's /weights (its own: no inode the two could both lock).
         self.weights = {kind: private_dir(f"harness-weights-{kind}-") for kind in scorers.KINDS}
@@ -330,9 +328,7 @@ class SplitRun:
         self.journal.remove()
 
 
-def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isolation,
-              memory: int, threads: int, echo: Echo | None = None,
-              beat: Callable[[], None] | None = None) -> dict[str, Any]:
+def run_split(task, slot: Slot) -> dict[str, Any]:
     """Run ``task`` (a harness.execution.local.Task of an untrusted file) split in sandboxes;
     return its record (not yet written), valid against the run-record schema whatever the
     sandboxes did. A failure is recorded with its category; the state of a run that was killed
@@ -340,7 +336,7 @@ def run_split(task, store, env: dict[str, str], work_dir: Path, stem: str, isola
     from harness.errors import RunError
 
     try:
-        run = SplitRun(task, store, env, work_dir, stem, isolation, memory, threads, echo, beat)
+        run = SplitRun(task, slot)
     except (ValueError, RunError, DatasetUnavailable) as exc:
         return crash_record(task, "setup", str(exc))
     record = record_head(run)

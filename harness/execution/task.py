@@ -1,14 +1,15 @@
-"""One run as the executors see it: its :class:`Task`, and the record of a run that ended without a
-result of its own."""
+"""One run as the executors see it: its :class:`Task`, the :class:`Slot` it executes in, and the
+record of a run that ended without a result of its own."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.engine.runner import config_fields
+from harness.execution.options import Isolation
 from harness.protocol.spec import RunSpec
 from harness.reporting import Reporter
 from harness.store import schema
@@ -35,6 +36,26 @@ class Task:
     def report_finished(self, reporter: Reporter | None, record: dict[str, Any]) -> None:
         if reporter is not None and self.run is not None:
             reporter.finished(self.run, record)
+
+
+Echo = Callable[[str], None]  # where a worker's log lines are shown as they come (None: log only)
+
+
+@dataclass
+class Slot:
+    """Where and how one run executes: its results store, its workers' environment (threads, the
+    GPU they see), the folder of its log (named ``stem``), how it is held (``isolation``, with
+    ``memory`` bytes of it), its threads, where its lines are echoed, and its claim's heartbeat."""
+
+    store: Any  # harness.store.results.ResultsStore
+    env: dict[str, str]
+    work_dir: Path
+    stem: str
+    isolation: Isolation
+    memory: int
+    threads: int = 1
+    echo: Echo | None = None
+    beat: Callable[[], None] | None = None
 
 
 def crash_record(task: Task, category: str, message: str, log_tail: str = "") -> dict[str, Any]:
