@@ -82,14 +82,18 @@ study: setup
 	$(BIN)/python docs/examples/accuracy_along_axis.py demo/results --study selective-norm-grid-smoke \
 		--axis p --by lr --out demo/study/along-p.png
 
+# The tests run in as many pytest-xdist workers as there are CPUs (one torch thread each: most
+# tests wait on processes and sandboxes as much as they compute); --dist worksteal evens out the
+# long ones.
+XDIST = -n auto --dist worksteal
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 # The edit loop: every test that does not train, start workers or sandboxes, or wait, and the
 # full checks of three representative layers (under 2 minutes on 2 cores). The full suite above
 # is what CI runs.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(XDIST)
 
 # ruff (configured in pyproject.toml): pyflakes, pycodestyle and import order.
 lint: setup
