@@ -3,7 +3,10 @@ import torch
 from torch import nn
 
 import harness
-from harness.protocol.models import ARCHS, build_model, count_parameters, init_weights
+from harness.protocol.catalog import ARCHITECTURES, DATASETS, example_inputs, imported
+from harness.protocol.models import batch_norm_for, build_model, count_parameters, init_weights
+
+CNNS = [name for name, info in ARCHITECTURES.items() if info.track == "cnn"]
 
 # The protocol's parameter counts with BatchNorm (10 / 100 classes).
 PROTOCOL_PARAMS = {
@@ -28,13 +31,42 @@ def test_parameter_counts_match_protocol(arch, which):
     assert count_parameters(model) == PROTOCOL_PARAMS[arch][which]
 
 
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_each_architecture_entry_builds_with_its_stated_parameter_count(arch):
+    """The registry carries its implementation: each entry names its builder and its count."""
+    info = ARCHITECTURES[arch]
+    assert callable(imported(info.builder))
+    model = build_model(arch, 10, batch_norm_for(info.track), inputs=example_inputs(info.takes[0]))
+    assert count_parameters(model) == info.parameters
+
+
+def test_each_dataset_entry_names_a_loader_and_its_files():
+    """A built-in dataset names the function that makes it; one of published files names its
+    reader, and its files are catalogued (harness.protocol.datafiles.PUBLISHED)."""
+    from harness.protocol.datafiles import PUBLISHED
+
+    for name, spec in DATASETS.items():
+        assert callable(imported(spec.loader)), name
+        assert min(spec.sizes) > 0, name
+        assert (name in PUBLISHED) != bool(spec.built_in), name
+    assert set(PUBLISHED) <= set(DATASETS)
+
+
+@pytest.mark.parametrize("name", [n for n, s in DATASETS.items() if s.built_in])
+def test_a_built_in_datasets_sizes_are_what_its_loader_makes(name):
+    from harness.protocol.data import load_dataset
+
+    data = load_dataset(name)
+    assert (len(data.train), len(data.test)) == DATASETS[name].sizes
+
+
 def test_public_api_is_exported():
     model = harness.build_model("resnet20", 10, nn.BatchNorm2d)
     assert count_parameters(model) == PROTOCOL_PARAMS["resnet20"][0]
     assert callable(harness.load_submission)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", CNNS)
 def test_output_shape(arch):
     model = build_model(arch, 100, nn.BatchNorm2d).eval()
     with torch.no_grad():
@@ -56,7 +88,7 @@ class Marker(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", CNNS)
 def test_every_norm_slot_comes_from_the_factory(arch):
     Marker.built = []
     model = build_model(arch, 10, Marker)

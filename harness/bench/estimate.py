@@ -9,7 +9,7 @@ A run's time is modelled as
   (with the threads each worker will have) after a warm-up; ``test_batch_s`` likewise for one
   forward of a test batch in eval mode. One measurement per distinct (architecture, dataset,
   batch sizes, optimiser), shared by every run of that shape.
-- ``train_steps`` and ``test_batches``: the split sizes (harness.protocol.catalog.SPLIT_SIZES, cut
+- ``train_steps`` and ``test_batches``: the split sizes (harness.protocol.catalog.DatasetSpec.sizes, cut
   to the run's data limits) over the batch sizes.
 - ``start``: what a run costs besides its epochs, measured once per shape by one real run of
   BatchNorm through a worker process (one training batch, one test batch, one epoch: the worker's
@@ -40,7 +40,7 @@ import torch
 
 from harness.bench.throughput import bare_step_time
 from harness.engine.device import synchronize
-from harness.protocol.catalog import DATASETS, SPLIT_SIZES, track_of
+from harness.protocol.catalog import DATASETS, track_of
 from harness.protocol.data import random_inputs, resolve_dataset_name
 from harness.protocol.models import batch_norm_for, build_model
 from harness.protocol.recipe import Recipe
@@ -157,7 +157,7 @@ def time_shape(shape: Shape, device: torch.device, steps: int = 3) -> Timing:
 
 
 def run_seconds(spec: RunSpec, timing: Timing, untrusted: bool = False) -> float:
-    n_train, n_test = SPLIT_SIZES[resolve_dataset_name(spec.dataset)]
+    n_train, n_test = DATASETS[resolve_dataset_name(spec.dataset)].sizes
     n_train = min(n_train, spec.limit_train or n_train)
     n_test = min(n_test, spec.limit_test or n_test)
     r = spec.recipe

@@ -36,7 +36,6 @@ from harness.engine.train import TrainOptions, make_optimizer, train
 from harness.protocol.catalog import (
     ARCHITECTURES,
     DATASETS,
-    SPLIT_SIZES,
     compatibility_error,
     example_inputs,
     track_of,
@@ -66,7 +65,7 @@ def dataset_or_random(name: str, data_root: str | None) -> tuple[Dataset, str]:
         return load_dataset(name, data_root, download=False), "real"
     except DatasetUnavailable:
         pass
-    return random_dataset(DATASETS[name], *SPLIT_SIZES[name], source="random"), "random"
+    return random_dataset(DATASETS[name], *DATASETS[name].sizes, source="random"), "random"
 
 
 class _PILImages(torch.utils.data.Dataset):
@@ -272,7 +271,7 @@ def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, st
     mismatch = compatibility_error(arch, data.spec.name)
     if mismatch:
         raise ValueError(mismatch)
-    n_train, n_test = SPLIT_SIZES[data.spec.name]
+    n_train, n_test = DATASETS[data.spec.name].sizes
     track = track_of(arch)
     out: dict[str, Any] = {"benchmark": "harness bench", "date": utc_now(), "arch": arch,
                            "dataset": data.spec.name, "data": source, "device": str(device),

@@ -8,6 +8,7 @@ import json
 import click
 
 from harness.cli.common import CONTEXT, EXIT_FAILED, EXIT_USAGE, fail, json_option, output_options
+from harness.protocol.catalog import DATASETS
 from harness.reporting import ConsoleReporter
 
 DATA_ROOT_HELP = ("Data root searched first, and where import and download write. Default: "
@@ -85,7 +86,7 @@ def data_verify_cmd(names: tuple[str, ...], data_root: str | None, as_json: bool
 
     rows, bad = [], False
     for name in _names(names):
-        if name in datafiles.BUILT_IN:
+        if DATASETS[name].built_in:
             continue
         copies, partial = datafiles.find_copies(name, data_root)
         intact = 0
@@ -174,8 +175,8 @@ def data_download_cmd(name: str, data_root: str | None, as_json: bool, console: 
     from harness.protocol import datafiles, dataimport
 
     [name] = _names((name,))
-    if name in datafiles.BUILT_IN:
-        fail(f"{name} needs no files: {datafiles.BUILT_IN[name]}", EXIT_USAGE)
+    if DATASETS[name].built_in:
+        fail(f"{name} needs no files: {DATASETS[name].built_in}", EXIT_USAGE)
     try:
         rows = dataimport.download(name, data_root, say=console.info)
     except (datafiles.DataProblem, OSError) as exc:

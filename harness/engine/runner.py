@@ -19,7 +19,6 @@ from harness.engine.train import EpochMetrics, TrainOptions, TrainResult, train
 from harness.errors import RunError
 from harness.protocol import data as data_mod
 from harness.protocol.catalog import ARCHITECTURES, compatibility_error
-from harness.protocol.datafiles import BUILT_IN
 from harness.protocol.entries import params_label
 from harness.protocol.models import build_model, count_parameters
 from harness.protocol.spec import PLAIN, RunSpec
@@ -86,7 +85,7 @@ def record_start(spec: RunSpec, dataset: data_mod.Dataset, device: str, identity
                    # "compile" and "speed" say what harness.engine.fast put in effect (filled in
                    # once its checks have run).
                    "compile": compile_mode, "speed": None,
-                   "data_root": None if name in BUILT_IN else str(dataset.source)},
+                   "data_root": None if dataset.spec.built_in else str(dataset.source)},
         "submission": given["submission"],
         "checks": given["checks"],
         "data": {"train_size": len(dataset.train), "test_size": len(dataset.test),

@@ -17,11 +17,10 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.protocol.catalog import DATASETS, DatasetSpec, resolve_dataset_name
+from harness.protocol.catalog import DATASETS, DatasetSpec, imported, resolve_dataset_name
 from harness.protocol.splits import Dataset, DatasetUnavailable, Split
 
 __all__ = ["Dataset", "DatasetUnavailable", "Split", "load_dataset", "make_pipeline"]
@@ -71,35 +70,17 @@ def _verified_copy(name: str, root, download: bool):
 
 
 def _load_files(name: str, root, download: bool) -> Dataset:
-    """A dataset the harness reads from its published files (harness.protocol.sources)."""
-    from harness.protocol import sources
-
+    """A dataset the harness reads from its published files, by the reader its catalogue entry
+    names (harness.protocol.sources)."""
     found, notes = _verified_copy(name, root, download)
-    spec, where = DATASETS[name], found.copy.place
+    spec = DATASETS[name]
     try:
-        if name in ("fmnist", "mnist"):
-            arrays = sources.read_mnist_family(found.blobs)
-        elif name == "cifar10":
-            arrays = sources.read_cifar(found.blobs, "cifar-10-batches-py",
-                                        [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels")
-        elif name == "cifar100":
-            arrays = sources.read_cifar(found.blobs, "cifar-100-python", ["train"], "test",
-                                        "fine_labels")
-        elif name == "adult":
-            arrays = sources.read_adult(where / "adult")
-        elif name == "imdb":
-            arrays = sources.read_imdb(where / "aclImdb", spec.vocab_size, spec.shape[0])
-        else:
-            arrays = sources.read_tinyimagenet(where / "tiny-imagenet-200")
+        arrays = imported(spec.loader)(found, spec)
     except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         raise DatasetUnavailable(f"{name}: {found.copy.describe()} cannot be read: "
                                  f"{type(exc).__name__}: {exc}"[:300]) from None
-    if name == "adult":
-        mean, std = arrays["mean"].tolist(), arrays["std"].tolist()
-    elif name == "tinyimagenet":  # normalised with the train split's own per-channel statistics
-        mean, std = channel_stats(arrays["train_x"])
-    else:
-        mean, std = spec.mean, spec.std
+    mean = arrays["mean"].tolist() if "mean" in arrays else spec.mean
+    std = arrays["std"].tolist() if "std" in arrays else spec.std
     splits = []
     for part in ("train", "test"):
         x = torch.as_tensor(arrays[f"{part}_x"])
@@ -110,20 +91,6 @@ def _load_files(name: str, root, download: bool) -> Dataset:
         splits.append(Split(x.contiguous(), torch.as_tensor(arrays[f"{part}_y"], dtype=torch.int64)))
     return Dataset(spec, splits[0], splits[1], tuple(mean), tuple(std), source=found.copy.describe(),
                    files=tuple(found.files), notes=tuple(notes))
-
-
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and (biased) std of uint8 images ``[N, C, H, W]`` scaled to [0, 1], exactly,
-    from each channel's histogram of its 256 levels: no float copy of the images (Tiny ImageNet's
-    train split is 1.2G values, 10 GB in float64)."""
-    levels = np.arange(256) / 255.0
-    mean, std = [], []
-    for c in range(images.shape[1]):
-        counts = np.bincount(images[:, c].ravel(), minlength=256)
-        m = counts @ levels / counts.sum()
-        mean.append(float(m))
-        std.append(float(np.sqrt(counts @ (levels - m) ** 2 / counts.sum())))
-    return mean, std
 
 
 def random_inputs(inputs, n: int, generator: torch.Generator, channels: int = 3) -> torch.Tensor:
@@ -148,8 +115,9 @@ def random_dataset(spec: DatasetSpec, n_train: int, n_test: int, source: str) ->
     return Dataset(spec, split(n_train), split(n_test), spec.mean, spec.std, source=source)
 
 
-def _noise(n_train: int = 50_000, n_test: int = 10_000) -> Dataset:
-    return random_dataset(DATASETS["noise"], n_train, n_test, "noise (seed 0)")
+def noise() -> Dataset:
+    """Random images and labels of CIFAR-10's size (seed 0): the ``noise`` dataset."""
+    return random_dataset(DATASETS["noise"], *DATASETS["noise"].sizes, "noise (seed 0)")
 
 
 def load_dataset(name: str, root=None, download: bool = True) -> Dataset:
@@ -158,12 +126,8 @@ def load_dataset(name: str, root=None, download: bool = True) -> Dataset:
     dataset folders (:mod:`harness.protocol.datafiles`); downloaded first where none is found and
     ``download`` allows."""
     name = resolve_dataset_name(name)
-    if name in ("digits", "digits_rows", "breast_cancer"):
-        from harness.protocol import offline
-
-        return offline.LOADERS[name]()
-    if name == "noise":
-        return _noise()
+    if DATASETS[name].built_in:  # no files: its loader makes it
+        return imported(DATASETS[name].loader)()
     return _load_files(name, root, download)
 
 

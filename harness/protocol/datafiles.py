@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.protocol.catalog import cache_data_root, default_data_root, resolve_dataset_name
+from harness.protocol.catalog import DATASETS, cache_data_root, default_data_root, resolve_dataset_name
 
 
 class DataProblem(RuntimeError):
@@ -142,11 +142,6 @@ PUBLISHED: dict[str, Published] = {
         urls=("http://cs231n.stanford.edu/tiny-imagenet-200.zip",),
         home="https://www.kaggle.com/c/tiny-imagenet"),
 }
-# The datasets that need no files: bundled with scikit-learn, or generated.
-BUILT_IN = {"digits": "scikit-learn's bundled digits (installed with the project)",
-            "digits_rows": "scikit-learn's bundled digits (installed with the project)",
-            "breast_cancer": "scikit-learn's bundled breast cancer data (installed with the project)",
-            "noise": "generated (seed 0)"}
 
 
 def search_roots(data_root: str | Path | None = None) -> list[Path]:
@@ -367,8 +362,8 @@ def locate(name: str, data_root: str | Path | None = None) -> tuple[Verified | N
 
 def status(name: str, data_root: str | Path | None = None) -> dict:
     """What ``harness data list`` says of one dataset: present, where, verified, size, how to get."""
-    if name in BUILT_IN:
-        return {"dataset": name, "present": True, "where": BUILT_IN[name], "verified": None,
+    if DATASETS[name].built_in:
+        return {"dataset": name, "present": True, "where": DATASETS[name].built_in, "verified": None,
                 "bytes": 0, "problems": [], "get": []}
     found, problems = locate(name, data_root)
     pub = PUBLISHED[name]

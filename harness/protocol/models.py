@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from harness.protocol.catalog import ARCHITECTURES, InputSpec
+from harness.protocol.catalog import ARCHITECTURES, InputSpec, imported, track_of
 from harness.protocol.nets import MLP, RecurrentNet, SequenceTransformer, VisionTransformer
 
 NormLayer = Callable[[int], nn.Module]
@@ -181,40 +181,70 @@ class MobileNetV2(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    name: str
-    description: str
-    build: Callable[[int, NormLayer], nn.Module]
-    in_reference: bool  # exists in the reference benchmark's --arch choices
+# Each architecture's builder, as its catalogue entry names it (harness.protocol.catalog.ArchInfo):
+# (inputs, num_classes, norm_layer) -> model. The CNNs are built for 32x32 images whatever
+# ``inputs`` says; the other tracks' models (harness.protocol.nets) are sized by it.
 
 
-_BUILDERS: dict[str, Callable[[int, NormLayer], nn.Module]] = {
-    "resnet20": lambda k, norm: CifarResNet(3, k, norm),
-    "resnet56": lambda k, norm: CifarResNet(9, k, norm),
-    "resnet110": lambda k, norm: CifarResNet(18, k, norm),
-    "vgg11bn": lambda k, norm: VGG(VGG_CONFIGS["vgg11bn"], k, norm),
-    "vgg13bn": lambda k, norm: VGG(VGG_CONFIGS["vgg13bn"], k, norm),
-    "vgg16bn": lambda k, norm: VGG(VGG_CONFIGS["vgg16bn"], k, norm),
-    "vgg19bn": lambda k, norm: VGG(VGG_CONFIGS["vgg19bn"], k, norm),
-    "mobilenetv2": lambda k, norm: MobileNetV2(k, norm),
-}
-ARCHS: dict[str, ArchSpec] = {name: ArchSpec(name, info.description, _BUILDERS[name], info.in_reference)
-                              for name, info in ARCHITECTURES.items() if info.track == "cnn"}
-# The other tracks: (inputs, num_classes, norm_layer) -> model.
-TRACK_BUILDERS: dict[str, Callable[[InputSpec, int, NormLayer], nn.Module]] = {
-    "mlp3x100": lambda inputs, k, norm: MLP(inputs.shape[0], k, norm, width=100, depth=3),
-    "mlp3x512": lambda inputs, k, norm: MLP(inputs.shape[0], k, norm, width=512, depth=3),
-    "lstm2": lambda inputs, k, norm: RecurrentNet(inputs, k, norm, width=128, depth=2, cell="lstm"),
-    "gru2": lambda inputs, k, norm: RecurrentNet(inputs, k, norm, width=128, depth=2, cell="gru"),
-    "transformer4": lambda inputs, k, norm: SequenceTransformer(inputs, k, norm, width=128, depth=4,
-                                                                heads=4, mlp_ratio=2),
-    # ViT-Lite-7/4 as in Hassani et al. 2021, Table 1 (CIFAR): 3.72M parameters.
-    "vit_lite7": lambda inputs, k, norm: VisionTransformer(inputs, k, norm, width=256, depth=7,
-                                                           heads=4, mlp_ratio=2, patch=4),
-    "vit_lite2": lambda inputs, k, norm: VisionTransformer(inputs, k, norm, width=128, depth=2,
-                                                           heads=2, mlp_ratio=1, patch=4),
-}
+def resnet20(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return CifarResNet(3, k, norm)
+
+
+def resnet56(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return CifarResNet(9, k, norm)
+
+
+def resnet110(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return CifarResNet(18, k, norm)
+
+
+def vgg11bn(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return VGG(VGG_CONFIGS["vgg11bn"], k, norm)
+
+
+def vgg13bn(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return VGG(VGG_CONFIGS["vgg13bn"], k, norm)
+
+
+def vgg16bn(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return VGG(VGG_CONFIGS["vgg16bn"], k, norm)
+
+
+def vgg19bn(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return VGG(VGG_CONFIGS["vgg19bn"], k, norm)
+
+
+def mobilenetv2(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return MobileNetV2(k, norm)
+
+
+def mlp3x100(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return MLP(inputs.shape[0], k, norm, width=100, depth=3)
+
+
+def mlp3x512(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return MLP(inputs.shape[0], k, norm, width=512, depth=3)
+
+
+def lstm2(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return RecurrentNet(inputs, k, norm, width=128, depth=2, cell="lstm")
+
+
+def gru2(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return RecurrentNet(inputs, k, norm, width=128, depth=2, cell="gru")
+
+
+def transformer4(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return SequenceTransformer(inputs, k, norm, width=128, depth=4, heads=4, mlp_ratio=2)
+
+
+def vit_lite7(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    """ViT-Lite-7/4 as in Hassani et al. 2021, Table 1 (CIFAR): 3.72M parameters."""
+    return VisionTransformer(inputs, k, norm, width=256, depth=7, heads=4, mlp_ratio=2, patch=4)
+
+
+def vit_lite2(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
+    return VisionTransformer(inputs, k, norm, width=128, depth=2, heads=2, mlp_ratio=1, patch=4)
 
 
 @dataclass
@@ -278,7 +308,7 @@ def build_model(arch: str, num_classes: int, norm_layer: NormLayer, *,
     >>> model = build_model("resnet20", 10, torch.nn.BatchNorm2d)
     """
     model = construct(arch, num_classes, norm_layer, inputs)
-    report = init_weights(model) if arch in ARCHS else InitReport()
+    report = init_weights(model) if track_of(arch) == "cnn" else InitReport()
     return (model, report) if return_init_report else model
 
 
@@ -286,13 +316,14 @@ def construct(arch: str, num_classes: int, norm_layer: NormLayer,
               inputs: InputSpec | None = None) -> nn.Module:
     """``arch`` with ``norm_layer`` in every slot, as its constructor leaves it (no protocol
     initialisation: :func:`build_model` adds it; under ``torch.device("meta")``, sizes only)."""
-    if arch in ARCHS:
-        return ARCHS[arch].build(num_classes, norm_layer)
-    if arch in TRACK_BUILDERS:
-        if inputs is None:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    info = ARCHITECTURES[arch]
+    if inputs is None:
+        if info.track != "cnn":
             raise ValueError(f"{arch} needs the inputs it is fed (an InputSpec)")
-        return TRACK_BUILDERS[arch](inputs, num_classes, norm_layer)
-    raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+        inputs = InputSpec("image", (3, 32, 32))
+    return imported(info.builder)(inputs, num_classes, norm_layer)
 
 
 def batch_norm_for(track: str) -> type[nn.Module]:

@@ -107,5 +107,3 @@ def load_breast_cancer() -> Dataset:
                    source="scikit-learn's bundled breast_cancer.csv (sklearn.datasets.load_breast_cancer)")
 
 
-LOADERS = {"digits": load_digits, "digits_rows": load_digits_rows,
-           "breast_cancer": load_breast_cancer}
