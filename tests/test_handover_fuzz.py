@@ -357,8 +357,8 @@ def scorer_stream(draw, rows: int, cols: int):
 
 
 def run_fed_split(tmp_path: Path, monkeypatch, task, store, streams: dict[str, bytes]) -> dict:
-    """``run_split`` of ``task`` with its processes' pipes fed ``streams`` (train, protocol, check)."""
-    from harness.execution import split
+    """``run_untrusted`` of ``task`` with its processes' pipes fed ``streams`` (train, protocol, check)."""
+    from harness.execution import untrusted
     from harness.execution.options import Isolation
     from harness.execution.task import Slot
     from harness.execution.watch import CappedLog
@@ -372,8 +372,8 @@ def run_fed_split(tmp_path: Path, monkeypatch, task, store, streams: dict[str, b
             scorer.requests, scorer.process = drained(), FakeProcess(log)
             scorer.answers = handover.Channel(fed(streams[kind]))
 
-    monkeypatch.setattr(split.SplitRun, "start_processes", start_processes)
-    return split.run_split(task, Slot(store, {}, tmp_path, "fuzz", Isolation(untrusted=True), 1 << 30))
+    monkeypatch.setattr(untrusted.UntrustedRun, "start_processes", start_processes)
+    return untrusted.run_untrusted(task, Slot(store, {}, tmp_path, "fuzz", Isolation(untrusted=True), 1 << 30))
 
 
 def rows_of(kind: str) -> int:
@@ -456,7 +456,7 @@ def test_a_run_done_stays_done_whatever_its_processes_do_after(tmp_path, monkeyp
     epoch 3, and the watch kills it while it does: the record is the two scored epochs, ok."""
     import numpy as np
 
-    from harness.execution import split
+    from harness.execution import untrusted
     from harness.protocol.data import load_dataset
     from harness.protocol.recipe import Recipe
     from harness.protocol.scoring import EvalPlan
@@ -481,7 +481,7 @@ def test_a_run_done_stays_done_whatever_its_processes_do_after(tmp_path, monkeyp
             ("checkpoint", b"x"))])
     scorers = {kind: b"ready\n" + b"".join(logits(kind, e) for e in (1, 2, 3)) for kind in ("protocol", "check")}
     runs = []
-    original = split.SplitRun.__init__
+    original = untrusted.UntrustedRun.__init__
 
     def keep(self, *args, **kwargs):
         original(self, *args, **kwargs)
@@ -491,7 +491,7 @@ def test_a_run_done_stays_done_whatever_its_processes_do_after(tmp_path, monkeyp
         runs[0].watch.killed_for, runs[0].watch.detail = "out-of-memory", "it passed the limit"
         return 0
 
-    monkeypatch.setattr(split.SplitRun, "__init__", keep)
+    monkeypatch.setattr(untrusted.UntrustedRun, "__init__", keep)
     monkeypatch.setattr(FakeProcess, "finish", finish_killed)
     record = run_fed_split(tmp_path, monkeypatch, task, store, {"train": train, **scorers})
     assert record["status"] == "ok", record["failure"]
@@ -502,13 +502,13 @@ def test_a_run_done_stays_done_whatever_its_processes_do_after(tmp_path, monkeyp
 def test_a_record_the_store_cannot_write_becomes_a_failure_record(tmp_path, monkeypatch):
     """Whatever makes a run's record unwritable (here the store's own write raising, as the
     pure-Python JSON encoder does on deep nesting), the run ends in a failure record, stored."""
-    from harness.execution import local, split
+    from harness.execution import local, untrusted
     from harness.execution.options import Isolation
     from harness.execution.task import crash_record
     from harness.store.results import ResultsStore
 
     task, store = split_task(tmp_path)
-    monkeypatch.setattr(split, "run_split", lambda task, *a, **k: crash_record(task, "crashed", "x"))
+    monkeypatch.setattr(untrusted, "run_untrusted", lambda task, *a, **k: crash_record(task, "crashed", "x"))
     add, calls = ResultsStore.add, []
 
     def add_once_failing(self, record):

@@ -1,5 +1,5 @@
 """Hostile submissions (tests/hostile/): every attack tried against the harness, each with its
-specific outcome. Untrusted runs are split (harness.execution.split): a sandboxed training process without
+specific outcome. Untrusted runs are split (harness.execution.untrusted): a sandboxed training process without
 the test set, a sandboxed scoring process without labels, and the parent, which alone scores.
 
 Each hostile file is a BatchNorm that misbehaves in its seed-2 runs. The honest BatchNorm

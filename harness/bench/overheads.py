@@ -71,7 +71,7 @@ PROTOCOL_EPOCHS, PROTOCOL_TRAIN, PROTOCOL_TEST = 200, 50_000, 10_000
 
 def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int], rounds: int,
                    limit_train: int, limit_test: int, progress=print) -> dict[str, Any]:
-    """The cost of scoring in a process of its own (harness.execution.split) against scoring in the run's
+    """The cost of scoring in a process of its own (harness.execution.untrusted) against scoring in the run's
     own process, in whole runs of the batch_norm baseline, side by side.
 
     Both go through the executor's worker processes (so both pay a worker's start-up and data
@@ -87,8 +87,8 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
     from harness.engine.device import usable_cpus
     from harness.execution.local import LocalExecutor, visible_gpus, worker_slots
     from harness.execution.options import Isolation
-    from harness.execution.split import _dataset  # the cache the split's parent loads data through
     from harness.execution.task import Task
+    from harness.execution.untrusted import _dataset  # the cache the split's parent loads data through
     from harness.protocol.spec import RunSpec
     from harness.store.results import ResultsStore
     from harness.vetting.submission import load

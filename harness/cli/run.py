@@ -232,7 +232,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int | 
 
 
 def eval_untrusted(spec, results_dir: str, execution: Execution, console: ConsoleReporter):
-    """One run of an untrusted file, vetted and run split in sandboxes (harness.execution.split); the
+    """One run of an untrusted file, vetted and run split in sandboxes (harness.execution.untrusted); the
     record is written here, from this process's own scoring."""
     from harness.execution.local import run_in_worker
     from harness.execution.sweep import vet_entry

@@ -73,7 +73,7 @@ def record_start(spec: RunSpec, dataset: data_mod.Dataset, device: str, identity
                  given: dict[str, Any], compile_mode: str,
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a run record knows when the run starts, for a run in this process (:func:`run_eval`)
-    and for a split one (harness.execution.split) alike: the run, its data, where it runs.
+    and for an untrusted one (harness.execution.untrusted) alike: the run, its data, where it runs.
     ``given`` holds the fields the two paths fill in their own way: ``submission``, ``checks``,
     ``environment``, ``isolation`` and ``reported``."""
     name = dataset.spec.name

@@ -36,7 +36,7 @@ from harness.reporting import Reporter
 @dataclass
 class EpochMetrics:
     """One epoch. The test numbers are None in a sandboxed training process, which never sees a
-    test label: the parent scores the weights it hands over (harness.execution.split)."""
+    test label: the parent scores the weights it hands over (harness.execution.untrusted)."""
 
     epoch: int
     lr: float

@@ -1,4 +1,4 @@
-"""What the parent of a split run keeps and hands out (harness.execution.split): its journal of
+"""What the parent of an untrusted run keeps and hands out (harness.execution.untrusted): its journal of
 scored epochs, the sandboxes' input folders (the submission, the training split, the test
 images of each scoring process; never a label), the files it writes into them, and the size a
 hand-over may have.

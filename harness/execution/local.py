@@ -7,7 +7,7 @@ suite sooner. With one job the workers' output is shown live; with more it goes 
 
 A run of trusted code (a baseline, your own file with ``--trusted``) is one worker process that
 trains and scores in itself and writes its record to a result file, which the parent validates.
-A run of untrusted code is split (:mod:`harness.execution.split`): a sandboxed training process that never
+A run of untrusted code is split (:mod:`harness.execution.untrusted`): a sandboxed training process that never
 sees the test set, a sandboxed scoring process that never sees a label, and the parent, which
 alone computes the scores. Either way the parent holds the run to a wall-clock timeout and a
 memory limit (:mod:`harness.execution.watch`) and writes every record itself: a crash, hang,
@@ -258,7 +258,7 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
                   echo: Echo | None = None) -> dict[str, Any] | None:
     """Run one task in worker processes (split and sandboxed when untrusted); write its record
     and return it (None: the sweep was interrupted and this run killed; nothing is written)."""
-    from harness.execution.split import run_split
+    from harness.execution.untrusted import run_untrusted
 
     isolation = isolation or Isolation()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +267,7 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
             slot = Slot(store, env, work_dir, log_stem(task.label, index), isolation,
                         memory or isolation.memory_for(1),
                         int(env.get("OMP_NUM_THREADS") or usable_cpus()), echo, claim.beat)
-            record = run_split(task, slot) if isolation.untrusted else _run_trusted(task, slot)
+            record = run_untrusted(task, slot) if isolation.untrusted else _run_trusted(task, slot)
     except Stopping:
         return None  # the sweep's Ctrl-C came before its workers started
     if STOPPING.is_set() and (record.get("failure") or {}).get("category") in KILLED_BY_STOP:

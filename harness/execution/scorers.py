@@ -1,4 +1,4 @@
-"""The scoring side of an untrusted run (:mod:`harness.execution.split`): two sandboxed scoring
+"""The scoring side of an untrusted run (:mod:`harness.execution.untrusted`): two sandboxed scoring
 processes, one for the evaluation plan's protocol batches and one for the batch check's
 (:meth:`harness.protocol.scoring.EvalPlan.feed`), each holding its own test images and never a
 label. Each epoch's weights (checked by the parent) go to each through a folder of its own that

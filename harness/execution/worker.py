@@ -1,6 +1,6 @@
 """``python -m harness.execution.worker SPEC.json``: one piece of a run, in a process of its own.
 
-The parent (:mod:`harness.execution.local`, :mod:`harness.execution.split`) wrote SPEC, watches this process
+The parent (:mod:`harness.execution.local`, :mod:`harness.execution.untrusted`) wrote SPEC, watches this process
 (time, memory, threads, disk) and writes every record itself. What this process prints goes to a
 capped log and is never parsed. Modes:
 

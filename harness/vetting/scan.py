@@ -7,7 +7,7 @@ imported. The scan reads the file's syntax tree (nothing is executed) and lists 
 with its line.
 
 It is a review aid, not a boundary: Python is too dynamic for a scan to prove anything, which is
-why untrusted code runs split and sandboxed (harness.execution.split, harness.execution.sandbox), where what it
+why untrusted code runs split and sandboxed (harness.execution.untrusted, harness.execution.sandbox), where what it
 reaches for cannot change a score. So by default (``--scan-policy report``) findings are
 recorded (check rows, the run record, the entry's page) and nothing is refused. A host may opt
 into ``--scan-policy refuse``: then a finding of severity ``refuse`` refuses the file, unless

@@ -44,8 +44,8 @@ from harness.execution.exchange import (
     write_inputs,
 )
 from harness.execution.sandbox import NOBODY, Sandbox, SandboxLimits, SandboxUnavailable, as_root
-from harness.execution.split_record import record_head, record_tail
 from harness.execution.task import Slot, crash_record, safe_label
+from harness.execution.untrusted_record import record_head, record_tail
 from harness.execution.watch import STOPPING, CappedLog, Process, Watch, WatchLimits
 from harness.protocol.data import Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.protocol.scoring import EvalPlan, score
@@ -60,14 +60,14 @@ def _dataset(name: str, root: str | None, download: bool) -> Dataset:
 
 
 class Outcome(Exception):
-    """How a split run ended when it did not end well: a record's failure."""
+    """How an untrusted run ended when it did not end well: a record's failure."""
 
     def __init__(self, category: str, message: str, reported: bool = False, keep_state: bool = False):
         super().__init__(message)
         self.category, self.reported, self.keep_state = category, reported, keep_state
 
 
-class SplitRun:
+class UntrustedRun:
     """One untrusted run, split: its folders, its journal, its three sandboxed processes."""
 
     def __init__(self, task, slot: Slot):
@@ -328,7 +328,7 @@ class SplitRun:
         self.journal.remove()
 
 
-def run_split(task, slot: Slot) -> dict[str, Any]:
+def run_untrusted(task, slot: Slot) -> dict[str, Any]:
     """Run ``task`` (a harness.execution.local.Task of an untrusted file) split in sandboxes;
     return its record (not yet written), valid against the run-record schema whatever the
     sandboxes did. A failure is recorded with its category; the state of a run that was killed
@@ -336,7 +336,7 @@ def run_split(task, slot: Slot) -> dict[str, Any]:
     from harness.errors import RunError
 
     try:
-        run = SplitRun(task, slot)
+        run = UntrustedRun(task, slot)
     except (ValueError, RunError, DatasetUnavailable) as exc:
         return crash_record(task, "setup", str(exc))
     record = record_head(run)

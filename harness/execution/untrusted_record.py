@@ -1,4 +1,4 @@
-"""The record of an untrusted run (:mod:`harness.execution.split`): what the parent knows before
+"""The record of an untrusted run (:mod:`harness.execution.untrusted`): what the parent knows before
 anything runs, and what it takes from its own journal and watch once the processes ended. Every
 score in it is the parent's; what the sandboxed processes said of themselves is listed in the
 record's ``reported``."""
