@@ -25,6 +25,7 @@ from harness import __version__
 from harness.errors import SuiteError
 from harness.leaderboard import plots
 from harness.leaderboard import stats as S
+from harness.leaderboard.columns import COLUMNS, LEAD, TAIL
 from harness.leaderboard.provenance import distinct_values
 from harness.leaderboard.provenance import provenance as provenance_of
 from harness.protocol.catalog import TRACKS
@@ -205,11 +206,9 @@ def _export_rows(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for t in tables:
         for r in t["rows"]:
-            row = {"track": t["suite"].track, "suite": t["suite"].name, "rank": r.rank, "group": r.group,
-                   "entry": r.entry.name, "kind": r.entry.kind,
-                   "final": r.entry.final, "sha256": r.entry.sha256,
-                   f"aggregate_{t['group_label'].replace(' ', '_')}": r.aggregate,
-                   "mean_rank": r.mean_rank, "flags": ";".join(r.flags)}
+            row = {"track": t["suite"].track, "suite": t["suite"].name,
+                   **{c.export_name(t["group_label"]): c.exported(r) for c in COLUMNS},
+                   "kind": r.entry.kind, "final": r.entry.final, "sha256": r.entry.sha256}
             for s in t["suite"].settings:
                 c = r.cells[s.key]
                 if c["state"] == "shown" and c["cell"] is not None:
@@ -304,7 +303,8 @@ def build_site(results: str | Path, out: str | Path, reveal_hidden: bool = False
     index = env.get_template("index.html").render(tables=tables, tracks=tracks, generated=generated,
                                                   method=_markdown(S.__doc__), skipped=skipped,
                                                   flag_text=S.FLAGS, left_out=ignored,
-                                                  published_source=_published_source())
+                                                  published_source=_published_source(),
+                                                  lead=LEAD, tail=TAIL)
     (out / "index.html").write_text(index, encoding="utf-8")
     rows = _export_rows(tables)
     write_json_atomic(out / "leaderboard.json", {"generated": generated, "rows": rows,

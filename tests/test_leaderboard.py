@@ -331,3 +331,26 @@ def test_the_welch_interval_of_a_difference():
     low, high = S.difference_interval([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
     assert (low + high) / 2 == pytest.approx(-3.0)
     assert high - low == pytest.approx(2 * 2.7764451 * (2 / 3) ** 0.5, rel=1e-6)  # df = 4
+
+
+def test_a_column_declared_once_reaches_the_page_and_both_exports(tmp_path, monkeypatch):
+    """Adding a board column is one Column in leaderboard/columns.py: the header, each row's
+    cell (sortable by its number) and the CSV and JSON exports all follow the declaration."""
+    from harness.leaderboard import columns, site
+
+    runs = columns.Column("runs", "runs", "runs shown in this row", digits=0,
+                          value=lambda r: sum(c["cell"].n for c in r.cells.values() if c["cell"]))
+    monkeypatch.setattr(site, "COLUMNS", [*columns.COLUMNS, runs])
+    monkeypatch.setattr(site, "TAIL", [*columns.TAIL, runs])
+    populate(tmp_path / "results")
+    build_site(tmp_path / "results", tmp_path / "site")
+    page = (tmp_path / "site" / "index.html").read_text()
+    header = page.split("<thead>")[1].split("</thead>")[0]
+    assert 'data-type="num" title="runs shown in this row">runs</th>' in header
+    assert 'colspan="4">aggregate' in header  # the group header spans the new column too
+    row = next(r for r in page.split("<tr>") if ">zeta</a>" in r)
+    assert '<td data-sort="2.0000">2</td>' in row  # zeta's two public runs (hidden not revealed)
+    rows = {r["entry"]: r for r in csv.DictReader(open(tmp_path / "site" / "leaderboard.csv"))}
+    assert rows["zeta"]["runs"] == "2" and rows["batch_norm"]["runs"] == "2"
+    data = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
+    assert {r["entry"]: r["runs"] for r in data["rows"]}["group_norm"] == 2

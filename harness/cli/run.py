@@ -252,7 +252,11 @@ def eval_untrusted(spec, results_dir: str, execution: Execution, console: Consol
     announce(console, config_fields(spec, dataset), vetted.path.stem, vetted.sha256,
              "sandboxed (untrusted: trained apart from the test set, scored here)",
              deviations(spec, DATASETS[dataset]))
-    record = run_in_worker(task, store, {}, store.root / "logs", 0, execution.isolation,
+    import torch
+
+    # The threads a trusted eval would train with here, so that both give the same numbers.
+    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads()), "MKL_NUM_THREADS": str(torch.get_num_threads())}
+    record = run_in_worker(task, store, threads, store.root / "logs", 0, execution.isolation,
                            echo=console.info)
     path = store.runs_dir / f"{record['run_id']}.json"
     summarise(record, path, console)
