@@ -24,11 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.protocol.spec import RunSpec
+from harness.store.frame import records_frame
 from harness.store.results import ResultsStore
 
-# Kept out of the flat table: lists of a length that varies from run to run.
-LONG_FIELDS = ("epochs", "probes", "checks", "reported", "resumes", "deviations", "flags")
 # The columns a reader looks for first, in this order, and those last; the rest between, sorted.
 # pandas prints the first and last ten of a wide frame, so both ends are the ones that matter.
 FIRST = ("entry", "best_acc", "status", "config.seed", "config.arch", "config.dataset",
@@ -46,37 +44,14 @@ def _records(path: str | Path, study: str | None) -> list[dict[str, Any]]:
     return [r for r in records if study is None or (r.get("study") or {}).get("name") == study]
 
 
-def _key(record: dict[str, Any]) -> str | None:
-    try:
-        return RunSpec.of_record(record).key()
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _flat(record: dict[str, Any]) -> dict[str, Any]:
-    row = {k: v for k, v in record.items() if k not in LONG_FIELDS}
-    environment = dict(row.pop("environment", None) or {})
-    environment.pop("argv", None)
-    scan = row.pop("scan", None) or {}
-    row["environment"] = environment
-    row["scan.findings"] = len(scan.get("findings") or [])
-    row["deviations"] = "; ".join(record.get("deviations") or [])
-    row["flags"] = ", ".join(record.get("flags") or [])
-    row["comparable"] = record.get("comparable")
-    row["key"] = _key(record)
-    row["epochs_run"] = len(record.get("epochs") or [])
-    return row
-
-
 def load(path: str | Path, *, study: str | None = None) -> pd.DataFrame:
     """Every run record under ``path`` (a results folder), or those of the study named ``study``,
     as one row each with nested fields flattened to dotted columns (``config.lr``,
     ``config.params.p``, ``dynamics.epochs_to_reach.95%``). Raises FileNotFoundError when
     ``path`` is not a results folder; an empty folder gives an empty frame."""
-    rows = [_flat(r) for r in _records(path, study)]
-    if not rows:
+    frame = records_frame(_records(path, study))
+    if frame.empty:
         return pd.DataFrame(columns=list(FIRST) + list(LAST))
-    frame = pd.json_normalize(rows, sep=".")
     first = [c for c in FIRST if c in frame.columns]
     last = [c for c in LAST if c in frame.columns and c not in first]
     return frame[first + sorted(c for c in frame.columns if c not in first and c not in last) + last]

@@ -44,6 +44,7 @@ import pandas as pd
 from scipy import stats as st
 
 from harness.store.derived import FLAGS  # noqa: F401 - the site's legend, from where flags are set
+from harness.store.frame import records_frame
 from harness.store.results import COMPLETED
 
 CONFIDENCE = 0.95
@@ -137,33 +138,37 @@ def left_out_reason(record: dict[str, Any], current_sha: dict[str, str]) -> str 
     return None
 
 
-def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -> pd.DataFrame:
-    """One row per run of an entry's current file."""
-    rows = []
-    for r in records:
-        if left_out_reason(r, current_sha) is not None:
-            continue
-        entry = r["entry"]
-        # The scoring's own check (schema 3); for older records, the pre-flight check's warning.
-        batch_dependent = "batch-dependent" in run_flags_of(r) or (
-            r.get("evaluation") is None
-            and any(c["name"] == "eval-batch-independent" and c["status"] == "warn"
-                    for c in r.get("checks", [])))
-        rows.append({
-            "entry": entry, "kind": r.get("entry_kind", "submission"), "run_id": r["run_id"],
-            "suite": r["suite"]["name"], "suite_version": r["suite"]["version"],
-            "recipe_id": r["suite"]["recipe_id"], "setting": r["suite"]["setting"],
-            "hidden": bool(r["suite"]["hidden"]), "seed": r["config"]["seed"], "status": r["status"],
-            "best_acc": r.get("best_acc"), "final_acc": r.get("final_acc"),
-            "best_epoch": r.get("best_epoch"), "epochs_completed": r.get("epochs_completed"),
-            "wall_s": r.get("wall_s"), "batch_dependent": batch_dependent,
-            "precision": r.get("config", {}).get("precision", "fp32"),
+# The board's columns of a run (harness.store.frame's dotted names on the right).
+RUN_COLUMNS = {"entry": "entry", "kind": "entry_kind", "run_id": "run_id", "suite": "suite.name",
+               "suite_version": "suite.version", "recipe_id": "suite.recipe_id",
+               "setting": "suite.setting", "hidden": "suite.hidden", "seed": "config.seed",
+               "status": "status", "best_acc": "best_acc", "final_acc": "final_acc",
+               "best_epoch": "best_epoch", "epochs_completed": "epochs_completed",
+               "wall_s": "wall_s", "batch_dependent": "batch_dependent",
+               "precision": "config.precision", "at_chance": "at_chance"}
+
+
+def _board_fields(r: dict[str, Any]) -> dict[str, Any]:
+    """What the board needs of a record beyond its own fields."""
+    # The scoring's own check (schema 3); for older records, the pre-flight check's warning.
+    batch_dependent = "batch-dependent" in run_flags_of(r) or (
+        r.get("evaluation") is None
+        and any(c["name"] == "eval-batch-independent" and c["status"] == "warn"
+                for c in r.get("checks", [])))
+    return {"entry_kind": r.get("entry_kind", "submission"), "batch_dependent": batch_dependent,
             "at_chance": "chance" in run_flags_of(r),
-        })
-    columns = ["entry", "kind", "run_id", "suite", "suite_version", "recipe_id", "setting", "hidden",
-               "seed", "status", "best_acc", "final_acc", "best_epoch", "epochs_completed", "wall_s",
-               "batch_dependent", "precision", "at_chance"]
-    frame = pd.DataFrame(rows, columns=columns)
+            "config": {**r["config"], "precision": r["config"].get("precision", "fp32")}}
+
+
+def runs_frame(records: Iterable[dict[str, Any]], current_sha: dict[str, str]) -> pd.DataFrame:
+    """One row per run of an entry's current file (harness.store.frame.records_frame, the board's
+    columns of it: :data:`RUN_COLUMNS`)."""
+    kept = [r for r in records if left_out_reason(r, current_sha) is None]
+    flat = records_frame(kept, _board_fields)
+    frame = pd.DataFrame({name: flat[field] if field in flat else None
+                          for name, field in RUN_COLUMNS.items()} if len(flat) else
+                         {name: [] for name in RUN_COLUMNS})
+    frame["hidden"] = frame["hidden"].astype(bool)
     # Precisions are never mixed in a cell: where an entry has fp32 runs of a setting, only those
     # count; a cell of bf16 runs alone is flagged as such.
     has_fp32 = frame[frame["precision"] == "fp32"].groupby(["entry", "setting"]).size()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from harness.bench.throughput import dataset_or_random, norm_costs, reference_loader, run
+from harness.bench.throughput import Bench, dataset_or_random, norm_costs, reference_loader, run
 from harness.cli import main
 from harness.vetting.submission import load
 
@@ -26,10 +26,15 @@ def test_reference_loader_yields_normalised_3_channel_batches():
     assert abs(x.mean().item()) < 0.5  # normalised with the dataset's own mean/std
 
 
+
+def bench(arch: str, dataset: str) -> Bench:
+    """One quiet round on the CPU."""
+    return Bench(arch, dataset, torch.device("cpu"), rounds=1, progress=lambda m: None)
+
+
 @pytest.mark.slow
 def test_pipeline_comparison_reports_all_three_and_ratios():
-    out = run("resnet20", "digits", [], torch.device("cpu"), steps=2, rounds=1, data_root=None,
-              compiled=False, workers=0, progress=lambda m: None)
+    out = run(bench("resnet20", "digits"), [], steps=2, compiled=False, workers=0)
     for key in ("harness_median", "reference_median", "bound_median", "eval_images_per_s"):
         assert out[key] > 0
     assert out["ratio_harness_over_bound"] == pytest.approx(out["harness_median"] / out["bound_median"])
@@ -39,8 +44,7 @@ def test_pipeline_comparison_reports_all_three_and_ratios():
 @pytest.mark.slow
 def test_norm_costs_are_relative_to_batchnorm():
     norms = {"batch_norm": torch.nn.BatchNorm2d, "group_norm": load("group_norm").norm_class}
-    costs = norm_costs("resnet20", norms, torch.device("cpu"), steps=1, rounds=1, compiled=False,
-                       progress=lambda m: None)
+    costs = norm_costs(bench("resnet20", "digits"), norms, steps=1, compiled=False)
     assert costs["batch_norm"]["eager_ratio"] == 1.0
     assert costs["group_norm"]["eager_ratio"] > 0 and costs["group_norm"]["eager_step_ms"] > 0
 
@@ -80,8 +84,7 @@ def test_noise_dataset_has_cifar10_shape_and_size():
 def test_instrument_overhead_runs_both_ways():
     from harness.bench.overheads import instrument_overhead
 
-    out = instrument_overhead("resnet20", "digits", "batch_norm", torch.device("cpu"), epochs=1,
-                              rounds=1, limit_train=128, data_root=None, progress=lambda m: None)
+    out = instrument_overhead(bench("resnet20", "digits"), "batch_norm", epochs=1, limit_train=128)
     assert len(out["on_wall_s"]) == len(out["off_wall_s"]) == 1  # the warm-up round is not counted
     assert out["overhead"] == pytest.approx(out["on_median_s"] / out["off_median_s"] - 1)
     assert 0 < out["probe_fraction_median"] < 1 and out["steps"] == 1
@@ -90,7 +93,7 @@ def test_instrument_overhead_runs_both_ways():
 def test_split_overhead_runs_both_ways_at_two_lengths_and_projects(monkeypatch):
     """The bookkeeping of harness bench --split, with an executor that answers at once (the runs
     themselves, split and in process, are what the rest of the suite tests)."""
-    from harness.bench import overheads as bench
+    from harness.bench import overheads
     from harness.execution import local as executors
 
     from records import make_record
@@ -105,8 +108,8 @@ def test_split_overhead_runs_both_ways_at_two_lengths_and_projects(monkeypatch):
         return [record]
 
     monkeypatch.setattr(executors.LocalExecutor, "run", fake_run)
-    out = bench.split_overhead("resnet20", "digits", "cpu", (1, 2), 2, 128, 64,
-                               progress=lambda m: None)
+    out = overheads.split_overhead(Bench("resnet20", "digits", "cpu", 2, progress=lambda m: None),
+                                   (1, 2), 128, 64)
     assert sorted(seen) == sorted([(u, e) for u in (False, True) for e in (1, 2)] * 2)
     assert set(out["median_s"]) == {"in-process-1", "in-process-2", "split-1", "split-2"}
     assert out["per_epoch_eval_s"] == pytest.approx(0.1)
@@ -124,15 +127,13 @@ def test_a_track_is_benched_against_its_bare_step_without_a_reference(tmp_path):
     tokens, source = dataset_or_random("imdb", str(tmp_path))
     assert source == "random" and tokens.train.inputs.dtype == torch.int64
     assert tuple(tokens.train.inputs.shape) == (25_000, 256) and int(tokens.train.inputs.min()) >= 2
-    out = run("mlp3x100", "breast_cancer", [], torch.device("cpu"), steps=2, rounds=1,
-              data_root=None, compiled=False, workers=0, progress=lambda m: None)
+    out = run(bench("mlp3x100", "breast_cancer"), [], steps=2, compiled=False, workers=0)
     assert out["track"] == "mlp" and out["reference_median"] is None
     assert out["ratio_harness_over_reference"] is None and out["harness_median"] > 0
     assert out["recipe_epochs"] == 50 and out["projected_run_s"] > 0
     with pytest.raises(ValueError, match="lstm2 \\(rnn track\\) takes sequence or tokens"):
-        run("lstm2", "digits", [], torch.device("cpu"), steps=1, rounds=1, data_root=None,
-            compiled=False, progress=lambda m: None)
-    costs = norm_costs("lstm2", {"batch_norm": torch.nn.BatchNorm1d,
-                                 "dyt": load("dyt").norm_class}, torch.device("cpu"), steps=1,
-                       rounds=1, compiled=False, progress=lambda m: None)
+        run(bench("lstm2", "digits"), [], steps=1, compiled=False)
+    costs = norm_costs(bench("lstm2", "digits_rows"), {"batch_norm": torch.nn.BatchNorm1d,
+                                                       "dyt": load("dyt").norm_class},
+                       steps=1, compiled=False)
     assert costs["batch_norm"]["eager_ratio"] == 1.0 and costs["dyt"]["eager_ratio"] > 0

@@ -5,7 +5,14 @@ import torch
 from torch import nn
 
 from harness.protocol.catalog import InputSpec
-from harness.protocol.nets import MLP, ChannelsSecond, RecurrentNet, SequenceTransformer, VisionTransformer
+from harness.protocol.nets import (
+    MLP,
+    ChannelsSecond,
+    EncoderShape,
+    RecurrentNet,
+    SequenceTransformer,
+    VisionTransformer,
+)
 
 
 class LayerNormPerPosition(nn.Module):
@@ -39,15 +46,15 @@ def count(model):
 
 def test_vit_lite_7_4_has_the_papers_size():
     # ViT-Lite-7/4 on CIFAR-10: 3.72M parameters in Hassani et al. 2021, Table 2.
-    model = VisionTransformer(InputSpec("image", (3, 32, 32)), 10, LayerNormPerPosition, width=256,
-                              depth=7, heads=4, mlp_ratio=2, patch=4)
+    model = VisionTransformer(InputSpec("image", (3, 32, 32)), 10, LayerNormPerPosition,
+                              EncoderShape(width=256, depth=7, heads=4, mlp_ratio=2), patch=4)
     assert count(model) == 3_716_874 and round(count(model) / 1e6, 2) == 3.72
 
 
 def test_a_transformers_norms_see_channels_second_and_every_slot_is_filled():
     Recording.seen = []
-    model = SequenceTransformer(InputSpec("tokens", (12,), vocab_size=50), 2, Recording, width=16,
-                                depth=3, heads=2, mlp_ratio=2)
+    model = SequenceTransformer(InputSpec("tokens", (12,), vocab_size=50), 2, Recording,
+                                EncoderShape(width=16, depth=3, heads=2, mlp_ratio=2))
     model(torch.randint(1, 50, (5, 12)))
     assert Recording.seen == [(16, (5, 16, 12))] * 7  # 2 per block and the final norm
     slots = [m for m in model.modules() if isinstance(m, ChannelsSecond)]
@@ -76,7 +83,7 @@ def test_padding_is_neither_attended_nor_pooled():
     their position embeddings changes nothing."""
     torch.manual_seed(0)
     model = SequenceTransformer(InputSpec("tokens", (6,), vocab_size=20), 2, LayerNormPerPosition,
-                                width=16, depth=2, heads=2, mlp_ratio=2).eval()
+                                EncoderShape(width=16, depth=2, heads=2, mlp_ratio=2)).eval()
     short = torch.tensor([[5, 6, 7, 0, 0, 0]])
     before = model(short)
     with torch.no_grad():

@@ -6,7 +6,7 @@ from torch import nn
 
 from harness.protocol.catalog import TRACKS, InputSpec
 from harness.protocol.entries import baseline_names, baselines_dir, declared_tracks
-from harness.protocol.nets import MLP, RecurrentNet, SequenceTransformer, VisionTransformer
+from harness.protocol.nets import MLP, EncoderShape, RecurrentNet, SequenceTransformer, VisionTransformer
 from harness.vetting.submission import load
 
 from conftest import ROOT
@@ -81,10 +81,12 @@ def test_every_track_model_trains_a_step_with_a_baseline(name):
     models = [
         (MLP(64, 10, layer, width=32, depth=2), torch.randn(8, 64)),
         (RecurrentNet(InputSpec("sequence", (8, 8)), 10, layer, width=16, depth=2), torch.randn(8, 8, 8)),
-        (SequenceTransformer(InputSpec("tokens", (12,), vocab_size=30), 10, layer, width=16, depth=2,
-                             heads=2, mlp_ratio=2), torch.randint(0, 30, (8, 12))),
-        (VisionTransformer(InputSpec("image", (3, 32, 32)), 10, layer, width=32, depth=2, heads=2,
-                           mlp_ratio=1, patch=8), torch.randn(8, 3, 32, 32)),
+        (SequenceTransformer(InputSpec("tokens", (12,), vocab_size=30), 10, layer,
+                             EncoderShape(width=16, depth=2, heads=2, mlp_ratio=2)),
+         torch.randint(0, 30, (8, 12))),
+        (VisionTransformer(InputSpec("image", (3, 32, 32)), 10, layer,
+                           EncoderShape(width=32, depth=2, heads=2, mlp_ratio=1), patch=8),
+         torch.randn(8, 3, 32, 32)),
     ]
     for model, x in models:
         loss = nn.functional.cross_entropy(model(x), torch.randint(0, 10, (8,)))

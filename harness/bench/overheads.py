@@ -8,9 +8,7 @@ import statistics
 import time
 from typing import Any
 
-import torch
-
-from harness.bench.throughput import BATCH
+from harness.bench.throughput import BATCH, Bench
 from harness.protocol.recipe import Recipe
 from harness.reporting import Reporter
 
@@ -69,8 +67,8 @@ def packing(arch: str, dataset: str, device: str, jobs: int, runs: int, limit_tr
 PROTOCOL_EPOCHS, PROTOCOL_TRAIN, PROTOCOL_TEST = 200, 50_000, 10_000
 
 
-def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int], rounds: int,
-                   limit_train: int, limit_test: int, progress=print) -> dict[str, Any]:
+def split_overhead(bench: Bench, lengths: tuple[int, int], limit_train: int,
+                   limit_test: int) -> dict[str, Any]:
     """The cost of scoring in a process of its own (harness.execution.untrusted) against scoring in the run's
     own process, in whole runs of the batch_norm baseline, side by side.
 
@@ -81,6 +79,8 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
     per-epoch part is projected onto a protocol run: 200 epochs of CIFAR's 50,000 training and
     10,000 test images, at the speed the in-process runs measured here.
     """
+    arch, dataset, device, rounds, progress = (bench.arch, bench.dataset, str(bench.device),
+                                               bench.rounds, bench.progress)
     import tempfile
     from pathlib import Path
 
@@ -149,12 +149,14 @@ def split_overhead(arch: str, dataset: str, device: str, lengths: tuple[int, int
             "limit_test": limit_test, "lengths": list(lengths), "rounds": rounds}
 
 
-def instrument_overhead(arch: str, dataset: str, norm: str, device: torch.device, epochs: int,
-                        rounds: int, limit_train: int | None, data_root: str | None,
-                        progress=print) -> dict[str, Any]:
+def instrument_overhead(bench: Bench, norm: str, epochs: int,
+                        limit_train: int | None) -> dict[str, Any]:
     """The cost of harness.engine.instruments in whole runs: the same run (same seed, so the same
     computation) with the instruments on and off, alternating order round by round after one
     uncounted warm-up round; the ratio of the median wall times is their overhead."""
+    arch, dataset, device, rounds, progress = (bench.arch, bench.dataset, bench.device,
+                                               bench.rounds, bench.progress)
+    data_root = bench.data_root
     import tempfile
 
     from harness.engine.runner import run_eval

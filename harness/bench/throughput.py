@@ -25,7 +25,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -57,6 +57,20 @@ from harness.protocol.spec import SpeedOptions
 from harness.store.record import cpu_model, utc_now
 
 BATCH = 128
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What a benchmark measures and how: ``arch`` on ``dataset`` (found under ``data_root``) on
+    ``device``, each comparison repeated ``rounds`` times (alternating the order of what is
+    compared), each step of it told to ``progress``."""
+
+    arch: str
+    dataset: str
+    device: Any = "cpu"  # a torch.device, or its name
+    rounds: int = 3
+    data_root: str | None = None
+    progress: Callable[[str], None] = print
 
 
 def dataset_or_random(name: str, data_root: str | None) -> tuple[Dataset, str]:
@@ -172,11 +186,11 @@ class ThroughputResult:
                 statistics.median(self.bound))
 
 
-def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int, rounds: int,
-               workers: int = 4, progress=print, speed: SpeedOptions | None = None
-               ) -> ThroughputResult:
+def throughput(bench: Bench, data: Dataset, norm, steps: int, workers: int = 4,
+               speed: SpeedOptions | None = None) -> ThroughputResult:
     """The harness (with ``speed``, default: the device's defaults) vs the reference-style pipeline
     vs the bound (the same model, same speed options, one resident batch)."""
+    arch, device, rounds, progress = bench.arch, bench.device, bench.rounds, bench.progress
     speed = speed or SpeedOptions()
     small = Dataset(data.spec, data.train.head(steps * BATCH), data.test.head(2 * BATCH),
                     data.mean, data.std, data.source)
@@ -218,9 +232,10 @@ def throughput(arch: str, data: Dataset, norm, device: torch.device, steps: int,
     return result
 
 
-def norm_costs(arch: str, norms: dict[str, Any], device: torch.device, steps: int, rounds: int,
-               compiled: bool, progress=print) -> dict[str, dict[str, float | str | None]]:
+def norm_costs(bench: Bench, norms: dict[str, Any], steps: int,
+               compiled: bool) -> dict[str, dict[str, float | str | None]]:
     """Step time of the bare model with each norm relative to BatchNorm, eager (and compiled)."""
+    arch, device, rounds, progress = bench.arch, bench.device, bench.rounds, bench.progress
     inputs = example_inputs(ARCHITECTURES[arch].takes[0])
     g = torch.Generator().manual_seed(0)
     x = (torch.randn((BATCH, *inputs.shape), generator=g) if inputs.kind == "image"  # normalised
@@ -261,13 +276,14 @@ def norm_costs(arch: str, norms: dict[str, Any], device: torch.device, steps: in
     return out
 
 
-def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, steps: int,
-        rounds: int, data_root: str | None, compiled: bool, workers: int = 4,
-        progress=print) -> dict[str, Any]:
+def run(bench: Bench, norm_specs: list[str], steps: int, compiled: bool,
+        workers: int = 4) -> dict[str, Any]:
+    """``harness bench``: the throughput comparison, or with ``norm_specs`` each norm's step cost."""
+    arch, dataset, device, rounds = bench.arch, bench.dataset, bench.device, bench.rounds
     from harness.protocol.entries import baseline_names
     from harness.vetting.submission import load
 
-    data, source = dataset_or_random(dataset, data_root)
+    data, source = dataset_or_random(dataset, bench.data_root)
     mismatch = compatibility_error(arch, data.spec.name)
     if mismatch:
         raise ValueError(mismatch)
@@ -278,7 +294,7 @@ def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, st
                            "machine": machine(device), "batch_size": BATCH, "steps_per_round": steps,
                            "rounds": rounds, "reference_workers": workers}
     if not norm_specs:
-        tp = throughput(arch, data, batch_norm_for(track), device, steps, rounds, workers, progress,
+        tp = throughput(bench, data, batch_norm_for(track), steps, workers,
                         SpeedOptions(compile=compiled))
         h, ref, b = tp.medians()
         epoch_s = n_train / h + n_test / tp.eval_images_per_s
@@ -297,5 +313,5 @@ def run(arch: str, dataset: str, norm_specs: list[str], device: torch.device, st
     for spec in names:
         sub = load(spec)
         norms[sub.name] = sub.norm_class
-    out["norm_costs"] = norm_costs(arch, norms, device, steps, rounds, compiled, progress)
+    out["norm_costs"] = norm_costs(bench, norms, steps, compiled)
     return out

@@ -66,7 +66,7 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
     and a projected 200-epoch wall time. With --norm, the step time of each norm relative to
     BatchNorm instead.
     """
-    from harness.bench.throughput import machine, run
+    from harness.bench.throughput import Bench, machine, run
     from harness.engine.device import resolve_device
     from harness.store.record import utc_now
 
@@ -87,8 +87,9 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
 
         if sandbox_unavailable():
             fail(f"--split needs the sandbox: {sandbox_unavailable()}")
-        out = guarded(console, split_overhead, arch, dataset.lower(), device, (epochs, 3 * epochs),
-                       rounds, limit_train or 2560, 1000, progress=progress)
+        out = guarded(console, split_overhead, Bench(arch, dataset.lower(), device, rounds,
+                                                     data_root, progress),
+                      (epochs, 3 * epochs), limit_train or 2560, 1000)
         out.update({"benchmark": "harness bench --split", "date": utc_now(), "arch": arch,
                     "dataset": dataset.lower(), "machine": machine(dev)})
         say(f"{arch} on {dataset}, {out['machine']['description']}: scoring in its own "
@@ -104,8 +105,9 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
         from harness.bench.overheads import instrument_overhead
 
         norm = norms[0] if norms else "batch_norm"
-        out = guarded(console, instrument_overhead, arch, dataset.lower(), norm, dev, epochs,
-                       rounds, limit_train, data_root, progress=progress)
+        out = guarded(console, instrument_overhead, Bench(arch, dataset.lower(), dev, rounds,
+                                                          data_root, progress),
+                      norm, epochs, limit_train)
         out.update({"benchmark": "harness bench --instruments", "date": utc_now(), "arch": arch,
                     "dataset": dataset.lower(), "rounds": rounds, "machine": machine(dev)})
         say(f"{arch} on {dataset} with {out['norm']}, {plural(out['epochs'], 'epoch')} of "
@@ -128,8 +130,8 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
         finish(out)
         return
     steps = steps or (200 if dev.type == "cuda" else 30)
-    out = guarded(console, run, arch, dataset.lower(), list(norms), dev, steps, rounds, data_root,
-                   compiled, workers, progress=progress)
+    out = guarded(console, run, Bench(arch, dataset.lower(), dev, rounds, data_root, progress),
+                  list(norms), steps, compiled, workers)
     say(f"{arch} on {out['dataset']} ({out['data']} data), {out['device']}: "
                f"{out['machine']['description']}")
     if "norm_costs" in out:

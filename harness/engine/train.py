@@ -221,7 +221,6 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     result.speed = fast.report
     pipeline.memory_format = fast.memory_format  # batches from here on in the layout that passed
     resident = resident_data(data, recipe, pipeline, device, seed)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     optimizer = make_optimizer(model, recipe)
     # The probe batch: the first training images, un-augmented, the same after every epoch.
     probe_x = pipeline.test_batch(data.train.inputs[:recipe.batch_size].to(device))
@@ -242,8 +241,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         lr = optimizer.param_groups[0]["lr"]
         synchronize(device)
         t0 = time.perf_counter()
-        sums = train_epoch(state, fast, resident, recipe, criterion, watch, epoch, options.precision,
-                           reporter)
+        sums = train_epoch(state, fast, resident, recipe, watch, epoch, options.precision, reporter)
         if isinstance(sums, dict):
             return result.diverge(sums)
         loss_sum, correct = sums
@@ -303,12 +301,13 @@ def resident_data(data: Dataset, recipe: Recipe, pipeline, device: torch.device,
 
 
 def train_epoch(state: TrainingState, fast, resident: ResidentData, recipe: Recipe,
-                criterion: nn.Module, watch: DivergenceWatch, epoch: int, precision: str,
+                watch: DivergenceWatch, epoch: int, precision: str,
                 reporter: Reporter) -> tuple[torch.Tensor, torch.Tensor] | dict:
     """One pass over the training set in this epoch's order: the loss and correct-count sums, on
     the device, or the divergence (a dict) that stopped it mid-epoch. The epoch's last step is
     checked with the epoch's metrics (one host synchronisation)."""
     model, device, bs = state.model, state.device, recipe.batch_size
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     n_train = len(resident.train_labels)
     model.train()
     plan = draw_epoch(n_train, state.generator, device)

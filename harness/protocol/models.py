@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from harness.protocol.catalog import ARCHITECTURES, InputSpec, imported, track_of
-from harness.protocol.nets import MLP, RecurrentNet, SequenceTransformer, VisionTransformer
+from harness.protocol.nets import MLP, EncoderShape, RecurrentNet, SequenceTransformer, VisionTransformer
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -235,16 +235,18 @@ def gru2(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
 
 
 def transformer4(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
-    return SequenceTransformer(inputs, k, norm, width=128, depth=4, heads=4, mlp_ratio=2)
+    return SequenceTransformer(inputs, k, norm, EncoderShape(width=128, depth=4, heads=4, mlp_ratio=2))
 
 
 def vit_lite7(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
     """ViT-Lite-7/4 as in Hassani et al. 2021, Table 1 (CIFAR): 3.72M parameters."""
-    return VisionTransformer(inputs, k, norm, width=256, depth=7, heads=4, mlp_ratio=2, patch=4)
+    return VisionTransformer(inputs, k, norm, EncoderShape(width=256, depth=7, heads=4, mlp_ratio=2),
+                             patch=4)
 
 
 def vit_lite2(inputs: InputSpec, k: int, norm: NormLayer) -> nn.Module:
-    return VisionTransformer(inputs, k, norm, width=128, depth=2, heads=2, mlp_ratio=1, patch=4)
+    return VisionTransformer(inputs, k, norm, EncoderShape(width=128, depth=2, heads=2, mlp_ratio=1),
+                             patch=4)
 
 
 @dataclass

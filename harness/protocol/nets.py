@@ -15,6 +15,7 @@ benchmark's and applies to the ``cnn`` track only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -168,16 +169,28 @@ class Block(nn.Module):
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
+@dataclass(frozen=True)
+class EncoderShape:
+    """A pre-norm encoder's size: ``depth`` blocks of ``width`` channels, ``heads`` attention heads,
+    an MLP of ``mlp_ratio`` x width, attention dropout and the last block's stochastic depth."""
+
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float
+    attn_dropout: float = 0.1
+    drop_path: float = 0.1
+
+
 class Encoder(nn.Module):
     """Blocks with linearly rising stochastic depth, then the final norm (a slot like the rest)."""
 
-    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float, norm_layer: NormLayer,
-                 attn_dropout: float, drop_path: float):
+    def __init__(self, shape: EncoderShape, norm_layer: NormLayer):
         super().__init__()
-        rates = [drop_path * i / max(1, depth - 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, norm_layer, attn_dropout, r)
-                                    for r in rates)
-        self.norm = ChannelsSecond(norm_layer(width))
+        rates = [shape.drop_path * i / max(1, shape.depth - 1) for i in range(shape.depth)]
+        self.blocks = nn.ModuleList(Block(shape.width, shape.heads, shape.mlp_ratio, norm_layer,
+                                          shape.attn_dropout, r) for r in rates)
+        self.norm = ChannelsSecond(norm_layer(shape.width))
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.blocks:
@@ -199,12 +212,12 @@ def _init_transformer(model: nn.Module, position: nn.Parameter) -> None:
 class SequenceTransformer(nn.Module):
     """stem + learnable positions -> pre-norm encoder -> mean over the kept steps -> Linear."""
 
-    def __init__(self, inputs, num_classes: int, norm_layer: NormLayer, width: int, depth: int,
-                 heads: int, mlp_ratio: float, attn_dropout: float = 0.1, drop_path: float = 0.1):
+    def __init__(self, inputs, num_classes: int, norm_layer: NormLayer, shape: EncoderShape):
         super().__init__()
+        width = shape.width
         self.stem = sequence_stem(inputs, width)
         self.position = nn.Parameter(torch.zeros(1, inputs.shape[0], width))
-        self.encoder = Encoder(width, depth, heads, mlp_ratio, norm_layer, attn_dropout, drop_path)
+        self.encoder = Encoder(shape, norm_layer)
         self.head = nn.Linear(width, num_classes)
         _init_transformer(self, self.position)
 
@@ -219,15 +232,14 @@ class VisionTransformer(nn.Module):
     tokenises the image, a class token and learnable positions are added, a pre-norm encoder
     follows, and the class token's final state is classified."""
 
-    def __init__(self, inputs, num_classes: int, norm_layer: NormLayer, width: int, depth: int,
-                 heads: int, mlp_ratio: float, patch: int, attn_dropout: float = 0.1,
-                 drop_path: float = 0.1):
+    def __init__(self, inputs, num_classes: int, norm_layer: NormLayer, shape: EncoderShape,
+                 patch: int):
         super().__init__()
-        channels, size = inputs.shape[0], inputs.shape[-1]
+        channels, size, width = inputs.shape[0], inputs.shape[-1], shape.width
         self.tokenizer = nn.Conv2d(channels, width, kernel_size=patch, stride=patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
         self.position = nn.Parameter(torch.zeros(1, (size // patch) ** 2 + 1, width))
-        self.encoder = Encoder(width, depth, heads, mlp_ratio, norm_layer, attn_dropout, drop_path)
+        self.encoder = Encoder(shape, norm_layer)
         self.head = nn.Linear(width, num_classes)
         _init_transformer(self, self.position)
 
