@@ -20,7 +20,7 @@ __all__ = ["__version__", "build_model", "load_submission"]
 
 def __getattr__(name: str):
     if name == "build_model":
-        from harness.protocol.models import build_model
+        from harness.models import build_model
 
         return build_model
     if name == "load_submission":

@@ -68,7 +68,7 @@ def no_network(monkeypatch):
     import socket
     import urllib.error
 
-    from harness.protocol import dataimport
+    from harness.data import install as dataimport
 
     def refuse(*args, **kwargs):
         raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))

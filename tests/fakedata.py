@@ -80,11 +80,11 @@ def write_fmnist(root: Path, n_train: int = 20, n_test: int = 8, seed: int = 2):
 
 
 def register_md5(monkeypatch, root: Path) -> None:
-    """Make the catalogue's published md5 sums (harness.protocol.datafiles) those of the tiny
+    """Make the catalogue's published md5 sums (harness.data.files) those of the tiny
     files written under ``root``, so that the real verification runs on them."""
     import dataclasses
 
-    from harness.protocol import datafiles
+    from harness.data import files as datafiles
 
     for name in ("cifar10", "cifar100", "fmnist", "mnist"):
         pub = datafiles.PUBLISHED[name]
@@ -102,7 +102,7 @@ def hide_system_datasets(monkeypatch) -> None:
     """No system folder (Debian's /usr/share/datasets/...) is searched: tests see only their files."""
     import dataclasses
 
-    from harness.protocol import datafiles
+    from harness.data import files as datafiles
 
     for name, pub in list(datafiles.PUBLISHED.items()):
         monkeypatch.setitem(datafiles.PUBLISHED, name, dataclasses.replace(pub, system=()))

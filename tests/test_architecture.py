@@ -15,7 +15,8 @@ from conftest import ROOT
 # Where each importable package lives in the repository (setuptools package-dir in pyproject.toml).
 PACKAGE_ROOTS = {"harness": ROOT / "harness", "harness.leaderboard": ROOT / "leaderboard"}
 # Lowest first: a module may import from its own layer and those before it, never after.
-LAYERS = ["harness.errors", "harness.reporting", "harness.protocol", "harness.vetting", "harness.store",
+LAYERS = ["harness.errors", "harness.reporting", "harness.protocol", "harness.data", "harness.models",
+          "harness.vetting", "harness.store",
           "harness.engine", "harness.execution", "harness.leaderboard", "harness.results", "harness.bench",
           "harness.cli"]
 MAX_LINES = 400

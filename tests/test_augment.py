@@ -6,7 +6,7 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from harness.protocol.data import DATASETS, BatchPipeline, draw_epoch, resize_u8
+from harness.data.tensors import DATASETS, BatchPipeline, draw_epoch, resize_u8
 
 
 def reference_train_transform(spec, top, left, flip):

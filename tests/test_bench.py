@@ -71,7 +71,7 @@ def test_packing_benchmark_runs_both_ways_and_reports_the_ratio():
 
 
 def test_noise_dataset_has_cifar10_shape_and_size():
-    from harness.protocol.data import load_dataset
+    from harness.data.tensors import load_dataset
 
     data = load_dataset("noise")
     assert data.train.inputs.shape == (50_000, 3, 32, 32) and len(data.test) == 10_000

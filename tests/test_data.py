@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness.data.offline import stratified_split
+from harness.data.tensors import DATASETS, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.protocol.catalog import default_data_root
-from harness.protocol.data import DATASETS, DatasetUnavailable, load_dataset, resolve_dataset_name
-from harness.protocol.offline import stratified_split
 
 
 def _chw(hwc):
@@ -103,7 +103,7 @@ def test_digits_split_is_fixed_stratified_and_normalised_on_train():
 
 def test_digits_are_scikit_learns_digits_read_without_importing_it():
     load_digits = pytest.importorskip("sklearn.datasets").load_digits
-    code = ("import sys; from harness.protocol.data import load_dataset; load_dataset('digits'); "
+    code = ("import sys; from harness.data.tensors import load_dataset; load_dataset('digits'); "
             "print('sklearn' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"

@@ -1,6 +1,6 @@
 """Datasets found where they are, in their published forms, verified by the content of each file;
-imported and downloaded without ever leaving a trace on failure (harness.protocol.datafiles,
-harness.protocol.dataimport, ``harness data``)."""
+imported and downloaded without ever leaving a trace on failure (harness.data.files,
+harness.data.install, ``harness data``)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import torch
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.protocol import datafiles, dataimport
-from harness.protocol.data import DatasetUnavailable, load_dataset
+from harness.data import files as datafiles
+from harness.data import install as dataimport
+from harness.data.tensors import DatasetUnavailable, load_dataset
 
 import fakedata
 

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from torch import nn
 
 from harness.cli import main
+from harness.data.tensors import BatchPipeline, load_dataset
 from harness.engine import fast
 from harness.engine.fast import prepare, probe
 from harness.engine.runner import run_eval
-from harness.protocol.data import BatchPipeline, load_dataset
-from harness.protocol.models import build_model
+from harness.models import build_model
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import PLAIN, RunSpec, SpeedOptions
 from harness.store.record import strip_timings

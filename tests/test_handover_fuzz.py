@@ -456,8 +456,8 @@ def test_a_run_done_stays_done_whatever_its_processes_do_after(tmp_path, monkeyp
     epoch 3, and the watch kills it while it does: the record is the two scored epochs, ok."""
     import numpy as np
 
+    from harness.data.tensors import load_dataset
     from harness.execution import untrusted
-    from harness.protocol.data import load_dataset
     from harness.protocol.recipe import Recipe
     from harness.protocol.scoring import EvalPlan
 

@@ -205,7 +205,7 @@ def test_optimizer_and_schedule_follow_the_recipe():
 
 
 def test_no_augmentation_trains_on_the_plain_images(monkeypatch, tmp_path):
-    from harness.protocol.data import BatchPipeline
+    from harness.data.tensors import BatchPipeline
 
     calls = []
     original = BatchPipeline.crop_flip

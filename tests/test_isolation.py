@@ -167,6 +167,26 @@ def test_tamper_check_sees_replacements_and_global_hooks(monkeypatch):
     assert tamper.changes() == []
 
 
+@pytest.mark.parametrize("target", ["harness.engine.train:evaluate", "harness.engine.train:train_epoch",
+                                    "harness.engine.runner:train_recorded",
+                                    "harness.engine.train:TrainingState.load_state_dict"])
+def test_the_steps_split_out_of_the_loop_are_watched_too(monkeypatch, target):
+    """Every function and method of the modules a score flows through is watched, so that a step
+    split out of train() or run_eval() cannot be replaced unseen."""
+    import importlib
+
+    tamper.baseline()
+    module_name, _, path = target.partition(":")
+    owner = importlib.import_module(module_name)
+    *parents, name = path.split(".")
+    for part in parents:
+        owner = getattr(owner, part)
+    monkeypatch.setattr(owner, name, lambda *a, **k: None)  # defined here, not in the harness
+    assert tamper.changes() == [f"{target.replace(':', '.')} was replaced or modified"]
+    monkeypatch.undo()
+    assert tamper.changes() == []
+
+
 def test_a_trusted_layer_that_patches_during_training_keeps_no_score(tmp_path):
     from harness.engine.runner import run_eval
 

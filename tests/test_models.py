@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 import harness
+from harness.models import batch_norm_for, build_model, count_parameters, init_weights
 from harness.protocol.catalog import ARCHITECTURES, DATASETS, example_inputs, imported
-from harness.protocol.models import batch_norm_for, build_model, count_parameters, init_weights
 
 CNNS = [name for name, info in ARCHITECTURES.items() if info.track == "cnn"]
 
@@ -42,8 +42,8 @@ def test_each_architecture_entry_builds_with_its_stated_parameter_count(arch):
 
 def test_each_dataset_entry_names_a_loader_and_its_files():
     """A built-in dataset names the function that makes it; one of published files names its
-    reader, and its files are catalogued (harness.protocol.datafiles.PUBLISHED)."""
-    from harness.protocol.datafiles import PUBLISHED
+    reader, and its files are catalogued (harness.data.files.PUBLISHED)."""
+    from harness.data.files import PUBLISHED
 
     for name, spec in DATASETS.items():
         assert callable(imported(spec.loader)), name
@@ -54,7 +54,7 @@ def test_each_dataset_entry_names_a_loader_and_its_files():
 
 @pytest.mark.parametrize("name", [n for n, s in DATASETS.items() if s.built_in])
 def test_a_built_in_datasets_sizes_are_what_its_loader_makes(name):
-    from harness.protocol.data import load_dataset
+    from harness.data.tensors import load_dataset
 
     data = load_dataset(name)
     assert (len(data.train), len(data.test)) == DATASETS[name].sizes

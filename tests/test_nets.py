@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.protocol.catalog import InputSpec
-from harness.protocol.nets import (
+from harness.models.nets import (
     MLP,
     ChannelsSecond,
     EncoderShape,
@@ -13,6 +12,7 @@ from harness.protocol.nets import (
     SequenceTransformer,
     VisionTransformer,
 )
+from harness.protocol.catalog import InputSpec
 
 
 class LayerNormPerPosition(nn.Module):
@@ -105,8 +105,8 @@ SIZES = [("mlp3x100", "mnist", 100_310, 3), ("mlp3x512", "mnist", 935_434, 3),
 @pytest.mark.parametrize("arch, dataset, params, slots", SIZES)
 def test_each_tracks_architecture_has_its_stated_size_and_every_slot_from_the_factory(
         arch, dataset, params, slots):
+    from harness.models import build_model
     from harness.protocol.catalog import DATASETS
-    from harness.protocol.models import build_model
 
     spec, made = DATASETS[dataset], []
 

@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from test_augment import reference_test_transform, reference_train_transform
 
 from harness.cli import main
-from harness.protocol import datafiles, sources
-from harness.protocol.data import DATASETS, BatchPipeline, load_dataset
+from harness.data import files as datafiles
+from harness.data import sources
+from harness.data.tensors import DATASETS, BatchPipeline, load_dataset
 
 
 @pytest.fixture(scope="module")

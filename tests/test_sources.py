@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.protocol import sources
-from harness.protocol.data import DatasetUnavailable, load_dataset
+from harness.data import sources
+from harness.data.tensors import DatasetUnavailable, load_dataset
 
 import fakedata
 
@@ -132,7 +132,7 @@ def test_tinyimagenet_in_its_folder_format(tmp_path):
 
 
 def test_tinyimagenet_trains_at_64_pixels_with_crop_and_flip(tmp_path):
-    from harness.protocol.data import make_pipeline
+    from harness.data.tensors import make_pipeline
 
     write_tinyimagenet(tmp_path)
     data = load_dataset("tinyimagenet", tmp_path, download=False)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from harness.models.nets import MLP, EncoderShape, RecurrentNet, SequenceTransformer, VisionTransformer
 from harness.protocol.catalog import TRACKS, InputSpec
 from harness.protocol.entries import baseline_names, baselines_dir, declared_tracks
-from harness.protocol.nets import MLP, EncoderShape, RecurrentNet, SequenceTransformer, VisionTransformer
 from harness.vetting.submission import load
 
 from conftest import ROOT

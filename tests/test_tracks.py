@@ -8,11 +8,11 @@ import torch
 from click.testing import CliRunner
 
 from harness.cli import main
+from harness.data.offline import stratified_split
+from harness.data.tensors import load_dataset
 from harness.engine.runner import run_eval
 from harness.errors import RunError
 from harness.protocol.catalog import ARCHITECTURES, DATASETS, compatibility_error
-from harness.protocol.data import load_dataset
-from harness.protocol.offline import stratified_split
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec
 from harness.protocol.suites import Setting, load_suite

@@ -89,9 +89,9 @@ def test_one_host_read_per_epoch(monkeypatch, tmp_path):
             return _original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
+    from harness.data.tensors import load_dataset
     from harness.engine.train import train
-    from harness.protocol.data import load_dataset
-    from harness.protocol.models import build_model
+    from harness.models import build_model
 
     data = load_dataset("digits")
     data.train = data.train.head(640)  # 5 steps per epoch

@@ -39,10 +39,10 @@ from typing import Iterable
 import torch
 
 from harness.bench.throughput import bare_step_time
+from harness.data.tensors import random_inputs, resolve_dataset_name
 from harness.engine.device import synchronize
+from harness.models import batch_norm_for, build_model
 from harness.protocol.catalog import DATASETS, track_of
-from harness.protocol.data import random_inputs, resolve_dataset_name
-from harness.protocol.models import batch_norm_for, build_model
 from harness.protocol.recipe import Recipe
 from harness.protocol.spec import RunSpec
 

@@ -30,17 +30,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from harness.engine.device import autocast, synchronize
-from harness.engine.fast import prepare
-from harness.engine.train import TrainOptions, make_optimizer, train
-from harness.protocol.catalog import (
-    ARCHITECTURES,
-    DATASETS,
-    compatibility_error,
-    example_inputs,
-    track_of,
-)
-from harness.protocol.data import (
+from harness.data.tensors import (
     Dataset,
     DatasetUnavailable,
     Split,
@@ -50,7 +40,17 @@ from harness.protocol.data import (
     random_inputs,
     resolve_dataset_name,
 )
-from harness.protocol.models import batch_norm_for, build_model
+from harness.engine.device import autocast, synchronize
+from harness.engine.fast import prepare
+from harness.engine.train import TrainOptions, make_optimizer, train
+from harness.models import batch_norm_for, build_model
+from harness.protocol.catalog import (
+    ARCHITECTURES,
+    DATASETS,
+    compatibility_error,
+    example_inputs,
+    track_of,
+)
 from harness.protocol.recipe import PROTOCOL_RECIPE, TRACK_RECIPES, Recipe
 from harness.protocol.scoring import EvalPlan, forward_plan, score
 from harness.protocol.spec import SpeedOptions

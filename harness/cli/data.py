@@ -1,5 +1,5 @@
 """``harness data list | verify | import | download``: which datasets this machine has, where,
-whether they are the published files, and how to get the others (harness.protocol.datafiles)."""
+whether they are the published files, and how to get the others (harness.data.files)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def data_group() -> None:
 @output_options
 def data_list_cmd(data_root: str | None, as_json: bool, console: ConsoleReporter) -> None:
     """Every dataset: present or missing, where, verified, size, and how to get it."""
-    from harness.protocol import datafiles
+    from harness.data import files as datafiles
 
     rows = [datafiles.status(n, data_root) for n in _names(())]
     if as_json:
@@ -82,7 +82,7 @@ def data_verify_cmd(names: tuple[str, ...], data_root: str | None, as_json: bool
 
     Exit 1 when a copy is not the published files, or when a dataset named is missing.
     """
-    from harness.protocol import datafiles
+    from harness.data import files as datafiles
 
     rows, bad = [], False
     for name in _names(names):
@@ -153,7 +153,8 @@ def data_import_cmd(path: str, data_root: str | None, as_json: bool, console: Co
     `harness data list` recognises, or one of those files (its folder is imported). Files that
     are not the published ones are refused with both hashes, and nothing of them is written.
     """
-    from harness.protocol import datafiles, dataimport
+    from harness.data import files as datafiles
+    from harness.data import install as dataimport
 
     try:
         rows = dataimport.import_path(path, data_root)
@@ -172,7 +173,8 @@ def data_download_cmd(name: str, data_root: str | None, as_json: bool, console: 
 
     The files go to a temporary folder first: a failed download leaves no trace in the data root.
     """
-    from harness.protocol import datafiles, dataimport
+    from harness.data import files as datafiles
+    from harness.data import install as dataimport
 
     [name] = _names((name,))
     if DATASETS[name].built_in:

@@ -11,16 +11,16 @@ from typing import Any
 
 import torch
 
+from harness.data import tensors as data_mod
 from harness.engine.checkpoint import Checkpoint
 from harness.engine.device import peak_memory_bytes, resolve_device, seed_everything
 from harness.engine.fast import check_backend, compile_mode_name
 from harness.engine.instruments import norm_summary
 from harness.engine.train import EpochMetrics, TrainOptions, TrainResult, train
 from harness.errors import RunError
-from harness.protocol import data as data_mod
+from harness.models import build_model, count_parameters
 from harness.protocol.catalog import ARCHITECTURES, compatibility_error
 from harness.protocol.entries import params_label
-from harness.protocol.models import build_model, count_parameters
 from harness.protocol.spec import PLAIN, RunSpec
 from harness.reporting import Reporter
 from harness.store.derived import finish_record

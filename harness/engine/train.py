@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.data.tensors import Dataset, draw_epoch, make_pipeline
 from harness.engine.checkpoint import Checkpoint, global_rng_state, set_global_rng_state
 from harness.engine.device import autocast, synchronize
 from harness.engine.fast import prepare
 from harness.engine.instruments import BatchTimer, layer_probe, probe_epochs
-from harness.protocol.data import Dataset, draw_epoch, make_pipeline
 from harness.protocol.recipe import Recipe
 from harness.protocol.scoring import EvalPlan, best_index, forward_plan, score
 from harness.protocol.spec import SpeedOptions
@@ -180,7 +180,7 @@ class ResidentData:
     """The run's data on the device, in the layout the speed checks passed: the training set (padded
     for crop+flip, or as it is), its labels, and the test set in the evaluation plan's feed order."""
 
-    pipeline: Any  # harness.protocol.data.make_pipeline's
+    pipeline: Any  # harness.data.tensors.make_pipeline's
     augment: bool
     train_inputs: torch.Tensor  # padded when ``augment``
     train_labels: torch.Tensor

@@ -28,14 +28,13 @@ def checks_in_worker(store, isolation: Isolation, vetting: Vetting, source: str)
     :func:`harness.vetting.vet.vet` takes them: this process never imports the file. The rows
     are the file's own account (they ran where its code ran); a fatal failure refuses it. Raises
     RunError where no sandbox can start (unless namespaces are explicitly given up)."""
-    if isolation.untrusted and isolation.namespaces:
-        reason = sandbox_unavailable()
+    def run(staged: Path, tracks: tuple[str, ...], params: dict[str, Any]) -> list[dict[str, Any]]:
+        # Asked here, after the file was found and scanned: those errors come first, as before.
+        reason = sandbox_unavailable() if isolation.untrusted and isolation.namespaces else None
         if reason:
             raise RunError(f"cannot isolate an untrusted run here: {reason}. Pass "
                            "--unsafe-no-namespaces to run it without the sandbox's file-system "
                            "and network isolation (resource limits and the filter still apply)")
-
-    def run(staged: Path, tracks: tuple[str, ...], params: dict[str, Any]) -> list[dict[str, Any]]:
         outcome = check_in_worker(staged, store, isolation, vetting.check_timeout, source, tracks,
                                   params)
         if "error" in outcome:

@@ -27,7 +27,7 @@ def weights_limit(arch: str, num_classes: int, inputs) -> int:
     magnitude more)."""
     from torch import nn
 
-    from harness.protocol.models import construct
+    from harness.models import construct
 
     with torch.device("meta"):  # built, not initialised: no memory, no values
         model = construct(arch, num_classes, nn.BatchNorm2d, inputs)

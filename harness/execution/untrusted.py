@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from harness.data.tensors import Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.engine.train import EpochMetrics, should_stop, test_metrics
 from harness.execution import handover, scorers
 from harness.execution.exchange import (
@@ -47,7 +48,6 @@ from harness.execution.sandbox import NOBODY, Sandbox, SandboxLimits, SandboxUna
 from harness.execution.task import Slot, crash_record, safe_label
 from harness.execution.untrusted_record import record_head, record_tail
 from harness.execution.watch import STOPPING, CappedLog, Process, Watch, WatchLimits
-from harness.protocol.data import Dataset, DatasetUnavailable, load_dataset, resolve_dataset_name
 from harness.protocol.scoring import EvalPlan, score
 from harness.reporting import epoch_line, metrics_line
 from harness.store import schema

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.data.tensors import Dataset
 from harness.engine.device import usable_cpus
-from harness.protocol.data import Dataset
 from harness.store.record import environment, utc_now
 
 

@@ -134,14 +134,14 @@ def train_mode(spec: dict) -> int:
 
     from safetensors.torch import load_file
 
+    from harness.data.tensors import Dataset, DatasetSpec, Split
     from harness.engine.device import peak_memory_bytes, resolve_device
     from harness.engine.instruments import norm_summary
     from harness.engine.runner import build_for, failure_category, train_options
     from harness.engine.train import TrainResult, train
     from harness.errors import RunError, SubmissionError
     from harness.execution import handover
-    from harness.protocol.data import Dataset, DatasetSpec, Split
-    from harness.protocol.models import count_parameters
+    from harness.models import count_parameters
     from harness.protocol.spec import RunSpec
     from harness.reporting import ConsoleReporter
     from harness.vetting.submission import error_message, load
@@ -215,13 +215,13 @@ def score_mode(spec: dict) -> int:
     import torch
     from safetensors.torch import load_file
 
+    from harness.data.tensors import make_pipeline
     from harness.engine.device import autocast, resolve_device
     from harness.engine.instruments import BatchTimer
     from harness.engine.runner import build_for, failure_category
     from harness.errors import RunError, SubmissionError
     from harness.execution import handover
     from harness.protocol.catalog import DatasetSpec
-    from harness.protocol.data import make_pipeline
     from harness.protocol.scoring import forward_plan
     from harness.protocol.spec import RunSpec, SpeedOptions
     from harness.vetting.submission import error_message, load
@@ -241,6 +241,9 @@ def score_mode(spec: dict) -> int:
         model = build_for(config, submission, dataset)[0].to(device)
     except (SubmissionError, RunError) as exc:
         fail(0, "interface", str(exc))
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the layer's own .to() may raise: still its failure
+        fail(0, "interface", f"building {config.arch} with CustomNorm failed: {type(exc).__name__}: {exc}")
         return 0
     speed, _ = SpeedOptions().resolve(device)
     memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format

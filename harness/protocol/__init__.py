@@ -1,2 +1,3 @@
-"""What a run is, fixed by the reference protocol: the recipe, the architectures, the datasets,
-the scoring, the suites and studies that group settings and seeds, and the run spec."""
+"""What a run is, fixed by the reference protocol: the recipe, the catalogue of architectures and
+datasets (harness.protocol.catalog; the models themselves are in harness.models, the data in
+harness.data), the scoring, the suites and studies that group settings and seeds, and the run spec."""

@@ -1,8 +1,8 @@
 """What the protocol names, without importing torch: the architectures and the datasets.
 
-The command line's choices and ``--help`` come from here; :mod:`harness.protocol.models` builds the
-architectures, :mod:`harness.protocol.datafiles` says where each dataset's published files are
-and :mod:`harness.protocol.data` loads them.
+The command line's choices and ``--help`` come from here; :mod:`harness.models` builds the
+architectures, :mod:`harness.data.files` says where each dataset's published files are
+and :mod:`harness.data.tensors` loads them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class TrackInfo:
     """A family of architectures sharing one layout of a norm slot's input (the layer sees
-    ``[B, C, *positions]`` in every track; :mod:`harness.protocol.nets`)."""
+    ``[B, C, *positions]`` in every track; :mod:`harness.models.nets`)."""
 
     name: str
     description: str
@@ -57,8 +57,8 @@ class ArchInfo:
     parameters: int = 0
 
     def __post_init__(self) -> None:
-        if not self.builder:  # by default the function of its name in harness.protocol.models
-            object.__setattr__(self, "builder", f"harness.protocol.models:{self.name}")
+        if not self.builder:  # by default the function of its name in harness.models
+            object.__setattr__(self, "builder", f"harness.models:{self.name}")
 
 
 ARCHITECTURES: dict[str, ArchInfo] = {a.name: a for a in [
@@ -123,12 +123,12 @@ class DatasetSpec:
     kind: str = "image"  # what a sample is: InputSpec.kind
     shape: tuple[int, ...] = (32, 32)  # per sample: image (H, W); features (F,); sequence (T, F); tokens (T,)
     vocab_size: int = 0  # kind "tokens": ids below it, 0 padding, 1 out of vocabulary
-    # The train and test sizes (the offline ones as harness.protocol.offline splits them): what a
+    # The train and test sizes (the offline ones as harness.data.offline splits them): what a
     # cost estimate or a stand-in of random data needs before any file is read.
     sizes: tuple[int, int] = (0, 0)
     # "module:function" that loads it, imported only when it is loaded (this module stays
-    # torch-free). A dataset of published files (harness.protocol.datafiles.PUBLISHED) names a
-    # reader, ``(found copy, spec) -> arrays`` (harness.protocol.sources); a built-in one names a
+    # torch-free). A dataset of published files (harness.data.files.PUBLISHED) names a
+    # reader, ``(found copy, spec) -> arrays`` (harness.data.sources); a built-in one names a
     # function of no arguments that returns the Dataset.
     loader: str = ""
     built_in: str = ""  # a dataset that needs no files: where it comes from
@@ -149,66 +149,66 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
         "cifar10", "CIFAR-10: 50k/10k 32x32 colour images, 10 classes", 10,
         (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 3, True,
-        sizes=(50_000, 10_000), loader="harness.protocol.sources:cifar10_arrays"),
+        sizes=(50_000, 10_000), loader="harness.data.sources:cifar10_arrays"),
     "cifar100": DatasetSpec(
         "cifar100", "CIFAR-100: 50k/10k 32x32 colour images, 100 classes", 100,
         (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 3, True,
-        sizes=(50_000, 10_000), loader="harness.protocol.sources:cifar100_arrays"),
+        sizes=(50_000, 10_000), loader="harness.data.sources:cifar100_arrays"),
     "fmnist": DatasetSpec(
         "fmnist", "FashionMNIST: 60k/10k 28x28 grey images resized to 32, 10 classes", 10,
         (0.2860,) * 3, (0.3530,) * 3, 1, True,
-        sizes=(60_000, 10_000), loader="harness.protocol.sources:mnist_arrays"),
-    # mean/std of digits are computed from its train split when it is loaded (harness.protocol.offline).
+        sizes=(60_000, 10_000), loader="harness.data.sources:mnist_arrays"),
+    # mean/std of digits are computed from its train split when it is loaded (harness.data.offline).
     "digits": DatasetSpec(
         "digits", "scikit-learn's 8x8 digits scaled to 32x32 (offline; demos and tests), 10 classes",
         10, (0.0,) * 3, (1.0,) * 3, 1, False,
-        sizes=(1_437, 360), loader="harness.protocol.offline:load_digits",
+        sizes=(1_437, 360), loader="harness.data.offline:load_digits",
         built_in="scikit-learn's bundled digits (installed with the project)"),
-    # Standardised with the train split's per-feature mean and std when loaded (harness.protocol.offline).
+    # Standardised with the train split's per-feature mean and std when loaded (harness.data.offline).
     "breast_cancer": DatasetSpec(
         "breast_cancer", "scikit-learn's Wisconsin breast cancer: 569 samples of 30 features, "
         "2 classes (offline; the mlp track's demo)", 2, (0.0,), (1.0,), 0, False,
         kind="features", shape=(30,),
-        sizes=(455, 114), loader="harness.protocol.offline:load_breast_cancer",
+        sizes=(455, 114), loader="harness.data.offline:load_breast_cancer",
         built_in="scikit-learn's bundled breast cancer data (installed with the project)"),
     # The digits' 8 rows as 8 steps of 8 pixels (0..16), standardised with the train split's
-    # pixel mean and std (harness.protocol.offline): the rnn and transformer tracks' offline data.
+    # pixel mean and std (harness.data.offline): the rnn and transformer tracks' offline data.
     "digits_rows": DatasetSpec(
         "digits_rows", "scikit-learn's 8x8 digits read row by row: 8 steps of 8 values, 10 classes "
         "(offline; the rnn and transformer tracks' demo)", 10, (0.0,), (1.0,), 0, False,
         kind="sequence", shape=(8, 8),
-        sizes=(1_437, 360), loader="harness.protocol.offline:load_digits_rows",
+        sizes=(1_437, 360), loader="harness.data.offline:load_digits_rows",
         built_in="scikit-learn's bundled digits (installed with the project)"),
     "mnist": DatasetSpec(
         "mnist", "MNIST: 60k/10k 28x28 digits as 784 standardised features, 10 classes (the mlp "
         "track)", 10, (0.1307,), (0.3081,), 1, False,
         kind="features", shape=(784,),
-        sizes=(60_000, 10_000), loader="harness.protocol.sources:mnist_arrays"),
+        sizes=(60_000, 10_000), loader="harness.data.sources:mnist_arrays"),
     # One-hot over the categories adult.names lists, continuous columns standardised on the train
-    # split (harness.protocol.sources): 6 + 99 = 105 features.
+    # split (harness.data.sources): 6 + 99 = 105 features.
     "adult": DatasetSpec(
         "adult", "UCI Adult (census income > 50K): 32,561/16,281 people, 105 features, 2 classes "
         "(the mlp track)", 2, (0.0,), (1.0,), 0, False,
         kind="features", shape=(105,),
-        sizes=(32_561, 16_281), loader="harness.protocol.sources:adult_arrays"),
+        sizes=(32_561, 16_281), loader="harness.data.sources:adult_arrays"),
     # Lower-cased words of the training reviews; the 20,000 most frequent form the vocabulary
-    # (harness.protocol.sources); reviews cut to their first 256 tokens.
+    # (harness.data.sources); reviews cut to their first 256 tokens.
     "imdb": DatasetSpec(
         "imdb", "IMDB movie reviews (Maas et al. 2011): 25k/25k, sentiment, 2 classes; 256 tokens "
         "of a 20,000-word vocabulary (the rnn and transformer tracks)", 2, (0.0,), (1.0,), 0,
         False, kind="tokens", shape=(256,), vocab_size=20_002,
-        sizes=(25_000, 25_000), loader="harness.protocol.sources:imdb_arrays"),
-    # mean/std are the train split's per-channel ones, computed when it is loaded (harness.protocol.data).
+        sizes=(25_000, 25_000), loader="harness.data.sources:imdb_arrays"),
+    # mean/std are the train split's per-channel ones, computed when it is loaded (harness.data.tensors).
     "tinyimagenet": DatasetSpec(
         "tinyimagenet", "Tiny ImageNet: 100k/10k 64x64 colour images (the validation set is the "
         "test set), 200 classes", 200, (0.0,) * 3, (1.0,) * 3, 3,
         False, shape=(64, 64),
-        sizes=(100_000, 10_000), loader="harness.protocol.sources:tinyimagenet_arrays"),
+        sizes=(100_000, 10_000), loader="harness.data.sources:tinyimagenet_arrays"),
     # Learning nothing, costing exactly what CIFAR-10 costs: speed measurements where CIFAR is absent.
     "noise": DatasetSpec(
         "noise", "random 32x32 colour images and labels of CIFAR-10's size (50k/10k, 10 classes; "
         "speed measurements only)", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 3, False,
-        sizes=(50_000, 10_000), loader="harness.protocol.data:noise",
+        sizes=(50_000, 10_000), loader="harness.data.tensors:noise",
         built_in="generated (seed 0)"),
 }
 DATASET_ALIASES = {"fashionmnist": "fmnist", "fashion-mnist": "fmnist", "tiny-imagenet": "tinyimagenet"}

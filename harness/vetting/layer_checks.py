@@ -3,7 +3,7 @@
 :class:`CheckFailed`. :mod:`harness.vetting.check` runs them under time limits and turns them into
 a report.
 
-Every track feeds a norm slot ``[B, C, *positions]`` (harness.protocol.nets): ``[B, C, H, W]`` in
+Every track feeds a norm slot ``[B, C, *positions]`` (harness.models.nets): ``[B, C, H, W]`` in
 a CNN, ``[B, C]`` in an MLP, ``[B, C, T]`` in a recurrent net or a Transformer. A check builds its
 inputs from the layout, so the same check asks the same question of each track.
 """
@@ -17,8 +17,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from harness.models import batch_norm_for, build_model, construct, count_parameters, init_weights
 from harness.protocol.catalog import ARCHITECTURES, InputSpec, example_inputs
-from harness.protocol.models import batch_norm_for, build_model, construct, count_parameters, init_weights
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 CHANNELS = 16  # the smallest channel count the CNNs use: where per-group statistics are thinnest

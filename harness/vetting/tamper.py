@@ -21,8 +21,8 @@ WATCHED = (
     "harness.protocol.scoring:forward_plan", "harness.protocol.scoring:score", "harness.protocol.scoring:EvalPlan",
     "harness.engine.train:DivergenceWatch.step", "harness.engine.train:DivergenceWatch.read",
     "harness.engine.train:F", "harness.engine.train:nn", "harness.engine.train:torch",
-    "harness.protocol.data:draw_epoch", "harness.protocol.data:BatchPipeline.train_batch",
-    "harness.protocol.data:BatchPipeline.test_batch",
+    "harness.data.tensors:draw_epoch", "harness.data.tensors:BatchPipeline.train_batch",
+    "harness.data.tensors:BatchPipeline.test_batch",
     "harness.engine.runner:run_eval", "harness.engine.runner:run_flags", "harness.engine.runner:at_chance",
     "harness.engine.fast:prepare",
     "torch.nn.functional:cross_entropy", "torch.nn.functional:nll_loss",
@@ -43,6 +43,34 @@ WATCHED = (
     "torch.nn.modules.module:Module.__call__", "torch.nn.modules.module:Module._call_impl",
     "torch.nn.modules.module:Module.train", "torch.nn.modules.module:Module.eval",
 )
+
+# Whole modules a score flows through: every function they define, and every method of every class
+# they define, is watched too, so that splitting a step out of a watched function never leaves
+# it unwatched.
+WATCHED_MODULES = ("harness.engine.train", "harness.engine.runner", "harness.protocol.scoring",
+                   "harness.data.tensors", "harness.store.derived")
+
+
+@lru_cache(maxsize=1)
+def watched() -> tuple[str, ...]:
+    """:data:`WATCHED`, and every function and method defined in :data:`WATCHED_MODULES`, listed
+    once, with the baseline (before any submission is imported): a replacement defined elsewhere
+    stays on the list."""
+    import inspect
+
+    found = []
+    for name in WATCHED_MODULES:
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            if getattr(value, "__module__", None) != name:
+                continue  # imported, not defined there
+            if inspect.isfunction(value):
+                found.append(f"{name}:{attr}")
+            elif inspect.isclass(value):
+                found += [f"{name}:{attr}.{m}" for m, v in vars(value).items()
+                          if inspect.isfunction(v)]
+    return tuple(dict.fromkeys([*WATCHED, *found]))
+
 
 # Process-wide hooks: a layer may hook itself, but a global hook sees (and can change) every
 # module's output, the logits included, or every optimiser step.
@@ -83,7 +111,7 @@ def _settle() -> None:
 def snapshot() -> dict[str, Any]:
     _settle()
     state: dict[str, Any] = {}
-    for target in WATCHED:
+    for target in watched():
         try:
             state[target] = _fingerprint(_resolve(target))
         except (AttributeError, ImportError):
@@ -106,7 +134,7 @@ def changes() -> list[str]:
     """What differs from the baseline, one phrase each; empty when nothing was tampered with."""
     before, now = baseline(), snapshot()
     out = []
-    for target in WATCHED:
+    for target in watched():
         if before[target] != now[target]:
             out.append(f"{target.replace(':', '.')} was replaced or modified")
     for target in GLOBAL_HOOKS:

@@ -4,7 +4,7 @@ the file is kept in the store under its sha256 (a refused file is not kept).
 
 Where the checks run is the caller's choice, passed in as ``run_checks``: here, for trusted code
 (the default), or in a sandboxed worker for untrusted code, so that this process never imports
-it (harness.execution.local.checks_in_worker). Either way a fatal failure refuses the file.
+it (harness.execution.checks.checks_in_worker). Either way a fatal failure refuses the file.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.data.splits import Dataset, DatasetUnavailable, Split
 from harness.protocol.catalog import DATASETS
-from harness.protocol.splits import Dataset, DatasetUnavailable, Split
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0

@@ -2,7 +2,7 @@
 
 The only module that writes into a data root, and it writes only copies it has verified: the
 files are assembled in a hidden folder of the root (``.harness-import-*``), checked (the published
-md5 of each file's content, :mod:`harness.protocol.datafiles`), then moved into place one rename
+md5 of each file's content, :mod:`harness.data.files`), then moved into place one rename
 each. On any failure that folder goes, and so does every folder this import created: nothing is
 left behind, no empty folder either. Downloads go to the system's temporary folder first, so a
 failed or refused download never touches a data root at all.
@@ -22,8 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from harness.protocol.catalog import resolve_dataset_name
-from harness.protocol.datafiles import (
+from harness.data.files import (
     PUBLISHED,
     UNREADABLE,
     Copy,
@@ -34,6 +33,7 @@ from harness.protocol.datafiles import (
     install_root,
     verify,
 )
+from harness.protocol.catalog import resolve_dataset_name
 
 TIMEOUT_S = 30
 

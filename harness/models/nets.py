@@ -1,6 +1,6 @@
 """The architectures of the tracks beyond CNNs: MLPs, recurrent nets and Transformers.
 
-The contract is the CNNs' (:mod:`harness.protocol.models`): ``norm_layer(num_features)`` fills every
+The contract is the CNNs' (:mod:`harness.models`): ``norm_layer(num_features)`` fills every
 normalisation slot, and the layer it returns normalises a tensor laid out ``[B, C, *positions]``,
 as torch's BatchNorm1d/2d do: ``[B, C]`` in an MLP, ``[B, C, T]`` in a recurrent net or a
 Transformer. Sequence models compute in ``[B, T, C]``; :class:`ChannelsSecond` moves each slot's

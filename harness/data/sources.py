@@ -1,7 +1,7 @@
 """Reading datasets from their published files: the MNIST family's IDX files and CIFAR's pickled
-batches (from the bytes :mod:`harness.protocol.datafiles` has verified), UCI Adult, the IMDB review
+batches (from the bytes :mod:`harness.data.files` has verified), UCI Adult, the IMDB review
 archive and Tiny ImageNet's folders. Each reader returns NumPy arrays;
-:func:`harness.protocol.data.load_dataset` makes them a Dataset.
+:func:`harness.data.tensors.load_dataset` makes them a Dataset.
 
 Every choice that turns the files into numbers is fixed here, from the training split only, so
 that no test sample shapes the inputs: Adult's category lists are those ``adult.names`` documents
@@ -52,7 +52,7 @@ def read_mnist_family(blobs: dict[str, bytes]) -> dict[str, np.ndarray]:
 def read_cifar(blobs: dict[str, bytes], folder: str, train: list[str], test: str,
                label_key: str) -> dict[str, np.ndarray]:
     """Images ``[N, 3, 32, 32]`` uint8 (each row of ``data`` is the R, G then B plane) and labels,
-    from CIFAR's pickled batches. Unpickled only after :func:`harness.protocol.datafiles.verify`
+    from CIFAR's pickled batches. Unpickled only after :func:`harness.data.files.verify`
     has matched every byte to the published files."""
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
         entry = pickle.loads(blobs[f"{folder}/{name}"], encoding="latin1")  # noqa: S301 - verified
@@ -244,7 +244,7 @@ def read_tinyimagenet(folder: Path) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------------------------
 # The readers the dataset catalogue names (harness.protocol.catalog.DatasetSpec.loader): each
-# takes the verified copy (harness.protocol.datafiles.Found: ``blobs``, the verified files'
+# takes the verified copy (harness.data.files.Found: ``blobs``, the verified files'
 # bytes, and ``copy.place``, its folder) and the dataset's spec, and returns its arrays:
 # ``train_x``, ``train_y``, ``test_x``, ``test_y``, and ``mean`` and ``std`` where they are the
 # data's own (else the spec's are used).

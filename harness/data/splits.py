@@ -1,5 +1,5 @@
 """What a loaded dataset is: its train and test splits as resident tensors, with the mean and std
-its pipeline normalises with. :mod:`harness.protocol.data` loads them and feeds them to models."""
+its pipeline normalises with. :mod:`harness.data.tensors` loads them and feeds them to models."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from harness.data.splits import Dataset, DatasetUnavailable, Split
 from harness.protocol.catalog import DATASETS, DatasetSpec, imported, resolve_dataset_name
-from harness.protocol.splits import Dataset, DatasetUnavailable, Split
 
 __all__ = ["Dataset", "DatasetUnavailable", "Split", "load_dataset", "make_pipeline"]
 
@@ -52,9 +52,10 @@ def resize_u8(images: torch.Tensor, size: int = SIZE) -> torch.Tensor:
 
 
 def _verified_copy(name: str, root, download: bool):
-    """The first intact copy of ``name``'s files (:mod:`harness.protocol.datafiles`), downloaded
+    """The first intact copy of ``name``'s files (:mod:`harness.data.files`), downloaded
     into the data root first when there is none and ``download`` allows."""
-    from harness.protocol import datafiles, dataimport
+    from harness.data import files as datafiles
+    from harness.data import install as dataimport
 
     found, problems = datafiles.locate(name, root)
     if found is None and download:
@@ -71,7 +72,7 @@ def _verified_copy(name: str, root, download: bool):
 
 def _load_files(name: str, root, download: bool) -> Dataset:
     """A dataset the harness reads from its published files, by the reader its catalogue entry
-    names (harness.protocol.sources)."""
+    names (harness.data.sources)."""
     found, notes = _verified_copy(name, root, download)
     spec = DATASETS[name]
     try:
@@ -123,7 +124,7 @@ def noise() -> Dataset:
 def load_dataset(name: str, root=None, download: bool = True) -> Dataset:
     """Load a dataset by name (aliases allowed) as resident tensors on the CPU, from the first
     intact copy of its files under ``root``, ``$HARNESS_DATA``, the cache or the system's
-    dataset folders (:mod:`harness.protocol.datafiles`); downloaded first where none is found and
+    dataset folders (:mod:`harness.data.files`); downloaded first where none is found and
     ``download`` allows."""
     name = resolve_dataset_name(name)
     if DATASETS[name].built_in:  # no files: its loader makes it

@@ -10,7 +10,7 @@ distributions install datasets to (Debian's ``dataset-fashion-mnist``:
 Each file is verified by the md5 of its *decompressed* content, the values torchvision and the
 datasets' pages publish: a recompressed archive (Debian's) passes, a corrupt or different file
 fails with its path and both hashes. The first intact copy is used; the run record lists its files
-with their sha256. Nothing here writes: :mod:`harness.protocol.dataimport` is the only module that
+with their sha256. Nothing here writes: :mod:`harness.data.install` is the only module that
 puts files into a data root. Torch-free, so ``harness data list`` starts in a blink.
 """
 
