@@ -182,10 +182,9 @@ class ConsoleReporter(Reporter):
         cfg = record["config"]
         self.epochs, self.best = cfg["epochs"], float("-inf")
         steps = -(-record["data"]["train_size"] // cfg["batch_size"])
-        self.bar = tqdm(total=self.epochs * steps, unit="step", dynamic_ncols=True,
-                        disable=None if self.level >= NORMAL else True, leave=False,
-                        file=sys.stderr)
-        self.plain = bool(self.bar.disable)
+        bar = tqdm(total=self.epochs * steps, unit="step", dynamic_ncols=True,
+                   disable=None if self.level >= NORMAL else True, leave=False, file=sys.stderr)
+        self.bar, self.plain = bar, bool(bar.disable)
         self.beat = Heartbeat(steps, cfg["batch_size"], self.epochs)
 
     def step(self) -> None:

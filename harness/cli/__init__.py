@@ -53,8 +53,9 @@ def _plain(text: str) -> str:
 def _plain_help(command: click.Command) -> None:
     command.help = _plain(command.help) if command.help else command.help
     for param in command.params:
-        if getattr(param, "help", None):
-            param.help = _plain(param.help)
+        text = getattr(param, "help", None)
+        if text:
+            param.help = _plain(text)  # type: ignore[attr-defined]  # an Option's, not an Argument's
     for sub in getattr(command, "commands", {}).values():
         _plain_help(sub)
 

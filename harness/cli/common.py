@@ -15,16 +15,20 @@ import functools
 import shlex
 import sys
 import traceback
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from harness.reporting import NORMAL, QUIET, VERBOSE, ConsoleReporter
 
+if TYPE_CHECKING:
+    from harness.execution.sweep import Executor
+
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> None:
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -326,6 +330,7 @@ def executor_options(fn):
             fail("--threads is for local workers; a cluster run's threads follow --slurm-cpus",
                  EXIT_USAGE)
         execution = kwargs["execution"]
+        chosen: Executor
         if executor == "local":
             from harness.execution.local import LocalExecutor
 

@@ -194,7 +194,8 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int | 
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
              "weight_decay": weight_decay, "warmup_epochs": warmup_epochs}
     try:
-        recipe = replace(base, **{k: v for k, v in given.items() if v is not None})
+        overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        recipe = replace(base, **overrides)
     except ValueError as exc:
         fail(f"the {track} track's recipe with these options: {exc}"
              + (" (give --warmup-epochs fewer than --epochs)" if "warmup" in str(exc) else ""),
@@ -258,6 +259,8 @@ def eval_untrusted(spec, results_dir: str, execution: Execution, console: Consol
     threads = {"OMP_NUM_THREADS": str(torch.get_num_threads()), "MKL_NUM_THREADS": str(torch.get_num_threads())}
     record = run_in_worker(task, store, threads, store.root / "logs", 0, execution.isolation,
                            echo=console.info)
+    if record is None:  # Ctrl-C stopped it: its checkpoint is kept, the same command resumes it
+        raise KeyboardInterrupt
     path = store.runs_dir / f"{record['run_id']}.json"
     summarise(record, path, console)
     return record, path

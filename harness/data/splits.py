@@ -47,8 +47,8 @@ class Dataset:
     spec: DatasetSpec
     train: Split
     test: Split | None  # None in a sandboxed training process: it never holds the test split
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # per stored channel (images) or one value
+    std: tuple[float, ...]
     source: str  # where the files came from
     files: tuple[dict, ...] = ()  # each file read: name, path, bytes, md5 and sha256 of its content
     notes: tuple[str, ...] = ()  # copies passed over (incomplete, not the published files)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,8 @@ class DatasetSpec:
     name: str
     description: str
     num_classes: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # per stored channel (images) or one value
+    std: tuple[float, ...]
     channels: int  # stored channels; grey images are repeated to 3 after normalisation
     in_reference: bool
     kind: str = "image"  # what a sample is: InputSpec.kind
@@ -136,7 +137,8 @@ class DatasetSpec:
     @classmethod
     def from_json(cls, data: dict) -> "DatasetSpec":
         """A spec from its ``asdict`` after a JSON round trip (lists back to tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
 
     def inputs(self) -> "InputSpec":
         """What a model is fed: images as the pipeline hands them over (grey repeated to 3)."""

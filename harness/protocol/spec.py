@@ -89,7 +89,8 @@ class RunSpec:
     resume: bool = True  # continue from this run's checkpoint when a killed attempt left one
     # The layer probes and evaluation timing of harness.engine.instruments (off only to measure their cost).
     instruments: bool = True
-    params: tuple[tuple[str, Any], ...] = ()
+    # Given as a dict or as pairs; kept as sorted pairs (see __post_init__).
+    params: tuple[tuple[str, Any], ...] | dict[str, Any] = ()
 
     def __post_init__(self):
         given = dict(self.params)

@@ -109,7 +109,7 @@ def study_records(study: Study, store: ResultsStore, precision: str = "fp32"
             record = store.read(path)  # None: not a record (skipped, in store.problems)
             if record is not None:
                 candidates.setdefault(line["key"], []).append(record)
-    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    out: dict[tuple[str, str, tuple], list[dict[str, Any]]] = {}
     for key, run in wanted.items():
         if key in candidates:
             chosen = max(candidates[key], key=lambda r: (r["status"] in COMPLETED,

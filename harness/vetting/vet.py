@@ -115,5 +115,7 @@ def vet(source: str, vetting: Vetting, store: ResultsStore, run_checks: CheckRun
             except SubmissionError as exc:
                 raise SubmissionError(str(exc).replace(str(staged), source), exc.category) from None
             checked[params_label(given)] = [row, *rows]
+    if scan is None:
+        raise ValueError("vet() needs at least one set of layer parameters")
     copy, digest = store.store_bytes(data)
     return Vetted(path, copy, digest, checked, scan)
