@@ -207,13 +207,20 @@ def test_optimizer_and_schedule_follow_the_recipe():
 def test_no_augmentation_trains_on_the_plain_images(monkeypatch, tmp_path):
     from harness.data.tensors import BatchPipeline
 
+    from harness.vetting import tamper
+
     calls = []
     original = BatchPipeline.crop_flip
     monkeypatch.setattr(BatchPipeline, "crop_flip", lambda self, *a: calls.append(1) or original(self, *a))
-    run_eval(_config(epochs=1, augment=False), tmp_path / "a", checkpoints=False)
-    assert calls == []
-    run_eval(_config(epochs=1), tmp_path / "b", checkpoints=False)
-    assert len(calls) == 3  # 96 images in batches of 32
+    tamper.baseline.cache_clear()  # the spy is the test's, not a layer's: part of the baseline
+    try:
+        run_eval(_config(epochs=1, augment=False), tmp_path / "a", checkpoints=False)
+        assert calls == []
+        run_eval(_config(epochs=1), tmp_path / "b", checkpoints=False)
+        assert len(calls) == 3  # 96 images in batches of 32
+    finally:
+        monkeypatch.undo()
+        tamper.baseline.cache_clear()
 
 
 def test_recipe_validation_and_suites_refuse_study_only_fields():
