@@ -206,7 +206,6 @@ def test_optimizer_and_schedule_follow_the_recipe():
 
 def test_no_augmentation_trains_on_the_plain_images(monkeypatch, tmp_path):
     from harness.data.tensors import BatchPipeline
-
     from harness.vetting import tamper
 
     calls = []

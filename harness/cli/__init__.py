@@ -17,7 +17,8 @@ from harness.cli.bench import bench_cmd
 from harness.cli.board import leaderboard_group
 from harness.cli.common import CONTEXT, EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from harness.cli.data import data_group
-from harness.cli.run import check_cmd, eval_cmd, list_cmd
+from harness.cli.listing import list_cmd
+from harness.cli.run import check_cmd, eval_cmd
 from harness.cli.study import study_group
 from harness.cli.sweeps import baselines_group, status_cmd, submit_cmd
 

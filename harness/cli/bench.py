@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import click
 
@@ -66,74 +67,93 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
     and a projected 200-epoch wall time. With --norm, the step time of each norm relative to
     BatchNorm instead.
     """
-    from harness.bench.throughput import Bench, machine, run
+    from harness.bench.throughput import Bench
     from harness.engine.device import resolve_device
-    from harness.store.record import utc_now
 
     say = click.echo if not as_json else (lambda message: None)  # the results
     progress = (lambda m: console.info(m, err=True)) if not as_json else (lambda m: None)
-
-    def finish(out: dict) -> None:
-        if as_json:
-            click.echo(json.dumps(finite(out), indent=2))
-        if json_out:
-            write_json_atomic(json_out, out)
-            say(f"wrote {json_out}")
-
     dev = guarded(console, resolve_device, device)
+    bench = Bench(arch, dataset.lower(), dev, rounds, data_root, progress)
     if split:
-        from harness.bench.overheads import split_overhead
-        from harness.execution.sandbox import sandbox_unavailable
+        # As given ("auto" included): its runs go through the executor, which spreads them.
+        out = _split(replace(bench, device=device), console, epochs, limit_train, say)
+    elif instruments:
+        out = _instruments(bench, console, norms[0] if norms else "batch_norm", epochs, limit_train,
+                           say)
+    elif packing:
+        out = _packing(replace(bench, device=device), console, packing, limit_train, say)
+    else:
+        out = _throughput(bench, console, list(norms), steps or (200 if dev.type == "cuda" else 30),
+                          compiled, workers, say)
+    if as_json:
+        click.echo(json.dumps(finite(out), indent=2))
+    if json_out:
+        write_json_atomic(json_out, out)
+        say(f"wrote {json_out}")
 
-        if sandbox_unavailable():
-            fail(f"--split needs the sandbox: {sandbox_unavailable()}")
-        out = guarded(console, split_overhead, Bench(arch, dataset.lower(), device, rounds,
-                                                     data_root, progress),
-                      (epochs, 3 * epochs), limit_train or 2560, 1000)
-        out.update({"benchmark": "harness bench --split", "date": utc_now(), "arch": arch,
-                    "dataset": dataset.lower(), "machine": machine(dev)})
-        say(f"{arch} on {dataset}, {out['machine']['description']}: scoring in its own "
-                   f"process costs {out['fixed_s']:.1f}s once and {out['per_epoch_s']:.3f}s per epoch "
-                   f"(wall-clock slope {out['per_epoch_wall_s']:+.3f}s, scoring time "
-                   f"{out['per_epoch_eval_s']:+.3f}s; {100 * out['overhead_at'][str(3 * epochs)]:+.1f}% "
-                   f"of a {3 * epochs}-epoch run here); projected onto a protocol run (200 epochs, "
-                   f"{out['protocol_run_s'] / 3600:.1f} h at this speed): "
-                   f"{100 * out['projected_protocol_overhead']:+.2f}%")
-        finish(out)
-        return
-    if instruments:
-        from harness.bench.overheads import instrument_overhead
 
-        norm = norms[0] if norms else "batch_norm"
-        out = guarded(console, instrument_overhead, Bench(arch, dataset.lower(), dev, rounds,
-                                                          data_root, progress),
-                      norm, epochs, limit_train)
-        out.update({"benchmark": "harness bench --instruments", "date": utc_now(), "arch": arch,
-                    "dataset": dataset.lower(), "rounds": rounds, "machine": machine(dev)})
-        say(f"{arch} on {dataset} with {out['norm']}, {plural(out['epochs'], 'epoch')} of "
-                   f"{out['train_size']} images ({out['steps']} steps), {out['machine']['description']}:"
-                   f" instruments on {out['on_median_s']:.1f}s, off {out['off_median_s']:.1f}s, "
-                   f"overhead {100 * out['overhead']:+.1f}% (probes alone: "
-                   f"{100 * out['probe_fraction_median']:.1f}% of the run)")
-        finish(out)
-        return
-    if packing:
-        from harness.bench.overheads import packing as run_packing
+def _about(out: dict, bench, kind: str) -> dict:
+    """A benchmark's results with what they were measured on."""
+    from harness.bench.throughput import machine
+    from harness.engine.device import resolve_device
+    from harness.store.record import utc_now
 
-        out = guarded(console, run_packing, arch, dataset.lower(), device, packing, 2 * packing,
-                       limit_train or 10_240, progress=progress)
-        out.update({"benchmark": "harness bench --packing", "date": utc_now(), "arch": arch,
-                    "dataset": dataset.lower(), "jobs": packing, "runs": 2 * packing,
-                    "limit_train": limit_train or 10_240, "machine": machine(dev)})
-        say(f"{arch} on {dataset}, {out['machine']['description']}: --jobs {packing} finishes "
-                   f"the runs {out['ratio']:.2f}x as fast as --jobs 1")
-        finish(out)
-        return
-    steps = steps or (200 if dev.type == "cuda" else 30)
-    out = guarded(console, run, Bench(arch, dataset.lower(), dev, rounds, data_root, progress),
-                  list(norms), steps, compiled, workers)
-    say(f"{arch} on {out['dataset']} ({out['data']} data), {out['device']}: "
-               f"{out['machine']['description']}")
+    return {**out, "benchmark": f"harness bench{kind}", "date": utc_now(), "arch": bench.arch,
+            "dataset": bench.dataset, "machine": machine(resolve_device(str(bench.device)))}
+
+
+def _split(bench, console: ConsoleReporter, epochs: int, limit_train: int | None, say) -> dict:
+    from harness.bench.overheads import split_overhead
+    from harness.execution.sandbox import sandbox_unavailable
+
+    if sandbox_unavailable():
+        fail(f"--split needs the sandbox: {sandbox_unavailable()}")
+    out = _about(guarded(console, split_overhead, bench, (epochs, 3 * epochs), limit_train or 2560,
+                         1000), bench, " --split")
+    say(f"{bench.arch} on {bench.dataset}, {out['machine']['description']}: scoring in its own "
+        f"process costs {out['fixed_s']:.1f}s once and {out['per_epoch_s']:.3f}s per epoch "
+        f"(wall-clock slope {out['per_epoch_wall_s']:+.3f}s, scoring time "
+        f"{out['per_epoch_eval_s']:+.3f}s; {100 * out['overhead_at'][str(3 * epochs)]:+.1f}% "
+        f"of a {3 * epochs}-epoch run here); projected onto a protocol run (200 epochs, "
+        f"{out['protocol_run_s'] / 3600:.1f} h at this speed): "
+        f"{100 * out['projected_protocol_overhead']:+.2f}%")
+    return out
+
+
+def _instruments(bench, console: ConsoleReporter, norm: str, epochs: int,
+                 limit_train: int | None, say) -> dict:
+    from harness.bench.overheads import instrument_overhead
+
+    out = _about(guarded(console, instrument_overhead, bench, norm, epochs, limit_train), bench,
+                 " --instruments")
+    out["rounds"] = bench.rounds
+    say(f"{bench.arch} on {bench.dataset} with {out['norm']}, {plural(out['epochs'], 'epoch')} of "
+        f"{out['train_size']} images ({out['steps']} steps), {out['machine']['description']}:"
+        f" instruments on {out['on_median_s']:.1f}s, off {out['off_median_s']:.1f}s, "
+        f"overhead {100 * out['overhead']:+.1f}% (probes alone: "
+        f"{100 * out['probe_fraction_median']:.1f}% of the run)")
+    return out
+
+
+def _packing(bench, console: ConsoleReporter, jobs: int, limit_train: int | None, say) -> dict:
+    from harness.bench.overheads import packing as run_packing
+
+    images = limit_train or 10_240
+    out = _about(guarded(console, run_packing, bench.arch, bench.dataset, str(bench.device), jobs,
+                         2 * jobs, images, progress=bench.progress), bench, " --packing")
+    out.update({"jobs": jobs, "runs": 2 * jobs, "limit_train": images})
+    say(f"{bench.arch} on {bench.dataset}, {out['machine']['description']}: --jobs {jobs} "
+        f"finishes the runs {out['ratio']:.2f}x as fast as --jobs 1")
+    return out
+
+
+def _throughput(bench, console: ConsoleReporter, norms: list[str], steps: int, compiled: bool,
+                workers: int, say) -> dict:
+    from harness.bench.throughput import run
+
+    out = guarded(console, run, bench, norms, steps, compiled, workers)
+    say(f"{bench.arch} on {out['dataset']} ({out['data']} data), {out['device']}: "
+        f"{out['machine']['description']}")
     if "norm_costs" in out:
         for name, row in out["norm_costs"].items():
             cells = []
@@ -143,17 +163,17 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
                     cells.append(f"{mode} {r:.2f}x" if r is not None
                                  else f"{mode}: {row.get(f'{mode}_error', 'n/a')}")
             say(f"  {name:<28} {'   '.join(cells)}")
-    else:
-        ref = out["reference_median"]
-        say(f"  harness   {out['harness_median']:9.1f} samples/s\n"
-            + (f"  reference {ref:9.1f} samples/s\n" if ref else
-               "  reference (none: the reference benchmark has CNNs only)\n")
-            + f"  bound     {out['bound_median']:9.1f} samples/s\n"
-            + (f"  harness/reference {out['ratio_harness_over_reference']:.2f}x, " if ref else "  ")
-            + f"harness/bound {out['ratio_harness_over_bound']:.2f}x; projected "
-              f"{out['recipe_epochs']}-epoch run (the {out['track']} recipe) "
-              f"{out['projected_run_s'] / 60:.0f} min\n"
-                   f"  harness speed options in effect: channels_last "
-                   f"{out['speed']['channels_last']}, cudnn.benchmark {out['speed']['cudnn_benchmark']}, "
-                   f"compile {out['speed']['compile']}")
-    finish(out)
+        return out
+    ref = out["reference_median"]
+    say(f"  harness   {out['harness_median']:9.1f} samples/s\n"
+        + (f"  reference {ref:9.1f} samples/s\n" if ref else
+           "  reference (none: the reference benchmark has CNNs only)\n")
+        + f"  bound     {out['bound_median']:9.1f} samples/s\n"
+        + (f"  harness/reference {out['ratio_harness_over_reference']:.2f}x, " if ref else "  ")
+        + f"harness/bound {out['ratio_harness_over_bound']:.2f}x; projected "
+          f"{out['recipe_epochs']}-epoch run (the {out['track']} recipe) "
+          f"{out['projected_run_s'] / 60:.0f} min\n"
+          f"  harness speed options in effect: channels_last "
+          f"{out['speed']['channels_last']}, cudnn.benchmark {out['speed']['cudnn_benchmark']}, "
+          f"compile {out['speed']['compile']}")
+    return out

@@ -162,73 +162,85 @@ def study_or_fail(path: str):
         fail(str(exc), EXIT_USAGE)
 
 
+# The options of every command that trains (execution_options adds --untrusted/--trusted, whose
+# default is the command's).
+EXECUTION_OPTIONS = [
+    click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None,
+                 help="Dataset folder. Default: $HARNESS_DATA, else ~/.cache/harness/data."),
+    click.option("--download/--no-download", default=True, show_default=True,
+                 help="Download missing datasets when the network allows."),
+    click.option("--device", default="auto", show_default=True,
+                 help="auto (a CUDA GPU when present), cpu, cuda or cuda:N."),
+    click.option("--check-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
+                 help="Seconds each pre-flight check may take (0: no limit)."),
+    click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+                 help="fp32 is the protocol's; bf16 autocasts the forward pass (recorded, not "
+                      "comparable, never mixed with fp32 on the leaderboard)."),
+    click.option("--channels-last/--no-channels-last", default=None,
+                 help="NHWC tensors. Default: on for CUDA, off for CPU. Like every speed option, "
+                      "checked against the plain model on one batch first (see harness/engine/fast.py)."),
+    click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None,
+                 help="Let cuDNN time its convolution algorithms. Default: on for CUDA."),
+    click.option("--compile", "compile_", is_flag=True,
+                 help="torch.compile the model; falls back to eager (with a warning) when the "
+                      "compiled step does not match the eager one."),
+    click.option("--compile-backend", default="inductor", show_default=True,
+                 help="torch.compile backend (aot_eager: no speed-up, for debugging)."),
+    click.option("--cuda-graphs", is_flag=True,
+                 help="Capture the step in CUDA graphs (torch.compile mode reduce-overhead; CUDA "
+                      "only; implies --compile)."),
+    click.option("--resume/--no-resume", default=True, show_default=True,
+                 help="Continue a run from its last end-of-epoch checkpoint when an earlier "
+                      "attempt was killed (RESULTS/checkpoints/); --no-resume starts over."),
+    click.option("--run-timeout", default=24 * 3600.0, show_default=True,
+                 type=click.FloatRange(min=0),
+                 help="Wall-clock seconds a run may take before it is killed and recorded as "
+                      "a timeout (0: no limit)."),
+    click.option("--memory-limit", default=None, type=click.FloatRange(min=0.1),
+                 metavar="GIB",
+                 help="Resident memory (GiB) a run's processes may use before they are killed "
+                      "and recorded as out-of-memory. Default: 80% of this machine's memory "
+                      "shared out over the parallel runs."),
+    click.option("--disk-quota", default=1.0, show_default=True,
+                 type=click.FloatRange(min=0.01), metavar="GIB",
+                 help="Size (GiB) of an untrusted training process's writable /state, a "
+                      "tmpfs the kernel holds to this size and to 16384 inodes (a write "
+                      "past it fails inside the sandbox). tmpfs lives in memory, beside "
+                      "--memory-limit."),
+    click.option("--scan-policy", type=click.Choice(["report", "refuse"]),
+                 default="report", show_default=True,
+                 help="report: the static scan's findings are recorded and shown (the "
+                      "sandbox is the boundary). refuse: a finding in code the harness "
+                      "runs refuses the file (unless --trust-code)."),
+    click.option("--trust-code", is_flag=True,
+                 help="With --scan-policy refuse: run a file despite its findings (recorded, "
+                      "and shown on its leaderboard page); only for code you have read."),
+    click.option("--unsafe-no-namespaces", is_flag=True,
+                 help="Run untrusted code where bubblewrap cannot start: without the "
+                      "sandbox's file-system and network isolation (limits and the "
+                      "filter still apply; the record says so)."),
+]
+
+
+def _untrusted_option(default: bool):
+    return click.option(
+        "--untrusted/--trusted", default=default, show_default=True,
+        help="Untrusted: this process never imports the file. Its checks run in a sandbox "
+             "(bubblewrap: no network, no results folder, no data, a read-only minimal file "
+             "system, limits, a syscall filter); its training runs in one without the test set, "
+             "and its test logits come from another without labels; the harness alone computes "
+             "the score. See docs/security.md.")
+
+
+UNTRUSTED_AT = 14  # --untrusted is listed after --disk-quota, with the sandbox's other options
+
+
 def execution_options(untrusted_default: bool):
     """The options of every command that trains, passed on as one ``execution``
     (harness.execution.options.Execution): data, device, checks, precision, speed, resume, the
     limits of each run's worker and the sandbox. Untrusted by default for ``submit``."""
-    options = [
-        click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None,
-                     help="Dataset folder. Default: $HARNESS_DATA, else ~/.cache/harness/data."),
-        click.option("--download/--no-download", default=True, show_default=True,
-                     help="Download missing datasets when the network allows."),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto (a CUDA GPU when present), cpu, cuda or cuda:N."),
-        click.option("--check-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0),
-                     help="Seconds each pre-flight check may take (0: no limit)."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-                     help="fp32 is the protocol's; bf16 autocasts the forward pass (recorded, not "
-                          "comparable, never mixed with fp32 on the leaderboard)."),
-        click.option("--channels-last/--no-channels-last", default=None,
-                     help="NHWC tensors. Default: on for CUDA, off for CPU. Like every speed option, "
-                          "checked against the plain model on one batch first (see harness/engine/fast.py)."),
-        click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None,
-                     help="Let cuDNN time its convolution algorithms. Default: on for CUDA."),
-        click.option("--compile", "compile_", is_flag=True,
-                     help="torch.compile the model; falls back to eager (with a warning) when the "
-                          "compiled step does not match the eager one."),
-        click.option("--compile-backend", default="inductor", show_default=True,
-                     help="torch.compile backend (aot_eager: no speed-up, for debugging)."),
-        click.option("--cuda-graphs", is_flag=True,
-                     help="Capture the step in CUDA graphs (torch.compile mode reduce-overhead; CUDA "
-                          "only; implies --compile)."),
-        click.option("--resume/--no-resume", default=True, show_default=True,
-                     help="Continue a run from its last end-of-epoch checkpoint when an earlier "
-                          "attempt was killed (RESULTS/checkpoints/); --no-resume starts over."),
-        click.option("--run-timeout", default=24 * 3600.0, show_default=True,
-                     type=click.FloatRange(min=0),
-                     help="Wall-clock seconds a run may take before it is killed and recorded as "
-                          "a timeout (0: no limit)."),
-        click.option("--memory-limit", default=None, type=click.FloatRange(min=0.1),
-                     metavar="GIB",
-                     help="Resident memory (GiB) a run's processes may use before they are killed "
-                          "and recorded as out-of-memory. Default: 80% of this machine's memory "
-                          "shared out over the parallel runs."),
-        click.option("--disk-quota", default=1.0, show_default=True,
-                     type=click.FloatRange(min=0.01), metavar="GIB",
-                     help="Size (GiB) of an untrusted training process's writable /state, a "
-                          "tmpfs the kernel holds to this size and to 16384 inodes (a write "
-                          "past it fails inside the sandbox). tmpfs lives in memory, beside "
-                          "--memory-limit."),
-        click.option("--untrusted/--trusted", default=untrusted_default, show_default=True,
-                     help="Untrusted: this process never imports the file. Its checks run in a "
-                          "sandbox (bubblewrap: no network, no results folder, no data, a "
-                          "read-only minimal file system, limits, a syscall filter); its "
-                          "training runs in one without the test set, and its test logits come "
-                          "from another without labels; the harness alone computes the score. "
-                          "See docs/security.md."),
-        click.option("--scan-policy", type=click.Choice(["report", "refuse"]),
-                     default="report", show_default=True,
-                     help="report: the static scan's findings are recorded and shown (the "
-                          "sandbox is the boundary). refuse: a finding in code the harness "
-                          "runs refuses the file (unless --trust-code)."),
-        click.option("--trust-code", is_flag=True,
-                     help="With --scan-policy refuse: run a file despite its findings (recorded, "
-                          "and shown on its leaderboard page); only for code you have read."),
-        click.option("--unsafe-no-namespaces", is_flag=True,
-                     help="Run untrusted code where bubblewrap cannot start: without the "
-                          "sandbox's file-system and network isolation (limits and the "
-                          "filter still apply; the record says so)."),
-    ]
+    options = [*EXECUTION_OPTIONS[:UNTRUSTED_AT], _untrusted_option(untrusted_default),
+               *EXECUTION_OPTIONS[UNTRUSTED_AT:]]
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -283,41 +295,44 @@ def _vetting(given: dict, check_timeout: float):
 SLURM_OPTIONS = ("partition", "time_min", "gpus", "cpus", "mem_gb", "array_parallelism")
 
 
+# Where the runs of a sweep execute (executor_options).
+EXECUTOR_OPTIONS = [
+    click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+                 help="Runs at once per GPU (or in all on a CPU), each in its own worker "
+                      "process, spread over every visible GPU; logs go to RESULTS/logs/."),
+    click.option("--threads", type=click.IntRange(min=1), default=None,
+                 help="CPU threads per run (default: the usable CPUs shared out among the "
+                      "--jobs workers). Lower it when other work shares the machine: an "
+                      "oversubscribed run can slow down many times over."),
+    click.option("--executor", type=click.Choice(["local", "slurm", "submitit-local"]),
+                 default="local", show_default=True,
+                 help="local: worker processes on this machine (--jobs). slurm: one job array "
+                      "for all the command's runs, through submitit (--slurm-*). submitit-local: the slurm path "
+                      "with submitit's local processes, to try a cluster set-up on one machine."),
+    click.option("--slurm-config", type=click.Path(dir_okay=False, exists=True, path_type=str),
+                 default=None,
+                 help="TOML file of Slurm options (partition, time_min, gpus, cpus, mem_gb, "
+                      "array_parallelism, account, qos, constraint); --slurm-* options win."),
+    click.option("--slurm-partition", default=None, help="Slurm partition."),
+    click.option("--slurm-time", "slurm_time_min", type=click.IntRange(min=1), default=None,
+                 metavar="MIN", help="Time limit of each run's job, minutes (default 1440)."),
+    click.option("--slurm-gpus", type=click.IntRange(min=0), default=None,
+                 help="GPUs per run (default 1)."),
+    click.option("--slurm-cpus", type=click.IntRange(min=1), default=None,
+                 help="CPUs per run (default 8)."),
+    click.option("--slurm-mem", "slurm_mem_gb", type=click.FloatRange(min=0.1), default=None,
+                 metavar="GB", help="Memory per run, GB (default 32)."),
+    click.option("--slurm-array-parallelism", type=click.IntRange(min=1), default=None,
+                 help="At most this many runs of an array at once (default 64)."),
+    click.option("--detach", is_flag=True,
+                 help="With a cluster executor: return once the array is submitted; follow it "
+                      "with 'harness status'; rerun the same command to finish what failed."),
+]
+
+
 def executor_options(fn):
     """Where the runs of a sweep execute: here (default; ``executor`` is a LocalExecutor of --jobs
     workers) or as a Slurm job array (submitit)."""
-    options = [
-        click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
-                     help="Runs at once per GPU (or in all on a CPU), each in its own worker "
-                          "process, spread over every visible GPU; logs go to RESULTS/logs/."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads per run (default: the usable CPUs shared out among the "
-                          "--jobs workers). Lower it when other work shares the machine: an "
-                          "oversubscribed run can slow down many times over."),
-        click.option("--executor", type=click.Choice(["local", "slurm", "submitit-local"]),
-                     default="local", show_default=True,
-                     help="local: worker processes on this machine (--jobs). slurm: one job array "
-                          "for all the command's runs, through submitit (--slurm-*). submitit-local: the slurm path "
-                          "with submitit's local processes, to try a cluster set-up on one machine."),
-        click.option("--slurm-config", type=click.Path(dir_okay=False, exists=True, path_type=str),
-                     default=None,
-                     help="TOML file of Slurm options (partition, time_min, gpus, cpus, mem_gb, "
-                          "array_parallelism, account, qos, constraint); --slurm-* options win."),
-        click.option("--slurm-partition", default=None, help="Slurm partition."),
-        click.option("--slurm-time", "slurm_time_min", type=click.IntRange(min=1), default=None,
-                     metavar="MIN", help="Time limit of each run's job, minutes (default 1440)."),
-        click.option("--slurm-gpus", type=click.IntRange(min=0), default=None,
-                     help="GPUs per run (default 1)."),
-        click.option("--slurm-cpus", type=click.IntRange(min=1), default=None,
-                     help="CPUs per run (default 8)."),
-        click.option("--slurm-mem", "slurm_mem_gb", type=click.FloatRange(min=0.1), default=None,
-                     metavar="GB", help="Memory per run, GB (default 32)."),
-        click.option("--slurm-array-parallelism", type=click.IntRange(min=1), default=None,
-                     help="At most this many runs of an array at once (default 64)."),
-        click.option("--detach", is_flag=True,
-                     help="With a cluster executor: return once the array is submitted; follow it "
-                          "with 'harness status'; rerun the same command to finish what failed."),
-    ]
 
     @functools.wraps(fn)
     def with_executor(*args, executor: str, detach: bool, **kwargs):
@@ -345,6 +360,6 @@ def executor_options(fn):
                 fail(str(exc), EXIT_USAGE)
         return fn(*args, executor=chosen, detach=detach, **kwargs)
 
-    for option in reversed(options):
+    for option in reversed(EXECUTOR_OPTIONS):
         with_executor = option(with_executor)
     return with_executor

@@ -190,13 +190,9 @@ def run_eval(spec: RunSpec, out_dir: str | Path = "results", *,
                                 {"from_epoch": len(resume_state["epochs"]), "at": utc_now()}))
         reporter.warn(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])} "
                       f"({checkpoint.path}); --no-resume starts over")
-    record = record_start(spec, dataset, str(device), identity, {
-        "submission": {"path": str(submission.path), "name": submission.name,
-                       "sha256": submission.sha256, "class": submission.norm_class.__qualname__},
-        "checks": checks or [], "environment": environment(device),
-        "isolation": {"sandboxed": False, "sandbox": None,
-                      "scored_by": "the harness, in the run's own process (trusted code)"},
-        "reported": []}, compile_mode_name(PLAIN), extra)
+    record = record_start(spec, dataset, str(device), identity,
+                          trusted_fields(submission, checks, device), compile_mode_name(PLAIN),
+                          extra)
     record["model"] = {"parameters": count_parameters(model),
                        "init_overwritten": init_report.overwritten}
     record["norm_layers"] = norm_summary(model, submission.norm_class)
@@ -213,6 +209,17 @@ def run_eval(spec: RunSpec, out_dir: str | Path = "results", *,
     if checkpoint is not None:
         checkpoint.remove()  # the record is the run's result now
     return record, path
+
+
+def trusted_fields(submission: Submission, checks: list[dict[str, Any]] | None,
+                   device: torch.device) -> dict[str, Any]:
+    """The record fields a run in this process fills its own way (:func:`record_start`)."""
+    return {"submission": {"path": str(submission.path), "name": submission.name,
+                           "sha256": submission.sha256, "class": submission.norm_class.__qualname__},
+            "checks": checks or [], "environment": environment(device),
+            "isolation": {"sandboxed": False, "sandbox": None,
+                          "scored_by": "the harness, in the run's own process (trusted code)"},
+            "reported": []}
 
 
 def runnable_dataset(spec: RunSpec) -> str:

@@ -258,18 +258,12 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         bad = watch.read((bad_epoch, bad_step))
         if bad is not None:
             return result.diverge(bad)
-        n_train = len(data.train)
-        metrics = EpochMetrics(epoch=epoch, lr=lr, train_loss=tl / n_train,
-                               train_acc=100.0 * tc / n_train, test_loss=None, test_acc=None,
-                               train_s=t1 - t0, eval_s=t2 - t1)
+        metrics = EpochMetrics(epoch=epoch, lr=lr, train_loss=tl / len(data.train),
+                               train_acc=100.0 * tc / len(data.train), test_loss=None,
+                               test_acc=None, train_s=t1 - t0, eval_s=t2 - t1)
         if test:
             metrics = test_metrics(metrics, *test, n_test=len(data.test))
-        result.epochs.append(metrics)
-        result.train_s += t1 - t0
-        result.eval_s += t2 - t1
-        result.train_images += n_train
-        if timer is not None:
-            result.inference = timer.summary(device)
+        record_epoch(result, metrics, len(data.train), timer, device)
         stop = should_stop(result.epochs, recipe.early_stopping_patience)
         probe = None
         if options.norm_class is not None and (epoch in probe_at or stop):
@@ -284,6 +278,17 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
         if options.checkpoint is not None and epoch < recipe.epochs:
             options.checkpoint.save({**state.state_dict(), **(options.checkpoint_extra or {})})
     return result
+
+
+def record_epoch(result: TrainResult, metrics: EpochMetrics, n_train: int,
+                 timer: BatchTimer | None, device: torch.device) -> None:
+    """Add an epoch to the result: its metrics, its times, and the evaluation's batch timings."""
+    result.epochs.append(metrics)
+    result.train_s += metrics.train_s
+    result.eval_s += metrics.eval_s
+    result.train_images += n_train
+    if timer is not None:
+        result.inference = timer.summary(device)
 
 
 def resident_data(data: Dataset, recipe: Recipe, pipeline, device: torch.device,
