@@ -38,7 +38,7 @@ def _value(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
 
 
-def mean_band(series: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
+def mean_band(series: Sequence[Sequence[float | None]]) -> tuple[list[float], list[float], list[float]]:
     """Per position, over the series long enough to have it: mean, lowest and highest finite value."""
     n = max((len(s) for s in series), default=0)
     means, lows, highs = [], [], []
@@ -50,7 +50,7 @@ def mean_band(series: Sequence[Sequence[float]]) -> tuple[list[float], list[floa
     return means, lows, highs
 
 
-def _line(ax, series: Sequence[Sequence[float]], label: str, x: Sequence[float] | None = None):
+def _line(ax, series: Sequence[Sequence[float | None]], label: str, x: Sequence[float] | None = None):
     means, lows, highs = mean_band(series)
     xs = list(x) if x is not None else list(range(1, len(means) + 1))
     (line,) = ax.plot(xs[:len(means)], means, label=label, linewidth=1.4)

@@ -351,7 +351,7 @@ def _how_run(isolation: dict[str, Any]) -> str:
 
 def _trust(records: list[dict[str, Any]]) -> dict[str, Any]:
     """How an entry's runs were vetted and run: what a reader must know before trusting them."""
-    scans = [r.get("scan") for r in records if r.get("scan")]
+    scans = [r["scan"] for r in records if r.get("scan")]
     findings = {(f["line"], f["what"], f.get("severity", "refuse")): f for s in scans
                 for f in s.get("findings", [])}
     isolation = [r.get("isolation") or {} for r in records]

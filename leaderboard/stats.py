@@ -224,19 +224,26 @@ def cells(frame: pd.DataFrame, expected_seeds: int) -> dict[tuple[str, str], Cel
     return out
 
 
+def _completed(entry: str, settings: list[str], table: dict[tuple[str, str], Cell]) -> list[Cell]:
+    """The entry's cell in every setting, or [] when a setting has none or no completed run."""
+    have = [table.get((entry, s)) for s in settings]
+    cells = [c for c in have if c is not None and c.n > 0]
+    return cells if settings and len(cells) == len(settings) else []
+
+
 def aggregate_values(entry: str, settings: list[str], table: dict[tuple[str, str], Cell]) -> list[float]:
     """The per-seed aggregates: for each seed the entry completed in every setting, the mean over
     settings of that seed's accuracies ([] when a setting has no completed run)."""
-    have = [table.get((entry, s)) for s in settings]
-    if not settings or any(c is None or c.n == 0 for c in have):
+    have = _completed(entry, settings, table)
+    if not have:
         return []
     common = set.intersection(*(set(c.seeds) for c in have))
     return [float(np.mean([c.values[c.seeds.index(s)] for c in have])) for s in sorted(common)]
 
 
 def aggregate(entry: str, settings: list[str], table: dict[tuple[str, str], Cell]):
-    have = [table.get((entry, s)) for s in settings]
-    if not settings or any(c is None or c.n == 0 for c in have):
+    have = _completed(entry, settings, table)
+    if not have:
         return math.nan, (math.nan, math.nan)
     mean = float(np.mean([c.mean for c in have]))
     return mean, t_interval(aggregate_values(entry, settings, table))

@@ -133,7 +133,7 @@ def summarise(entry: str, setting: str, runs: list[dict[str, Any]], expected: in
         cell.throughput = _mean((r.get("inference") or {}).get("throughput_images_per_s") for r in done)
         peaks = [r.get("peak_memory") or {} for r in done]
         cell.peak_memory_mb = _mean(p.get("peak_memory_bytes", math.nan) / 2**20 for p in peaks)
-        kinds = sorted({p.get("kind") for p in peaks if p.get("kind")})
+        kinds = sorted({str(p["kind"]) for p in peaks if p.get("kind")})
         cell.memory_kind = ", ".join(kinds) or None
         cell.norm_parameters = next(((r.get("norm_layers") or {}).get("parameters") for r in done
                                      if r.get("norm_layers")), None)
@@ -252,11 +252,11 @@ def summary_lines(study: Study, cells: Cells) -> list[str]:
             lines.append(f"Nothing could be tested against {ref}: a comparison needs at least two "
                          "completed runs on each side.")
     for setting in study.settings:
-        ranked = sorted((c for c in cells.values() if c.setting == setting.key and c.mean is not None),
-                        key=lambda c: -c.mean)
-        if ranked:
-            lines.append(f"Highest mean best accuracy on {setting.key}: {ranked[0].label} "
-                         f"({ranked[0].mean:.2f}%" + (f", n={ranked[0].n})." if ranked[0].n else ")."))
+        means = [(c.mean, c) for c in cells.values() if c.setting == setting.key and c.mean is not None]
+        if means:
+            best, top = max(means, key=lambda mc: mc[0])
+            lines.append(f"Highest mean best accuracy on {setting.key}: {top.label} "
+                         f"({best:.2f}%" + (f", n={top.n})." if top.n else ")."))
     for c in sorted(cells.values(), key=lambda c: (c.setting, c.label)):
         unscored = sum(r["status"] == "diverged" and r.get("best_acc") is None for r in c.runs)
         if c.n < c.expected:

@@ -167,12 +167,14 @@ def test_tamper_check_sees_replacements_and_global_hooks(monkeypatch):
     assert tamper.changes() == []
 
 
-@pytest.mark.parametrize("target", ["harness.engine.train:evaluate", "harness.engine.train:train_epoch",
+@pytest.mark.parametrize("target", ["harness.engine.train:evaluate", "harness.engine.resident:evaluate",
+                                    "harness.engine.train:train_epoch", "harness.engine.train:draw_epoch",
                                     "harness.engine.runner:train_recorded",
                                     "harness.engine.train:TrainingState.load_state_dict"])
 def test_the_steps_split_out_of_the_loop_are_watched_too(monkeypatch, target):
-    """Every function and method of the modules a score flows through is watched, so that a step
-    split out of train() or run_eval() cannot be replaced unseen."""
+    """Every function and method of the modules a score flows through, and every name they import
+    and call, is watched, so that a step split out of train() or run_eval() (into another module
+    too) cannot be replaced unseen."""
     import importlib
 
     tamper.baseline()

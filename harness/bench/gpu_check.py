@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 BASELINES = ("batch_norm", "group_norm", "switchable_norm", "batch_instance_norm")
 SPEED_OPTIONS = {"default": [], "compile": ["--compile"], "cuda_graphs": ["--cuda-graphs"],
@@ -193,7 +193,7 @@ def run_step(argv: list[str], timeout: float) -> dict[str, Any]:
     return {"output": output, "seconds": seconds}
 
 
-def _eval_matrix(results: Path, left) -> dict[str, Any]:
+def _eval_matrix(results: Path, left: Callable[[], float]) -> dict[str, Any]:
     """Every baseline x speed option, 2 epochs of ResNet-20 on noise, four at a time, each within
     the time ``left()`` when it starts (a run that cannot start in time is reported as failed)."""
     jobs = [(b, o) for b in BASELINES for o in SPEED_OPTIONS]
@@ -222,6 +222,47 @@ def _eval_matrix(results: Path, left) -> dict[str, Any]:
                if failed else {})}
 
 
+Step = Callable[[], dict[str, Any]]
+
+
+def _plan(tmp: Path, packing_jobs: int, left: Callable[[], float]) -> list[tuple[str, Step]]:
+    """The steps in the order they run, each under the budget's time left when it starts."""
+    def harness(*argv: str) -> Step:
+        return lambda: run_step(_harness(*argv), left())
+
+    norms = [a for n in (*BASELINES[1:], "submissions/selective_norm.py") for a in ("--norm", n)]
+    plan = [
+        ("pipeline", harness("bench", "--arch", "resnet56", "--dataset", "noise", "--device", "cuda",
+                             "--rounds", "3", "--json")),
+        ("norm_costs", harness("bench", "--arch", "resnet56", "--dataset", "noise", "--device", "cuda",
+                               "--compile", "--rounds", "2", *norms, "--json")),
+        ("packing", harness("bench", "--packing", str(packing_jobs), "--arch", "resnet20", "--dataset",
+                            "noise", "--device", "cuda", "--json")),
+    ]
+    plan += [(f"suite_epoch_{a}-{d}", harness("bench", "--arch", a, "--dataset", d, "--device", "cuda",
+                                              "--rounds", "1", "--workers", "0", "--json"))
+             for a, d in SUITE_SETTINGS[1:]]
+    plan += [("evals", lambda: _eval_matrix(tmp / "evals", left)),
+             ("untrusted", harness("eval", "batch_norm", "--arch", "resnet20", "--dataset", "noise",
+                                   "--epochs", "1", "--limit-train", "5120", "--limit-test", "1024",
+                                   "--device", "cuda", "--untrusted", "--results", str(tmp / "untrusted"),
+                                   "--json"))]
+    return plan
+
+
+def _projection(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The protocol suite's GPU-hours, projected from the measured epochs, norm costs and packing."""
+    pipeline = steps["pipeline"].get("output") or {}
+    epoch_s = {f"{a}-{d}": (steps.get(f"suite_epoch_{a}-{d}", {}).get("output") or {}).get(
+        "projected_200_epoch_s", math.nan) / PROTOCOL_EPOCHS for a, d in SUITE_SETTINGS[1:]}
+    if pipeline.get("projected_200_epoch_s"):
+        epoch_s["resnet56-cifar100"] = pipeline["projected_200_epoch_s"] / PROTOCOL_EPOCHS
+    costs = (steps["norm_costs"].get("output") or {}).get("norm_costs") or {}
+    ratios = {Path(k).stem: v.get("compiled_ratio") or v.get("eager_ratio") for k, v in costs.items()}
+    return project_suite({k: v for k, v in epoch_s.items() if math.isfinite(v)}, ratios,
+                         (steps["packing"].get("output") or {}).get("ratio") or 1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The GPU path's checks and speed targets "
                                                  "(harness/bench/gpu_check.py).")
@@ -239,44 +280,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.cuda.get_device_name(0)
     deadline = time.monotonic() + args.budget_s
-    left = lambda: deadline - time.monotonic()  # noqa: E731
+
+    def left() -> float:
+        return deadline - time.monotonic()
+
     steps: dict[str, dict[str, Any]] = {}
-    norms = [a for n in (*BASELINES[1:], "submissions/selective_norm.py") for a in ("--norm", n)]
-    plan = [
-        ("pipeline", lambda: run_step(_harness("bench", "--arch", "resnet56", "--dataset", "noise",
-                                               "--device", "cuda", "--rounds", "3", "--json"), left())),
-        ("norm_costs", lambda: run_step(_harness("bench", "--arch", "resnet56", "--dataset", "noise",
-                                                 "--device", "cuda", "--compile", "--rounds", "2",
-                                                 *norms, "--json"), left())),
-        ("packing", lambda: run_step(_harness("bench", "--packing", str(args.packing_jobs), "--arch",
-                                              "resnet20", "--dataset", "noise", "--device", "cuda",
-                                              "--json"), left())),
-    ]
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        plan += [(f"suite_epoch_{a}-{d}", lambda a=a, d=d: run_step(_harness(
-            "bench", "--arch", a, "--dataset", d, "--device", "cuda", "--rounds", "1", "--workers",
-            "0", "--json"), left())) for a, d in SUITE_SETTINGS[1:]]
-        plan += [("evals", lambda: _eval_matrix(Path(tmp) / "evals", left)),
-                 ("untrusted", lambda: run_step(_harness(
-                     "eval", "batch_norm", "--arch", "resnet20", "--dataset", "noise", "--epochs", "1",
-                     "--limit-train", "5120", "--limit-test", "1024", "--device", "cuda", "--untrusted",
-                     "--results", str(Path(tmp) / "untrusted"), "--json"), left()))]
-        for name, step in plan:
+        for name, step in _plan(Path(tmp), args.packing_jobs, left):
             if left() < 20:
                 steps[name] = {"state": "not run (out of time)", "seconds": 0}
                 continue
             print(f"gpu-check: {name} ({left():.0f} s left)", file=sys.stderr, flush=True)
             steps[name] = step()
-    pipeline = steps["pipeline"].get("output") or {}
-    epoch_s = {f"{a}-{d}": (steps.get(f"suite_epoch_{a}-{d}", {}).get("output") or {}).get(
-        "projected_200_epoch_s", math.nan) / PROTOCOL_EPOCHS for a, d in SUITE_SETTINGS[1:]}
-    if pipeline.get("projected_200_epoch_s"):
-        epoch_s["resnet56-cifar100"] = pipeline["projected_200_epoch_s"] / PROTOCOL_EPOCHS
-    costs = (steps["norm_costs"].get("output") or {}).get("norm_costs") or {}
-    ratios = {Path(k).stem: v.get("compiled_ratio") or v.get("eager_ratio") for k, v in costs.items()}
-    steps["suite_projection"] = {"output": project_suite(
-        {k: v for k, v in epoch_s.items() if math.isfinite(v)}, ratios,
-        (steps["packing"].get("output") or {}).get("ratio") or 1.0), "seconds": 0}
+    steps["suite_projection"] = {"output": _projection(steps), "seconds": 0}
     untrusted = steps["untrusted"].get("output") or {}
     if untrusted and not (untrusted.get("isolation") or {}).get("sandboxed"):
         steps["untrusted"]["error"] = "the untrusted run was not sandboxed"

@@ -192,7 +192,7 @@ def throughput(bench: Bench, data: Dataset, norm, steps: int, workers: int = 4,
     vs the bound (the same model, same speed options, one resident batch)."""
     arch, device, rounds, progress = bench.arch, bench.device, bench.rounds, bench.progress
     speed = speed or SpeedOptions()
-    small = Dataset(data.spec, data.train.head(steps * BATCH), data.test.head(2 * BATCH),
+    small = Dataset(data.spec, data.train.head(steps * BATCH), data.held_test.head(2 * BATCH),
                     data.mean, data.std, data.source)
     cnn = track_of(arch) == "cnn"
     # One epoch of the track's recipe (the protocol's SGD for CNNs), without its warm-up.
@@ -220,15 +220,15 @@ def throughput(bench: Bench, data: Dataset, norm, steps: int, workers: int = 4,
         progress(f"round {r + 1}/{rounds}: harness {result.harness[-1]:8.1f} samples/s   "
                  + (f"reference {result.reference[-1]:8.1f} samples/s   " if loader else "")
                  + f"bound {result.bound[-1]:8.1f} samples/s")
-    plan = EvalPlan.build(len(small.test), BATCH, seed=0)
-    test_images = small.test.inputs[torch.as_tensor(plan.order)].to(device)
-    test_labels = small.test.labels.to(device)
+    plan = EvalPlan.build(len(small.held_test), BATCH, seed=0)
+    test_images = small.held_test.inputs[torch.as_tensor(plan.order)].to(device)
+    test_labels = small.held_test.labels.to(device)
     synchronize(device)
     t0 = time.perf_counter()
     score(forward_plan(models[0], test_images, plan.batches, pipe.test_batch,
                        lambda: autocast(device, "fp32")), test_labels, plan)
     synchronize(device)
-    result.eval_images_per_s = len(small.test) / (time.perf_counter() - t0)
+    result.eval_images_per_s = len(small.held_test) / (time.perf_counter() - t0)
     return result
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -12,6 +13,11 @@ from harness.cli.run import DATASET_CHOICES
 from harness.protocol.catalog import ARCHITECTURES
 from harness.reporting import ConsoleReporter, plural
 from harness.store.record import finite, write_json_atomic
+
+if TYPE_CHECKING:
+    from harness.bench.throughput import Bench
+
+Say = Callable[[str], None]  # where a benchmark's summary lines go (stderr with --json)
 
 
 @click.command("bench", context_settings=CONTEXT)
@@ -92,7 +98,7 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
         say(f"wrote {json_out}")
 
 
-def _about(out: dict, bench, kind: str) -> dict:
+def _about(out: dict[str, Any], bench: Bench, kind: str) -> dict[str, Any]:
     """A benchmark's results with what they were measured on."""
     from harness.bench.throughput import machine
     from harness.engine.device import resolve_device
@@ -102,7 +108,8 @@ def _about(out: dict, bench, kind: str) -> dict:
             "dataset": bench.dataset, "machine": machine(resolve_device(str(bench.device)))}
 
 
-def _split(bench, console: ConsoleReporter, epochs: int, limit_train: int | None, say) -> dict:
+def _split(bench: Bench, console: ConsoleReporter, epochs: int, limit_train: int | None,
+           say: Say) -> dict[str, Any]:
     from harness.bench.overheads import split_overhead
     from harness.execution.sandbox import sandbox_unavailable
 
@@ -120,8 +127,8 @@ def _split(bench, console: ConsoleReporter, epochs: int, limit_train: int | None
     return out
 
 
-def _instruments(bench, console: ConsoleReporter, norm: str, epochs: int,
-                 limit_train: int | None, say) -> dict:
+def _instruments(bench: Bench, console: ConsoleReporter, norm: str, epochs: int,
+                 limit_train: int | None, say: Say) -> dict[str, Any]:
     from harness.bench.overheads import instrument_overhead
 
     out = _about(guarded(console, instrument_overhead, bench, norm, epochs, limit_train), bench,
@@ -135,7 +142,8 @@ def _instruments(bench, console: ConsoleReporter, norm: str, epochs: int,
     return out
 
 
-def _packing(bench, console: ConsoleReporter, jobs: int, limit_train: int | None, say) -> dict:
+def _packing(bench: Bench, console: ConsoleReporter, jobs: int, limit_train: int | None,
+             say: Say) -> dict[str, Any]:
     from harness.bench.overheads import packing as run_packing
 
     images = limit_train or 10_240
@@ -147,8 +155,8 @@ def _packing(bench, console: ConsoleReporter, jobs: int, limit_train: int | None
     return out
 
 
-def _throughput(bench, console: ConsoleReporter, norms: list[str], steps: int, compiled: bool,
-                workers: int, say) -> dict:
+def _throughput(bench: Bench, console: ConsoleReporter, norms: list[str], steps: int, compiled: bool,
+                workers: int, say: Say) -> dict[str, Any]:
     from harness.bench.throughput import run
 
     out = guarded(console, run, bench, norms, steps, compiled, workers)

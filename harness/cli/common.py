@@ -15,16 +15,24 @@ import functools
 import shlex
 import sys
 import traceback
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 
 import click
 
 from harness.reporting import NORMAL, QUIET, VERBOSE, ConsoleReporter
 
 if TYPE_CHECKING:
+    from harness.execution.options import Isolation
     from harness.execution.sweep import Executor
+    from harness.protocol.spec import SpeedOptions
+    from harness.protocol.studies import Study
+    from harness.protocol.suites import Suite
+    from harness.vetting.vet import Vetting
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+# A click command's function, as the option decorators take and give it.
+Command = TypeVar("Command", bound=Callable[..., Any])
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -33,7 +41,7 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     sys.exit(code)
 
 
-def guarded(console: ConsoleReporter, fn, *args, **kwargs):
+def guarded(console: ConsoleReporter, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``fn``; turn every error into one line (a traceback with --verbose) and an exit code."""
     from harness.errors import RunError, SubmissionError, SuiteError
     from harness.store.results import EntryTaken
@@ -64,10 +72,10 @@ def guarded(console: ConsoleReporter, fn, *args, **kwargs):
         fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)")
 
 
-def output_options(fn):
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``-q/--quiet`` and ``-v/--verbose``, passed on as ``console`` (a ConsoleReporter)."""
     @functools.wraps(fn)
-    def with_console(*args, quiet: bool, verbose: bool, **kwargs):
+    def with_console(*args: Any, quiet: bool, verbose: bool, **kwargs: Any) -> Any:
         if quiet and verbose:
             fail("give --quiet or --verbose, not both", EXIT_USAGE)
         level = QUIET if quiet else VERBOSE if verbose else NORMAL
@@ -79,15 +87,15 @@ def output_options(fn):
                         help="Only results, warnings and errors.")(with_console)
 
 
-def json_option(help: str):
+def json_option(help: str) -> Callable[[Command], Command]:
     """``--json``: print JSON to standard output; everything else goes to standard error, quietly."""
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
-def param_option(func):
+def param_option(func: Command) -> Command:
     """``--param NAME=VALUE`` (repeatable): keyword parameters of the layer, as a dict ``params``."""
 
-    def parse(ctx, param, values) -> dict:
+    def parse(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
         from harness.protocol.entries import parse_param
 
         try:
@@ -108,7 +116,8 @@ def for_json(console: ConsoleReporter, as_json: bool) -> ConsoleReporter:
     return ConsoleReporter(QUIET, lambda message, err=False: click.echo(message, err=True))
 
 
-def results_option(help: str = "Results folder (records in RESULTS/runs/; see docs/run-record.md)."):
+def results_option(help: str = "Results folder (records in RESULTS/runs/; see docs/run-record.md).",
+                   ) -> Callable[[Command], Command]:
     return click.option("--results", "results_dir", default="results", show_default=True,
                         type=click.Path(file_okay=False, path_type=str), help=help)
 
@@ -126,7 +135,7 @@ def results_folder_or_fail(results_dir: str) -> None:
 TRACK_SUITES = {"cnn": "default", "mlp": "mlp", "rnn": "rnn", "transformer": "transformer"}
 
 
-def suite_option(f):
+def suite_option(f: Command) -> Command:
     """``--suite`` and ``--track`` (a track's suite: cnn's is default)."""
     f = click.option("--track", type=click.Choice(list(TRACK_SUITES)), default=None,
                      help="Run the track's suite (cnn: default, mlp: mlp, rnn: rnn, transformer: "
@@ -137,7 +146,7 @@ def suite_option(f):
                              "default for cnn.")(f)
 
 
-def suite_or_fail(name: str | None, track: str | None = None):
+def suite_or_fail(name: str | None, track: str | None = None) -> Suite:
     """The suite named, else the track's (cnn's when no track is given); exit 2 when it does not
     exist or belongs to another track than ``track``."""
     from harness.errors import SuiteError
@@ -152,7 +161,7 @@ def suite_or_fail(name: str | None, track: str | None = None):
     return suite
 
 
-def study_or_fail(path: str):
+def study_or_fail(path: str) -> Study:
     from harness.errors import SuiteError
     from harness.protocol.studies import load_study
 
@@ -222,7 +231,7 @@ EXECUTION_OPTIONS = [
 ]
 
 
-def _untrusted_option(default: bool):
+def _untrusted_option(default: bool) -> Callable[[Command], Command]:
     return click.option(
         "--untrusted/--trusted", default=default, show_default=True,
         help="Untrusted: this process never imports the file. Its checks run in a sandbox "
@@ -235,17 +244,17 @@ def _untrusted_option(default: bool):
 UNTRUSTED_AT = 14  # --untrusted is listed after --disk-quota, with the sandbox's other options
 
 
-def execution_options(untrusted_default: bool):
+def execution_options(untrusted_default: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The options of every command that trains, passed on as one ``execution``
     (harness.execution.options.Execution): data, device, checks, precision, speed, resume, the
     limits of each run's worker and the sandbox. Untrusted by default for ``submit``."""
     options = [*EXECUTION_OPTIONS[:UNTRUSTED_AT], _untrusted_option(untrusted_default),
                *EXECUTION_OPTIONS[UNTRUSTED_AT:]]
 
-    def decorate(fn):
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        def with_execution(*args, data_root: str | None, download: bool, device: str,
-                           check_timeout: float, precision: str, resume: bool, **kwargs):
+        def with_execution(*args: Any, data_root: str | None, download: bool, device: str,
+                           check_timeout: float, precision: str, resume: bool, **kwargs: Any) -> Any:
             from harness.execution.options import Execution
 
             execution = Execution(device=device, data_root=data_root, download=download,
@@ -260,7 +269,7 @@ def execution_options(untrusted_default: bool):
     return decorate
 
 
-def _speed(given: dict):
+def _speed(given: dict[str, Any]) -> SpeedOptions:
     """--channels-last, --cudnn-benchmark, --compile, --compile-backend, --cuda-graphs (taken out of
     ``given``) as SpeedOptions."""
     from harness.protocol.spec import SpeedOptions
@@ -271,7 +280,7 @@ def _speed(given: dict):
                         cuda_graphs=given.pop("cuda_graphs"))
 
 
-def _isolation(given: dict):
+def _isolation(given: dict[str, Any]) -> Isolation:
     """--run-timeout, --memory-limit, --disk-quota, --untrusted, --unsafe-no-namespaces (taken out
     of ``given``) as an Isolation."""
     from harness.execution.options import Isolation
@@ -284,7 +293,7 @@ def _isolation(given: dict):
                      disk_quota_bytes=int(quota * 2**30))
 
 
-def _vetting(given: dict, check_timeout: float):
+def _vetting(given: dict[str, Any], check_timeout: float) -> Vetting:
     """--scan-policy and --trust-code (taken out of ``given``) and --check-timeout as a Vetting."""
     from harness.vetting.vet import Vetting
 
@@ -330,12 +339,12 @@ EXECUTOR_OPTIONS = [
 ]
 
 
-def executor_options(fn):
+def executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Where the runs of a sweep execute: here (default; ``executor`` is a LocalExecutor of --jobs
     workers) or as a Slurm job array (submitit)."""
 
     @functools.wraps(fn)
-    def with_executor(*args, executor: str, detach: bool, **kwargs):
+    def with_executor(*args: Any, executor: str, detach: bool, **kwargs: Any) -> Any:
         jobs, threads = kwargs.pop("jobs"), kwargs.pop("threads")
         slurm = {k: kwargs.pop(f"slurm_{k}") for k in SLURM_OPTIONS}
         config = kwargs.pop("slurm_config")

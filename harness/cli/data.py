@@ -7,7 +7,7 @@ import json
 
 import click
 
-from harness.cli.common import CONTEXT, EXIT_FAILED, EXIT_USAGE, fail, json_option, output_options
+from harness.cli.common import CONTEXT, EXIT_FAILED, EXIT_USAGE, Command, fail, json_option, output_options
 from harness.protocol.catalog import DATASETS
 from harness.reporting import ConsoleReporter
 
@@ -16,7 +16,7 @@ DATA_ROOT_HELP = ("Data root searched first, and where import and download write
                   "(/usr/share/datasets/...) are searched after it.")
 
 
-def data_root_option(fn):
+def data_root_option(fn: Command) -> Command:
     return click.option("--data-root", type=click.Path(file_okay=False, path_type=str), default=None,
                         help=DATA_ROOT_HELP)(fn)
 

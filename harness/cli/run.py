@@ -38,13 +38,19 @@ from harness.reporting import ConsoleReporter, plural
 from harness.store.record import finite
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from harness.execution.options import Execution
+    from harness.protocol.spec import RunSpec
+    from harness.vetting.check import Report
+    from harness.vetting.submission import Submission
 
 DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
 
 
-def execute(spec, results_dir, console: ConsoleReporter, *, submission=None, checks=None,
-            extra=None):
+def execute(spec: RunSpec, results_dir: str, console: ConsoleReporter, *,
+            submission: Submission | None = None, checks: list[dict[str, Any]] | None = None,
+            extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
     """One run in this process, with the console's progress bar and the reference's log lines;
     returns (record, path)."""
     from harness.engine.runner import run_eval
@@ -76,7 +82,7 @@ def announce(console: ConsoleReporter, cfg: dict[str, Any], name: str, sha256: s
         console.info(f"note: not comparable with the reference: {d}", err=True)
 
 
-def summarise(record: dict[str, Any], path, console: ConsoleReporter) -> None:
+def summarise(record: dict[str, Any], path: Path, console: ConsoleReporter) -> None:
     """The last lines of a run, trusted or not: its score, time and speed, dynamics, record."""
     if record["best_acc"] is not None:
         speed = record.get("train_images_per_s")
@@ -97,7 +103,7 @@ def summarise(record: dict[str, Any], path, console: ConsoleReporter) -> None:
 
 
 def preflight(console: ConsoleReporter, submission: str, timeout: float, track: str = "cnn",
-              params: dict | None = None):
+              params: dict[str, Any] | None = None) -> tuple[Submission, Report]:
     """Load the file and run the pre-flight checks on ``track``'s layout, the layer built with
     ``params``; exit with one line on a fatal failure."""
     from harness.vetting.check import WARN
@@ -239,7 +245,8 @@ def recipe_for(arch: str, given: dict[str, Any], console: ConsoleReporter) -> Re
              EXIT_USAGE)
 
 
-def eval_untrusted(spec, results_dir: str, execution: Execution, console: ConsoleReporter):
+def eval_untrusted(spec: RunSpec, results_dir: str, execution: Execution,
+                   console: ConsoleReporter) -> tuple[dict[str, Any], Path]:
     """One run of an untrusted file, vetted and run split in sandboxes (harness.execution.untrusted); the
     record is written here, from this process's own scoring."""
     from harness.execution.local import run_in_worker

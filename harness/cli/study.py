@@ -27,8 +27,12 @@ from harness.cli.sweeps import sweep_and_report
 from harness.reporting import ConsoleReporter
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from harness.execution.options import Execution
     from harness.execution.sweep import Executor
+    from harness.protocol.studies import Study
+    from harness.store.plan import PlannedRun
 
 
 @click.group("study", context_settings=CONTEXT)
@@ -112,7 +116,7 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
         sys.exit(EXIT_DIVERGED)
 
 
-def shape_of(study) -> str:
+def shape_of(study: Study) -> str:
     """``5 entries x 1 settings x 2 seeds, grid lr (2) x p (4): 56 runs``."""
     grid = " x ".join(f"{a.name} ({len(a.values)})" for a in study.axes)
     from harness.reporting import plural
@@ -133,7 +137,8 @@ class DryRun:
     measure: bool = True
 
 
-def dry_run_report(study, planned, dry: DryRun, as_json: bool, console: ConsoleReporter) -> None:
+def dry_run_report(study: Study, planned: list[PlannedRun], dry: DryRun, as_json: bool,
+                   console: ConsoleReporter) -> None:
     """The runs a study would make (each with its grid point and whether it is done) and what
     those still to run would cost here: measured step times, multiplied out
     (harness.bench.estimate)."""
@@ -222,7 +227,7 @@ def study_report_cmd(study_file: str, out_dir: str, results_dir: str, precision:
 
     study = study_or_fail(study_file)
 
-    def build():
+    def build() -> Path:
         try:
             return build_report(study, results_dir, out_dir, precision)
         except FileNotFoundError as exc:

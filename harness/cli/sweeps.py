@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -32,12 +32,13 @@ from harness.store.record import finite
 
 if TYPE_CHECKING:
     from harness.execution.options import Execution
-    from harness.execution.sweep import Executor, SweepEntry
+    from harness.execution.sweep import Executor, SweepEntry, SweepResult
+    from harness.store.results import ResultsStore
 
 
-def sweep_and_report(store, entries: list[SweepEntry], execution: Execution,
-                     console: ConsoleReporter, *, executor, detach: bool = False,
-                     batch_name: str = "harness", as_json: bool = False):
+def sweep_and_report(store: ResultsStore, entries: list[SweepEntry], execution: Execution,
+                     console: ConsoleReporter, *, executor: Executor, detach: bool = False,
+                     batch_name: str = "harness", as_json: bool = False) -> list[SweepResult]:
     """Prepare every entry, run all their runs as one batch on ``executor`` (one pool of workers,
     or one job array), and print a summary per entry (with ``as_json``, JSON: each entry's runs).
     Returns the SweepResults in entry order."""
@@ -79,7 +80,7 @@ def sweep_and_report(store, entries: list[SweepEntry], execution: Execution,
     return results
 
 
-def summary_json(result) -> dict:
+def summary_json(result: SweepResult) -> dict[str, Any]:
     """An entry's sweep as JSON: what ran (each record's key fields) and what was skipped."""
     def ran(r: dict) -> dict:
         return {"run_id": r["run_id"], "setting": (r.get("suite") or {}).get("setting"),

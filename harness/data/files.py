@@ -23,6 +23,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.protocol.catalog import DATASETS, cache_data_root, default_data_root, resolve_dataset_name
 
@@ -261,7 +262,9 @@ def _archive_members(path: Path, wanted: set[str]) -> dict[str, bytes]:
     with tarfile.open(path, "r:*") as tar:
         for member in tar:
             if member.isfile() and _member_name(member.name) in wanted:
-                out[_member_name(member.name)] = tar.extractfile(member).read()
+                body = tar.extractfile(member)  # None only for what is not a regular file
+                if body is not None:
+                    out[_member_name(member.name)] = body.read()
     return out
 
 
@@ -291,7 +294,7 @@ def verify(copy: Copy) -> Verified:
     pub = PUBLISHED[copy.dataset]
     try:
         if not pub.verified:  # no published hashes (folders of many files among them): recorded only
-            files = [{"name": f.name, "path": str(copy.paths[f.name])} for f in pub.files]
+            files: list[dict[str, Any]] = [{"name": f.name, "path": str(copy.paths[f.name])} for f in pub.files]
             for row in files:
                 if not row["name"].endswith("/"):
                     data = Path(row["path"]).read_bytes()
@@ -311,7 +314,7 @@ def verify(copy: Copy) -> Verified:
     except UNREADABLE as exc:
         raise DataProblem(f"{copy.dataset}: {copy.describe()} cannot be read "
                           f"({type(exc).__name__}: {exc})") from None
-    files, wrong = [], []
+    files, wrong = [], []  # type: ignore[var-annotated]
     for f in pub.files:
         where = f"{copy.place}:{f.name}" if copy.archive else str(copy.paths[f.name])
         if f.name not in blobs:
@@ -323,10 +326,10 @@ def verify(copy: Copy) -> Verified:
         files.append({"name": f.name, "path": where, "bytes": len(data), "md5": md5,
                       "sha256": hashlib.sha256(data).hexdigest()})
     if wrong:
-        f, where, md5, size, other = wrong[0]
+        f, where, md5, size, owner = wrong[0]
         message = (f"{copy.dataset}: {where} is not the published file: its content's md5 is {md5} "
                    f"({size:,} bytes), the published one's {f.md5}"
-                   + (f" ({f.size:,} bytes)" if f.size else "") + (f"; it is {other}" if other else "")
+                   + (f" ({f.size:,} bytes)" if f.size else "") + (f"; it is {owner}" if owner else "")
                    + (f" (and {len(wrong) - 1} more file(s) differ)" if len(wrong) > 1 else ""))
         # Mostly another dataset's files: that dataset's copy, not a broken one of this dataset.
         theirs = sum(1 for w in wrong if w[4])

@@ -250,9 +250,10 @@ def download(name: str, data_root: str | Path | None = None,
         with tempfile.TemporaryDirectory(prefix="harness-download-") as tmp:
             folder = Path(tmp)
             try:
-                if archive_file(url):
+                archive = archive_file(url)
+                if archive:
                     say(f"downloading {url}")
-                    target = folder / archive_file(url)
+                    target = folder / archive
                     fetch(url, target)
                 else:
                     for f in pub.files:

@@ -52,3 +52,10 @@ class Dataset:
     source: str  # where the files came from
     files: tuple[dict, ...] = ()  # each file read: name, path, bytes, md5 and sha256 of its content
     notes: tuple[str, ...] = ()  # copies passed over (incomplete, not the published files)
+
+    @property
+    def held_test(self) -> Split:
+        """The test split, where this process holds one (every process but a sandboxed trainer)."""
+        if self.test is None:
+            raise RuntimeError(f"{self.spec.name}: this process holds no test split")
+        return self.test

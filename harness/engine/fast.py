@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -231,7 +231,7 @@ def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.de
             name = "compile" + (" with CUDA graphs" if requested.cuda_graphs else "")
             row = _check(name, attempt, reference, tol, warn)
             report["checks"].append(row)
-            if row["ok"]:
+            if row["ok"] and compiled is not None:  # ok means attempt() compiled it
                 forward = compiled
                 effective = replace(effective, compile=True, cuda_graphs=requested.cuda_graphs)
     report.update({"channels_last": effective.channels_last,
@@ -258,4 +258,5 @@ def _compile(model: nn.Module, options: SpeedOptions) -> nn.Module:
         inductor_config.fallback_random = True
     mode = "reduce-overhead" if options.cuda_graphs else None
     # dynamic=False: the few batch shapes (full, last partial, test) each get exact kernels.
-    return torch.compile(model, backend=options.compile_backend, mode=mode, dynamic=False)
+    # A compiled Module is an OptimizedModule, a Module; torch.compile's type says only Callable.
+    return cast(nn.Module, torch.compile(model, backend=options.compile_backend, mode=mode, dynamic=False))

@@ -42,11 +42,11 @@ def probe_epochs(epochs: int) -> tuple[int, ...]:
     return tuple(sorted({1, (epochs + 1) // 2, epochs}))
 
 
-def norm_layers(model: nn.Module, norm_class: type) -> list[tuple[str, nn.Module]]:
+def norm_layers(model: nn.Module, norm_class: type[nn.Module]) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, norm_class)]
 
 
-def norm_summary(model: nn.Module, norm_class: type) -> dict[str, Any]:
+def norm_summary(model: nn.Module, norm_class: type[nn.Module]) -> dict[str, Any]:
     layers = norm_layers(model, norm_class)
     params = {id(p): p for _, m in layers for p in m.parameters()}
     return {"class": norm_class.__qualname__, "count": len(layers),
@@ -67,7 +67,7 @@ def _number(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm_class: type,
+def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm_class: type[nn.Module],
                 device: torch.device, precision: str = "fp32") -> dict[str, Any]:
     """Gradient norms per parameter layer and output statistics per norm layer on one batch, on a
     copy of ``model``; every random stream is left as it was."""
@@ -80,7 +80,7 @@ def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm_class: 
         set_global_rng_state(rng, device)
 
 
-def _probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm_class: type,
+def _probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm_class: type[nn.Module],
            device: torch.device, precision: str) -> dict[str, Any]:
 
 
@@ -106,9 +106,11 @@ def _probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm_class: type,
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     squares, i = [], 0
     for _, ps in layers:
-        g = [grads[i + j] for j in range(len(ps)) if grads[i + j] is not None]
-        squares.append(sum((t.double() ** 2).sum() for t in g) if g else
-                       torch.zeros((), dtype=torch.float64, device=x.device))
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        for j in range(len(ps)):
+            if grads[i + j] is not None:
+                total = total + (grads[i + j].double() ** 2).sum()
+        squares.append(total)
         i += len(ps)
     norms = torch.stack(squares).sqrt().tolist() if squares else []
     stats = {n: torch.stack(v).cpu() for n, v in sums.items()}

@@ -88,9 +88,9 @@ def record_start(spec: RunSpec, dataset: data_mod.Dataset, device: str, identity
                    "data_root": None if dataset.spec.built_in else str(dataset.source)},
         "submission": given["submission"],
         "checks": given["checks"],
-        "data": {"train_size": len(dataset.train), "test_size": len(dataset.test),
+        "data": {"train_size": len(dataset.train), "test_size": len(dataset.held_test),
                  "mean": list(dataset.mean), "std": list(dataset.std),
-                 "train_sha256": dataset.train.sha256(), "test_sha256": dataset.test.sha256(),
+                 "train_sha256": dataset.train.sha256(), "test_sha256": dataset.held_test.sha256(),
                  # the published files read, each with the md5 and sha256 of its content
                  "files": list(dataset.files), "notes": list(dataset.notes)},
         "environment": given["environment"], "started_at": identity.started_at,
@@ -184,7 +184,8 @@ def run_eval(spec: RunSpec, out_dir: str | Path = "results", *,
     resume_state = checkpoint.load() if checkpoint is not None and spec.resume else None
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", (extra or {}).get("entry") or submission.name)[:40]
     identity = RunIdentity(new_run_id(label, spec.arch, dataset_name, f"s{spec.seed}"), started_at)
-    if resume_state is not None:  # the same run, continued: it keeps its id and start time
+    # A resumed run is the same run, continued: it keeps its id and start time.
+    if resume_state is not None and checkpoint is not None:
         identity = RunIdentity(resume_state["run_id"], resume_state["started_at"],
                                (*resume_state["resumes"],
                                 {"from_epoch": len(resume_state["epochs"]), "at": utc_now()}))
@@ -249,7 +250,7 @@ def load_data(spec: RunSpec, dataset_name: str) -> data_mod.Dataset:
     except data_mod.DatasetUnavailable as exc:
         raise RunError(str(exc)) from None
     dataset.train = dataset.train.head(spec.limit_train)
-    dataset.test = dataset.test.head(spec.limit_test)
+    dataset.test = dataset.held_test.head(spec.limit_test)
     return dataset
 
 
@@ -261,8 +262,8 @@ def train_recorded(record: dict[str, Any], run, result: TrainResult, submission:
     try:
         run()
         record["status"] = result.status
-        if result.status == "diverged":
-            d = result.divergence
+        d = result.divergence  # set when, and only when, the run diverged
+        if d is not None:
             record["failure"] = {"category": "diverged", "epoch": d["epoch"], "step": d["step"],
                                  "message": d["message"]}
     except Exception as exc:  # noqa: BLE001 - any failure of the layer is recorded, not lost

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,8 +27,9 @@ from harness.engine.checkpoint import Checkpoint, global_rng_state, set_global_r
 from harness.engine.device import autocast, synchronize
 from harness.engine.fast import prepare
 from harness.engine.instruments import BatchTimer, layer_probe, probe_epochs
+from harness.engine.resident import ResidentData, evaluate, resident_data
 from harness.protocol.recipe import Recipe
-from harness.protocol.scoring import EvalPlan, best_index, forward_plan, score
+from harness.protocol.scoring import best_index
 from harness.protocol.spec import SpeedOptions
 from harness.reporting import Reporter
 
@@ -40,7 +41,7 @@ class EpochMetrics:
 
     epoch: int
     lr: float
-    train_loss: float
+    train_loss: float | None  # None: a hand-over whose loss was not finite (harness.store.schema)
     train_acc: float
     test_loss: float | None
     test_acc: float | None
@@ -134,7 +135,7 @@ class TrainOptions:
 
     precision: str = "fp32"
     speed: SpeedOptions = field(default_factory=SpeedOptions)
-    norm_class: type | None = None
+    norm_class: type[nn.Module] | None = None
     checkpoint: Checkpoint | None = None
     checkpoint_extra: dict | None = None
     resume_state: dict | None = None
@@ -173,26 +174,6 @@ class TrainingState:
         r.train_s, r.eval_s, r.train_images = state["train_s"], state["eval_s"], state["train_images"]
         r.resumed_from = len(r.epochs)
         r.probes, r.probe_s = state.get("probes", []), state.get("probe_s", 0.0)
-
-
-@dataclass
-class ResidentData:
-    """The run's data on the device, in the layout the speed checks passed: the training set (padded
-    for crop+flip, or as it is), its labels, and the test set in the evaluation plan's feed order."""
-
-    pipeline: Any  # harness.data.tensors.make_pipeline's
-    augment: bool
-    train_inputs: torch.Tensor  # padded when ``augment``
-    train_labels: torch.Tensor
-    eval_plan: EvalPlan | None = None  # None without a test split (a sandboxed training process)
-    plan_images: torch.Tensor | None = None
-    test_labels: torch.Tensor | None = None
-
-    def batch(self, idx: torch.Tensor, plan, sl: slice) -> torch.Tensor:
-        if self.augment:
-            return self.pipeline.train_batch(self.train_inputs[idx], plan.top[sl], plan.left[sl],
-                                             plan.flip[sl])
-        return self.pipeline.test_batch(self.train_inputs[idx])
 
 
 def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
@@ -262,12 +243,12 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
                                train_acc=100.0 * tc / len(data.train), test_loss=None,
                                test_acc=None, train_s=t1 - t0, eval_s=t2 - t1)
         if test:
-            metrics = test_metrics(metrics, *test, n_test=len(data.test))
+            metrics = test_metrics(metrics, test, n_test=len(data.held_test))
         record_epoch(result, metrics, len(data.train), timer, device)
         stop = should_stop(result.epochs, recipe.early_stopping_patience)
         probe = None
         if options.norm_class is not None and (epoch in probe_at or stop):
-            probe = probe_layer(state, probe_x, probe_y, options, epoch)
+            probe = probe_layer(state, probe_x, probe_y, options.norm_class, options.precision, epoch)
         if options.hand_over is not None and options.hand_over(metrics, model, probe):
             stop = True  # the scoring side's early stopping
         reporter.epoch(metrics)
@@ -289,20 +270,6 @@ def record_epoch(result: TrainResult, metrics: EpochMetrics, n_train: int,
     result.train_images += n_train
     if timer is not None:
         result.inference = timer.summary(device)
-
-
-def resident_data(data: Dataset, recipe: Recipe, pipeline, device: torch.device,
-                  seed: int) -> ResidentData:
-    """The training set on the device (padded once, for crop+flip: that is for images), and the
-    test set in the evaluation plan's feed order, resident like it."""
-    augment = recipe.augment and data.spec.kind == "image"
-    train_inputs = (pipeline.pad(data.train.inputs) if augment else data.train.inputs).to(device)
-    resident = ResidentData(pipeline, augment, train_inputs, data.train.labels.to(device))
-    if data.test is not None:
-        resident.eval_plan = EvalPlan.build(len(data.test), recipe.test_batch_size, seed)
-        resident.plan_images = data.test.inputs[torch.as_tensor(resident.eval_plan.order)].to(device)
-        resident.test_labels = data.test.labels.to(device)
-    return resident
 
 
 def train_epoch(state: TrainingState, fast, resident: ResidentData, recipe: Recipe,
@@ -340,36 +307,24 @@ def train_epoch(state: TrainingState, fast, resident: ResidentData, recipe: Reci
     return loss_sum, correct
 
 
-def evaluate(fast, resident: ResidentData, device: torch.device, precision: str,
-             timer: BatchTimer | None):
-    """The epoch's scoring of the test set (harness.protocol.scoring.Scored, on the device), or
-    None without a test split."""
-    if resident.eval_plan is None:
-        return None
-    logits = forward_plan(fast.model, resident.plan_images, resident.eval_plan.batches,
-                          resident.pipeline.test_batch, lambda: autocast(device, precision),
-                          fast.mark_step, timer)
-    return score(logits, resident.test_labels, resident.eval_plan)
-
-
 def probe_layer(state: TrainingState, probe_x: torch.Tensor, probe_y: torch.Tensor,
-                options: TrainOptions, epoch: int) -> dict:
-    """The layer probe (harness.engine.instruments.layer_probe) after ``epoch``, kept in the
-    result with the time it took."""
+                norm_class: type[nn.Module], precision: str, epoch: int) -> dict:
+    """The layer probe (harness.engine.instruments.layer_probe) of ``norm_class``'s layers after
+    ``epoch``, kept in the result with the time it took."""
     device, result = state.device, state.result
     synchronize(device)
     t0 = time.perf_counter()
-    probe = {"epoch": epoch, **layer_probe(state.model, probe_x, probe_y, options.norm_class, device,
-                                           options.precision)}
+    probe = {"epoch": epoch, **layer_probe(state.model, probe_x, probe_y, norm_class, device, precision)}
     result.probes.append(probe)
     synchronize(device)
     result.probe_s += time.perf_counter() - t0
     return probe
 
 
-def test_metrics(metrics: EpochMetrics, loss_sum: float, correct: float, change: float,
-                 flips: float, n_test: int) -> EpochMetrics:
-    """``metrics`` with the test numbers of a scoring (harness.protocol.scoring.Scored, read)."""
+def test_metrics(metrics: EpochMetrics, scored: Sequence[float], n_test: int) -> EpochMetrics:
+    """``metrics`` with the test numbers of a scoring (harness.protocol.scoring.Scored's values,
+    read: loss sum, correct, check change, check flips)."""
+    loss_sum, correct, change, flips = scored
     return replace(metrics, test_loss=loss_sum / n_test, test_acc=100.0 * correct / n_test,
                    check_change=change if math.isfinite(change) else None, check_flips=int(flips))
 
@@ -394,7 +349,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
 def should_stop(epochs: list[EpochMetrics], patience: int | None) -> bool:
     """Early stopping: the last ``patience`` epochs brought no test accuracy above the best of the
     epochs before them (as Keras' EarlyStopping with min_delta 0)."""
-    if patience is None or len(epochs) <= patience or epochs[-1].test_acc is None:
-        return False
-    before = max(e.test_acc for e in epochs[:-patience])
-    return all(not e.test_acc > before for e in epochs[-patience:])
+    accs = [e.test_acc for e in epochs if e.test_acc is not None]
+    if patience is None or len(accs) < len(epochs) or len(accs) <= patience:
+        return False  # no test numbers (a sandboxed trainer: its parent decides), or too few yet
+    before = max(accs[:-patience])
+    return all(not acc > before for acc in accs[-patience:])

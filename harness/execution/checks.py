@@ -74,7 +74,8 @@ def check_in_worker(path: Path, store, isolation: Isolation, check_timeout: floa
             (inputs / "submission.py").chmod(0o644)
             drop = NOBODY if as_root() and isolation.namespaces else None
             box = Sandbox(inputs=str(inputs), env={"OMP_NUM_THREADS": "1"},
-                          limits=SandboxLimits(memory_bytes=memory, cpu_seconds=int(limit) + 60,
+                          limits=SandboxLimits(memory_bytes=memory,
+                                           cpu_seconds=None if limit is None else int(limit) + 60,
                                            max_threads=68, file_bytes=RESULT_BYTES, drop_to=drop,
                                            namespaces=isolation.namespaces,
                                            scratch_bytes=CHECK_SCRATCH_BYTES))

@@ -80,7 +80,7 @@ class Journal:
             "inference_ms": self.inference_ms, "start": self.start,
             "checkpoint_epoch": self.checkpoint_epoch, "stopped_early": self.stopped_early})
 
-    def keep_checkpoint(self, path: Path, payload: bytes, epoch: int) -> None:
+    def keep_checkpoint(self, path: Path, payload: bytes | bytearray, epoch: int) -> None:
         """The training checkpoint after ``epoch`` into ``path`` (the parent's folder), unless
         the one kept is as recent."""
         if epoch > (self.checkpoint_epoch or 0):
@@ -101,7 +101,7 @@ def private_dir(prefix: str) -> Path:
     return path
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_bytes_atomic(path: Path, data: bytes | bytearray, mode: int = 0o644) -> None:
     """``data`` into ``path``, a name in a folder only the parent writes: a new temporary file
     (O_EXCL), then a rename, so that a reader sees the old file or the whole new one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

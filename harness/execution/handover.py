@@ -134,13 +134,14 @@ class HandedCheckpoint:
 # -- the parent's side: reading pipes ----------------------------------------------------------
 
 Alive = Callable[[], None]  # raises when the run was killed meanwhile
+Payload = bytes | bytearray  # what came through a pipe: a large one stays the buffer it was read into
 
 
 @dataclass(frozen=True)
 class Frame:
     kind: str
     epoch: int
-    payload: bytes
+    payload: Payload
 
 
 FRAME = re.compile(r"^(start|epoch|weights|checkpoint|end) (\d{1,6}) (\d{1,12})$")
@@ -167,19 +168,23 @@ class Channel:
     def _fill(self, deadline: float | None, alive: Alive | None, limit: int) -> bool:
         self._wait(deadline, alive)
         chunk = os.read(self.fd, limit)
-        if not chunk:
-            return False
         self.buf += chunk
-        return True
+        return bool(chunk)
 
-    def line(self, deadline: float | None = None, alive: Alive | None = None,
-             eof_ok: bool = False) -> str | None:
-        """The next line (at most LINE_BYTES); None at the end of the pipe when ``eof_ok``."""
+    def line(self, deadline: float | None = None, alive: Alive | None = None) -> str:
+        """The next line (at most LINE_BYTES); raises Truncated at the end of the pipe."""
+        line = self.line_or_end(deadline, alive)
+        if line is None:
+            raise Truncated("the sandboxed process ended without an answer")
+        return line
+
+    def line_or_end(self, deadline: float | None = None, alive: Alive | None = None) -> str | None:
+        """The next line (at most LINE_BYTES), or None at the end of the pipe between lines."""
         while b"\n" not in self.buf:
             if len(self.buf) > LINE_BYTES:
                 raise HandoverError("the sandboxed process sent a line longer than allowed")
             if not self._fill(deadline, alive, LINE_BYTES + 1):
-                if eof_ok and not self.buf:
+                if not self.buf:
                     return None
                 raise Truncated("the sandboxed process ended without an answer")
         line, self.buf = self.buf.split(b"\n", 1)
@@ -187,7 +192,8 @@ class Channel:
             raise HandoverError("the sandboxed process sent a line longer than allowed")
         return line.decode("utf-8", errors="replace")
 
-    def exactly(self, n: int, deadline: float | None = None, alive: Alive | None = None) -> bytes:
+    def exactly(self, n: int, deadline: float | None = None,
+                alive: Alive | None = None) -> Payload:
         """``n`` bytes, read into one buffer (the parent holds a hand-over once, not twice)."""
         out = bytearray(n)
         have = len(self.buf[:n])
@@ -206,7 +212,7 @@ class Channel:
               deadline: float | None = None) -> Frame | None:
         """The training process's next frame (its kind's payload at most ``caps[kind]`` bytes),
         or None when its pipe ended between frames."""
-        line = self.line(deadline, alive, eof_ok=True)
+        line = self.line_or_end(deadline, alive)
         if line is None:
             return None
         match = FRAME.match(line)
@@ -220,7 +226,7 @@ class Channel:
 
 # -- the parent's side: total readers of what came through -------------------------------------
 
-def parse_report(payload: bytes, model: type[schema.BaseModel]):
+def parse_report(payload: Payload, model: type[schema.BaseModel]):
     """A JSON report, validated against ``model``; raises HandoverError, whatever the bytes."""
     try:
         if len(payload) > REPORT_BYTES:
@@ -245,8 +251,8 @@ def check_probe(report: schema.EpochReport, epochs: int, instruments: bool) -> d
     HandoverError otherwise."""
     from harness.engine.instruments import probe_epochs
 
-    probe = report.probe.model_dump(exclude_none=True)
-    if (not instruments or report.probe.epoch != report.epoch or report.epoch not in probe_epochs(epochs)
+    probe = report.probe.model_dump(exclude_none=True) if report.probe is not None else {}
+    if (not instruments or probe.get("epoch") != report.epoch or report.epoch not in probe_epochs(epochs)
             or len(json.dumps(probe)) > PROBE_BYTES):
         raise HandoverError(f"a layer probe with epoch {report.epoch}'s report that no training "
                             f"process takes")
@@ -260,7 +266,7 @@ HEADER_BYTES = 16 << 20
 MAX_TENSORS = 100_000
 
 
-def check_weights(data: bytes, limit: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+def check_weights(data: Payload, limit: int) -> dict[str, tuple[str, tuple[int, ...]]]:
     """The tensors (name -> dtype, shape) of a safetensors payload, after checking that it is one:
     at most ``limit`` bytes, a JSON header of known dtypes and shapes whose data offsets tile the
     rest exactly, string metadata. Raises HandoverError, whatever the bytes."""
@@ -273,7 +279,7 @@ def check_weights(data: bytes, limit: int) -> dict[str, tuple[str, tuple[int, ..
                             f"{(str(exc).splitlines() or [''])[0][:200]}") from None
 
 
-def _check_weights(data: bytes, limit: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+def _check_weights(data: Payload, limit: int) -> dict[str, tuple[str, tuple[int, ...]]]:
     def bad(why: str) -> HandoverError:
         return HandoverError(f"the weights are not safetensors: {why}")
 

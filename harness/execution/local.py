@@ -79,10 +79,10 @@ def worker_slots(jobs: int, device: str, gpus: list[str], cpus: int,
     its siblings spin, and a run beside another command's can slow down tenfold."""
     spread = device in ("auto", "cuda") and bool(gpus)
     gpu_of_slot = [g for g in gpus for _ in range(jobs)] if spread else [None] * jobs
-    threads = str(threads or max(1, cpus // len(gpu_of_slot)))
+    per_worker = str(threads or max(1, cpus // len(gpu_of_slot)))
     slots = []
     for gpu in gpu_of_slot:
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env = {"OMP_NUM_THREADS": per_worker, "MKL_NUM_THREADS": per_worker}
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         slots.append(env)

@@ -82,7 +82,7 @@ def _python_paths() -> list[str]:
     import harness
 
     paths.add(str(Path(harness.__file__).resolve().parent))
-    kept = []
+    kept: list[str] = []
     for p in sorted(paths, key=len):
         if not any(p == k or p.startswith(k + os.sep) for k in kept):
             kept.append(p)
@@ -250,6 +250,7 @@ def root_userns() -> int:
                                "if ctypes.CDLL(None).unshare(0x10000000): sys.exit(1)\n"
                                "sys.stdout.write('r'); sys.stdout.flush(); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert helper.stdout is not None and helper.stdin is not None  # both asked for as pipes
     try:
         if helper.stdout.read(1) != b"r":
             raise SandboxUnavailable("could not create a user namespace")

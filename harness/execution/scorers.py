@@ -55,6 +55,12 @@ class Scorer:
             os.close(requests_r)
             os.close(answers_w)
 
+    def pipes(self) -> tuple[int, handover.Channel]:
+        """Its requests' descriptor and its answers' channel (raises if it never started)."""
+        if self.requests is None or self.answers is None:
+            raise handover.Truncated(f"the {self.kind} scoring process never started")
+        return self.requests, self.answers
+
     def close(self) -> None:
         if self.requests is not None:
             os.close(self.requests)
@@ -93,14 +99,14 @@ class Scoring:
         account) or HandoverError."""
         deadline = time.monotonic() + READY_S
         for scorer in self.scorers.values():
-            line = scorer.answers.line(deadline, alive)
+            line = scorer.pipes()[1].line(deadline, alive)
             if line != "ready":
                 error = handover.ERROR.match(line)
                 if error:
                     raise handover.ScoringFailed(error.group(2), printable(error.group(3)))
                 raise handover.HandoverError(f"the scoring process said {line[:80]!r}")
 
-    def logits(self, epoch: int, weights: bytes, cols: int,
+    def logits(self, epoch: int, weights: handover.Payload, cols: int,
                alive: Callable[[], None]) -> tuple[torch.Tensor, float | None]:
         """The plan's logits ``[rows, cols]`` for ``weights`` (checked safetensors), and the
         protocol scoring process's median forward time per batch (ms)."""
@@ -110,11 +116,12 @@ class Scoring:
             for path in paths:
                 write_bytes_atomic(path, weights)
             for scorer in self.scorers.values():  # one after the other: they share the cores
+                requests, answers = scorer.pipes()
                 try:
-                    handover.send(scorer.requests, f"score {epoch}")
+                    handover.send(requests, f"score {epoch}")
                 except OSError:
                     raise handover.Truncated("the scoring process is gone") from None
-                part, ms = handover.read_logits(scorer.answers, epoch, len(scorer.rows), cols,
+                part, ms = handover.read_logits(answers, epoch, len(scorer.rows), cols,
                                                 time.monotonic() + ANSWER_S, alive)
                 logits[torch.as_tensor(scorer.rows)] = part
                 if scorer.kind == "protocol":

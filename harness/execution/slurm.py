@@ -105,7 +105,7 @@ class SlurmOptions:
         return params
 
 
-def run_on_node(task, results: str, index: int, isolation, cpus: int = 1) -> dict[str, Any]:
+def run_on_node(task, results: str, index: int, isolation, cpus: int = 1) -> dict[str, Any] | None:
     """One array element: run ``task`` in a worker on this node and write its record. The worker
     uses the ``cpus`` threads the job asked for: torch would otherwise start one per core of the
     node and fight the other jobs there."""

@@ -30,7 +30,7 @@ import traceback
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -81,7 +81,7 @@ class UntrustedRun:
         self.device = resolve_device(spec.device)
         self.data = _dataset(self.dataset_name, spec.data_root, spec.download)
         self.train_split = self.data.train.head(spec.limit_train)
-        self.test_split = self.data.test.head(spec.limit_test)
+        self.test_split = self.data.held_test.head(spec.limit_test)
         self.plan = EvalPlan.build(len(self.test_split), spec.recipe.test_batch_size, spec.seed)
         self.identity = spec.digest()
         kept = store.root / "checkpoints"
@@ -118,8 +118,7 @@ class UntrustedRun:
         self.handed_epoch = 0  # the last epoch the training process handed over
 
     def new_run_id(self) -> str:
-        spec = self.spec
-        return new_run_id(self.label, spec.arch, self.dataset_name, f"s{spec.seed}")
+        return new_run_id(self.label, self.spec.arch, self.dataset_name, f"s{self.spec.seed}")
 
     # -- the processes ------------------------------------------------------------------------
 
@@ -238,7 +237,7 @@ class UntrustedRun:
         """The training process's next frame; None once it ended (or died mid-frame, or, past
         ``deadline``, said nothing more)."""
         try:
-            return self.handed.frame(caps, self.alive, deadline)
+            return started(self.handed, "training process's channel").frame(caps, self.alive, deadline)
         except handover.Truncated:
             return None
         except handover.Silent:
@@ -250,11 +249,11 @@ class UntrustedRun:
 
     def answer(self, word: str) -> None:
         try:
-            handover.send(self.answers, word)
+            handover.send(started(self.answers, "training process's answers"), word)
         except OSError:  # it is gone: its end (or none) says how
             pass
 
-    def score_epoch(self, report: schema.EpochReport, weights: bytes) -> None:
+    def score_epoch(self, report: schema.EpochReport, weights: handover.Payload) -> None:
         """The epoch's weights given to both scoring processes, their logits put in the plan's
         rows and scored against the labels; the epoch into the journal."""
         epoch, cols = report.epoch, self.data.spec.num_classes
@@ -264,7 +263,7 @@ class UntrustedRun:
         spent = time.perf_counter() - t0
         m = test_metrics(EpochMetrics(epoch, report.lr, report.train_loss, report.train_acc, None,
                                       None, report.train_s, spent),
-                         *values, n_test=len(self.test_split))
+                         values, n_test=len(self.test_split))
         self.journal.epochs.append({
             "epoch": epoch, "lr": m.lr, "train_loss": m.train_loss, "train_acc": m.train_acc,
             "test_loss": _finite(m.test_loss), "test_acc": m.test_acc, "epoch_s": m.train_s + spent,
@@ -283,16 +282,17 @@ class UntrustedRun:
 
     def outcome(self, done: bool) -> dict[str, Any]:
         """The record's status and failure from how the training process ended."""
-        self.trainer.finish(grace_s=60 if done else 5)
+        trainer = started(self.trainer, "training process")
+        trainer.finish(grace_s=60 if done else 5)
         if done:  # every epoch is scored: what the processes do after that changes nothing
             return {"status": "ok"}
         self.alive()
         end, scored, epochs = self.end, len(self.journal.epochs), self.spec.recipe.epochs
         if end is None:
             raise Outcome("crashed", f"the training process ended (exit code "
-                                     f"{self.trainer.proc.returncode}) after {scored} of {epochs} "
+                                     f"{trainer.proc.returncode}) after {scored} of {epochs} "
                                      f"epochs without saying why; last line of its log: "
-                                     f"{self.trainer.log.last_line()}", keep_state=True)
+                                     f"{trainer.log.last_line()}", keep_state=True)
         if end.status == "diverged" and end.divergence and end.divergence.epoch == scored + 1:
             return {"status": "diverged", "failure": {
                 "category": "diverged", "epoch": end.divergence.epoch, "step": end.divergence.step,
@@ -328,6 +328,16 @@ class UntrustedRun:
         self.journal.remove()
 
 
+T = TypeVar("T")  # a part of the run: its channels, pipes and processes
+
+
+def started(part: T | None, what: str) -> T:
+    """``part`` of a run whose processes were started; a harness error before that."""
+    if part is None:
+        raise RuntimeError(f"the {what} was used before the processes were started")
+    return part
+
+
 def run_untrusted(task, slot: Slot) -> dict[str, Any]:
     """Run ``task`` (a harness.execution.local.Task of an untrusted file) split in sandboxes;
     return its record (not yet written), valid against the run-record schema whatever the
@@ -340,7 +350,8 @@ def run_untrusted(task, slot: Slot) -> dict[str, Any]:
     except (ValueError, RunError, DatasetUnavailable) as exc:
         return crash_record(task, "setup", str(exc))
     record = record_head(run)
-    failure, keep_state = None, False
+    failure: dict[str, Any] | None = None
+    keep_state = False
     try:
         if run.done():  # every epoch scored before: the journal is the run
             record["status"] = "ok"
@@ -348,9 +359,8 @@ def run_untrusted(task, slot: Slot) -> dict[str, Any]:
             run.start()
             record.update(run.outcome(run.score_epochs()))
     except Outcome as out:
-        failure = {"category": out.category, "message": str(out)[:500]}
-        if out.reported:
-            failure["reported"] = True
+        failure = {"category": out.category, "message": str(out)[:500],
+                   **({"reported": True} if out.reported else {})}
         keep_state = out.keep_state
     except handover.ScoringFailed as exc:
         failure = {"category": exc.category, "message": f"scoring: {exc}"[:500], "reported": True}
@@ -363,8 +373,7 @@ def run_untrusted(task, slot: Slot) -> dict[str, Any]:
         else:
             failure = {"category": "malformed", "message": f"not kept as a result: {exc}"[:500]}
     except (SandboxUnavailable, OSError) as exc:
-        failure = {"category": "crashed", "message": f"could not run the sandbox: {exc}"[:500]}
-        keep_state = True
+        failure, keep_state = {"category": "crashed", "message": f"could not run the sandbox: {exc}"[:500]}, True
     except Exception as exc:  # noqa: BLE001 - the harness's own fault: this run's record, not the sweep's end
         failure = {"category": "crashed", "message": f"internal error: {type(exc).__name__}: {exc}"[:500],
                    "traceback": traceback.format_exc()[-4000:]}

@@ -175,7 +175,7 @@ class Process:
         _SESSIONS.add(self.proc.pid)
         if STOPPING.is_set():  # the Ctrl-C's kill_workers() may have run before the line above
             os.killpg(self.proc.pid, signal.SIGKILL)
-        self.namespace = self._namespace(info_r) if sandboxed else None
+        self.namespace = self._namespace(info_r) if info_r is not None else None
 
     def _namespace(self, fd: int) -> str | None:
         data, deadline = b"", time.monotonic() + 60
@@ -307,7 +307,8 @@ class Watch:
 
     def _check(self) -> None:
         lim = self.limits
-        reason = detail = None
+        reason: str | None = None
+        detail = ""
         if lim.timeout_s and self.elapsed() > lim.timeout_s:
             reason, detail = "timeout", f"the wall-clock limit of {lim.timeout_s:g} s"
         else:

@@ -26,6 +26,8 @@ def baselines_dir() -> Path:
     if os.environ.get("HARNESS_BASELINES"):
         return Path(os.environ["HARNESS_BASELINES"]).expanduser()
     spec = importlib.util.find_spec("harness.baselines")  # located, never executed
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the package harness.baselines is missing from this installation")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

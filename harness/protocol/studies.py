@@ -246,7 +246,7 @@ def _entry(name: str, source: str, path: Path, params: Any, origin: str) -> Stud
     declared = declared_params(path)
     takes = None if declared is None or declared[1] else frozenset(declared[0])
     unknown = sorted(set(params) - takes) if takes is not None else []
-    if unknown:
+    if takes is not None and unknown:
         raise SuiteError(f"{origin}: entry {name!r}: CustomNorm in {path.name} takes no "
                          f"parameter {', '.join(map(repr, unknown))} (it takes "
                          f"{', '.join(sorted(takes)) or 'none but num_features'})")
@@ -260,7 +260,7 @@ def parse_grid(table: Any, origin: str, recipe: Recipe,
     if not isinstance(table, dict) or set(table) - set(AXIS_KINDS):
         raise SuiteError(f"{origin}: [grid] has the tables [grid.recipe] and [grid.params], "
                          f"not {sorted(set(table) - set(AXIS_KINDS)) if isinstance(table, dict) else table!r}")
-    axes = []
+    axes: list[Axis] = []
     recipe_fields = {f.name for f in fields(Recipe)}
     for kind in AXIS_KINDS:
         for name, values in (table.get(kind) or {}).items():

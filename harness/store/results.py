@@ -205,7 +205,7 @@ class ResultsStore:
         path = self.entries_dir / f"{entry_slug(validate_entry_name(name))}.json"
         user = _user()
         with self._lock:
-            previous = json.loads(path.read_text()) if path.exists() else None
+            previous: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
             twin = next((e for e in self.entries() if e.sha256 == sha256 and e.name != name), None)
             if twin is not None and not (previous and previous["sha256"] == sha256):
                 # Runs are keyed by the file, not the name: under a second name every run would be

@@ -65,10 +65,10 @@ def run_states(store: ResultsStore, planned: Iterable[PlannedRun]) -> list[RunSt
     for run in planned:
         entry, setting, seed, key = run.entry, run.setting.key, run.seed, run.key
         checkpoints = checkpoint_paths(store, run.spec)
-        line = latest.get(key)
-        if line is not None and line["status"] in COMPLETED:
-            acc = line.get("best_acc")
-            out.append(RunStatus(entry, setting, seed, key, "diverged" if line["status"] == "diverged"
+        last = latest.get(key)
+        if last is not None and last["status"] in COMPLETED:
+            acc = last.get("best_acc")
+            out.append(RunStatus(entry, setting, seed, key, "diverged" if last["status"] == "diverged"
                                  else "done", f"best {acc:.2f}%" if acc is not None else ""))
             continue
         claimed = _claim(store.root, key, now)
@@ -81,8 +81,8 @@ def run_states(store: ResultsStore, planned: Iterable[PlannedRun]) -> list[RunSt
             out.append(RunStatus(entry, setting, seed, key, "interrupted",
                                  f"checkpoint from {when} UTC; the next run resumes it"))
             continue
-        if line is not None:
-            record = _failure(store, line["run_id"])
+        if last is not None:
+            record = _failure(store, last["run_id"])
             out.append(RunStatus(entry, setting, seed, key, "failed", record))
             continue
         out.append(RunStatus(entry, setting, seed, key, "missing"))

@@ -24,6 +24,7 @@ and dynamic attribute access whose target the scan cannot see (``getattr(F, name
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def _module_reason(name: str) -> str | None:
     return None
 
 
-def _names_loaded(nodes) -> set[str]:
+def _names_loaded(nodes: Iterable[ast.AST]) -> set[str]:
     return {n.id for node in nodes for n in ast.walk(node)
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
@@ -151,7 +152,7 @@ def _reached(tree: ast.Module) -> set[int]:
     module's top level or CustomNorm refers to, and those they refer to in turn."""
     defs = {node.name: node for node in tree.body
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    top = [n for n in tree.body if n not in defs.values()]
+    top: list[ast.AST] = [n for n in tree.body if n not in defs.values()]
     # What a def statement evaluates at import: decorators, bases, default values.
     for node in defs.values():
         top += node.decorator_list
@@ -184,7 +185,8 @@ class _Scanner(ast.NodeVisitor):
             return True
         return any(name in names for kind, names in self.scopes[:-1] if kind != "class")
 
-    def _scoped(self, node: ast.AST, kind: str, names: set[str]) -> None:
+    def _scoped(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef,
+                kind: str, names: set[str]) -> None:
         # Decorators, bases and defaults are evaluated where the definition stands; the body
         # runs only if something reached calls it (a class body runs when the class is defined).
         header = [*getattr(node, "decorator_list", []), *getattr(node, "bases", []),
@@ -203,7 +205,7 @@ class _Scanner(ast.NodeVisitor):
         self.scopes.pop()
         self.in_reached = outer
 
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         args = {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
         self._scoped(node, "function", args | _bound_in(node))
 
@@ -332,7 +334,7 @@ def scan_source(source: str, filename: str = "<submission>") -> list[Finding]:
     except SyntaxError:
         return []
     tree.body = [node for node in tree.body if not _is_main_block(node)]
-    imports: list[tuple[ast.AST, str, str]] = []  # (node, bound name, module it names)
+    imports: list[tuple[ast.Import | ast.ImportFrom, str, str]] = []  # (node, bound name, module it names)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imports += [(node, (a.asname or a.name).split(".")[0], a.name) for a in node.names]

@@ -63,6 +63,8 @@ def _import(path: Path, digest: str, tamper_check: bool = True):
         raise SubmissionError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
     module_name = f"_harness_submission_{digest[:16]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None:  # only for a name no loader claims; ours ends in .py
+        raise SubmissionError(f"{path}: not a Python file Python can load")
     module = importlib.util.module_from_spec(spec)
     if tamper_check:
         tamper.baseline()  # what the scoring functions are before any submission has run

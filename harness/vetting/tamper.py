@@ -44,11 +44,11 @@ WATCHED = (
     "torch.nn.modules.module:Module.train", "torch.nn.modules.module:Module.eval",
 )
 
-# Whole modules a score flows through: every function they define, and every method of every class
-# they define, is watched too, so that splitting a step out of a watched function never leaves
-# it unwatched.
-WATCHED_MODULES = ("harness.engine.train", "harness.engine.runner", "harness.protocol.scoring",
-                   "harness.data.tensors", "harness.store.derived")
+# Whole modules a score flows through: every function, class and module they define or import (the
+# names their functions call), and every method of every class they define, is watched too, so
+# that splitting a step out of a watched function, or into another module, never leaves it unwatched.
+WATCHED_MODULES = ("harness.engine.train", "harness.engine.resident", "harness.engine.runner",
+                   "harness.protocol.scoring", "harness.data.tensors", "harness.store.derived")
 
 
 @lru_cache(maxsize=1)
@@ -62,11 +62,10 @@ def watched() -> tuple[str, ...]:
     for name in WATCHED_MODULES:
         module = importlib.import_module(name)
         for attr, value in vars(module).items():
-            if getattr(value, "__module__", None) != name:
-                continue  # imported, not defined there
-            if inspect.isfunction(value):
-                found.append(f"{name}:{attr}")
-            elif inspect.isclass(value):
+            if not (inspect.isfunction(value) or inspect.isclass(value) or inspect.ismodule(value)):
+                continue
+            found.append(f"{name}:{attr}")  # the name its functions call, imported or not
+            if inspect.isclass(value) and value.__module__ == name:
                 found += [f"{name}:{attr}.{m}" for m, v in vars(value).items()
                           if inspect.isfunction(v)]
     return tuple(dict.fromkeys([*WATCHED, *found]))
