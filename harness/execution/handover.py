@@ -49,7 +49,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from harness.execution.watch import printable, printable_json
+from harness.execution.watch import printable, printable_json, start_thread
 from harness.store import schema
 
 REPORT_BYTES = 4 << 20
@@ -372,7 +372,6 @@ def drain(fd: int, cap: int) -> Callable[[], bytes | None]:
     """Read ``fd`` to its end in a thread of its own, keeping at most ``cap`` bytes; returns a
     function that waits for the end and gives the bytes, or None when there were more than
     ``cap`` (a result pipe, read while its writer runs, so that the writer never blocks on it)."""
-    import threading
 
     kept: list[bytes] = []
     state = {"size": 0}
@@ -388,8 +387,7 @@ def drain(fd: int, cap: int) -> Callable[[], bytes | None]:
         finally:
             os.close(fd)
 
-    thread = threading.Thread(target=pump, daemon=True)
-    thread.start()
+    thread = start_thread(pump)
 
     def result(timeout: float = 30.0) -> bytes | None:
         thread.join(timeout)

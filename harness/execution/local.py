@@ -47,6 +47,7 @@ from harness.execution.watch import (
     WatchLimits,
     kill_workers,
     printable_json,
+    stop_signals,
 )
 from harness.reporting import Reporter
 from harness.store import schema
@@ -147,7 +148,8 @@ class LocalExecutor:
 
         STOPPING.clear()
         pool = ThreadPoolExecutor(max_workers=len(slots))
-        futures = [pool.submit(one, i, task) for i, task in enumerate(tasks)]
+        with stop_signals(blocked=True):  # the pool's threads start here, and never take a Ctrl-C
+            futures = [pool.submit(one, i, task) for i, task in enumerate(tasks)]
         try:
             return [f.result() for f in futures]
         except KeyboardInterrupt:

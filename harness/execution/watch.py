@@ -21,9 +21,10 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 LINE_BYTES = 4096
 LOG_BYTES = 8 << 20
@@ -33,6 +34,33 @@ Echo = Callable[[str], None]
 # C0 controls but tab, DEL and C1 controls: a line from a sandbox may be echoed to a terminal,
 # where ESC sequences would move the cursor, rewrite earlier lines or set the clipboard.
 CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+# The signals that stop the harness: Ctrl-C, and a scheduler's SIGTERM. CPython runs their handlers
+# in the main thread only, and notices one that the kernel handed to another thread late, or not at
+# all while the main thread sleeps on a lock (3.11 raises its "look at the signals" flag only from
+# the main thread): a Ctrl-C during a sweep would be lost. So no thread of the harness's takes
+# them; a thread's mask is what the threads and processes it starts inherit, so a worker is given
+# them back (stop_signals(blocked=False) around its start).
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def stop_signals(blocked: bool) -> Iterator[None]:
+    """This thread's stop signals blocked (or unblocked) for the block's duration."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK if blocked else signal.SIG_UNBLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def start_thread(target: Callable[..., object], *args: object) -> threading.Thread:
+    """A daemon thread that never takes a stop signal (:data:`STOP_SIGNALS`)."""
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    with stop_signals(blocked=True):
+        thread.start()
+    return thread
 
 
 def printable(text: str) -> str:
@@ -158,9 +186,10 @@ class Process:
             pass_fds = (*pass_fds, info_w)
         out_r, out_w = os.pipe()
         try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w,
-                                         stderr=out_w, env=env if sandboxed else {**os.environ, **env},
-                                         start_new_session=True, pass_fds=pass_fds)
+            with stop_signals(blocked=False):  # the worker's mask is its starting thread's
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
+                                             env=env if sandboxed else {**os.environ, **env},
+                                             start_new_session=True, pass_fds=pass_fds)
         except BaseException:
             for fd in (out_r, info_r):
                 if fd is not None:
@@ -170,8 +199,7 @@ class Process:
             os.close(out_w)
             if info_w is not None:
                 os.close(info_w)
-        self.pump = threading.Thread(target=log.pump, args=(out_r,), daemon=True)
-        self.pump.start()
+        self.pump = start_thread(log.pump, out_r)
         _SESSIONS.add(self.proc.pid)
         if STOPPING.is_set():  # the Ctrl-C's kill_workers() may have run before the line above
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -288,8 +316,7 @@ class Watch:
     def __post_init__(self):
         self._stop = threading.Event()
         self._start = time.monotonic()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run)
 
     def add(self, process: Process) -> Process:
         self.processes.append(process)
