@@ -37,11 +37,11 @@ CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 # The signals that stop the harness: Ctrl-C, and a scheduler's SIGTERM. CPython runs their handlers
-# in the main thread only, and notices one that the kernel handed to another thread late, or not at
-# all while the main thread sleeps on a lock (3.11 raises its "look at the signals" flag only from
-# the main thread): a Ctrl-C during a sweep would be lost. So no thread of the harness's takes
-# them; a thread's mask is what the threads and processes it starts inherit, so a worker is given
-# them back (stop_signals(blocked=False) around its start).
+# in the main thread only, and notices one that the kernel handed to another thread only when the
+# main thread next wakes: a Ctrl-C during a sweep waited for the run in flight to end. So no thread
+# of the harness's takes them (threads of torch's still may: the main thread of a sweep wakes
+# often); a thread's mask is what the threads and processes it starts inherit, so a worker is
+# given them back (stop_signals(blocked=False) around its start).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
