@@ -188,6 +188,27 @@ def test_help_does_not_import_torch(argv):
     assert out.stdout.strip().endswith("NO-TORCH 0"), out.stdout + out.stderr
 
 
+def test_the_store_and_the_board_do_not_import_torch(tmp_path):
+    """Reading records needs no torch (harness.protocol.verdict keeps the record-level verdicts
+    apart from the scoring): building a board and asking the status stay quick."""
+    from harness.store.results import ResultsStore
+
+    from records import make_record
+
+    store = ResultsStore(tmp_path / "results")
+    for seed in (0, 1):
+        store.add(make_record("a", "1" * 64, "resnet20-digits", seed, 80.0 + seed))
+    code = ("import sys, runpy; sys.argv = ['harness', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('harness', run_name='__main__')\n"
+            "except SystemExit as exc:\n    code = exc.code\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)")
+    for argv in (["leaderboard", "build", "--results", str(store.root), "--out", str(tmp_path / "site")],
+                 ["status", "--results", str(store.root), "--suite", "smoke"]):
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                             cwd=ROOT, timeout=120)
+        assert out.stdout.strip().endswith("NO-TORCH 0"), argv + [out.stdout + out.stderr]
+
+
 def test_the_build_finds_every_package_of_the_source_tree():
     """The wheel ships the packages setup.py finds: none is listed by hand, so a new package
     cannot be left out (harness.bench once was; the slow wheel test checks the built wheel)."""

@@ -42,7 +42,7 @@ def materialise(name: str, tmp_path: Path, **values: str) -> Path:
     for key, value in values.items():
         text = text.replace(f"@{key.upper()}@", value)
     path = tmp_path / "src" / f"{name}.py"
-    path.parent.mkdir(exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
 
@@ -127,30 +127,44 @@ def test_an_edited_checkpoint_never_decides_a_score(tmp_path):
     assert accuracies(second[2]) == honest(2, 2) and max(honest(2, 2)) < 100.0
 
 
-@pytest.mark.parametrize("variant, words", [
-    ("report", "not a valid EpochReport"),
-    ("header", "not a hand-over"),
-    ("huge", "its weights hand-over is 999999999999 bytes"),
-    ("weights", "the weights are not safetensors"),
-    ("checkpoint", "a checkpoint of epoch 5 after epoch 0 was handed over"),
-    ("end", "not a valid EndReport"),
-    ("nested", "RecursionError"),
-    ("median", "the scoring process answered 'logits 1 64 10 1.2.3'"),
-    ("short", "sent 12 of 2560 bytes"),
-])
-def test_a_malformed_handover_is_recorded_and_the_other_run_kept(tmp_path, variant, words):
-    """Frames of its own in the harness's pipes, malformed each in its own way: that run is
-    recorded as malformed with the reason, the other run of the sweep is recorded as it would
-    be, and the board builds."""
+# Each way a hand-over can be malformed, and what its record's failure says.
+MALFORMED = {
+    "report": "not a valid EpochReport",
+    "header": "not a hand-over",
+    "huge": "its weights hand-over is 999999999999 bytes",
+    "weights": "the weights are not safetensors",
+    "checkpoint": "a checkpoint of epoch 5 after epoch 0 was handed over",
+    "end": "not a valid EndReport",
+    "nested": "RecursionError",
+    "median": "the scoring process answered 'logits 1 64 10 1.2.3'",
+    "short": "sent 12 of 2560 bytes",
+}
+
+
+def test_each_malformed_handover_is_recorded_and_the_other_runs_kept(tmp_path):
+    """Frames of its own in the harness's pipes, malformed each in its own way, all in one sweep
+    with an honest run among them: each malformed run is recorded as malformed with the reason,
+    the honest run after them as it would be, and the board builds."""
     from harness.leaderboard.site import build_site
 
-    store, runs = run_untrusted(materialise("malformed_handover", tmp_path, variant=variant),
-                                tmp_path / "results", seeds=(1, 2))
-    assert runs[1]["status"] == "ok" and accuracies(runs[1]) == honest(1)
-    assert runs[2]["status"] == "failed" and runs[2]["best_acc"] is None
-    category, message = failure(runs[2])
-    assert category == "malformed" and words in message, message
-    assert sorted(line["status"] for line in store.index_lines().values()) == ["failed", "ok"]
+    store = ResultsStore(tmp_path / "results")
+    tasks = []
+    for variant in MALFORMED:
+        path = materialise("malformed_handover", tmp_path / variant, variant=variant)
+        copy, digest = store.store_submission(path)
+        seeds = (2, 1) if variant == "huge" else (2,)  # its seed 1 is honest: a run after failures
+        tasks += [Task(config(copy, seed).with_(sha256=digest), f"{variant} seed {seed}",
+                       {"submission_source": str(path), "entry": variant}) for seed in seeds]
+    records = LocalExecutor(1, "cpu", Isolation(untrusted=True)).run(tasks, store, slots=[SLOT])
+    runs = {(r["entry"], r["config"]["seed"]): r for r in records}
+    assert runs["huge", 1]["status"] == "ok" and accuracies(runs["huge", 1]) == honest(1)
+    for variant, words in MALFORMED.items():
+        run = runs[variant, 2]
+        assert run["status"] == "failed" and run["best_acc"] is None, variant
+        category, message = failure(run)
+        assert category == "malformed" and words in message, (variant, message)
+    assert sorted(line["status"] for line in store.index_lines().values()) == \
+        ["failed"] * len(MALFORMED) + ["ok"]
     build_site(store.root, tmp_path / "site", False)
 
 

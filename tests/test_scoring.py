@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.protocol.scoring import EvalPlan, check_images, score
+from harness.protocol.scoring import EvalPlan, score
+from harness.protocol.verdict import check_images
 
 PLANS = st.builds(EvalPlan.build, st.integers(1, 3000), st.integers(1, 256), st.integers(0, 2**31))
 

@@ -29,8 +29,8 @@ from harness.engine.fast import prepare
 from harness.engine.instruments import BatchTimer, layer_probe, probe_epochs
 from harness.engine.resident import ResidentData, evaluate, resident_data
 from harness.protocol.recipe import Recipe
-from harness.protocol.scoring import best_index
 from harness.protocol.spec import SpeedOptions
+from harness.protocol.verdict import best_index
 from harness.reporting import Reporter
 
 

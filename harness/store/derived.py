@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from harness.protocol.scoring import batch_dependence, best_index, check_images
+from harness.protocol.verdict import batch_dependence, best_index, check_images
 
 REACH_FRACTIONS = (0.90, 0.95, 0.99)
 LOSS_RISE = 0.05  # a test-loss rise counts when loss[e] > (1 + LOSS_RISE) * loss[e - 1]

@@ -48,7 +48,8 @@ WATCHED = (
 # names their functions call), and every method of every class they define, is watched too, so
 # that splitting a step out of a watched function, or into another module, never leaves it unwatched.
 WATCHED_MODULES = ("harness.engine.train", "harness.engine.resident", "harness.engine.runner",
-                   "harness.protocol.scoring", "harness.data.tensors", "harness.store.derived")
+                   "harness.protocol.scoring", "harness.protocol.verdict", "harness.data.tensors",
+                   "harness.store.derived")
 
 
 @lru_cache(maxsize=1)
