@@ -14,6 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fakedata  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, in their order: pytest-xdist's workers then start the long ones
+    early and end on the many quick ones, instead of one worker idling while the other finishes
+    a long test it took last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path, request):
     """No test reads a real data cache or the system's datasets (except those asking for
