@@ -169,10 +169,10 @@ def instrument_overhead(bench: Bench, norm: str, epochs: int,
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds + 1):
             for enabled in ((True, False) if r % 2 == 0 else (False, True)):
-                config = RunSpec(str(sub.path), arch, dataset, seed=0, recipe=Recipe(epochs=epochs),
-                                   limit_train=limit_train, device=str(device), data_root=data_root,
-                                   download=False, instruments=enabled)
-                record, _ = run_eval(config, tmp, submission=sub, write=False, checkpoints=False,
+                spec = RunSpec(str(sub.path), arch, dataset, seed=0, recipe=Recipe(epochs=epochs),
+                                 limit_train=limit_train, device=str(device), data_root=data_root,
+                                 download=False, instruments=enabled)
+                record, _ = run_eval(spec, tmp, submission=sub, write=False, checkpoints=False,
                                      reporter=Silent())
                 if record["status"] != "ok":
                     raise RuntimeError(f"instrument benchmark: the run {record['status']}: "

@@ -30,30 +30,30 @@ from harness.vetting import tamper
 from harness.vetting.submission import Submission, error_message, load
 
 
-def deviations(config: RunSpec, spec: data_mod.DatasetSpec) -> list[str]:
+def deviations(spec: RunSpec, dataset: data_mod.DatasetSpec) -> list[str]:
     """Everything that makes this run's numbers not comparable with the reference table."""
-    out = config.recipe.deviations()
-    if config.recipe.batch_size != config.recipe.test_batch_size:
-        out.append(f"test batches stay {config.recipe.test_batch_size} (the protocol's); "
+    out = spec.recipe.deviations()
+    if spec.recipe.batch_size != spec.recipe.test_batch_size:
+        out.append(f"test batches stay {spec.recipe.test_batch_size} (the protocol's); "
                    f"--batch-size changes training batches only")
-    if config.precision != "fp32":
-        out.append(f"precision={config.precision} (protocol: fp32)")
-    if config.limit_train is not None:
-        out.append(f"limit_train={config.limit_train} (smoke run: not comparable)")
-    if config.limit_test is not None:
-        out.append(f"limit_test={config.limit_test} (smoke run: not comparable)")
-    if not spec.in_reference:
-        out.append(f"dataset {spec.name} is not in the reference benchmark")
-    if not ARCHITECTURES[config.arch].in_reference:
-        out.append(f"architecture {config.arch} is not in the reference benchmark")
+    if spec.precision != "fp32":
+        out.append(f"precision={spec.precision} (protocol: fp32)")
+    if spec.limit_train is not None:
+        out.append(f"limit_train={spec.limit_train} (smoke run: not comparable)")
+    if spec.limit_test is not None:
+        out.append(f"limit_test={spec.limit_test} (smoke run: not comparable)")
+    if not dataset.in_reference:
+        out.append(f"dataset {dataset.name} is not in the reference benchmark")
+    if not ARCHITECTURES[spec.arch].in_reference:
+        out.append(f"architecture {spec.arch} is not in the reference benchmark")
     return out
 
 
-def config_fields(config: RunSpec, dataset: str) -> dict[str, Any]:
+def config_fields(spec: RunSpec, dataset: str) -> dict[str, Any]:
     """The part of a record's ``config`` known before anything is loaded."""
-    return {"arch": config.arch, "dataset": dataset, "seed": config.seed, **asdict(config.recipe),
-            "limit_train": config.limit_train, "limit_test": config.limit_test,
-            "precision": config.precision, "params": config.layer_params}
+    return {"arch": spec.arch, "dataset": dataset, "seed": spec.seed, **asdict(spec.recipe),
+            "limit_train": spec.limit_train, "limit_test": spec.limit_test,
+            "precision": spec.precision, "params": spec.layer_params}
 
 
 @dataclass(frozen=True)

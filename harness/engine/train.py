@@ -25,7 +25,7 @@ from torch import nn
 from harness.data.tensors import Dataset, draw_epoch, make_pipeline
 from harness.engine.checkpoint import Checkpoint, global_rng_state, set_global_rng_state
 from harness.engine.device import autocast, synchronize
-from harness.engine.fast import prepare
+from harness.engine.fast import Prepared, prepare
 from harness.engine.instruments import BatchTimer, layer_probe, probe_epochs
 from harness.engine.resident import ResidentData, evaluate, resident_data
 from harness.protocol.recipe import Recipe
@@ -192,73 +192,105 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device,
     Pass ``result`` to keep the completed epochs even when the layer raises part-way.
     """
     options = options or TrainOptions()
-    model.to(device)
     reporter = reporter or Reporter()
     result = result if result is not None else TrainResult()
+    loop = set_up(model, data, recipe, device, seed, options, reporter, result)
+    probe_at = probe_epochs(recipe.epochs)
+    first = len(result.epochs) + 1 if options.resume_state is not None else 1
+    for epoch in range(first, recipe.epochs + 1):
+        metrics, timer = run_epoch(loop, recipe, epoch, options, reporter)
+        if isinstance(metrics, dict):
+            return result.diverge(metrics)
+        record_epoch(result, metrics, loop.n_train, timer, device)
+        stop = should_stop(result.epochs, recipe.early_stopping_patience)
+        probe = None
+        if options.norm_class is not None and (epoch in probe_at or stop):
+            probe = probe_layer(loop.state, *loop.probe_batch, options.norm_class, options.precision,
+                                epoch)
+        if options.hand_over is not None and options.hand_over(metrics, model, probe):
+            stop = True  # the scoring side's early stopping
+        reporter.epoch(metrics)
+        loop.state.scheduler.step()
+        if stop:
+            result.stopped_early = epoch
+            break
+        if options.checkpoint is not None and epoch < recipe.epochs:
+            options.checkpoint.save({**loop.state.state_dict(), **(options.checkpoint_extra or {})})
+    return result
+
+
+@dataclass
+class Loop:
+    """A run ready to train: its state, the model as the step calls it (harness.engine.fast), its
+    data on the device, the divergence watch, and the layer probe's batch (the first training
+    images, un-augmented: the same after every epoch)."""
+
+    state: TrainingState
+    fast: Prepared
+    resident: ResidentData
+    watch: DivergenceWatch
+    probe_batch: tuple[torch.Tensor, torch.Tensor]
+    n_train: int
+    n_test: int | None  # None without a test split
+
+
+def set_up(model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device, seed: int,
+           options: TrainOptions, reporter: Reporter, result: TrainResult) -> Loop:
+    """The model on the device and its speed options checked (harness.engine.fast), the data
+    resident in the layout that passed, the optimiser, the scheduler and the data stream seeded;
+    resumed from ``options.resume_state`` when given."""
+    model.to(device)
     pipeline = make_pipeline(data.spec, data.mean, data.std, device)
-    fast = prepare(model, pipeline.test_batch(data.train.inputs[:recipe.batch_size].to(device)),
-                   data.train.labels[:recipe.batch_size].to(device), device, options.speed,
+    first_x = data.train.inputs[:recipe.batch_size].to(device)
+    first_y = data.train.labels[:recipe.batch_size].to(device)
+    fast = prepare(model, pipeline.test_batch(first_x), first_y, device, options.speed,
                    options.precision, reporter.warn)
     result.speed = fast.report
     pipeline.memory_format = fast.memory_format  # batches from here on in the layout that passed
     resident = resident_data(data, recipe, pipeline, device, seed)
     optimizer = make_optimizer(model, recipe)
-    # The probe batch: the first training images, un-augmented, the same after every epoch.
-    probe_x = pipeline.test_batch(data.train.inputs[:recipe.batch_size].to(device))
-    probe_y = data.train.labels[:recipe.batch_size].to(device)
-    probe_at = probe_epochs(recipe.epochs)
     generator = torch.Generator(device=device)
     generator.manual_seed(data_seed(seed))
     state = TrainingState(model, optimizer, make_scheduler(optimizer, recipe), generator, result,
                           device)
-
-    first = 1
     if options.resume_state is not None:  # after the speed probe, which restores what it draws
         state.load_state_dict(options.resume_state)
-        first = len(result.epochs) + 1
+    return Loop(state, fast, resident, DivergenceWatch(model, device),
+                (pipeline.test_batch(first_x), first_y), len(data.train),
+                len(data.held_test) if data.test is not None else None)
 
-    watch = DivergenceWatch(model, device)
-    for epoch in range(first, recipe.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        synchronize(device)
-        t0 = time.perf_counter()
-        sums = train_epoch(state, fast, resident, recipe, watch, epoch, options.precision, reporter)
-        if isinstance(sums, dict):
-            return result.diverge(sums)
-        loss_sum, correct = sums
-        synchronize(device)
-        t1 = time.perf_counter()
-        timer = (BatchTimer(device) if options.norm_class is not None and data.test is not None
-                 else None)
-        scored = evaluate(fast, resident, device, options.precision, timer)
-        # The one host synchronisation of the epoch.
-        tl, tc, bad_epoch, bad_step, *test = torch.stack([
-            loss_sum, correct.double(), *watch.first.double(),
-            *(scored.values() if scored is not None else [])]).tolist()
-        t2 = time.perf_counter()
-        bad = watch.read((bad_epoch, bad_step))
-        if bad is not None:
-            return result.diverge(bad)
-        metrics = EpochMetrics(epoch=epoch, lr=lr, train_loss=tl / len(data.train),
-                               train_acc=100.0 * tc / len(data.train), test_loss=None,
-                               test_acc=None, train_s=t1 - t0, eval_s=t2 - t1)
-        if test:
-            metrics = test_metrics(metrics, test, n_test=len(data.held_test))
-        record_epoch(result, metrics, len(data.train), timer, device)
-        stop = should_stop(result.epochs, recipe.early_stopping_patience)
-        probe = None
-        if options.norm_class is not None and (epoch in probe_at or stop):
-            probe = probe_layer(state, probe_x, probe_y, options.norm_class, options.precision, epoch)
-        if options.hand_over is not None and options.hand_over(metrics, model, probe):
-            stop = True  # the scoring side's early stopping
-        reporter.epoch(metrics)
-        state.scheduler.step()
-        if stop:
-            result.stopped_early = epoch
-            break
-        if options.checkpoint is not None and epoch < recipe.epochs:
-            options.checkpoint.save({**state.state_dict(), **(options.checkpoint_extra or {})})
-    return result
+
+def run_epoch(loop: Loop, recipe: Recipe, epoch: int, options: TrainOptions,
+              reporter: Reporter) -> tuple[EpochMetrics | dict, BatchTimer | None]:
+    """One epoch: its training, then its scoring of the test set (none without one), both read
+    in the epoch's one host synchronisation; its metrics (and the evaluation's batch timer), or
+    the divergence (a dict) that stopped it."""
+    state, device = loop.state, loop.state.device
+    lr = state.optimizer.param_groups[0]["lr"]
+    synchronize(device)
+    t0 = time.perf_counter()
+    sums = train_epoch(state, loop.fast, loop.resident, recipe, loop.watch, epoch, options.precision,
+                       reporter)
+    if isinstance(sums, dict):
+        return sums, None
+    loss_sum, correct = sums
+    synchronize(device)
+    t1 = time.perf_counter()
+    timer = BatchTimer(device) if options.norm_class is not None and loop.n_test is not None else None
+    scored = evaluate(loop.fast, loop.resident, device, options.precision, timer)
+    tl, tc, bad_epoch, bad_step, *test = torch.stack([
+        loss_sum, correct.double(), *loop.watch.first.double(),
+        *(scored.values() if scored is not None else [])]).tolist()
+    t2 = time.perf_counter()
+    bad = loop.watch.read((bad_epoch, bad_step))
+    if bad is not None:
+        return bad, None
+    metrics = EpochMetrics(epoch=epoch, lr=lr, train_loss=tl / loop.n_train,
+                           train_acc=100.0 * tc / loop.n_train, test_loss=None, test_acc=None,
+                           train_s=t1 - t0, eval_s=t2 - t1)
+    if test and loop.n_test is not None:
+        metrics = test_metrics(metrics, test, n_test=loop.n_test)
+    return metrics, timer
 
 
 def record_epoch(result: TrainResult, metrics: EpochMetrics, n_train: int,
@@ -272,7 +304,7 @@ def record_epoch(result: TrainResult, metrics: EpochMetrics, n_train: int,
         result.inference = timer.summary(device)
 
 
-def train_epoch(state: TrainingState, fast, resident: ResidentData, recipe: Recipe,
+def train_epoch(state: TrainingState, fast: Prepared, resident: ResidentData, recipe: Recipe,
                 watch: DivergenceWatch, epoch: int, precision: str,
                 reporter: Reporter) -> tuple[torch.Tensor, torch.Tensor] | dict:
     """One pass over the training set in this epoch's order: the loss and correct-count sums, on

@@ -55,13 +55,13 @@ def check_in_worker(path: Path, store, isolation: Isolation, check_timeout: floa
     memory = isolation.memory_for(1)
     # Each check has its own limit inside; this one stops a worker that hangs outside them.
     limit = 300 + 30 * check_timeout if check_timeout else isolation.timeout_s
-    spec = {"mode": "check", "check_timeout": check_timeout, "tracks": list(tracks),
-            "params": params or {}}
+    job = {"mode": "check", "check_timeout": check_timeout, "tracks": list(tracks),
+           "params": params or {}}
     stem = log_stem(f"check-{path.stem}", 0)
     work_dir = store.root / "logs"
     work_dir.mkdir(parents=True, exist_ok=True)
     if not isolation.untrusted:
-        result, watch, code, log = run_plain({**spec, "submission": str(path)}, stem, work_dir,
+        result, watch, code, log = run_plain({**job, "submission": str(path)}, stem, work_dir,
                                              {"OMP_NUM_THREADS": "1"},
                                              WatchLimits(timeout_s=limit, memory_bytes=memory))
     else:  # the report comes down a pipe: nothing the sandbox wrote is opened
@@ -85,7 +85,7 @@ def check_in_worker(path: Path, store, isolation: Isolation, check_timeout: floa
             received = drain(result_r, RESULT_BYTES)
             try:
                 process = watch.add(box.start({
-                    **spec, "submission": f"{box.inside('in')}/submission.py",
+                    **job, "submission": f"{box.inside('in')}/submission.py",
                     "result_fd": result_w}, log, (result_w,)))
             finally:
                 os.close(result_w)

@@ -213,17 +213,17 @@ def parse_result(data: bytes | None) -> dict[str, Any] | None:
     return printable_json(value) if isinstance(value, dict) and json_depth(value) <= MAX_DEPTH else None
 
 
-def run_plain(spec: dict[str, Any], stem: str, work_dir: Path, env: dict[str, str],
+def run_plain(job: dict[str, Any], stem: str, work_dir: Path, env: dict[str, str],
               limits: WatchLimits, echo: Echo | None = None,
               beat: Callable[[], None] | None = None) -> tuple[dict[str, Any] | None, Watch, int, CappedLog]:
-    """``python -m harness.execution.worker`` on ``spec``, unsandboxed (trusted code); its result file."""
+    """``python -m harness.execution.worker`` on ``job``, unsandboxed (trusted code); its result file."""
     folder = Path(tempfile.mkdtemp(prefix="harness-worker-"))
     try:
-        spec = {**spec, "result": str(folder / "result.json")}
-        write_json_atomic(folder / "spec.json", spec)
+        job = {**job, "result": str(folder / "result.json")}
+        write_json_atomic(folder / "job.json", job)
         log = CappedLog(work_dir / f"{stem}.log", echo)
         watch = Watch(limits, beat=beat)
-        process = watch.add(Process([sys.executable, "-m", "harness.execution.worker", str(folder / "spec.json")],
+        process = watch.add(Process([sys.executable, "-m", "harness.execution.worker", str(folder / "job.json")],
                                     env, log, sandboxed=False))
         try:
             code = process.wait()
@@ -241,15 +241,15 @@ def accept_record(task: Task, reported: dict[str, Any]) -> dict[str, Any]:
     """The record a trusted worker reported, with the fields the parent knows set by the parent
     and checked against the run-record schema; anything malformed makes it a failed record."""
     record = dict(reported)
-    c = task.spec
+    spec = task.spec
     try:
-        record["config"] = {**record["config"], **config_fields(c, record["config"]["dataset"])}
-        record["submission"] = {**record["submission"], "path": c.submission, "sha256": task.spec.sha256,
-                                "name": Path(c.submission).stem}
+        record["config"] = {**record["config"], **config_fields(spec, record["config"]["dataset"])}
+        record["submission"] = {**record["submission"], "path": spec.submission, "sha256": spec.sha256,
+                                "name": Path(spec.submission).stem}
         record["checks"] = task.checks
         record.update(task.extra)
-        record["run_id"] = new_run_id(safe_label(task.extra.get("entry") or Path(c.submission).stem),
-                                      c.arch, record["config"]["dataset"], f"s{c.seed}") \
+        record["run_id"] = new_run_id(safe_label(task.extra.get("entry") or Path(spec.submission).stem),
+                                      spec.arch, record["config"]["dataset"], f"s{spec.seed}") \
             if not schema.RUN_ID.match(str(record.get("run_id", ""))) else record["run_id"]
         finish_record(record, record.get("epochs") or [])
         schema.validate_record(record)
@@ -289,10 +289,10 @@ def run_in_worker(task: Task, store, env: dict[str, str], work_dir: Path, index:
 
 
 def _run_trusted(task: Task, slot: Slot) -> dict[str, Any]:
-    spec = {"mode": "run", "config": task.spec.to_json(), "extra": task.extra,
-            "checks": task.checks, "results": str(slot.store.root.resolve())}
+    job = {"mode": "run", "spec": task.spec.to_json(), "extra": task.extra,
+           "checks": task.checks, "results": str(slot.store.root.resolve())}
     limits = WatchLimits(timeout_s=slot.isolation.timeout_s, memory_bytes=slot.memory)
-    result, watch, code, log = run_plain(spec, slot.stem, slot.work_dir, slot.env, limits,
+    result, watch, code, log = run_plain(job, slot.stem, slot.work_dir, slot.env, limits,
                                          slot.echo, slot.beat)
     if result and "record" in result:
         record = accept_record(task, result["record"])

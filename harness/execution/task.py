@@ -60,18 +60,18 @@ class Slot:
 
 def crash_record(task: Task, category: str, message: str, log_tail: str = "") -> dict[str, Any]:
     """The record of a run that ended without a result of its own."""
-    c = task.spec
-    name = Path(c.submission).stem
+    spec = task.spec
+    name = Path(spec.submission).stem
     record = {
-        "schema_version": SCHEMA_VERSION, "protocol_version": c.protocol,
-        "run_id": new_run_id(safe_label(task.extra.get("entry") or name), c.arch, c.dataset,
-                             f"s{c.seed}"),
+        "schema_version": SCHEMA_VERSION, "protocol_version": spec.protocol,
+        "run_id": new_run_id(safe_label(task.extra.get("entry") or name), spec.arch, spec.dataset,
+                             f"s{spec.seed}"),
         "status": "failed",
         "failure": {"category": category, "message": message[:500], "log_tail": log_tail[-4000:]},
         "comparable": False, "deviations": [],
-        "config": {**config_fields(c, c.dataset), "num_classes": None, "device": c.device,
+        "config": {**config_fields(spec, spec.dataset), "num_classes": None, "device": spec.device,
                    "compile": None, "speed": None},
-        "submission": {"path": c.submission, "name": name, "sha256": task.spec.sha256, "class": None},
+        "submission": {"path": spec.submission, "name": name, "sha256": spec.sha256, "class": None},
         "checks": task.checks, "environment": environment(None),
         **task.extra,
         "epochs": [], "epochs_completed": 0, "best_acc": None, "best_epoch": None,

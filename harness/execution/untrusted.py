@@ -150,7 +150,7 @@ class UntrustedRun:
                   else None)
         write_inputs(self.task, self.folders, self.train_split, self.test_split, self.plan, resume)
         spec, data = self.spec, self.data
-        common = {"config": spec.to_json(), "mean": list(data.mean), "std": list(data.std),
+        common = {"spec": spec.to_json(), "mean": list(data.mean), "std": list(data.std),
                   "dataset": {**asdict(data.spec), "name": self.dataset_name}}
         self.scoring.start({**common, "num_classes": data.spec.num_classes}, self.device.type,
                            self.scorer_limits, self.env, self.watch, self.work_dir, self.stem,

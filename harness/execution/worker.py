@@ -5,7 +5,7 @@ The parent (:mod:`harness.execution.local`, :mod:`harness.execution.untrusted`) 
 capped log and is never parsed. Modes:
 
 - ``run`` (trusted code): one whole run in this process, scored here; the record goes to the
-  spec's ``result`` file, which the parent validates and writes into the store.
+  job's ``result`` file, which the parent validates and writes into the store.
 - ``check``: a submission's pre-flight checks; the report goes to the ``result`` file, or, for an
   untrusted file, down a pipe from inside its sandbox (the parent treats it as the file's own
   account).
@@ -14,7 +14,7 @@ capped log and is never parsed. Modes:
   or label, and nothing it writes outlives it.
 - ``score`` (untrusted, sandboxed): holds test images (the protocol batches' or, in a process of
   its own, the batch check's), never a label; turns each epoch's weights into logits for the
-  parent, over the pipes named in the spec.
+  parent, over the pipes named in the job.
 
 Sandboxed modes call :func:`harness.execution.confine.enter` after their own imports and before the
 submission's.
@@ -33,8 +33,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m harness.execution.worker SPEC.json", file=sys.stderr)
         return 2
-    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    for fd in spec.get("close_fds", []):  # what bubblewrap passed on but the worker must not keep
+    job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    for fd in job.get("close_fds", []):  # what bubblewrap passed on but the worker must not keep
         try:
             os.close(fd)
         except OSError:
@@ -46,14 +46,14 @@ def main(argv: list[str]) -> int:
     from harness.store.record import git_commit
     from harness.vetting import tamper
 
-    if spec["mode"] in ("run", "check"):  # where this process computes what it reports
+    if job["mode"] in ("run", "check"):  # where this process computes what it reports
         tamper.baseline()
         git_commit()
     return {"run": run_mode, "check": check_mode, "train": train_mode, "score": score_mode}[
-        spec["mode"]](spec)
+        job["mode"]](job)
 
 
-def _enter(spec: dict, device) -> None:
+def _enter(job: dict, device) -> None:
     import torch
 
     from harness.execution.confine import enter
@@ -61,7 +61,7 @@ def _enter(spec: dict, device) -> None:
 
     if device.type == "cuda":
         torch.zeros(1, device=device)  # the CUDA context, while devices and libraries are reachable
-    for note in enter(SandboxLimits(**spec["limits"]), device.type):
+    for note in enter(SandboxLimits(**job["limits"]), device.type):
         print(f"sandbox: {note}", flush=True)
 
 
@@ -76,58 +76,58 @@ def _write_result(path: str, payload: dict) -> None:
     write_json_atomic(path, payload)
 
 
-def run_mode(spec: dict) -> int:
-    """Trusted: one run, scored in this process; the record goes to ``spec["result"]``."""
+def run_mode(job: dict) -> int:
+    """Trusted: one run, scored in this process; the record goes to ``job["result"]``."""
     from harness.engine.runner import run_eval
     from harness.errors import RunError, SubmissionError
     from harness.protocol.spec import RunSpec
     from harness.reporting import ConsoleReporter
 
-    config = RunSpec.from_json(spec["config"])
+    spec = RunSpec.from_json(job["spec"])
     try:  # its lines go to this worker's log (stdout), which the parent captures
-        record, _ = run_eval(config, spec["results"], checks=spec["checks"], extra=spec["extra"],
+        record, _ = run_eval(spec, job["results"], checks=job["checks"], extra=job["extra"],
                              reporter=ConsoleReporter(echo=_print), write=False)
     except (RunError, SubmissionError) as exc:  # could not start: the parent records it
         print(f"error: {exc}", flush=True)
-        _write_result(spec["result"], {"error": str(exc), "category": exc.category})
+        _write_result(job["result"], {"error": str(exc), "category": exc.category})
         return 0
-    _write_result(spec["result"], {"record": record})
+    _write_result(job["result"], {"record": record})
     return 0
 
 
-def check_mode(spec: dict) -> int:
-    """A submission's pre-flight checks; the report (or why there is none) to ``spec["result"]``
-    (a file of the parent's, trusted), or down the pipe ``spec["result_fd"]`` (sandboxed)."""
+def check_mode(job: dict) -> int:
+    """A submission's pre-flight checks; the report (or why there is none) to ``job["result"]``
+    (a file of the parent's, trusted), or down the pipe ``job["result_fd"]`` (sandboxed)."""
     from harness.engine.device import resolve_device
     from harness.errors import SubmissionError
     from harness.vetting.check import PREFLIGHT, run_checks
     from harness.vetting.submission import load
 
-    if spec.get("limits"):
-        _enter(spec, resolve_device("cpu"))
+    if job.get("limits"):
+        _enter(job, resolve_device("cpu"))
 
     def result(payload: dict) -> None:
-        if "result_fd" in spec:
+        if "result_fd" in job:
             from harness.store.record import finite
 
-            with os.fdopen(spec["result_fd"], "wb") as out:
+            with os.fdopen(job["result_fd"], "wb") as out:
                 out.write(json.dumps(finite(payload), allow_nan=False).encode())
         else:
-            _write_result(spec["result"], payload)
+            _write_result(job["result"], payload)
 
     try:
-        loaded = load(spec["submission"])
+        loaded = load(job["submission"])
     except SubmissionError as exc:
         result({"error": str(exc), "category": exc.category})
         return 0
-    report = run_checks(spec["submission"], timeout=spec["check_timeout"], only=PREFLIGHT,
-                        submission=loaded, tracks=tuple(spec.get("tracks", ("cnn",))),
-                        params=spec.get("params") or {})
+    report = run_checks(job["submission"], timeout=job["check_timeout"], only=PREFLIGHT,
+                        submission=loaded, tracks=tuple(job.get("tracks", ("cnn",))),
+                        params=job.get("params") or {})
     result({"report": report.to_json()})
     return 0
 
 
-def train_mode(spec: dict) -> int:
+def train_mode(job: dict) -> int:
     """Sandboxed training on the training split alone; each epoch, its checkpoint and how it
     ended sent to the parent (harness.execution.handover); nothing of it kept here."""
     from functools import partial
@@ -146,23 +146,23 @@ def train_mode(spec: dict) -> int:
     from harness.reporting import ConsoleReporter
     from harness.vetting.submission import error_message, load
 
-    config = RunSpec.from_json(spec["config"])
-    device = resolve_device(config.device)
-    sender = handover.Sender(spec["handover_fd"], spec["answers_fd"])
-    split = load_file(spec["train"])
-    _enter(spec, device)
+    spec = RunSpec.from_json(job["spec"])
+    device = resolve_device(spec.device)
+    sender = handover.Sender(job["handover_fd"], job["answers_fd"])
+    split = load_file(job["train"])
+    _enter(job, device)
     end: dict = {"status": "failed"}
     result = TrainResult()
     try:
         try:
-            submission = load(spec["submission"], tamper_check=False)
+            submission = load(job["submission"], tamper_check=False)
         except SubmissionError as exc:
             end["failure"] = {"category": "interface", "message": str(exc)[:500]}
             return 0
-        data = Dataset(DatasetSpec.from_json(spec["dataset"]), Split(split["inputs"], split["labels"]),
-                       None, tuple(spec["mean"]), tuple(spec["std"]), source="handed over")
+        data = Dataset(DatasetSpec.from_json(job["dataset"]), Split(split["inputs"], split["labels"]),
+                       None, tuple(job["mean"]), tuple(job["std"]), source="handed over")
         try:
-            model, init = build_for(config, submission, data.spec)
+            model, init = build_for(spec, submission, data.spec)
         except RunError as exc:
             end["failure"] = {"category": exc.category, "message": str(exc)[:500]}
             return 0
@@ -172,26 +172,26 @@ def train_mode(spec: dict) -> int:
             "model": {"parameters": count_parameters(model), "init_overwritten": init.overwritten},
             "norm_layers": norm_summary(model, submission.norm_class),
             "device_name": torch_device_name(device)})
-        checkpoint = handover.HandedCheckpoint(sender, spec["identity"], Path(spec["resume"]))
-        resume_state = checkpoint.load() if config.resume else None
+        checkpoint = handover.HandedCheckpoint(sender, job["identity"], Path(job["resume"]))
+        resume_state = checkpoint.load() if spec.resume else None
         if resume_state is not None:
             print(f"resuming from the checkpoint of epoch {len(resume_state['epochs'])}", flush=True)
         try:
-            options = train_options(config, submission, checkpoint, resume_state,
+            options = train_options(spec, submission, checkpoint, resume_state,
                                     hand_over=partial(handover.hand_over, sender))
-            train(model, data, config.recipe, device, config.seed, options,
+            train(model, data, spec.recipe, device, spec.seed, options,
                   ConsoleReporter(echo=_print), result)
             end = {"status": result.status, "divergence": result.divergence}
         except Exception as exc:  # noqa: BLE001 - the layer's failure, told to the parent
             traceback.print_exc()
             end["failure"] = {"category": failure_category(exc),
-                              "message": error_message(exc, spec["submission"]),
+                              "message": error_message(exc, job["submission"]),
                               "traceback": traceback.format_exc()[-4000:]}
     except BaseException as exc:  # noqa: BLE001 - SystemExit from the layer, or the harness's own
         traceback.print_exc()
         end = {"status": "failed", "failure": {
             "category": "exception",
-            "message": error_message(exc, spec["submission"])}}
+            "message": error_message(exc, job["submission"])}}
     finally:
         if result.speed:
             end["speed"] = result.speed
@@ -210,7 +210,7 @@ def torch_device_name(device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
-def score_mode(spec: dict) -> int:
+def score_mode(job: dict) -> int:
     """Sandboxed scoring: test images (no labels) and each epoch's weights in, logits out."""
     import torch
     from safetensors.torch import load_file
@@ -226,31 +226,31 @@ def score_mode(spec: dict) -> int:
     from harness.protocol.spec import RunSpec, SpeedOptions
     from harness.vetting.submission import error_message, load
 
-    config = RunSpec.from_json(spec["config"])
-    device = resolve_device(config.device)
-    requests, answers = spec["requests_fd"], spec["answers_fd"]
-    images = load_file(spec["eval"])["inputs"]
-    _enter(spec, device)
+    spec = RunSpec.from_json(job["spec"])
+    device = resolve_device(spec.device)
+    requests, answers = job["requests_fd"], job["answers_fd"]
+    images = load_file(job["eval"])["inputs"]
+    _enter(job, device)
 
     def fail(epoch: int, category: str, message: str) -> None:
         handover.send(answers, f"error {epoch} {category} {' '.join(message.split())[:480]}")
 
     try:
-        submission = load(spec["submission"], tamper_check=False)
-        dataset = DatasetSpec.from_json(spec["dataset"])
-        model = build_for(config, submission, dataset)[0].to(device)
+        submission = load(job["submission"], tamper_check=False)
+        dataset = DatasetSpec.from_json(job["dataset"])
+        model = build_for(spec, submission, dataset)[0].to(device)
     except (SubmissionError, RunError) as exc:
         fail(0, "interface", str(exc))
         return 0
     except Exception as exc:  # noqa: BLE001 - the layer's own .to() may raise: still its failure
-        fail(0, "interface", f"building {config.arch} with CustomNorm failed: {type(exc).__name__}: {exc}")
+        fail(0, "interface", f"building {spec.arch} with CustomNorm failed: {type(exc).__name__}: {exc}")
         return 0
     speed, _ = SpeedOptions().resolve(device)
     memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    pipeline = make_pipeline(dataset, spec["mean"], spec["std"], device, memory_format)
+    pipeline = make_pipeline(dataset, job["mean"], job["std"], device, memory_format)
     images = images.to(device)
-    batches = tuple(spec["batches"])
+    batches = tuple(job["batches"])
     handover.send(answers, "ready")
     with os.fdopen(requests, "r", encoding="ascii", errors="replace") as incoming:
         for line in incoming:
@@ -259,18 +259,18 @@ def score_mode(spec: dict) -> int:
                 return 0  # "quit", or anything else: done
             epoch = int(parts[1])
             try:
-                state = load_file(str(Path(spec["weights"]) / handover.weights_name(epoch)))
+                state = load_file(str(Path(job["weights"]) / handover.weights_name(epoch)))
                 model.load_state_dict(state)
                 timer = BatchTimer(device)
                 logits = forward_plan(model, images, batches, pipeline.test_batch,
-                                      lambda: autocast(device, config.precision), timer=timer)
+                                      lambda: autocast(device, spec.precision), timer=timer)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 data = logits.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4")
                 summary = timer.summary(device) or {}
             except Exception as exc:  # noqa: BLE001 - the layer's failure, told to the parent
                 traceback.print_exc()
-                fail(epoch, failure_category(exc), error_message(exc, spec["submission"]))
+                fail(epoch, failure_category(exc), error_message(exc, job["submission"]))
                 continue
             median = summary.get("median_ms")
             handover.send(answers, f"logits {epoch} {data.shape[0]} {data.shape[1]} "
