@@ -294,12 +294,13 @@ def verify(copy: Copy) -> Verified:
     pub = PUBLISHED[copy.dataset]
     try:
         if not pub.verified:  # no published hashes (folders of many files among them): recorded only
-            files: list[dict[str, Any]] = [{"name": f.name, "path": str(copy.paths[f.name])} for f in pub.files]
-            for row in files:
+            recorded: list[dict[str, Any]] = [{"name": f.name, "path": str(copy.paths[f.name])}
+                                              for f in pub.files]
+            for row in recorded:
                 if not row["name"].endswith("/"):
                     data = Path(row["path"]).read_bytes()
                     row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-            return Verified(copy, {}, files, verified=False)
+            return Verified(copy, {}, recorded, verified=False)
         if copy.archive:
             blobs = _archive_members(copy.place, {f.name for f in pub.files})
         else:
@@ -314,7 +315,8 @@ def verify(copy: Copy) -> Verified:
     except UNREADABLE as exc:
         raise DataProblem(f"{copy.dataset}: {copy.describe()} cannot be read "
                           f"({type(exc).__name__}: {exc})") from None
-    files, wrong = [], []  # type: ignore[var-annotated]
+    files: list[dict[str, Any]] = []
+    wrong: list[tuple[DataFile, str, str, int, str | None]] = []  # file, where, md5, size, owner
     for f in pub.files:
         where = f"{copy.place}:{f.name}" if copy.archive else str(copy.paths[f.name])
         if f.name not in blobs:

@@ -23,7 +23,7 @@ import torch
 from harness.execution import handover
 from harness.execution.exchange import write_bytes_atomic
 from harness.execution.sandbox import Sandbox
-from harness.execution.watch import CappedLog, Process, Watch, printable
+from harness.execution.watch import CappedLog, Process, Watch, printable, started
 
 KINDS = ("protocol", "check")
 SCRATCH_BYTES = 256 << 20  # a scoring process writes nothing of the harness's
@@ -56,10 +56,9 @@ class Scorer:
             os.close(answers_w)
 
     def pipes(self) -> tuple[int, handover.Channel]:
-        """Its requests' descriptor and its answers' channel (raises if it never started)."""
-        if self.requests is None or self.answers is None:
-            raise handover.Truncated(f"the {self.kind} scoring process never started")
-        return self.requests, self.answers
+        """Its requests' descriptor and its answers' channel (once it was started)."""
+        what = f"{self.kind} scoring process's pipes"
+        return started(self.requests, what), started(self.answers, what)
 
     def close(self) -> None:
         if self.requests is not None:

@@ -30,7 +30,7 @@ import traceback
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
@@ -47,7 +47,7 @@ from harness.execution.exchange import (
 from harness.execution.sandbox import NOBODY, Sandbox, SandboxLimits, SandboxUnavailable, as_root
 from harness.execution.task import Slot, crash_record, safe_label
 from harness.execution.untrusted_record import record_head, record_tail
-from harness.execution.watch import STOPPING, CappedLog, Process, Watch, WatchLimits
+from harness.execution.watch import STOPPING, CappedLog, Process, Watch, WatchLimits, started
 from harness.protocol.scoring import EvalPlan, score
 from harness.reporting import epoch_line, metrics_line
 from harness.store import schema
@@ -326,16 +326,6 @@ class UntrustedRun:
         """Forget the run's checkpoint and journal: its record is its result now."""
         self.checkpoint.unlink(missing_ok=True)
         self.journal.remove()
-
-
-T = TypeVar("T")  # a part of the run: its channels, pipes and processes
-
-
-def started(part: T | None, what: str) -> T:
-    """``part`` of a run whose processes were started; a harness error before that."""
-    if part is None:
-        raise RuntimeError(f"the {what} was used before the processes were started")
-    return part
 
 
 def run_untrusted(task, slot: Slot) -> dict[str, Any]:

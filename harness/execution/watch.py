@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 LINE_BYTES = 4096
 LOG_BYTES = 8 << 20
@@ -61,6 +61,16 @@ def start_thread(target: Callable[..., object], *args: object) -> threading.Thre
     with stop_signals(blocked=True):
         thread.start()
     return thread
+
+
+T = TypeVar("T")  # a part of a run: its channels, pipes and processes
+
+
+def started(part: T | None, what: str) -> T:
+    """``part`` of a run whose processes were started; a harness error before that."""
+    if part is None:
+        raise RuntimeError(f"the {what} was used before the processes were started")
+    return part
 
 
 def printable(text: str) -> str:
