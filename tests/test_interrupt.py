@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
-
-pytestmark = pytest.mark.slow
 
 
 def _records(results):
@@ -36,6 +35,7 @@ def _blocked(pid: int, thread: int | None = None) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes(tmp_path):
     results = tmp_path / "results"
     args = [sys.executable, "-m", "harness", "baselines", "run", "--suite", "demo", "--only",
@@ -110,3 +110,48 @@ def test_no_worker_starts_once_the_sweep_is_stopping(tmp_path):
             watch.Process(["true"], {}, watch.CappedLog(tmp_path / "log"), sandboxed=False)
     finally:
         watch.STOPPING.clear()
+
+
+def test_a_stop_signal_that_another_thread_took_is_heeded_once_by_the_waiting_main_thread():
+    """The wait of a sweep's main thread: a SIGINT that the kernel handed to another thread (one
+    busy in Python, as the harness's own and torch's are) runs the handler in the main thread,
+    once, within a second; the wake-up fd is given back."""
+    from concurrent.futures import Future
+
+    from harness.execution.watch import wait_heeding_stops
+
+    calls, done, pending = [], threading.Event(), Future()
+
+    def handler(signum, frame):
+        calls.append((signum, threading.current_thread() is threading.main_thread()))
+        raise KeyboardInterrupt
+
+    def busy():
+        while not done.is_set():
+            sum(range(100))
+
+    previous = signal.signal(signal.SIGINT, handler)
+    other = threading.Thread(target=busy, daemon=True)
+    other.start()
+    try:
+        signal.pthread_kill(other.ident, signal.SIGINT)
+        sent = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            wait_heeding_stops([pending])
+        took = time.monotonic() - sent
+    finally:
+        done.set()
+        signal.signal(signal.SIGINT, previous)
+    assert calls == [(signal.SIGINT, True)] and took < 1.0, (calls, took)
+    assert signal.set_wakeup_fd(-1) == -1  # the wake-up fd it set is unset again
+
+
+def test_off_the_main_thread_the_wait_is_a_plain_wait():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness.execution.watch import wait_heeding_stops
+
+    with ThreadPoolExecutor(2) as pool:
+        inner = pool.submit(time.sleep, 0.2)
+        outer = pool.submit(wait_heeding_stops, [inner])
+        assert outer.result(timeout=10) is None and inner.done()

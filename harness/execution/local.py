@@ -29,7 +29,7 @@ import signal
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,6 +48,7 @@ from harness.execution.watch import (
     kill_workers,
     printable_json,
     stop_signals,
+    wait_heeding_stops,
 )
 from harness.reporting import Reporter
 from harness.store import schema
@@ -151,10 +152,7 @@ class LocalExecutor:
         with stop_signals(blocked=True):  # the pool's threads start here, and never take a Ctrl-C
             futures = [pool.submit(one, i, task) for i, task in enumerate(tasks)]
         try:
-            # Awake every quarter second: a stop signal that a thread not of the harness's took
-            # (torch's own) runs its handler here, in the main thread, when it next wakes.
-            while wait(futures, timeout=0.25).not_done:
-                pass
+            wait_heeding_stops(futures)  # a Ctrl-C that one of torch's threads took included
             return [f.result() for f in futures]
         except KeyboardInterrupt:
             # The first Ctrl-C: start nothing more, kill the runs in flight (workers live in

@@ -21,10 +21,11 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 LINE_BYTES = 4096
 LOG_BYTES = 8 << 20
@@ -37,11 +38,11 @@ CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 # The signals that stop the harness: Ctrl-C, and a scheduler's SIGTERM. CPython runs their handlers
-# in the main thread only, and notices one that the kernel handed to another thread only when the
-# main thread next wakes: a Ctrl-C during a sweep waited for the run in flight to end. So no thread
-# of the harness's takes them (threads of torch's still may: the main thread of a sweep wakes
-# often); a thread's mask is what the threads and processes it starts inherit, so a worker is
-# given them back (stop_signals(blocked=False) around its start).
+# in the main thread only, and one that the kernel handed to another thread may go unnoticed there
+# (a sweep under load ran on after a Ctrl-C). So no thread of the harness's takes them, and a
+# sweep's main thread waits in wait_heeding_stops, which also sees those that torch's threads
+# took. A thread's mask is what the threads and processes it starts inherit, so a worker is given
+# them back (stop_signals(blocked=False) around its start).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -61,6 +62,35 @@ def start_thread(target: Callable[..., object], *args: object) -> threading.Thre
     with stop_signals(blocked=True):
         thread.start()
     return thread
+
+
+def wait_heeding_stops(futures: list[Future[Any]], interval: float = 0.25) -> None:
+    """Wait for every future in ``futures``, in the main thread, running the handler of a stop
+    signal that any thread took (Ctrl-C's KeyboardInterrupt) within ``interval`` seconds.
+
+    Whichever thread the kernel hands a signal to, CPython's C-level handler writes its number to
+    the wake-up fd; the Python handler is left to the main thread, which can miss it when the
+    signal landed elsewhere. So the main thread reads the numbers here and raises each stop
+    signal again to itself, where its handler runs at once (the two deliveries make one call)."""
+    if threading.current_thread() is not threading.main_thread():
+        wait(futures)  # only the main thread may set the wake-up fd, and only it runs handlers
+        return
+    read, write = os.pipe()
+    for fd in (read, write):
+        os.set_blocking(fd, False)
+    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    try:
+        while wait(futures, timeout=interval).not_done:
+            try:
+                taken = set(os.read(read, 512))
+            except BlockingIOError:
+                continue
+            for signum in sorted(taken & {int(s) for s in STOP_SIGNALS}):
+                signal.raise_signal(signum)
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read)
+        os.close(write)
 
 
 T = TypeVar("T")  # a part of a run: its channels, pipes and processes
