@@ -187,3 +187,30 @@ def test_warm_up_options_say_what_applies(tmp_path):
     assert "warm-up: 0 epochs (the recipe's 10 of 300, scaled to 2)" in short.output
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
     assert record["config"]["warmup_epochs"] == 0 and record["config"]["epochs"] == 2
+
+
+def test_options_gathered_into_a_group_arrive_as_one_object():
+    """cli.common.gathered: the options named as a dataclass's fields come as one instance, the
+    others as they were; --help still lists each option."""
+    from dataclasses import dataclass
+
+    import click
+
+    from harness.cli.common import gathered
+
+    @dataclass(frozen=True)
+    class Group:
+        a: int
+        b: str
+
+    @click.command()
+    @click.option("--a", type=int, default=1, help="first")
+    @click.option("--b", default="x")
+    @click.option("--c", type=int, default=0)
+    @gathered(Group, "group")
+    def command(group: Group, c: int) -> None:
+        click.echo(f"{group.a} {group.b} {c} {type(group).__name__}")
+
+    assert CliRunner().invoke(command, ["--a", "3", "--c", "4"]).output == "3 x 4 Group\n"
+    shown = CliRunner().invoke(command, ["--help"]).output
+    assert "--a INTEGER  first" in shown and "--b TEXT" in shown and "--c INTEGER" in shown

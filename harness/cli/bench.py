@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from harness.cli.common import CONTEXT, fail, guarded, output_options
+from harness.cli.common import CONTEXT, fail, gathered, guarded, output_options
 from harness.cli.run import DATASET_CHOICES
 from harness.protocol.catalog import ARCHITECTURES
 from harness.reporting import ConsoleReporter, plural
@@ -18,6 +18,28 @@ if TYPE_CHECKING:
     from harness.bench.throughput import Bench
 
 Say = Callable[[str], None]  # where a benchmark's summary lines go (stderr with --json)
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What ``harness bench`` measures: ARCH on DATASET on DEVICE, the pipeline comparison (or,
+    with ``norms``, their step times; or the --packing, --instruments or --split overhead) and
+    how long each measurement is."""
+
+    arch: str
+    dataset: str
+    norms: tuple[str, ...]
+    device: str
+    steps: int | None
+    rounds: int
+    workers: int
+    compiled: bool
+    packing: int | None
+    instruments: bool
+    split: bool
+    epochs: int
+    limit_train: int | None
+    data_root: str | None
 
 
 @click.command("bench", context_settings=CONTEXT)
@@ -61,10 +83,9 @@ Say = Callable[[str], None]  # where a benchmark's summary lines go (stderr with
 @click.option("--json", "as_json", is_flag=True,
               help="Print the results, with a description of the machine, as JSON instead.")
 @output_options
-def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, steps: int | None,
-              rounds: int, workers: int, compiled: bool, packing: int | None, instruments: bool,
-              split: bool, epochs: int, limit_train: int | None, data_root: str | None,
-              json_out: str | None, as_json: bool, console: ConsoleReporter) -> None:
+@gathered(BenchRequest, "request")
+def bench_cmd(request: BenchRequest, json_out: str | None, as_json: bool,
+              console: ConsoleReporter) -> None:
     """Measure training images/s: the harness vs the reference-style pipeline vs the bare model.
 
     In one process, alternating round by round: (a) the harness's epoch, data pipeline included;
@@ -78,19 +99,20 @@ def bench_cmd(arch: str, dataset: str, norms: tuple[str, ...], device: str, step
 
     say = click.echo if not as_json else (lambda message: None)  # the results
     progress = (lambda m: console.info(m, err=True)) if not as_json else (lambda m: None)
-    dev = guarded(console, resolve_device, device)
-    bench = Bench(arch, dataset.lower(), dev, rounds, data_root, progress)
-    if split:
+    r = request
+    dev = guarded(console, resolve_device, r.device)
+    bench = Bench(r.arch, r.dataset.lower(), dev, r.rounds, r.data_root, progress)
+    if r.split:
         # As given ("auto" included): its runs go through the executor, which spreads them.
-        out = _split(replace(bench, device=device), console, epochs, limit_train, say)
-    elif instruments:
-        out = _instruments(bench, console, norms[0] if norms else "batch_norm", epochs, limit_train,
-                           say)
-    elif packing:
-        out = _packing(replace(bench, device=device), console, packing, limit_train, say)
+        out = _split(replace(bench, device=r.device), console, r.epochs, r.limit_train, say)
+    elif r.instruments:
+        out = _instruments(bench, console, r.norms[0] if r.norms else "batch_norm", r.epochs,
+                           r.limit_train, say)
+    elif r.packing:
+        out = _packing(replace(bench, device=r.device), console, r.packing, r.limit_train, say)
     else:
-        out = _throughput(bench, console, list(norms), steps or (200 if dev.type == "cuda" else 30),
-                          compiled, workers, say)
+        out = _throughput(bench, console, list(r.norms),
+                          r.steps or (200 if dev.type == "cuda" else 30), r.compiled, r.workers, say)
     if as_json:
         click.echo(json.dumps(finite(out), indent=2))
     if json_out:

@@ -11,6 +11,7 @@ Nothing here imports torch: ``harness --help`` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shlex
 import sys
@@ -70,6 +71,21 @@ def guarded(console: ConsoleReporter, fn: Callable[..., Any], *args: Any, **kwar
         if verbose:
             traceback.print_exc()
         fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)")
+
+
+def gathered(group: type[Any], into: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The command's options named as the fields of ``group`` (a dataclass) passed on as one
+    ``group`` instance, the keyword ``into``: a command's signature names its groups of options,
+    not each of them (as lm-evaluation-harness passes one config object). Put it below the option
+    decorators, right above the function."""
+    names = [f.name for f in dataclasses.fields(group)]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def with_group(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **{into: group(**{name: kwargs.pop(name) for name in names})}, **kwargs)
+        return with_group
+    return decorate
 
 
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,6 +17,7 @@ from harness.cli.common import (
     execution_options,
     fail,
     for_json,
+    gathered,
     guarded,
     json_option,
     output_options,
@@ -46,6 +47,32 @@ if TYPE_CHECKING:
     from harness.vetting.submission import Submission
 
 DATASET_CHOICES = list(DATASETS) + list(DATASET_ALIASES)
+
+
+@dataclass(frozen=True)
+class EvalSetting:
+    """What ``harness eval`` trains: ARCH on DATASET from SEED, on the first images of each split
+    (None: all), the layer built with ``params``; ``allow_hidden``: a hidden setting is meant."""
+
+    arch: str
+    dataset: str
+    seed: int
+    limit_train: int | None
+    limit_test: int | None
+    params: dict[str, Any]
+    allow_hidden: bool
+
+
+@dataclass(frozen=True)
+class RecipeOverrides:
+    """The recipe's fields that ``harness eval`` was given (None: the track's recipe's value)."""
+
+    epochs: int | None
+    batch_size: int | None
+    lr: float | None
+    momentum: float | None
+    weight_decay: float | None
+    warmup_epochs: int | None
 
 
 def execute(spec: RunSpec, results_dir: str, console: ConsoleReporter, *,
@@ -151,10 +178,9 @@ def preflight(console: ConsoleReporter, submission: str, timeout: float, track: 
 @results_option()
 @execution_options(untrusted_default=False)
 @output_options
-def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int | None,
-             batch_size: int | None, lr: float | None, momentum: float | None,
-             weight_decay: float | None, warmup_epochs: int | None, limit_train: int | None,
-             limit_test: int | None, allow_hidden: bool, params: dict, as_json: bool,
+@gathered(EvalSetting, "setting")
+@gathered(RecipeOverrides, "overrides")
+def eval_cmd(submission: str, setting: EvalSetting, overrides: RecipeOverrides, as_json: bool,
              results_dir: str, execution: Execution, console: ConsoleReporter) -> None:
     """Train SUBMISSION's CustomNorm in ARCH on DATASET under the reference protocol (a CNN), or
     under the recipe of ARCH's track (mlp, rnn, transformer: docs/tracks.md).
@@ -179,21 +205,20 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int | 
     from harness.store.results import ResultsStore
 
     console = for_json(console, as_json)
+    arch, dataset = setting.arch, setting.dataset.lower()
     mismatch = compatibility_error(arch, resolve_dataset_name(dataset))
     if mismatch:
         fail(mismatch, EXIT_USAGE)
     hidden = hidden_in(arch, dataset)
-    if hidden and not allow_hidden:
+    if hidden and not setting.allow_hidden:
         fail(f"{arch} on {dataset} is a hidden setting of suite {', '.join(hidden)}: it is evaluated "
              "only for final submissions, so that nobody tunes on it. Pass --allow-hidden if you "
              "really mean to run it.", EXIT_USAGE)
-    recipe = recipe_for(arch, {"epochs": epochs, "batch_size": batch_size, "lr": lr,
-                               "momentum": momentum, "weight_decay": weight_decay,
-                               "warmup_epochs": warmup_epochs}, console)
-    spec = execution.apply(RunSpec(submission=submission, arch=arch, dataset=dataset.lower(),
-                                   seed=seed, recipe=recipe, limit_train=limit_train,
-                                   limit_test=limit_test, precision=execution.precision,
-                                   params=params))
+    recipe = recipe_for(arch, overrides, console)
+    spec = execution.apply(RunSpec(submission=submission, arch=arch, dataset=dataset,
+                                   seed=setting.seed, recipe=recipe, limit_train=setting.limit_train,
+                                   limit_test=setting.limit_test, precision=execution.precision,
+                                   params=setting.params))
     if execution.isolation.untrusted:
         record, path = guarded(console, eval_untrusted, spec, results_dir, execution, console)
     else:
@@ -201,7 +226,7 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int | 
 
         vetting = execution.vetting
         loaded, report = preflight(console, submission, vetting.check_timeout, track_of(arch),
-                                   params)
+                                   setting.params)
         spec = spec.with_(submission=str(loaded.path))
         row, scan = guarded(console, scan_row, loaded.path, submission, vetting)
         record, path = execute(spec, results_dir, console, submission=loaded,
@@ -222,11 +247,12 @@ def eval_cmd(submission: str, arch: str, dataset: str, seed: int, epochs: int | 
               EXIT_DIVERGED)
 
 
-def recipe_for(arch: str, given: dict[str, Any], console: ConsoleReporter) -> Recipe:
-    """The recipe of ``arch``'s track with the fields the command line gave (``given``: None where
-    not given); exit 2 when they do not make a recipe. A short run keeps the recipe's shape: its
-    warm-up is scaled as its epochs are, unless --warmup-epochs says otherwise."""
+def recipe_for(arch: str, overrides: RecipeOverrides, console: ConsoleReporter) -> Recipe:
+    """The recipe of ``arch``'s track with the fields the command line gave; exit 2 when they do
+    not make a recipe. A short run keeps the recipe's shape: its warm-up is scaled as its epochs
+    are, unless --warmup-epochs says otherwise."""
     track, base = track_of(arch), TRACK_RECIPES[track_of(arch)]
+    given = asdict(overrides)
     epochs, warmup_epochs = given["epochs"], given["warmup_epochs"]
     if warmup_epochs is not None and base.schedule != "warmup_cosine":
         fail(f"--warmup-epochs applies to a warm-up schedule; the {track} track's recipe is "
@@ -237,8 +263,7 @@ def recipe_for(arch: str, given: dict[str, Any], console: ConsoleReporter) -> Re
                      f"{base.warmup_epochs} of {base.epochs}, scaled to {epochs}); --warmup-epochs "
                      "sets it")
     try:
-        overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-        return replace(base, **overrides)
+        return replace(base, **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         fail(f"the {track} track's recipe with these options: {exc}"
              + (" (give --warmup-epochs fewer than --epochs)" if "warmup" in str(exc) else ""),

@@ -17,13 +17,14 @@ from harness.cli.common import (
     executor_options,
     fail,
     for_json,
+    gathered,
     guarded,
     json_option,
     output_options,
     results_option,
     study_or_fail,
 )
-from harness.cli.sweeps import sweep_and_report
+from harness.cli.sweeps import SweepRequest, sweep_and_report
 from harness.reporting import ConsoleReporter
 
 if TYPE_CHECKING:
@@ -59,9 +60,9 @@ def study_group() -> None:
 @execution_options(untrusted_default=False)
 @executor_options
 @output_options
-def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool, estimate: bool,
-                  allow_hidden: bool, as_json: bool, results_dir: str, execution: Execution,
-                  executor: Executor, detach: bool, console: ConsoleReporter) -> None:
+@gathered(SweepRequest, "sweep")
+def study_run_cmd(study_file: str, only: str | None, dry_run: bool, estimate: bool,
+                  allow_hidden: bool, sweep: SweepRequest, console: ConsoleReporter) -> None:
     """Run every entry x setting x seed of STUDY_FILE that the results folder does not have yet.
 
     Runs go through the same store, worker processes, limits and checkpoints as `harness submit`,
@@ -80,36 +81,36 @@ def study_run_cmd(study_file: str, only: str | None, rerun: bool, dry_run: bool,
     from harness.store.plan import plan_study
     from harness.store.results import ResultsStore
 
-    console = for_json(console, as_json)
+    console = for_json(console, sweep.as_json)
     study = study_or_fail(study_file)
     hidden = hidden_settings(study)
     if hidden and not allow_hidden:
         fail(f"{study_file}: hidden setting(s) {'; '.join(hidden)}: they are evaluated only for "
               "final submissions, so that nobody tunes on them. Pass --allow-hidden if you really "
               "mean to run them.", EXIT_USAGE)
-    store = ResultsStore(results_dir)
+    store = ResultsStore(sweep.results_dir)
     wanted = [n.strip() for n in only.split(",") if n.strip()] if only else None
     if dry_run:
         guarded(console, select_entries, study, wanted)
-        planned = [r for r in guarded(console, plan_study, study, store, execution.precision)
+        planned = [r for r in guarded(console, plan_study, study, store,
+                                          sweep.execution.precision)
                    if wanted is None or r.entry in wanted]
-        dry_run_report(study, planned, DryRun(rerun, execution, executor, estimate), as_json,
-                       console)
+        dry_run_report(study, planned, DryRun(sweep.rerun, sweep.execution, sweep.executor,
+                                               estimate), sweep.as_json, console)
         return
     console.info(f"study {study.name}: {shape_of(study)}; recipe: "
                  + ("; ".join(study.recipe.deviations()) or "the protocol's"))
     entries = guarded(console, select_entries, study, wanted)
-    results = sweep_and_report(store, [study_entry(study, entry, rerun) for entry in entries],
-                               execution, console, executor=executor, detach=detach,
-                               batch_name=f"study-{study.name}", as_json=as_json)
+    results = sweep_and_report(store, [study_entry(study, entry, sweep.rerun) for entry in entries],
+                               sweep, console, f"study-{study.name}")
     ran = [r for res in results for r in res.ran]
     failed = [r for r in ran if r["status"] == "failed"]
     diverged = [r for r in ran if r["status"] == "diverged"]
-    say = console.info if as_json else click.echo  # with --json, the summary goes to stderr
+    say = console.info if sweep.as_json else click.echo  # with --json, the summary goes to stderr
     say(f"\nstudy {study.name}: {len(ran)} run(s), "
                f"{sum(len(res.skipped) for res in results)} already done, {len(failed)} failed, "
                f"{len(diverged)} diverged. Report: harness study report {study_file} "
-               f"--results {results_dir} --out DIR")
+               f"--results {sweep.results_dir} --out DIR")
     if failed:
         sys.exit(EXIT_FAILED)
     if diverged:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,6 +19,7 @@ from harness.cli.common import (
     executor_options,
     fail,
     for_json,
+    gathered,
     guarded,
     json_option,
     output_options,
@@ -36,22 +38,37 @@ if TYPE_CHECKING:
     from harness.store.results import ResultsStore
 
 
-def sweep_and_report(store: ResultsStore, entries: list[SweepEntry], execution: Execution,
-                     console: ConsoleReporter, *, executor: Executor, detach: bool = False,
-                     batch_name: str = "harness", as_json: bool = False) -> list[SweepResult]:
-    """Prepare every entry, run all their runs as one batch on ``executor`` (one pool of workers,
-    or one job array), and print a summary per entry (with ``as_json``, JSON: each entry's runs).
-    Returns the SweepResults in entry order."""
+@dataclass(frozen=True)
+class SweepRequest:
+    """What a command that runs a sweep (``submit``, ``baselines run``, ``study run``) was told
+    beyond its entries: where the records go, how each run executes and on which executor,
+    whether to return once submitted (--detach), to run again what is done (--rerun), and to
+    print JSON (--json)."""
+
+    results_dir: str
+    execution: Execution
+    executor: Executor
+    detach: bool
+    rerun: bool
+    as_json: bool
+
+
+def sweep_and_report(store: ResultsStore, entries: list[SweepEntry], sweep: SweepRequest,
+                     console: ConsoleReporter, batch_name: str = "harness") -> list[SweepResult]:
+    """Prepare every entry, run all their runs as one batch on the sweep's executor (one pool of
+    workers, or one job array), and print a summary per entry (with --json, JSON: each entry's
+    runs). Returns the SweepResults in entry order."""
     from harness.execution.sweep import prepare, run_prepared
 
+    as_json = sweep.as_json
     console = for_json(console, as_json)
 
     prepared = []
     for entry in entries:
         if len(entries) > 1:
             console.info(f"== {entry.name} ({entry.source})")
-        prepared.append(guarded(console, prepare, store, entry, execution, console))
-    results = guarded(console, run_prepared, prepared, store, executor, detach=detach,
+        prepared.append(guarded(console, prepare, store, entry, sweep.execution, console))
+    results = guarded(console, run_prepared, prepared, store, sweep.executor, detach=sweep.detach,
                       name=batch_name, reporter=console)
     submitted = next((r.submitted for r in results if r.submitted is not None), None)
     if submitted is not None:
@@ -108,9 +125,9 @@ def summary_json(result: SweepResult) -> dict[str, Any]:
 @execution_options(untrusted_default=True)
 @executor_options
 @output_options
+@gathered(SweepRequest, "sweep")
 def submit_cmd(submission: str, name: str, suite_name: str | None, track: str | None, final: bool,
-               replace: bool, rerun: bool, as_json: bool, results_dir: str, execution: Execution,
-               executor: Executor, detach: bool, console: ConsoleReporter) -> None:
+               replace: bool, sweep: SweepRequest, console: ConsoleReporter) -> None:
     """Submit SUBMISSION as entry NAME: run every public setting x seed of a suite.
 
     The file is copied into RESULTS/submissions/ under its sha256 and trained from that copy.
@@ -136,9 +153,9 @@ def submit_cmd(submission: str, name: str, suite_name: str | None, track: str | 
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     suite = suite_or_fail(suite_name, track)
-    entry = SweepEntry(submission, name, "submission", suite, final, replace=replace, rerun=rerun)
-    [result] = sweep_and_report(ResultsStore(results_dir), [entry], execution, console,
-                                executor=executor, detach=detach, batch_name=name, as_json=as_json)
+    entry = SweepEntry(submission, name, "submission", suite, final, replace=replace,
+                       rerun=sweep.rerun)
+    [result] = sweep_and_report(ResultsStore(sweep.results_dir), [entry], sweep, console, name)
     if result.failed:
         sys.exit(EXIT_FAILED)
     if any(r["status"] == "diverged" for r in result.ran):
@@ -159,9 +176,9 @@ def baselines_group() -> None:
 @execution_options(untrusted_default=False)
 @executor_options
 @output_options
-def baselines_run_cmd(suite_name: str | None, track: str | None, only: str | None, rerun: bool,
-                      as_json: bool, results_dir: str, execution: Execution, executor: Executor,
-                      detach: bool, console: ConsoleReporter) -> None:
+@gathered(SweepRequest, "sweep")
+def baselines_run_cmd(suite_name: str | None, track: str | None, only: str | None,
+                      sweep: SweepRequest, console: ConsoleReporter) -> None:
     """Run every baseline on a suite as a final entry (public and hidden settings).
 
     Every baseline that declares the suite's track (its TRACKS) runs, unless --only names some.
@@ -187,12 +204,11 @@ def baselines_run_cmd(suite_name: str | None, track: str | None, only: str | Non
         names = wanted
     else:
         names = fits  # the baselines that declare the suite's track
-    store = ResultsStore(results_dir)
+    store = ResultsStore(sweep.results_dir)
     # A baseline's file ships with the harness: a newer harness's version replaces the old one.
-    entries = [SweepEntry(name, name, "baseline", suite, final=True, replace=True, rerun=rerun)
+    entries = [SweepEntry(name, name, "baseline", suite, final=True, replace=True, rerun=sweep.rerun)
                for name in names]
-    results = sweep_and_report(store, entries, execution, console, executor=executor,
-                               detach=detach, batch_name=f"baselines-{suite.name}", as_json=as_json)
+    results = sweep_and_report(store, entries, sweep, console, f"baselines-{suite.name}")
     failed = sum(len(result.failed) for result in results)
     if failed:
         fail(f"{failed} baseline run(s) failed")

@@ -37,12 +37,11 @@ Echo = Callable[[str], None]
 CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
-# The signals that stop the harness: Ctrl-C, and a scheduler's SIGTERM. CPython runs their handlers
-# in the main thread only, and one that the kernel handed to another thread may go unnoticed there
-# (a sweep under load ran on after a Ctrl-C). So no thread of the harness's takes them, and a
-# sweep's main thread waits in wait_heeding_stops, which also sees those that torch's threads
-# took. A thread's mask is what the threads and processes it starts inherit, so a worker is given
-# them back (stop_signals(blocked=False) around its start).
+# The signals that stop the harness: Ctrl-C, and a scheduler's SIGTERM. CPython runs handlers in
+# the main thread only, and can miss one that the kernel handed to another thread (a sweep under
+# load ran on after a Ctrl-C): no thread of the harness's takes them, and a sweep's main thread
+# waits in wait_heeding_stops. A thread's mask is what the threads and processes it starts
+# inherit, so a worker is given them back (stop_signals(blocked=False) around its start).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -65,21 +64,17 @@ def start_thread(target: Callable[..., object], *args: object) -> threading.Thre
 
 
 def wait_heeding_stops(futures: list[Future[Any]], interval: float = 0.25) -> None:
-    """Wait for every future in ``futures``, in the main thread, running the handler of a stop
-    signal that any thread took (Ctrl-C's KeyboardInterrupt) within ``interval`` seconds.
-
-    Whichever thread the kernel hands a signal to, CPython's C-level handler writes its number to
-    the wake-up fd; the Python handler is left to the main thread, which can miss it when the
-    signal landed elsewhere. So the main thread reads the numbers here and raises each stop
-    signal again to itself, where its handler runs at once (the two deliveries make one call)."""
+    """Wait for ``futures`` in the main thread; a stop signal that any thread took runs its handler
+    here within ``interval`` s. CPython's C handler writes each signal's number to the wake-up fd
+    in whichever thread took it, and the main thread can miss one that landed elsewhere: so it
+    reads them and raises each again to itself, where the handler runs at once (one call)."""
     if threading.current_thread() is not threading.main_thread():
-        wait(futures)  # only the main thread may set the wake-up fd, and only it runs handlers
+        wait(futures)  # only the main thread has a wake-up fd, and runs handlers
         return
-    read, write = os.pipe()
-    for fd in (read, write):
-        os.set_blocking(fd, False)
-    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous = -1  # a handler may raise between any two steps: the fd is unset all the same
     try:
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
         while wait(futures, timeout=interval).not_done:
             try:
                 taken = set(os.read(read, 512))
