@@ -118,27 +118,27 @@ def test_a_stop_signal_that_another_thread_took_is_heeded_once_by_the_waiting_ma
     once, within a second; the wake-up fd is given back."""
     from concurrent.futures import Future
 
-    from harness.execution.watch import wait_heeding_stops
+    from harness.execution.stops import heeding_stops
 
-    calls, done, pending = [], threading.Event(), Future()
+    calls, sent, done, pending = [], [], threading.Event(), Future()
 
     def handler(signum, frame):
         calls.append((signum, threading.current_thread() is threading.main_thread()))
         raise KeyboardInterrupt
 
     def busy():
+        time.sleep(0.3)  # the main thread waits by then
+        sent.append(time.monotonic())
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this thread, not the main one
         while not done.is_set():
             sum(range(100))
 
     previous = signal.signal(signal.SIGINT, handler)
-    other = threading.Thread(target=busy, daemon=True)
-    other.start()
     try:
-        signal.pthread_kill(other.ident, signal.SIGINT)
-        sent = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            wait_heeding_stops([pending])
-        took = time.monotonic() - sent
+        with pytest.raises(KeyboardInterrupt), heeding_stops() as wait_for:  # it comes here
+            threading.Thread(target=busy, daemon=True).start()
+            wait_for([pending])
+        took = time.monotonic() - sent[0]
     finally:
         done.set()
         signal.signal(signal.SIGINT, previous)
@@ -149,9 +149,14 @@ def test_a_stop_signal_that_another_thread_took_is_heeded_once_by_the_waiting_ma
 def test_off_the_main_thread_the_wait_is_a_plain_wait():
     from concurrent.futures import ThreadPoolExecutor
 
-    from harness.execution.watch import wait_heeding_stops
+    from harness.execution.stops import heeding_stops
+
+    def waits(futures):
+        with heeding_stops() as wait_for:
+            wait_for(futures)
+        return "waited"  # set_wakeup_fd would have raised: only the main thread may set it
 
     with ThreadPoolExecutor(2) as pool:
         inner = pool.submit(time.sleep, 0.2)
-        outer = pool.submit(wait_heeding_stops, [inner])
-        assert outer.result(timeout=10) is None and inner.done()
+        outer = pool.submit(waits, [inner])
+        assert outer.result(timeout=10) == "waited" and inner.done()

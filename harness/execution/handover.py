@@ -49,7 +49,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from harness.execution.watch import printable, printable_json, start_thread
+from harness.execution.stops import start_thread
+from harness.execution.watch import printable, printable_json
 from harness.store import schema
 
 REPORT_BYTES = 4 << 20

@@ -29,7 +29,7 @@ import signal
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +37,7 @@ from harness.engine.checkpoint import Checkpoint
 from harness.engine.device import usable_cpus
 from harness.engine.runner import config_fields
 from harness.execution.options import Isolation
+from harness.execution.stops import heeding_stops, stop_signals
 from harness.execution.task import Echo, Slot, Task, crash_record, safe_label
 from harness.execution.watch import (
     STOPPING,
@@ -47,8 +48,6 @@ from harness.execution.watch import (
     WatchLimits,
     kill_workers,
     printable_json,
-    stop_signals,
-    wait_heeding_stops,
 )
 from harness.reporting import Reporter
 from harness.store import schema
@@ -149,10 +148,12 @@ class LocalExecutor:
 
         STOPPING.clear()
         pool = ThreadPoolExecutor(max_workers=len(slots))
-        with stop_signals(blocked=True):  # the pool's threads start here, and never take a Ctrl-C
-            futures = [pool.submit(one, i, task) for i, task in enumerate(tasks)]
+        futures: list[Future[Any]] = []
         try:
-            wait_heeding_stops(futures)  # a Ctrl-C that one of torch's threads took included
+            with heeding_stops() as wait_for:  # a Ctrl-C that one of torch's threads took included
+                with stop_signals(blocked=True):  # the pool's threads start here, never take one
+                    futures += [pool.submit(one, i, task) for i, task in enumerate(tasks)]
+                wait_for(futures)
             return [f.result() for f in futures]
         except KeyboardInterrupt:
             # The first Ctrl-C: start nothing more, kill the runs in flight (workers live in

@@ -21,11 +21,11 @@ import signal
 import subprocess
 import threading
 import time
-from concurrent.futures import Future, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Callable, TypeVar
+
+from harness.execution.stops import start_thread, stop_signals
 
 LINE_BYTES = 4096
 LOG_BYTES = 8 << 20
@@ -35,57 +35,6 @@ Echo = Callable[[str], None]
 # C0 controls but tab, DEL and C1 controls: a line from a sandbox may be echoed to a terminal,
 # where ESC sequences would move the cursor, rewrite earlier lines or set the clipboard.
 CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-
-
-# The signals that stop the harness: Ctrl-C, and a scheduler's SIGTERM. CPython runs handlers in
-# the main thread only, and can miss one that the kernel handed to another thread (a sweep under
-# load ran on after a Ctrl-C): no thread of the harness's takes them, and a sweep's main thread
-# waits in wait_heeding_stops. A thread's mask is what the threads and processes it starts
-# inherit, so a worker is given them back (stop_signals(blocked=False) around its start).
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextmanager
-def stop_signals(blocked: bool) -> Iterator[None]:
-    """This thread's stop signals blocked (or unblocked) for the block's duration."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK if blocked else signal.SIG_UNBLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def start_thread(target: Callable[..., object], *args: object) -> threading.Thread:
-    """A daemon thread that never takes a stop signal (:data:`STOP_SIGNALS`)."""
-    thread = threading.Thread(target=target, args=args, daemon=True)
-    with stop_signals(blocked=True):
-        thread.start()
-    return thread
-
-
-def wait_heeding_stops(futures: list[Future[Any]], interval: float = 0.25) -> None:
-    """Wait for ``futures`` in the main thread; a stop signal that any thread took runs its handler
-    here within ``interval`` s. CPython's C handler writes each signal's number to the wake-up fd
-    in whichever thread took it, and the main thread can miss one that landed elsewhere: so it
-    reads them and raises each again to itself, where the handler runs at once (one call)."""
-    if threading.current_thread() is not threading.main_thread():
-        wait(futures)  # only the main thread has a wake-up fd, and runs handlers
-        return
-    read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    previous = -1  # a handler may raise between any two steps: the fd is unset all the same
-    try:
-        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-        while wait(futures, timeout=interval).not_done:
-            try:
-                taken = set(os.read(read, 512))
-            except BlockingIOError:
-                continue
-            for signum in sorted(taken & {int(s) for s in STOP_SIGNALS}):
-                signal.raise_signal(signum)
-    finally:
-        signal.set_wakeup_fd(previous)
-        os.close(read)
-        os.close(write)
 
 
 T = TypeVar("T")  # a part of a run: its channels, pipes and processes
