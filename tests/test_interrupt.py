@@ -36,6 +36,21 @@ def _blocked(pid: int, thread: int | None = None) -> int:
 
 
 @pytest.mark.slow
+def _signal_state(pid: int) -> str:
+    """Each thread of process ``pid``: its pending, blocked, ignored and caught signals (for a
+    failure's message: where a signal that was not acted on went)."""
+    rows = []
+    for t in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        try:
+            lines = open(f"/proc/{pid}/task/{t}/status").read().splitlines()
+        except OSError:
+            continue
+        rows.append(f"{t}: " + " ".join(line.replace(":\t", "=") for line in lines
+                                        if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn",
+                                                            "SigCgt"))))
+    return "\n".join(rows)
+
+
 def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes(tmp_path):
     results = tmp_path / "results"
     args = [sys.executable, "-m", "harness", "baselines", "run", "--suite", "demo", "--only",
@@ -54,10 +69,16 @@ def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes(tmp_path):
                 # the run in flight had ended.
                 others = sorted((_blocked(proc.pid, int(t)) & STOP_BITS, int(t))
                                 for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+                before = _signal_state(proc.pid)
                 os.kill(others[0][1], signal.SIGINT)
                 sent = time.monotonic()
                 break
-        rest, _ = proc.communicate(timeout=60)
+        try:
+            rest, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after a SIGINT to thread {others[0][1]}; its threads' "
+                        f"signals before:\n{before}\nafter:\n{_signal_state(proc.pid)}\n"
+                        + "".join(lines))
         took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
