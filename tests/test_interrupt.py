@@ -56,6 +56,7 @@ def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes(tmp_path):
     args = [sys.executable, "-m", "harness", "baselines", "run", "--suite", "demo", "--only",
             "batch_norm", "--jobs", "1", "--threads", "1", "--results", str(results)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    here = f"this process: {_signal_state(os.getpid()).splitlines()[0]}, SIGINT {signal.getsignal(signal.SIGINT)}"
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
     try:
@@ -84,7 +85,10 @@ def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes(tmp_path):
         if proc.poll() is None:
             proc.kill()
     output = "".join(lines) + rest
-    assert proc.returncode == 130, output
+    main_thread = before.splitlines()[0]  # the sweep's main thread neither ignores nor blocks it
+    ignored, blocked = (int(main_thread.split(f"{k}=")[1].split()[0], 16) for k in ("SigIgn", "SigBlk"))
+    assert not (ignored | blocked) & STOP_BITS, f"{here}\nits threads:\n{before}"
+    assert proc.returncode == 130, f"{here}\nits threads when signalled:\n{before}\n{output}"
     assert masks and not any(m & STOP_BITS for m in masks), masks  # its worker takes them
     assert took < 15, f"{took:.1f} s from Ctrl-C to exit"
     assert output.count(": started") == 1, output  # no run started after the signal
