@@ -35,7 +35,6 @@ def _blocked(pid: int, thread: int | None = None) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
 
 
-@pytest.mark.slow
 def _signal_state(pid: int) -> str:
     """Each thread of process ``pid``: its pending, blocked, ignored and caught signals (for a
     failure's message: where a signal that was not acted on went)."""
@@ -51,6 +50,7 @@ def _signal_state(pid: int) -> str:
     return "\n".join(rows)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes(tmp_path):
     results = tmp_path / "results"
     args = [sys.executable, "-m", "harness", "baselines", "run", "--suite", "demo", "--only",
