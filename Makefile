@@ -86,8 +86,8 @@ study: setup
 # tests wait on processes and sandboxes as much as they compute); --dist worksteal evens out the
 # long ones. Twice as many workers is slower on 2 cores (740 s against 701 s, measured), and
 # pushes harness check's wall-clock backstops past their limits; so is pinning each worker and
-# its processes to a CPU of its own (960 s against 922 s on the same day, and the Slurm and
-# Ctrl-C tests ran out of time): a worker waiting on a sandbox leaves its CPU to the other.
+# its processes to a CPU of its own (960 s against 922 s on the same day, and the Slurm test
+# ran out of time): a worker waiting on a sandbox leaves its CPU to the other.
 XDIST = -n auto --dist worksteal
 test: setup
 	$(BIN)/python -m pytest -q $(XDIST)
