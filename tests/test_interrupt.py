@@ -57,7 +57,11 @@ def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes(tmp_path):
             "batch_norm", "--jobs", "1", "--threads", "1", "--results", str(results)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     here = f"this process: {_signal_state(os.getpid()).splitlines()[0]}, SIGINT {signal.getsignal(signal.SIGINT)}"
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # As a terminal starts it: SIGINT at its default. An ignored SIGINT is inherited, and Python
+    # keeps it ignored (as a shell's background job wants); in the full suite something before
+    # this test left the worker's SIGINT and SIGQUIT ignored, and the sweep never saw the Ctrl-C.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
         for line in proc.stdout:  # wait for the first run to be under way, then Ctrl-C
