@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 # The signals that stop the harness: Ctrl-C, and a scheduler's SIGTERM. CPython runs handlers in
-# the main thread only, and can miss one that the kernel handed to another thread (a sweep under
-# load ran on after a Ctrl-C): no thread of the harness's takes them, and a sweep's main thread
-# waits in heeding_stops(). A thread's mask is what the threads and processes it starts
-# inherit, so a worker is given them back (stop_signals(blocked=False) around its start).
+# the main thread only, and notices one that another thread took only when the main thread next
+# runs Python: no thread of the harness's takes them, and a sweep's main thread waits in
+# heeding_stops(), which sees them wherever they landed. (A harness started with SIGINT ignored
+# keeps it ignored, as a shell's background job wants.) A thread's mask is what the threads and
+# processes it starts inherit, so a worker is given them back (stop_signals(blocked=False)).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -40,9 +41,9 @@ def start_thread(target: Callable[..., object], *args: object) -> threading.Thre
 def heeding_stops(interval: float = 0.25) -> Iterator[Callable[[list[Future[Any]]], object]]:
     """For the block, a stop signal that any thread takes runs its handler in the main thread
     within ``interval`` s, while it is in the wait this yields. CPython's C handler writes each
-    signal's number to the wake-up fd in whichever thread took it, and the main thread can miss
-    one that landed elsewhere: the wait reads them and raises each again to itself, where the
-    handler runs at once (one call). Set before the block starts its threads, it misses none."""
+    signal's number to the wake-up fd in whichever thread took it; the wait reads them and raises
+    each again to itself, where the handler runs at once (one call), without waiting for the
+    main thread to notice one that landed elsewhere. Set before the block starts its threads, it misses none."""
     if threading.current_thread() is not threading.main_thread():
         yield wait  # only the main thread has a wake-up fd, and runs handlers
         return
